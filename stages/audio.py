@@ -1,0 +1,66 @@
+"""Audio I/O: any WAV, FLAC or OGG file in, mono float32 at the model's rate (16 kHz) out.
+
+Loading fails with a one-line :class:`UserError` naming the file for an empty file, a file that
+cannot be decoded, or samples that are NaN or infinite, so a bad file never reaches the model.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from stages.cli import UserError
+from stages.fileio import atomic_path
+
+MODEL_RATE = 16000
+FORMATS = ("WAV", "FLAC", "OGG")
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = MODEL_RATE) -> np.ndarray:
+    """Read ``path`` and return mono float32 samples at ``sample_rate`` (channels averaged, soxr resampling)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: audio file not found")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError ... for bad files
+        raise UserError(f"{path}: cannot decode audio ({err}); re-encode it as WAV, FLAC or OGG") from None
+    if data.shape[0] == 0:
+        raise UserError(f"{path}: audio file has no samples; remove it from the metadata CSV or replace it")
+    if not np.isfinite(data).all():
+        raise UserError(f"{path}: audio contains NaN or infinite samples (corrupt file); re-export it")
+    mono = data.mean(axis=1, dtype=np.float32)
+    if rate != sample_rate:
+        mono = soxr.resample(mono, rate, sample_rate, quality="HQ").astype(np.float32, copy=False)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def probe_audio(path: str | os.PathLike) -> sf._SoundFileInfo:
+    """Read only the header of ``path``: cheap validation that it exists and is a decodable format."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: audio file not found")
+    try:
+        info = sf.info(str(path))
+    except Exception as err:
+        raise UserError(f"{path}: cannot decode audio ({err}); re-encode it as WAV, FLAC or OGG") from None
+    if info.frames == 0:
+        raise UserError(f"{path}: audio file has no samples; remove it from the metadata CSV or replace it")
+    return info
+
+
+def write_audio(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = MODEL_RATE) -> None:
+    """Write float samples in [-1, 1] as 16-bit PCM (format from the suffix: .wav, .flac, .ogg), atomically."""
+    samples = np.asarray(samples, dtype=np.float32)
+    if not np.isfinite(samples).all():
+        raise ValueError(f"{path}: refusing to write NaN or infinite samples")
+    subtype = "VORBIS" if str(path).lower().endswith(".ogg") else "PCM_16"
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), np.clip(samples, -1.0, 1.0), sample_rate, subtype=subtype)
+
+
+def duration_s(samples: np.ndarray, sample_rate: int = MODEL_RATE) -> float:
+    return float(len(samples)) / sample_rate

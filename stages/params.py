@@ -1,0 +1,327 @@
+"""One typed loader for ``params.yaml``.
+
+Every section is a frozen dataclass. Loading checks that every key is known, every value has the
+declared type, and every value is possible (``validate``); a mistake is a :class:`UserError` that
+names the key, e.g. ``params.yaml: train.learning_rate: expected a number, got 'fast'``.
+
+Stages read only their own sections, and ``dvc.yaml`` lists exactly those sections as each
+stage's params, so a change re-runs only what depends on it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from stages.cli import UserError
+
+LABELS = ("SPEECH", "NONSPEECH")
+SPLITS = ("train", "dev", "test")
+
+
+# --------------------------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class SplitSize:
+    clips: int
+    groups: int
+
+    def validate(self, key: str) -> None:
+        _check(self.groups >= 1, key + ".groups", "must be at least 1")
+        _check(self.clips >= 2 * self.groups, key + ".clips", "must be at least 2 per group (one of each class)")
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    """The embedded corpus: each group is one session (a voice in one acoustic background)."""
+
+    seed: int = 1234
+    sizes: dict[str, SplitSize] = field(
+        default_factory=lambda: {"train": SplitSize(64, 6), "dev": SplitSize(72, 4), "test": SplitSize(24, 3)}
+    )
+    speech_fraction: float = 0.5
+    # eSpeak NG voice names ("en-us+f3": language + variant); one voice per group.
+    voices: dict[str, list[str]] = field(default_factory=dict)
+    # background families per split (see stages/synth.py for the list); test uses families unseen in train.
+    backgrounds: dict[str, list[str]] = field(default_factory=dict)
+    snr_db: list[float] = field(default_factory=lambda: [-5.0, 0.0, 5.0, 10.0, 15.0, 20.0])
+    min_duration_s: float = 0.2
+    max_duration_s: float = 5.0
+
+    def validate(self, key: str) -> None:
+        _check(set(self.sizes) == set(SPLITS), key + ".sizes", f"must name exactly {', '.join(SPLITS)}")
+        for split, size in self.sizes.items():
+            size.validate(f"{key}.sizes.{split}")
+        _check(0.0 < self.speech_fraction < 1.0, key + ".speech_fraction", "must be strictly between 0 and 1")
+        _check(0.0 < self.min_duration_s <= self.max_duration_s, key + ".min_duration_s",
+               "must be positive and not above max_duration_s")
+        _check(len(self.snr_db) > 0, key + ".snr_db", "must list at least one SNR")
+        for name, table in (("voices", self.voices), ("backgrounds", self.backgrounds)):
+            _check(set(table) == set(SPLITS), f"{key}.{name}", f"must name exactly {', '.join(SPLITS)}")
+            for split, items in table.items():
+                _check(len(items) > 0, f"{key}.{name}.{split}", "must not be empty")
+
+
+@dataclass(frozen=True)
+class CsvData:
+    """The user's own corpus as one metadata CSV, split here by group."""
+
+    path: str | None = None
+    # fraction of groups (0 < x < 1) or a count of groups (an integer >= 1) for dev and test; train gets the rest.
+    dev_groups: float = 0.2
+    test_groups: float = 0.2
+
+
+@dataclass(frozen=True)
+class PresplitData:
+    """The user's own three split CSVs, validated and copied into place."""
+
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+
+
+@dataclass(frozen=True)
+class Data:
+    source: Literal["synthetic", "csv", "presplit"] = "synthetic"
+    split_seed: int = 0
+    sample_rate: int = 16000
+    synthetic: SyntheticData = field(default_factory=SyntheticData)
+    csv: CsvData = field(default_factory=CsvData)
+    presplit: PresplitData = field(default_factory=PresplitData)
+
+    def validate(self, key: str) -> None:
+        _check(self.sample_rate > 0, key + ".sample_rate", "must be positive")
+        if self.source == "csv":
+            _check(bool(self.csv.path), key + ".csv.path", "must name a metadata CSV when data.source is csv")
+        if self.source == "presplit":
+            for split in SPLITS:
+                _check(bool(getattr(self.presplit, split)), f"{key}.presplit.{split}",
+                       "must name a metadata CSV when data.source is presplit")
+
+
+# -------------------------------------------------------------------------------------------- model
+@dataclass(frozen=True)
+class Model:
+    # Any Qwen2-Audio checkpoint: a hub id such as Qwen/Qwen2-Audio-7B-Instruct, or a local folder.
+    name_or_path: str = "models/tiny-qwen2-audio"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on a GPU that has it, else fp32
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    load_in_4bit: bool = False  # bitsandbytes NF4 base weights (GPU only)
+    # Fast path: run the audio encoder on a window cut to the batch's longest clip (same features,
+    # see stages/modeling.py); false runs the model's own full-window forward.
+    trim_audio_window: bool = True
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    """The embedded default: a tiny randomly initialised Qwen2-Audio built by ``stages.tiny_model``."""
+
+    seed: int = 0
+    window_s: float = 6.0  # audio window (the real model's is 30 s); no shorter than the longest clip
+    num_mel_bins: int = 128
+    encoder_layers: int = 2
+    encoder_d_model: int = 64
+    encoder_heads: int = 4
+    encoder_ffn_dim: int = 128
+    text_layers: int = 2
+    hidden_size: int = 64
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate_size: int = 128
+
+    def validate(self, key: str) -> None:
+        _check(self.window_s > 0, key + ".window_s", "must be positive")
+        _check(self.encoder_d_model % self.encoder_heads == 0, key + ".encoder_heads", "must divide encoder_d_model")
+        _check(self.hidden_size % self.heads == 0, key + ".heads", "must divide hidden_size")
+        _check(self.heads % self.kv_heads == 0, key + ".kv_heads", "must divide heads")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    system: str = "You are an audio analyst."
+    user: str = "Does this audio clip contain human speech? Answer A for SPEECH or B for NONSPEECH."
+    speech_answer: str = "A"
+    nonspeech_answer: str = "B"
+
+    def validate(self, key: str) -> None:
+        _check(self.speech_answer != self.nonspeech_answer, key + ".nonspeech_answer", "must differ from speech_answer")
+
+
+@dataclass(frozen=True)
+class Lora:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    mlp_targets: bool = True  # also the language model's MLP projections (the study's --add_mlp_targets)
+    encoder_targets: bool = False  # also the audio encoder's attention projections
+
+    def validate(self, key: str) -> None:
+        _check(self.r >= 1, key + ".r", "must be at least 1")
+        _check(0.0 <= self.dropout < 1.0, key + ".dropout", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class Train:
+    learning_rate: float = 2e-4
+    epochs: int = 3
+    batch_size: int = 8
+    grad_accum: int = 1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = False
+
+    def validate(self, key: str) -> None:
+        _check(self.learning_rate > 0, key + ".learning_rate", "must be positive")
+        _check(self.epochs >= 1, key + ".epochs", "must be at least 1")
+        _check(self.batch_size >= 1, key + ".batch_size", "must be at least 1")
+        _check(self.grad_accum >= 1, key + ".grad_accum", "must be at least 1")
+        _check(0.0 <= self.warmup_ratio < 1.0, key + ".warmup_ratio", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class Predict:
+    batch_size: int = 16
+    # more metadata CSVs to score beside dev and test: {name: path}; outputs predictions/<system>/<name>.csv
+    extra_csvs: dict[str, str] = field(default_factory=dict)
+    # content-free inputs for contextual calibration: digital silence and a short white-noise clip
+    content_free_duration_s: float = 1.0
+    content_free_noise_dbfs: float = -30.0
+
+    def validate(self, key: str) -> None:
+        _check(self.batch_size >= 1, key + ".batch_size", "must be at least 1")
+        _check(self.content_free_duration_s > 0, key + ".content_free_duration_s", "must be positive")
+
+
+# ---------------------------------------------------------------------------------------- analysis
+@dataclass(frozen=True)
+class Calibration:
+    method: Literal["temperature", "platt", "beta", "isotonic", "contextual", "none", "auto"] = "temperature"
+    tune_threshold: bool = False  # also tune a decision threshold on dev (reported separately)
+    temperature_bounds: list[float] = field(default_factory=lambda: [0.01, 100.0])
+
+    def validate(self, key: str) -> None:
+        lo, hi = (self.temperature_bounds + [0, 0])[:2]
+        _check(len(self.temperature_bounds) == 2 and 0 < lo < hi, key + ".temperature_bounds",
+               "must be two numbers 0 < low < high")
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    n_bins: int = 15
+    n_bootstrap: int = 2000
+    ci: float = 0.95
+    bootstrap_seed: int = 0
+
+    def validate(self, key: str) -> None:
+        _check(self.n_bins >= 2, key + ".n_bins", "must be at least 2")
+        _check(self.n_bootstrap >= 100, key + ".n_bootstrap", "must be at least 100")
+        _check(0.5 < self.ci < 1.0, key + ".ci", "must be in (0.5, 1)")
+
+
+@dataclass(frozen=True)
+class Params:
+    seeds: list[int] = field(default_factory=lambda: [42, 123, 456])
+    data: Data = field(default_factory=Data)
+    model: Model = field(default_factory=Model)
+    tiny_model: TinyModel = field(default_factory=TinyModel)
+    prompt: Prompt = field(default_factory=Prompt)
+    lora: Lora = field(default_factory=Lora)
+    train: Train = field(default_factory=Train)
+    predict: Predict = field(default_factory=Predict)
+    calibration: Calibration = field(default_factory=Calibration)
+    evaluate: Evaluate = field(default_factory=Evaluate)
+    # Sections owned by later stages are parsed as plain mappings until they get a dataclass here.
+    baselines: dict[str, Any] = field(default_factory=dict)
+    conditions: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, key: str) -> None:
+        _check(len(self.seeds) > 0, "seeds", "must list at least one seed")
+        _check(len(set(self.seeds)) == len(self.seeds), "seeds", "must not repeat a seed")
+
+
+# ------------------------------------------------------------------------------------------ loading
+def load(path: str | Path = "params.yaml") -> Params:
+    """Load and validate ``params.yaml``; every mistake is a :class:`UserError` naming the key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run from the project root or pass --params") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    try:
+        return parse(Params, raw or {}, "")
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
+
+
+def parse(cls: type, raw: Any, key: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, checking unknown keys, types and values."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{key or 'top level'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        where = f"{key}.{unknown[0]}" if key else unknown[0]
+        raise UserError(f"{where}: unknown key (known keys: {', '.join(sorted(names))})")
+    values = {name: _convert(hints[name], raw[name], f"{key}.{name}" if key else name) for name in raw}
+    obj = cls(**values)
+    if hasattr(obj, "validate"):
+        obj.validate(key)
+    return obj
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return parse(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, key)
+    if origin is Literal:
+        if value not in args:
+            raise UserError(f"{key}: {value!r} is not one of {', '.join(map(str, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{key}: expected a list, got {value!r}")
+        return [_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): _convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"params.py: no converter for {tp!r} at {key}")  # a bug in this module, not the user's
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise UserError(f"{key}: {message}")

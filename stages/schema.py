@@ -1,0 +1,175 @@
+"""The data contract: column names of every file passed between stages, and their validation.
+
+Metadata CSV (one per split, ``data/processed/grouped_split/{train,dev,test}_metadata.csv``), one row per clip:
+``clip_id`` (unique), ``audio_path`` (relative to the CSV's folder, or absolute), ``label``
+(SPEECH or NONSPEECH), ``group_id`` (the speaker or recording the clip came from), and optional
+``duration_s``, ``snr_db``, ``source``.
+
+Predictions CSV (``predictions/<system>/<split>.csv``), one row per clip: the identity columns,
+``ground_truth_token``, the two answer-token logits, ``p_speech`` at temperature 1, the predicted
+token, and the log-sum-exp of the full vocabulary at the answer position; optional metadata columns
+are carried through.
+
+Every reader here validates what it reads and raises a one-line :class:`UserError` naming the file,
+the row and the fix.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stages.audio import probe_audio
+from stages.cli import UserError
+
+# ---- metadata columns
+CLIP_ID = "clip_id"
+AUDIO_PATH = "audio_path"
+LABEL = "label"
+GROUP_ID = "group_id"
+DURATION_S = "duration_s"
+SNR_DB = "snr_db"
+SOURCE = "source"
+METADATA_REQUIRED = (CLIP_ID, AUDIO_PATH, LABEL, GROUP_ID)
+METADATA_OPTIONAL = (DURATION_S, SNR_DB, SOURCE)
+
+SPEECH, NONSPEECH = "SPEECH", "NONSPEECH"
+LABELS = (SPEECH, NONSPEECH)
+
+# ---- predictions columns
+GROUND_TRUTH_TOKEN = "ground_truth_token"
+LOGIT_A = "logit_A"
+LOGIT_B = "logit_B"
+P_SPEECH = "p_speech"
+PREDICTED_TOKEN = "predicted_token"
+LOGSUMEXP_VOCAB = "logsumexp_vocab"  # log-sum-exp of all vocabulary logits at the answer position
+PREDICTIONS_REQUIRED = (CLIP_ID, GROUP_ID, LABEL, GROUND_TRUTH_TOKEN, LOGIT_A, LOGIT_B)
+PREDICTIONS_COLUMNS = PREDICTIONS_REQUIRED + (P_SPEECH, PREDICTED_TOKEN, LOGSUMEXP_VOCAB)
+
+SPLIT_DIR = Path("data/processed/grouped_split")
+
+
+def split_csv(split: str, root: str | os.PathLike = SPLIT_DIR) -> Path:
+    return Path(root) / f"{split}_metadata.csv"
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        # clip and group ids are strings even when they look like numbers
+        return pd.read_csv(path, dtype={CLIP_ID: str, GROUP_ID: str, LABEL: str, AUDIO_PATH: str, SOURCE: str},
+                           keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+
+
+def _row(df: pd.DataFrame, mask: np.ndarray) -> int:
+    """The 1-based data row number (header is row 0) of the first True in ``mask``."""
+    return int(np.flatnonzero(np.asarray(mask))[0]) + 1
+
+
+def _check_columns(df: pd.DataFrame, path: Path, required: tuple[str, ...]) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; "
+                        f"the header must include {', '.join(required)}")
+    for col in required:
+        blank = df[col].isna().to_numpy()
+        if blank.any():
+            raise UserError(f"{path} row {_row(df, blank)}: empty {col}; every row needs a {col}")
+
+
+def _check_ids_and_labels(df: pd.DataFrame, path: Path) -> None:
+    dup = df[CLIP_ID].duplicated().to_numpy()
+    if dup.any():
+        row = _row(df, dup)
+        raise UserError(f"{path} row {row}: duplicate clip_id '{df[CLIP_ID].iloc[row - 1]}'; clip ids must be unique")
+    bad = ~df[LABEL].isin(LABELS).to_numpy()
+    if bad.any():
+        row = _row(df, bad)
+        raise UserError(f"{path} row {row}: label '{df[LABEL].iloc[row - 1]}' is not one of {', '.join(LABELS)}")
+
+
+def resolve_audio_path(audio_path: str, csv_path: str | os.PathLike) -> Path:
+    """An absolute ``audio_path`` as is; a relative one against the CSV's folder."""
+    p = Path(audio_path)
+    return p if p.is_absolute() else Path(csv_path).parent / p
+
+
+def read_metadata(path: str | os.PathLike, *, check_audio: bool = True, require_both_classes: bool = True) -> pd.DataFrame:
+    """Read and validate one metadata CSV.
+
+    Returns the rows with an added column ``audio_file``: the audio path resolved against the CSV's folder.
+    """
+    path = Path(path)
+    df = _read_csv(path)
+    _check_columns(df, path, METADATA_REQUIRED)
+    _check_ids_and_labels(df, path)
+    for col in (DURATION_S, SNR_DB):
+        if col in df.columns:
+            values = pd.to_numeric(df[col], errors="coerce")
+            bad = (values.isna() & df[col].notna()).to_numpy()
+            if bad.any():
+                row = _row(df, bad)
+                raise UserError(f"{path} row {row}: {col} '{df[col].iloc[row - 1]}' is not a number")
+            df[col] = values
+    if require_both_classes:
+        present = set(df[LABEL])
+        if len(df) == 0 or present != set(LABELS):
+            only = ", ".join(sorted(present)) or "no rows"
+            raise UserError(f"{path}: the split holds only {only}; every split needs both SPEECH and NONSPEECH clips "
+                            "(move some groups between splits)")
+    df["audio_file"] = [str(resolve_audio_path(p, path)) for p in df[AUDIO_PATH]]
+    if check_audio:
+        for i, file in enumerate(df["audio_file"]):
+            try:
+                probe_audio(file)
+            except UserError as err:
+                raise UserError(f"{path} row {i + 1}: {err}") from None
+    return df
+
+
+def check_disjoint_groups(splits: Mapping[str, pd.DataFrame], paths: Mapping[str, os.PathLike]) -> None:
+    """No group (speaker or recording) may appear in two splits."""
+    names = list(splits)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = sorted(set(splits[a][GROUP_ID]) & set(splits[b][GROUP_ID]))
+            if shared:
+                rows = splits[b][GROUP_ID].eq(shared[0]).to_numpy()
+                raise UserError(f"{paths[b]} row {_row(splits[b], rows)}: group '{shared[0]}' is also in {a} "
+                                f"({paths[a]}); a group must stay in one split (move all its clips to one split)")
+
+
+def read_splits(root: str | os.PathLike = SPLIT_DIR, splits=("train", "dev", "test"), *, check_audio: bool = True) -> dict[str, pd.DataFrame]:
+    """Read and validate the split CSVs under ``root`` together, including group disjointness."""
+    paths = {s: split_csv(s, root) for s in splits}
+    frames = {s: read_metadata(p, check_audio=check_audio) for s, p in paths.items()}
+    check_disjoint_groups(frames, paths)
+    return frames
+
+
+def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
+    """Read and validate a predictions CSV (what ``predict`` and ``baselines`` write)."""
+    path = Path(path)
+    df = _read_csv(path)
+    _check_columns(df, path, PREDICTIONS_REQUIRED)
+    _check_ids_and_labels(df, path)
+    for col in (LOGIT_A, LOGIT_B):
+        values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = _row(df, bad)
+            raise UserError(f"{path} row {row}: {col} '{df[col].iloc[row - 1]}' is not a finite number; "
+                            "re-run the predict stage")
+        df[col] = values
+    return df
+
+
+def label_to_int(labels) -> np.ndarray:
+    """SPEECH -> 1, NONSPEECH -> 0 (the positive class of every metric is SPEECH)."""
+    return (np.asarray(labels) == SPEECH).astype(np.int64)
