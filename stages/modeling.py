@@ -1,0 +1,222 @@
+"""Loading Qwen2-Audio (base, LoRA adapter) and the forward pass that train and predict share.
+
+Any Qwen2-Audio checkpoint loads through ``from_pretrained`` (safetensors only, no remote code): the
+real ``Qwen/Qwen2-Audio-7B-Instruct`` and the embedded tiny model alike; nothing here knows which.
+
+The forward pass returns the decoder's last hidden state at the answer position; the answer logits
+are that state against the output head's rows for the two answer tokens (never the full vocabulary
+at every position). With ``trim`` (the default fast path) the audio encoder runs on a window cut to
+the batch's longest clip instead of the model's full window (30 s for the real model): every encoder
+position past a clip's end is masked out of attention, and the convolutions, position embeddings,
+pooling and projector act position by position, so the audio features are the same
+(``tests/test_modeling.py`` checks this against the model's own full-window forward).
+``Qwen2AudioEncoder.forward`` refuses a shorter window, so :func:`encode_audio` calls its submodules.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from stages.cli import UserError
+from stages.params import Lora, Model
+from stages.prompting import Batch
+
+log = logging.getLogger("stages.modeling")
+
+# Exact module names (peft matches a string target as a full regex): the decoder's attention and MLP
+# projections, and optionally the audio encoder's attention projections. Plain suffixes such as
+# "q_proj" would also hit the encoder, which has q_proj/k_proj/v_proj modules of its own.
+LM_ATTENTION = r"model\.language_model\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj)"
+LM_MLP = r"model\.language_model\.layers\.\d+\.mlp\.(gate_proj|up_proj|down_proj)"
+ENCODER_ATTENTION = r"model\.audio_tower\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
+
+
+def lora_target_pattern(cfg: Lora) -> str:
+    parts = [LM_ATTENTION] + ([LM_MLP] if cfg.mlp_targets else []) + ([ENCODER_ATTENTION] if cfg.encoder_targets else [])
+    return "|".join(f"(?:{p})" for p in parts)
+
+
+def resolve_device(cfg: Model) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"model.device: {cfg.device!r} asked for, but no CUDA GPU is visible; set model.device: auto")
+    return device
+
+
+def resolve_dtype(cfg: Model, device: torch.device) -> torch.dtype:
+    if cfg.dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).exists() or len(name.split("/")) != 2
+
+
+def load_processor(cfg: Model):
+    from transformers import AutoProcessor
+
+    _check_base_exists(cfg.name_or_path)
+    try:
+        processor = AutoProcessor.from_pretrained(cfg.name_or_path, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        raise UserError(f"model.name_or_path: cannot load a processor from {cfg.name_or_path!r} "
+                        f"({str(err).splitlines()[0]})") from None
+    processor.tokenizer.padding_side = "left"
+    return processor
+
+
+def _check_base_exists(name: str) -> None:
+    if _looks_local(name) and not Path(name).expanduser().is_dir():
+        raise UserError(f"model.name_or_path: {name!r} does not exist; build the embedded model with "
+                        "`dvc repro tiny_model`, or name a Qwen2-Audio checkpoint folder or hub id")
+
+
+def load_base(cfg: Model, device: torch.device | None = None):
+    """The base Qwen2AudioForConditionalGeneration on ``device`` in the configured precision, in eval mode."""
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    _check_base_exists(cfg.name_or_path)
+    device = device or resolve_device(cfg)
+    dtype = resolve_dtype(cfg, device)
+    kwargs = dict(dtype=dtype, attn_implementation=cfg.attn_implementation, use_safetensors=True,
+                  trust_remote_code=False)
+    if cfg.load_in_4bit:
+        if device.type != "cuda":
+            raise UserError("model.load_in_4bit: 4-bit loading needs a CUDA GPU; set it to false on CPU")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True)
+        kwargs["device_map"] = {"": device.index or 0}
+    try:
+        model = Qwen2AudioForConditionalGeneration.from_pretrained(cfg.name_or_path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise UserError(f"model.name_or_path: cannot load Qwen2-Audio from {cfg.name_or_path!r} "
+                        f"({str(err).splitlines()[0]})") from None
+    if not cfg.load_in_4bit:
+        model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def add_lora(model, cfg: Lora):
+    """Wrap ``model`` with fresh LoRA adapters on exactly the modules :func:`lora_target_pattern` names."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none",
+                        target_modules=lora_target_pattern(cfg))
+    return get_peft_model(model, config)
+
+
+def load_adapter(model, adapter_dir: str | Path):
+    """Attach a trained adapter (``PeftModel.from_pretrained``) to the base ``model`` for inference."""
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        if not (adapter_dir / name).is_file():
+            raise UserError(f"{adapter_dir}: no {name}; this is not a trained adapter folder "
+                            "(re-run the train stage: dvc repro train)")
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
+    except Exception as err:  # peft/safetensors raise many types for a damaged folder
+        raise UserError(f"{adapter_dir}: cannot load the adapter ({type(err).__name__}: {str(err).splitlines()[0]}); "
+                        "the folder is damaged or was trained for another base model: re-run dvc repro train") from None
+    peft_model.eval()
+    return peft_model
+
+
+def adapted_modules(model) -> list[str]:
+    """Names of the modules that carry a LoRA adapter (``lora_A``), without peft's wrapper prefix."""
+    names = [n[: -len(".lora_A")] for n, _ in model.named_modules() if n.endswith(".lora_A")]
+    return sorted(re.sub(r"^base_model\.model\.", "", n) for n in names)
+
+
+def unwrap(model):
+    """The Qwen2AudioForConditionalGeneration inside a PeftModel (adapters stay injected), or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def encode_audio(qwen, input_features: torch.Tensor, feature_attention_mask: torch.Tensor) -> torch.Tensor:
+    """Projected audio features of every real audio token, concatenated over the batch: (tokens, hidden).
+
+    Works on any window length (the trimmed fast path); on the full window it computes exactly what
+    ``Qwen2AudioModel.forward`` does.
+    """
+    from transformers.masking_utils import create_bidirectional_mask
+
+    encoder = qwen.model.audio_tower
+    feat_lengths, out_lengths = encoder._get_feat_extract_output_lengths(feature_attention_mask.sum(-1))
+    x = input_features.to(dtype=encoder.conv1.weight.dtype, device=encoder.conv1.weight.device)
+    x = F.gelu(encoder.conv1(x))
+    x = F.gelu(encoder.conv2(x)).permute(0, 2, 1)
+    positions = x.shape[1]
+    if positions > encoder.embed_positions.num_embeddings:
+        raise ValueError(f"audio window of {positions} encoder positions exceeds the model's {encoder.embed_positions.num_embeddings}")
+    x = x + encoder.embed_positions.weight[:positions]
+    x = F.dropout(x, p=encoder.dropout, training=encoder.training)
+    keep = torch.arange(positions, device=x.device)[None, :] < feat_lengths.to(x.device)[:, None]
+    mask = create_bidirectional_mask(config=encoder.config, inputs_embeds=x, attention_mask=keep.long())
+    for layer in encoder.layers:
+        x = layer(x, mask)
+    x = encoder.avg_pooler(x.permute(0, 2, 1)).permute(0, 2, 1)
+    x = encoder.layer_norm(x)
+    features = qwen.model.multi_modal_projector(x)
+    real = torch.arange(features.shape[1], device=x.device)[None, :] < out_lengths.to(x.device)[:, None]
+    return features[real]
+
+
+def last_hidden(model, batch: Batch, *, trim: bool = True) -> torch.Tensor:
+    """The decoder's last hidden state at every position: (B, L, hidden).
+
+    ``trim`` selects the fast path (:func:`encode_audio` on the batch's window); otherwise the
+    model's own ``Qwen2AudioModel.forward`` runs (it needs the full window).
+    """
+    qwen = unwrap(model)
+    if not trim:
+        out = qwen.model(input_ids=batch.input_ids, input_features=batch.input_features,
+                         attention_mask=batch.attention_mask, feature_attention_mask=batch.feature_attention_mask,
+                         position_ids=batch.position_ids, use_cache=False)
+        return out.last_hidden_state
+    embeds = qwen.model.get_input_embeddings()(batch.input_ids)
+    audio = encode_audio(qwen, batch.input_features, batch.feature_attention_mask)
+    audio_mask = (batch.input_ids == qwen.config.audio_token_id).unsqueeze(-1)
+    if int(audio_mask.sum()) != audio.shape[0]:
+        raise ValueError(f"{int(audio_mask.sum())} audio tokens in the text but {audio.shape[0]} audio features")
+    embeds = embeds.masked_scatter(audio_mask.to(embeds.device), audio.to(embeds.dtype))
+    out = qwen.model.language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+                                    position_ids=batch.position_ids, use_cache=False)
+    return out.last_hidden_state
+
+
+def head_rows(model, token_ids) -> torch.Tensor:
+    """The output head's rows for ``token_ids``: (len(token_ids), hidden)."""
+    weight = unwrap(model).lm_head.weight
+    return weight[torch.as_tensor(list(token_ids), device=weight.device)]
+
+
+def answer_logits(model, hidden_at_answer: torch.Tensor, answer_ids: tuple[int, int]) -> torch.Tensor:
+    """Logits of the two answer tokens from the hidden state at the answer position: (B, 2) float32."""
+    rows = head_rows(model, answer_ids)
+    return (hidden_at_answer.to(rows.dtype) @ rows.T).float()
+
+
+def vocab_logits(model, hidden_at_answer: torch.Tensor) -> torch.Tensor:
+    """The full vocabulary's logits at the answer position only: (B, vocab) float32."""
+    head = unwrap(model).lm_head
+    return head(hidden_at_answer.to(head.weight.dtype)).float()
+
+
+def vocab_logsumexp(model, hidden_at_answer: torch.Tensor) -> torch.Tensor:
+    """log-sum-exp of the full vocabulary's logits at the answer position only: (B,) float32."""
+    return torch.logsumexp(vocab_logits(model, hidden_at_answer), dim=-1)

@@ -1,0 +1,153 @@
+"""The prompt, the answer tokens, and the one function that turns clips into model inputs.
+
+Training and scoring build their inputs through :meth:`InputBuilder.build`: the scored sequence is
+exactly the training sequence without its answer token (the study we reproduce scored with another
+prompt, without the system message, than it trained with; that cannot happen here).
+
+The text is the processor's own chat template (system turn, then a user turn with the audio first and
+the question after it), rendered once; each clip's ``<|AUDIO|>`` placeholder is expanded to that clip's
+number of audio tokens, as ``Qwen2AudioProcessor`` does. Rows are padded on the left, so that every
+row's answer position is the last one and a clip's logits do not depend on its batch-mates.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stages.cli import UserError
+from stages.params import Prompt
+from stages.schema import LABELS, NONSPEECH, SPEECH
+
+IGNORE_INDEX = -100
+# Mel frames kept past a batch's longest clip when the audio window is trimmed: the encoder's two
+# convolutions reach two frames beyond a position, and the pooling pairs a last real position with one
+# past it; 16 also keeps the window a multiple of 16 frames, which GPUs like.
+TRIM_MULTIPLE = 16
+TRIM_MARGIN = 4
+
+
+def conversation(prompt: Prompt) -> list[dict]:
+    """The chat: a system turn, then a user turn holding the audio first and the question after it."""
+    return [
+        {"role": "system", "content": prompt.system},
+        {"role": "user", "content": [{"type": "audio", "audio_url": "clip"}, {"type": "text", "text": prompt.user}]},
+    ]
+
+
+def answer_token_ids(tokenizer, prompt: Prompt) -> tuple[int, int]:
+    """Token ids of the SPEECH and NONSPEECH answers; each answer must be exactly one token."""
+    ids = []
+    for key, answer in (("prompt.speech_answer", prompt.speech_answer), ("prompt.nonspeech_answer", prompt.nonspeech_answer)):
+        encoded = tokenizer.encode(answer, add_special_tokens=False)
+        if len(encoded) != 1:
+            pieces = tokenizer.convert_ids_to_tokens(encoded)
+            raise UserError(f"{key}: answer {answer!r} encodes to {len(encoded)} tokens {pieces}; "
+                            "choose an answer string that is a single token of this tokenizer (e.g. 'A', 'B')")
+        ids.append(encoded[0])
+    if ids[0] == ids[1]:
+        raise UserError("prompt: speech_answer and nonspeech_answer encode to the same token")
+    return ids[0], ids[1]
+
+
+def num_audio_tokens(mel_frames: torch.Tensor) -> torch.Tensor:
+    """Audio tokens for a clip of ``mel_frames`` real frames (conv stride 2, then pooling by 2)."""
+    after_conv = (mel_frames - 1) // 2 + 1
+    return (after_conv - 2) // 2 + 1
+
+
+@dataclass
+class Batch:
+    """Model inputs for a batch of clips (left-padded) and, for training, the supervised answer."""
+
+    input_ids: torch.Tensor  # (B, L) long
+    attention_mask: torch.Tensor  # (B, L) long
+    position_ids: torch.Tensor  # (B, L) long: positions that ignore left padding
+    input_features: torch.Tensor  # (B, mel, frames) float
+    feature_attention_mask: torch.Tensor  # (B, frames) long
+    labels: torch.Tensor | None = None  # (B, L) long, IGNORE_INDEX everywhere but the answer token
+
+    def to(self, device, dtype=None) -> Batch:
+        moved = {k: (v.to(device) if v is not None else None) for k, v in self.__dict__.items()}
+        if dtype is not None:
+            moved["input_features"] = moved["input_features"].to(dtype)
+        return Batch(**moved)
+
+
+class InputBuilder:
+    """Builds :class:`Batch` es from raw 16 kHz audio with a processor's tokenizer, template and features."""
+
+    def __init__(self, processor, prompt: Prompt):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.feature_extractor = processor.feature_extractor
+        self.prompt = prompt
+        self.answer_ids = answer_token_ids(self.tokenizer, prompt)
+        self.audio_token = processor.audio_token
+        self.audio_token_id = self.tokenizer.convert_tokens_to_ids(self.audio_token)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.text = processor.apply_chat_template(conversation(prompt), add_generation_prompt=True, tokenize=False)
+        if self.text.count(self.audio_token) != 1:
+            raise UserError(f"the processor's chat template must place exactly one {self.audio_token} for the clip")
+        before, after = self.text.split(self.audio_token)
+        self.prefix_ids = self.tokenizer.encode(before, add_special_tokens=False)
+        self.suffix_ids = self.tokenizer.encode(after, add_special_tokens=False)
+        self.sampling_rate = self.feature_extractor.sampling_rate
+        self.hop = self.feature_extractor.hop_length
+        self.window_samples = self.feature_extractor.n_samples
+        self.window_frames = self.feature_extractor.nb_max_frames
+
+    def answer_id(self, label: str) -> int:
+        if label not in LABELS:
+            raise ValueError(f"unknown label {label!r}")
+        return self.answer_ids[0] if label == SPEECH else self.answer_ids[1]
+
+    def features(self, audios: Sequence[np.ndarray], *, trim: bool, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-mel features and frame mask; ``trim`` cuts the window to the longest clip plus a margin.
+
+        Every frame within a clip (and the margin after it) is identical in both windows: the audio is
+        zero-padded either way and Whisper's log-mel floor is set by the clip's own maximum.
+        """
+        length = self.window_samples
+        if trim:
+            longest = max(min(len(a), self.window_samples) for a in audios)
+            frames = math.ceil(longest / self.hop) + TRIM_MARGIN
+            frames = min(self.window_frames, math.ceil(frames / TRIM_MULTIPLE) * TRIM_MULTIPLE)
+            length = frames * self.hop
+        out = self.feature_extractor(
+            [np.asarray(a, dtype=np.float32) for a in audios], sampling_rate=self.sampling_rate,
+            padding="max_length", max_length=length, truncation=True, return_attention_mask=True,
+            return_tensors="pt", device=device,
+        )
+        return out["input_features"], out["attention_mask"].long()
+
+    def build(self, audios: Sequence[np.ndarray], labels: Sequence[str] | None = None, *, trim: bool = True,
+              feature_device: str = "cpu") -> Batch:
+        """Inputs for ``audios``; with ``labels``, each row ends with its answer token, the only supervised one."""
+        features, feature_mask = self.features(audios, trim=trim, device=feature_device)
+        n_audio = num_audio_tokens(feature_mask.sum(-1)).tolist()
+        rows = []
+        for i, n in enumerate(n_audio):
+            ids = self.prefix_ids + [self.audio_token_id] * n + self.suffix_ids
+            if labels is not None:
+                ids = ids + [self.answer_id(labels[i])]
+            rows.append(ids)
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, ids in enumerate(rows):  # left padding: the answer position is the last column for every row
+            input_ids[i, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[i, width - len(ids):] = 1
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        batch_labels = None
+        if labels is not None:
+            batch_labels = torch.full_like(input_ids, IGNORE_INDEX)
+            batch_labels[:, -1] = input_ids[:, -1]
+        return Batch(input_ids, attention_mask, position_ids, features, feature_mask, batch_labels)
+
+
+def label_of_token(token: str, prompt: Prompt) -> str:
+    return SPEECH if token == prompt.speech_answer else NONSPEECH

@@ -1,0 +1,136 @@
+"""The shared forward pass: prompt/answer tokens, the trimmed audio window, padding, LoRA targets, loading errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stages import modeling
+from stages.cli import UserError
+from stages.params import Lora, Model, Prompt
+from stages.prompting import IGNORE_INDEX, InputBuilder, answer_token_ids
+from tests.model_helpers import tiny_model_dir, toy_clips
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tiny_model_dir(str(tmp_path_factory.getbasetemp()))
+    cfg = Model(name_or_path=str(path))
+    processor = modeling.load_processor(cfg)
+    model = modeling.load_base(cfg, torch.device("cpu"))
+    return cfg, processor, model, InputBuilder(processor, Prompt())
+
+
+def test_builder_matches_the_processors_own_inputs(tiny):
+    _, processor, _, builder = tiny
+    clips = toy_clips()
+    ours = builder.build(clips, trim=False)
+    ref = processor(text=[builder.text] * len(clips), audio=clips, sampling_rate=16000, return_tensors="pt", padding=True)
+    assert torch.equal(ours.input_ids, ref["input_ids"])
+    assert torch.equal(ours.attention_mask, ref["attention_mask"])
+    assert torch.allclose(ours.input_features, ref["input_features"], atol=1e-6)
+    assert torch.equal(ours.feature_attention_mask, ref["feature_attention_mask"])
+
+
+def test_trimmed_window_matches_the_models_full_window_forward(tiny):
+    _, processor, model, builder = tiny
+    clips = toy_clips(durations=(0.2, 0.9, 3.3, 5.0))
+    trimmed = builder.build(clips, trim=True)
+    assert trimmed.input_features.shape[-1] < builder.window_frames  # the window really is shorter
+    with torch.no_grad():
+        ours = modeling.answer_logits(model, modeling.last_hidden(model, trimmed, trim=True)[:, -1], builder.answer_ids)
+        ref_inputs = processor(text=[builder.text] * len(clips), audio=clips, sampling_rate=16000, return_tensors="pt",
+                               padding=True)
+        position_ids = (ref_inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        ref_logits = model(**ref_inputs, position_ids=position_ids).logits[:, -1][:, list(builder.answer_ids)]
+    assert torch.allclose(ours, ref_logits, atol=1e-4), (ours - ref_logits).abs().max()
+
+
+def test_batched_equals_one_at_a_time_for_clips_of_different_lengths(tiny):
+    _, _, model, builder = tiny
+    clips = toy_clips(durations=(5.0, 0.2, 2.0, 0.7, 4.1))
+    with torch.no_grad():
+        batch = builder.build(clips)
+        together = modeling.answer_logits(model, modeling.last_hidden(model, batch)[:, -1], builder.answer_ids)
+        for i, clip in enumerate(clips):
+            alone_batch = builder.build([clip])
+            alone = modeling.answer_logits(model, modeling.last_hidden(model, alone_batch)[:, -1], builder.answer_ids)
+            assert torch.allclose(together[i], alone[0], atol=1e-5)
+
+
+def test_scored_sequence_is_the_training_sequence_without_its_answer(tiny):
+    _, _, _, builder = tiny
+    clips = toy_clips()
+    labels = ["SPEECH", "NONSPEECH", "SPEECH", "NONSPEECH"]
+    train = builder.build(clips, labels)
+    score = builder.build(clips)
+    assert torch.equal(train.input_ids[:, :-1], score.input_ids)
+    assert torch.equal(train.attention_mask[:, :-1], score.attention_mask)
+    assert torch.equal(train.input_features, score.input_features)
+    expected = torch.tensor([builder.answer_id(lab) for lab in labels])
+    assert torch.equal(train.input_ids[:, -1], expected)
+    # only the answer token is supervised
+    assert torch.equal(train.labels[:, -1], expected)
+    assert (train.labels[:, :-1] == IGNORE_INDEX).all()
+
+
+def test_answer_loss_equals_the_models_own_masked_label_loss(tiny):
+    _, processor, model, builder = tiny
+    clips = toy_clips()
+    labels = ["SPEECH", "NONSPEECH", "NONSPEECH", "SPEECH"]
+    batch = builder.build(clips, labels, trim=False)
+    with torch.no_grad():
+        ours = F.cross_entropy(modeling.vocab_logits(model, modeling.last_hidden(model, batch, trim=False)[:, -2]),
+                               batch.labels[:, -1])
+        ref = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                    input_features=batch.input_features, feature_attention_mask=batch.feature_attention_mask,
+                    labels=batch.labels).loss
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_answers_must_be_single_tokens(tiny):
+    _, processor, _, _ = tiny
+    assert len(set(answer_token_ids(processor.tokenizer, Prompt()))) == 2
+    with pytest.raises(UserError, match=r"prompt.speech_answer: answer 'XYZZY' encodes to \d+ tokens"):
+        answer_token_ids(processor.tokenizer, Prompt(speech_answer="XYZZY"))
+    with pytest.raises(UserError, match=r"prompt.nonspeech_answer: answer 'B B' encodes to \d+ tokens"):
+        answer_token_ids(processor.tokenizer, Prompt(nonspeech_answer="B B"))
+
+
+@pytest.mark.parametrize("mlp, encoder", [(False, False), (True, False), (True, True)])
+def test_lora_targets_exactly_the_named_modules(tiny, mlp, encoder):
+    cfg, _, _, _ = tiny
+    model = modeling.load_base(cfg, torch.device("cpu"))
+    names = modeling.adapted_modules(modeling.add_lora(model, Lora(r=4, mlp_targets=mlp, encoder_targets=encoder)))
+    text_layers, encoder_layers = 2, 2  # the default tiny_model params
+    expected = {f"model.language_model.layers.{i}.self_attn.{p}" for i in range(text_layers)
+                for p in ("q_proj", "k_proj", "v_proj", "o_proj")}
+    if mlp:
+        expected |= {f"model.language_model.layers.{i}.mlp.{p}" for i in range(text_layers)
+                     for p in ("gate_proj", "up_proj", "down_proj")}
+    if encoder:
+        expected |= {f"model.audio_tower.layers.{i}.self_attn.{p}" for i in range(encoder_layers)
+                     for p in ("q_proj", "k_proj", "v_proj", "out_proj")}
+    assert set(names) == expected
+    assert not any("multi_modal_projector" in n or "lm_head" in n for n in names)
+
+
+def test_missing_base_model_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="model.name_or_path: .*does not exist; build the embedded model"):
+        modeling.load_base(Model(name_or_path=str(tmp_path / "nope")))
+    with pytest.raises(UserError, match="does not exist"):
+        modeling.load_processor(Model(name_or_path=str(tmp_path / "nope")))
+
+
+def test_corrupt_adapter_folder_is_a_clear_error(tiny, tmp_path):
+    cfg, _, _, _ = tiny
+    model = modeling.load_base(cfg, torch.device("cpu"))
+    with pytest.raises(UserError, match="no adapter_config.json; this is not a trained adapter folder"):
+        modeling.load_adapter(model, tmp_path)
+    peft_model = modeling.add_lora(model, Lora(r=4))
+    peft_model.save_pretrained(str(tmp_path / "adapter"))
+    (tmp_path / "adapter/adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    base = modeling.load_base(cfg, torch.device("cpu"))
+    with pytest.raises(UserError, match="cannot load the adapter .*re-run dvc repro train"):
+        modeling.load_adapter(base, tmp_path / "adapter")
