@@ -48,9 +48,28 @@ def load_clips(files: Sequence[str], sample_rate: int) -> list[np.ndarray]:
         return list(pool.map(lambda f: load_audio(f, sample_rate), files))
 
 
-def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dict:
+def answer_loss(model, builder, audios, labels, *, trim: bool, device, dtype):
+    """One micro-batch: build the training inputs, forward, cross-entropy on the answer token only.
+
+    The answer token is the last of each (left-padded) row; it is predicted at the position before it.
+    Returns (loss, vocabulary logits at the answer position, target token ids).
+    """
     import torch
     import torch.nn.functional as F
+
+    from stages import modeling
+
+    feature_device = "cuda" if device.type == "cuda" else "cpu"
+    batch = builder.build(audios, labels, trim=trim, feature_device=feature_device).to(device, dtype)
+    with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32):
+        hidden = modeling.last_hidden(model, batch, trim=trim)[:, -2]
+        logits = modeling.vocab_logits(model, hidden)
+    target = batch.labels[:, -1]
+    return F.cross_entropy(logits, target), logits, target
+
+
+def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dict:
+    import torch
     from dvclive import Live
     from tqdm import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -92,7 +111,6 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(round(cfg.warmup_ratio * total_steps)), total_steps)
     order = torch.Generator().manual_seed(seed)
-    autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
     answer_ids = builder.answer_ids
 
     started = time.perf_counter()
@@ -104,13 +122,8 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
             correct, seen, window_loss = 0, 0, []
             for micro in range(micro_per_epoch):
                 idx = perm[micro * cfg.batch_size:(micro + 1) * cfg.batch_size]
-                batch = builder.build([audios[i] for i in idx], [labels[i] for i in idx],
-                                      trim=p.model.trim_audio_window).to(device, dtype)
-                with autocast:
-                    hidden = modeling.last_hidden(model, batch, trim=p.model.trim_audio_window)[:, -2]
-                    logits = modeling.vocab_logits(model, hidden)
-                target = batch.labels[:, -1]
-                loss = F.cross_entropy(logits, target)
+                loss, logits, target = answer_loss(model, builder, [audios[i] for i in idx], [labels[i] for i in idx],
+                                                   trim=p.model.trim_audio_window, device=device, dtype=dtype)
                 (loss / cfg.grad_accum).backward()
                 window_loss.append(loss.detach().item())
                 pair = logits[:, list(answer_ids)]

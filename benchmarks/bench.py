@@ -1,0 +1,302 @@
+"""Throughput of the pipeline's own scoring and training code, beside the slow paths it replaces.
+
+For one model configuration, in one run, it measures and prints (JSON and a table):
+- scoring: our ``predict`` path (trimmed audio window, length-sorted batches, two output-head rows,
+  inference mode) at several batch sizes; the model's own full-window batched forward; naive per-clip
+  ``generate()`` of a few tokens; the ratios between them; per clip duration (1, 5, 30 s by default);
+- equivalence: max |trimmed - full| of the A/B logits at batch N, beside the full path's own
+  max |batch 1 - batch N| (in bf16 the first should be no larger than the second);
+- training: our ``train`` step (LoRA rank 16 on the decoder's attention + MLP) in clips/s and peak GPU
+  memory, with and without gradient checkpointing, with and without LoRA dropout;
+- model load time, and model FLOPs utilisation against the device's peak.
+
+Configurations: ``tiny`` (the embedded default; runs on CPU) and ``7b`` (a Qwen2-Audio-7B-shaped
+config with random weights built directly on the GPU: no download).
+
+    python benchmarks/bench.py --model tiny --durations 1 5 --out bench_tiny.json
+    python benchmarks/bench.py --model 7b --out bench_7b.json          # on a GPU
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stages import modeling
+from stages.params import Lora, Model, Prompt, TinyModel
+from stages.prompting import InputBuilder
+from stages.train import answer_loss
+
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16 spec sheets
+
+
+def seven_b_config(audio_token_index: int):
+    """Qwen2-Audio-7B's shape: Whisper-large-like encoder (32 x 1280) and Qwen-7B decoder (32 x 4096)."""
+    from transformers import Qwen2AudioConfig
+
+    return Qwen2AudioConfig(
+        audio_config={"model_type": "qwen2_audio_encoder", "num_mel_bins": 128, "encoder_layers": 32,
+                      "encoder_attention_heads": 20, "encoder_ffn_dim": 5120, "d_model": 1280,
+                      "max_source_positions": 1500},
+        text_config={"model_type": "qwen2", "vocab_size": 156032, "hidden_size": 4096, "intermediate_size": 11008,
+                     "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+                     "max_position_embeddings": 8192, "rope_theta": 10000.0, "tie_word_embeddings": False},
+        audio_token_index=audio_token_index,
+    )
+
+
+def build(kind: str, device: torch.device, dtype: torch.dtype, attn: str):
+    """(model, processor, load seconds). tiny: built, saved and loaded with from_pretrained; 7b: random init on device."""
+    from transformers import Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor, WhisperFeatureExtractor
+
+    from stages.tiny_model import build as build_tiny
+    from stages.tiny_model import build_tokenizer
+
+    if kind == "tiny":
+        folder = Path(tempfile.mkdtemp()) / "tiny"
+        build_tiny(TinyModel(), folder)
+        started = time.perf_counter()
+        cfg = Model(name_or_path=str(folder), device=str(device), attn_implementation=attn)
+        model = modeling.load_base(cfg, device)
+        processor = modeling.load_processor(cfg)
+        return model, processor, time.perf_counter() - started
+    tokenizer = build_tokenizer()
+    processor = Qwen2AudioProcessor(
+        feature_extractor=WhisperFeatureExtractor(feature_size=128, chunk_length=30, return_attention_mask=True),
+        tokenizer=tokenizer)
+    processor.tokenizer.padding_side = "left"
+    config = seven_b_config(tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
+    config._attn_implementation = attn
+    config.text_config._attn_implementation = attn
+    config.audio_config._attn_implementation = attn
+    started = time.perf_counter()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = Qwen2AudioForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(previous)
+    model.eval().requires_grad_(False)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return model, processor, time.perf_counter() - started
+
+
+def clips(n: int, seconds: float, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [(0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32) for _ in range(n)]
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_scoring(model, builder, audios, batch_size, *, trim, device, dtype, warmup=1) -> float:
+    """Clips per second of the scoring loop (inputs built, forward, A/B logits back on the CPU)."""
+    feature_device = "cuda" if device.type == "cuda" else "cpu"
+    autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def run(items):
+        with torch.inference_mode(), autocast:
+            for start in range(0, len(items), batch_size):
+                batch = builder.build(items[start:start + batch_size], trim=trim,
+                                      feature_device=feature_device).to(device, dtype)
+                hidden = modeling.last_hidden(model, batch, trim=trim)[:, -1]
+                modeling.answer_logits(model, hidden, builder.answer_ids).cpu()
+
+    run(audios[: batch_size * warmup])
+    sync(device)
+    started = time.perf_counter()
+    run(audios)
+    sync(device)
+    return len(audios) / (time.perf_counter() - started)
+
+
+def time_generate(model, processor, builder, audios, device, dtype, new_tokens=3) -> float:
+    """Clips per second of the naive way: processor + generate() one clip at a time."""
+    autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
+    with torch.inference_mode(), autocast:
+        def one(a):
+            inputs = processor(text=[builder.text], audio=[a], sampling_rate=16000, return_tensors="pt").to(device)
+            inputs["input_features"] = inputs["input_features"].to(dtype)
+            model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        one(audios[0])
+        sync(device)
+        started = time.perf_counter()
+        for a in audios:
+            one(a)
+        sync(device)
+    return len(audios) / (time.perf_counter() - started)
+
+
+def equivalence(model, builder, device, dtype, n=8) -> dict:
+    """max |trimmed - full| at batch n, beside the full path's own max |batch 1 - batch n|."""
+    rng = np.random.default_rng(1)
+    audios = [(0.1 * rng.standard_normal(int(s * 16000))).astype(np.float32) for s in np.linspace(0.3, 5.0, n)]
+    feature_device = "cuda" if device.type == "cuda" else "cpu"
+    autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def logits(items, trim):
+        with torch.inference_mode(), autocast:
+            batch = builder.build(items, trim=trim, feature_device=feature_device).to(device, dtype)
+            return modeling.answer_logits(model, modeling.last_hidden(model, batch, trim=trim)[:, -1],
+                                          builder.answer_ids).cpu()
+
+    full_n, trim_n = logits(audios, False), logits(audios, True)
+    full_1 = torch.cat([logits([a], False) for a in audios])
+    return {"max_abs_trim_vs_full_batchN": float((trim_n - full_n).abs().max()),
+            "max_abs_full_batch1_vs_batchN": float((full_1 - full_n).abs().max()),
+            "logit_scale": float(full_n.abs().mean())}
+
+
+def time_training(model, builder, audios, batch_size, steps, *, checkpointing, dropout, device, dtype) -> dict:
+    """Clips per second and peak memory of the train stage's step (LoRA r=16 on attention + MLP)."""
+    peft_model = modeling.add_lora(model, Lora(r=16, alpha=32, dropout=dropout, mlp_targets=True))
+    inner = modeling.unwrap(peft_model)
+    if checkpointing:
+        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    peft_model.train()
+    inner.model.audio_tower.eval()
+    trainable = [q for q in peft_model.parameters() if q.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+    labels = ["SPEECH" if i % 2 == 0 else "NONSPEECH" for i in range(batch_size)]
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+    def step(i):
+        batch = audios[(i * batch_size) % len(audios):][:batch_size]
+        if len(batch) < batch_size:
+            batch = audios[:batch_size]
+        loss, _, _ = answer_loss(peft_model, builder, batch, labels, trim=True, device=device, dtype=dtype)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step(0)
+    sync(device)
+    started = time.perf_counter()
+    for i in range(steps):
+        step(i + 1)
+    sync(device)
+    seconds = time.perf_counter() - started
+    out = {"batch_size": batch_size, "gradient_checkpointing": checkpointing, "lora_dropout": dropout,
+           "clips_per_s": round(steps * batch_size / seconds, 2),
+           "trainable_parameters": sum(q.numel() for q in trainable)}
+    if device.type == "cuda":
+        out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    if checkpointing:
+        inner.gradient_checkpointing_disable()
+    peft_model.unload()  # take the adapters out again: the next measurement starts from the same base
+    model.eval().requires_grad_(False)
+    return out
+
+
+def forward_flops(model, builder, seconds: float) -> float:
+    """Matrix FLOPs of one clip's forward pass on the trimmed window (2 x params x tokens + attention)."""
+    cfg = model.config
+    enc, txt = cfg.audio_config, cfg.text_config
+    frames = min(builder.window_frames, math.ceil(seconds * 100) + 4)
+    positions = frames // 2
+    audio_tokens = (positions - 2) // 2 + 1
+    seq = len(builder.prefix_ids) + audio_tokens + len(builder.suffix_ids)
+    d, f = enc.d_model, enc.encoder_ffn_dim
+    enc_flops = 2 * positions * enc.encoder_layers * (4 * d * d + 2 * d * f) + 4 * enc.encoder_layers * positions**2 * d
+    enc_flops += 2 * frames * (enc.num_mel_bins * d * 3) + 2 * positions * (d * d * 3)  # the two convolutions
+    h, i = txt.hidden_size, txt.intermediate_size
+    kv = h * txt.num_key_value_heads // txt.num_attention_heads
+    lm_flops = 2 * seq * txt.num_hidden_layers * (2 * h * h + 2 * h * kv + 3 * h * i) + 4 * txt.num_hidden_layers * seq**2 * h
+    return float(enc_flops + lm_flops + 2 * audio_tokens * d * h + 2 * 2 * h)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=["tiny", "7b"], default="tiny")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--attn", default="sdpa")
+    ap.add_argument("--durations", type=float, nargs="+", default=[1.0, 5.0, 30.0])
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64, 128])
+    ap.add_argument("--full-batch", type=int, default=64, help="batch size of the full-window comparison")
+    ap.add_argument("--clips", type=int, default=256, help="clips per scoring measurement (1-s clips; fewer for longer)")
+    ap.add_argument("--generate-clips", type=int, default=16)
+    ap.add_argument("--train-batch", type=int, nargs="+", default=[32])
+    ap.add_argument("--train-steps", type=int, default=6)
+    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+
+    device = modeling.resolve_device(Model(device=args.device))
+    dtype = modeling.resolve_dtype(Model(), device)
+    torch.manual_seed(0)
+    model, processor, load_s = build(args.model, device, dtype, args.attn)
+    builder = InputBuilder(processor, Prompt())
+    window_s = builder.window_samples / 16000
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    result = {"model": args.model, "device": name, "dtype": str(dtype).removeprefix("torch."),
+              "parameters": sum(q.numel() for q in model.parameters()), "load_s": round(load_s, 2),
+              "peak_tflops": peak, "torch": torch.__version__, "scoring": [], "training": []}
+    result["equivalence"] = equivalence(model, builder, device, dtype)
+    print(json.dumps(result["equivalence"]), flush=True)
+
+    for seconds in [s for s in args.durations if s <= window_s]:
+        n = max(32, int(args.clips / max(1.0, seconds / 2)))
+        audios = clips(n, seconds)
+        row = {"clip_s": seconds, "clips": n, "ours": {}}
+        for bs in args.batch_sizes:
+            row["ours"][bs] = round(time_scoring(model, builder, audios, bs, trim=True, device=device, dtype=dtype), 2)
+        row["full_window"] = round(time_scoring(model, builder, audios[: max(args.full_batch * 2, 32)],
+                                                args.full_batch, trim=False, device=device, dtype=dtype), 2)
+        row["generate"] = round(time_generate(model, processor, builder, audios[: args.generate_clips], device, dtype), 2)
+        best = max(row["ours"].values())
+        row["speedup_vs_full"] = round(best / row["full_window"], 2)
+        row["speedup_vs_generate"] = round(best / row["generate"], 1)
+        flops = forward_flops(model, builder, seconds)
+        row["tflop_per_clip"] = round(flops / 1e12, 4)
+        if peak:
+            row["mfu"] = round(best * flops / (peak * 1e12), 3)
+        result["scoring"].append(row)
+        print(json.dumps(row), flush=True)
+
+    if not args.skip_train:
+        audios = clips(max(args.train_batch) * 4, 1.0, seed=2)
+        for bs in args.train_batch:
+            for checkpointing in (False, True):
+                for dropout in (0.05, 0.0):
+                    try:
+                        row = time_training(model, builder, audios, bs, args.train_steps, checkpointing=checkpointing,
+                                            dropout=dropout, device=device, dtype=dtype)
+                    except torch.OutOfMemoryError:
+                        row = {"batch_size": bs, "gradient_checkpointing": checkpointing, "lora_dropout": dropout,
+                               "error": "out of memory"}
+                        torch.cuda.empty_cache()
+                    if peak and "clips_per_s" in row:
+                        row["mfu"] = round(row["clips_per_s"] * 3 * forward_flops(model, builder, 1.0) / (peak * 1e12), 3)
+                    result["training"].append(row)
+                    print(json.dumps(row), flush=True)
+
+    print()
+    print(f"{result['model']} on {result['device']} ({result['dtype']}), {result['parameters'] / 1e6:.1f} M parameters, "
+          f"built/loaded in {result['load_s']} s")
+    print(f"{'clip':>6} {'ours (best)':>12} {'full window':>12} {'generate':>9} {'x full':>7} {'x gen':>7} {'MFU':>6}")
+    for r in result["scoring"]:
+        print(f"{r['clip_s']:>5.0f}s {max(r['ours'].values()):>12.1f} {r['full_window']:>12.1f} {r['generate']:>9.2f} "
+              f"{r['speedup_vs_full']:>7.2f} {r['speedup_vs_generate']:>7.1f} {r.get('mfu', float('nan')):>6.3f}")
+    for r in result["training"]:
+        print(f"train bs={r['batch_size']} ckpt={r['gradient_checkpointing']} dropout={r['lora_dropout']}: "
+              f"{r.get('clips_per_s', r.get('error'))} clips/s, peak {r.get('peak_memory_gib', '-')} GiB")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

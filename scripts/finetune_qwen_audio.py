@@ -1,0 +1,34 @@
+"""The study's training command line, kept for people migrating from it: a thin wrapper over ``stages.train``.
+
+    python scripts/finetune_qwen_audio.py --seed 42 --output_dir checkpoints/calibrated_v1/seed_42 --add_mlp_targets
+
+Everything else (base model, prompt, LoRA rank, learning rate ...) comes from params.yaml, as in the
+pipeline; ``--add_mlp_targets`` sets ``lora.mlp_targets`` for this run. The adapter is written to
+``<output_dir>/final`` (the study's layout). Prefer ``dvc repro train@42``: it records what was run.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from stages import params as params_mod
+from stages.cli import run
+from stages.train import train
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--output_dir", type=Path, required=True, help="the adapter goes to OUTPUT_DIR/final")
+    p.add_argument("--add_mlp_targets", action="store_true", help="LoRA on the MLP projections too")
+    p.add_argument("--params", default="params.yaml")
+    args = p.parse_args(argv)
+    params = params_mod.load(args.params)
+    lora = dataclasses.replace(params.lora, mlp_targets=args.add_mlp_targets)
+    params = dataclasses.replace(params, lora=lora)
+    train(params, args.seed, args.output_dir / "final", args.output_dir / "dvclive")
+
+
+if __name__ == "__main__":
+    run(main)
