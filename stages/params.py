@@ -199,6 +199,33 @@ class Predict:
         _check(self.content_free_duration_s > 0, key + ".content_free_duration_s", "must be positive")
 
 
+WEBRTC_FRAME_MS = (10, 20, 30)  # the frame lengths WebRTC VAD accepts
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """Reference detectors scored beside the audio LLM (``stages.baselines``; scores in ``stages/vad.py``)."""
+
+    silero: bool = True  # Silero VAD (bundled JIT weights); false: no predictions/baselines/silero
+    webrtc: bool = True  # WebRTC VAD; false: no predictions/baselines/webrtc
+    webrtc_mode: int = 3  # aggressiveness 0-3; 3 calls the least noise speech
+    webrtc_frame_ms: int = 10  # 10, 20 or 30
+    window_ms: float = 200.0  # clip score: the best mean frame score over any window this long
+    # condition sets under data/processed/conditions (<name>_metadata.csv) to score as well;
+    # a list so that [] drops the baselines_conditions stage, and its dependency, from dvc.yaml
+    score_conditions: list[str] = field(default_factory=list)
+
+    def validate(self, key: str) -> None:
+        _check(self.webrtc_mode in (0, 1, 2, 3), key + ".webrtc_mode", "must be 0, 1, 2 or 3")
+        _check(self.webrtc_frame_ms in WEBRTC_FRAME_MS, key + ".webrtc_frame_ms", "must be 10, 20 or 30")
+        _check(self.window_ms > 0, key + ".window_ms", "must be positive")
+        for i, name in enumerate(self.score_conditions):
+            _check(bool(name) and name.replace("_", "").replace("-", "").isalnum(), f"{key}.score_conditions[{i}]",
+                   f"{name!r} must be a plain name such as conditions (the file <name>_metadata.csv)")
+        _check(len(set(self.score_conditions)) == len(self.score_conditions), key + ".score_conditions",
+               "must not repeat a name")
+
+
 # ---------------------------------------------------------------------------------------- analysis
 @dataclass(frozen=True)
 class Calibration:
@@ -238,7 +265,7 @@ class Params:
     calibration: Calibration = field(default_factory=Calibration)
     evaluate: Evaluate = field(default_factory=Evaluate)
     # Sections owned by later stages are parsed as plain mappings until they get a dataclass here.
-    baselines: dict[str, Any] = field(default_factory=dict)
+    baselines: Baselines = field(default_factory=Baselines)
     conditions: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, key: str) -> None:
