@@ -99,7 +99,7 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_scoring(model, builder, audios, batch_size, *, trim, device, dtype, warmup=1) -> float:
+def time_scoring(model, builder, audios, batch_size, *, trim, device, dtype, prefix=None, warmup=2) -> float:
     """Clips per second of the scoring loop (inputs built, forward, A/B logits back on the CPU)."""
     feature_device = "cuda" if device.type == "cuda" else "cpu"
     autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -107,9 +107,9 @@ def time_scoring(model, builder, audios, batch_size, *, trim, device, dtype, war
     def run(items):
         with torch.inference_mode(), autocast:
             for start in range(0, len(items), batch_size):
-                batch = builder.build(items[start:start + batch_size], trim=trim,
-                                      feature_device=feature_device).to(device, dtype)
-                hidden = modeling.last_hidden(model, batch, trim=trim)[:, -1]
+                batch = builder.build(items[start:start + batch_size], trim=trim, feature_device=feature_device,
+                                      shared_prefix=prefix is not None).to(device, dtype)
+                hidden = modeling.last_hidden(model, batch, trim=trim, prefix=prefix)[:, -1]
                 modeling.answer_logits(model, hidden, builder.answer_ids).cpu()
 
     run(audios[: batch_size * warmup])
@@ -250,9 +250,13 @@ def main() -> None:
     for seconds in [s for s in args.durations if s <= window_s]:
         n = max(32, int(args.clips / max(1.0, seconds / 2)))
         audios = clips(n, seconds)
-        row = {"clip_s": seconds, "clips": n, "ours": {}}
+        row = {"clip_s": seconds, "clips": n, "ours": {}, "ours_no_prefix_cache": {}}
+        prefix = modeling.PrefixCache(model, builder.prefix_ids)
         for bs in args.batch_sizes:
-            row["ours"][bs] = round(time_scoring(model, builder, audios, bs, trim=True, device=device, dtype=dtype), 2)
+            row["ours"][bs] = round(time_scoring(model, builder, audios, bs, trim=True, device=device, dtype=dtype,
+                                                 prefix=prefix), 2)
+            row["ours_no_prefix_cache"][bs] = round(time_scoring(model, builder, audios, bs, trim=True, device=device,
+                                                                 dtype=dtype), 2)
         row["full_window"] = round(time_scoring(model, builder, audios[: max(args.full_batch * 2, 32)],
                                                 args.full_batch, trim=False, device=device, dtype=dtype), 2)
         row["generate"] = round(time_generate(model, processor, builder, audios[: args.generate_clips], device, dtype), 2)

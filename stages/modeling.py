@@ -176,13 +176,48 @@ def encode_audio(qwen, input_features: torch.Tensor, feature_attention_mask: tor
     return features[real]
 
 
-def last_hidden(model, batch: Batch, *, trim: bool = True) -> torch.Tensor:
-    """The decoder's last hidden state at every position: (B, L, hidden).
+class PrefixCache:
+    """The decoder's keys and values for the prompt text that every clip shares, computed once.
+
+    Every row starts with the same tokens (the system turn and the text before the audio), so scoring
+    can run them once and let each batch attend to their cached keys and values
+    (``InputBuilder.build(..., shared_prefix=True)`` leaves them out of the rows). For inference with
+    fixed weights only: a training step changes the adapters, and with them these keys and values.
+    """
+
+    def __init__(self, model, prefix_ids: list[int]):
+        import inspect
+
+        qwen = unwrap(model)
+        self.lm = qwen.model.language_model
+        self.cache_kwarg = "cache" if "cache" in inspect.signature(self.lm.forward).parameters else "past_key_values"
+        device = qwen.lm_head.weight.device
+        ids = torch.tensor([prefix_ids], device=device)
+        with torch.inference_mode():
+            out = self.lm(inputs_embeds=qwen.model.get_input_embeddings()(ids),
+                          position_ids=torch.arange(len(prefix_ids), device=device)[None], use_cache=True)
+        cache = getattr(out, self.cache_kwarg)
+        self.layers = [(layer[0], layer[1]) for layer in cache]
+        self.length = len(prefix_ids)
+
+    def for_batch(self, batch_size: int):
+        """A fresh cache holding the prefix for ``batch_size`` rows (views, no copies)."""
+        from transformers import DynamicCache
+
+        return DynamicCache(ddp_cache_data=[(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1))
+                                            for k, v in self.layers])
+
+
+def last_hidden(model, batch: Batch, *, trim: bool = True, prefix: PrefixCache | None = None) -> torch.Tensor:
+    """The decoder's last hidden state at every position of the batch's rows: (B, L, hidden).
 
     ``trim`` selects the fast path (:func:`encode_audio` on the batch's window); otherwise the
-    model's own ``Qwen2AudioModel.forward`` runs (it needs the full window).
+    model's own ``Qwen2AudioModel.forward`` runs (it needs the full window). A batch built with
+    ``shared_prefix=True`` needs the model's :class:`PrefixCache` (fast path only).
     """
     qwen = unwrap(model)
+    if batch.prefix_len and (prefix is None or prefix.length != batch.prefix_len or not trim):
+        raise ValueError("a batch built with shared_prefix=True needs the matching PrefixCache and trim=True")
     if not trim:
         out = qwen.model(input_ids=batch.input_ids, input_features=batch.input_features,
                          attention_mask=batch.attention_mask, feature_attention_mask=batch.feature_attention_mask,
@@ -194,6 +229,12 @@ def last_hidden(model, batch: Batch, *, trim: bool = True) -> torch.Tensor:
     if int(audio_mask.sum()) != audio.shape[0]:
         raise ValueError(f"{int(audio_mask.sum())} audio tokens in the text but {audio.shape[0]} audio features")
     embeds = embeds.masked_scatter(audio_mask.to(embeds.device), audio.to(embeds.dtype))
+    if prefix is not None and batch.prefix_len:
+        rows = batch.input_ids.shape[0]
+        mask = torch.cat([batch.attention_mask.new_ones(rows, prefix.length), batch.attention_mask], dim=1)
+        out = prefix.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=batch.position_ids,
+                        use_cache=False, **{prefix.cache_kwarg: prefix.for_batch(rows)})
+        return out.last_hidden_state
     out = qwen.model.language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask,
                                     position_ids=batch.position_ids, use_cache=False)
     return out.last_hidden_state

@@ -116,6 +116,9 @@ class Model:
     # Fast path: run the audio encoder on a window cut to the batch's longest clip (same features,
     # see stages/modeling.py); false runs the model's own full-window forward.
     trim_audio_window: bool = True
+    # Fast path, scoring only: run the prompt text before the audio (the same for every clip) once and
+    # let every batch attend to its cached keys and values. Needs trim_audio_window.
+    cache_prompt_prefix: bool = True
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,8 @@ class Scorer:
         self.model = modeling.load_adapter(model, adapter) if adapter is not None else model
         self.model.eval()
         self.trim = p.model.trim_audio_window
+        self.prefix = (modeling.PrefixCache(self.model, self.builder.prefix_ids)
+                       if self.trim and p.model.cache_prompt_prefix else None)
         self.feature_device = "cuda" if self.device.type == "cuda" else "cpu"
         self._torch = torch
         self._modeling = modeling
@@ -68,9 +70,9 @@ class Scorer:
         with torch.inference_mode(), autocast, tqdm(total=len(audios), desc=desc, unit="clip") as bar:
             for start in range(0, len(order), size):
                 idx = order[start:start + size]
-                batch = self.builder.build([audios[i] for i in idx], trim=self.trim,
-                                           feature_device=self.feature_device).to(self.device, self.dtype)
-                hidden = modeling.last_hidden(self.model, batch, trim=self.trim)[:, -1]
+                batch = self.builder.build([audios[i] for i in idx], trim=self.trim, feature_device=self.feature_device,
+                                           shared_prefix=self.prefix is not None).to(self.device, self.dtype)
+                hidden = modeling.last_hidden(self.model, batch, trim=self.trim, prefix=self.prefix)[:, -1]
                 pair = modeling.answer_logits(self.model, hidden, self.builder.answer_ids)
                 lse = modeling.vocab_logsumexp(self.model, hidden)
                 out[idx, :2] = pair.cpu().numpy()

@@ -69,9 +69,10 @@ class Batch:
     input_features: torch.Tensor  # (B, mel, frames) float
     feature_attention_mask: torch.Tensor  # (B, frames) long
     labels: torch.Tensor | None = None  # (B, L) long, IGNORE_INDEX everywhere but the answer token
+    prefix_len: int = 0  # > 0: the rows omit the shared prompt prefix of this many tokens (see PrefixCache)
 
     def to(self, device, dtype=None) -> Batch:
-        moved = {k: (v.to(device) if v is not None else None) for k, v in self.__dict__.items()}
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         if dtype is not None:
             moved["input_features"] = moved["input_features"].to(dtype)
         return Batch(**moved)
@@ -125,13 +126,18 @@ class InputBuilder:
         return out["input_features"], out["attention_mask"].long()
 
     def build(self, audios: Sequence[np.ndarray], labels: Sequence[str] | None = None, *, trim: bool = True,
-              feature_device: str = "cpu") -> Batch:
-        """Inputs for ``audios``; with ``labels``, each row ends with its answer token, the only supervised one."""
+              feature_device: str = "cpu", shared_prefix: bool = False) -> Batch:
+        """Inputs for ``audios``; with ``labels``, each row ends with its answer token, the only supervised one.
+
+        ``shared_prefix`` leaves the prompt text before the audio (the same for every clip) out of the rows,
+        for a model that has it in a :class:`stages.modeling.PrefixCache`; positions still count it.
+        """
         features, feature_mask = self.features(audios, trim=trim, device=feature_device)
         n_audio = num_audio_tokens(feature_mask.sum(-1)).tolist()
+        head = [] if shared_prefix else self.prefix_ids
         rows = []
         for i, n in enumerate(n_audio):
-            ids = self.prefix_ids + [self.audio_token_id] * n + self.suffix_ids
+            ids = head + [self.audio_token_id] * n + self.suffix_ids
             if labels is not None:
                 ids = ids + [self.answer_id(labels[i])]
             rows.append(ids)
@@ -141,12 +147,13 @@ class InputBuilder:
         for i, ids in enumerate(rows):  # left padding: the answer position is the last column for every row
             input_ids[i, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
             attention_mask[i, width - len(ids):] = 1
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        prefix_len = len(self.prefix_ids) if shared_prefix else 0
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0) + prefix_len
         batch_labels = None
         if labels is not None:
             batch_labels = torch.full_like(input_ids, IGNORE_INDEX)
             batch_labels[:, -1] = input_ids[:, -1]
-        return Batch(input_ids, attention_mask, position_ids, features, feature_mask, batch_labels)
+        return Batch(input_ids, attention_mask, position_ids, features, feature_mask, batch_labels, prefix_len)
 
 
 def label_of_token(token: str, prompt: Prompt) -> str:

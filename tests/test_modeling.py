@@ -134,3 +134,18 @@ def test_corrupt_adapter_folder_is_a_clear_error(tiny, tmp_path):
     base = modeling.load_base(cfg, torch.device("cpu"))
     with pytest.raises(UserError, match="cannot load the adapter .*re-run dvc repro train"):
         modeling.load_adapter(base, tmp_path / "adapter")
+
+
+def test_cached_prompt_prefix_gives_the_same_logits(tiny):
+    _, _, model, builder = tiny
+    clips = toy_clips(durations=(0.2, 1.0, 3.0, 5.0, 0.5))
+    with torch.no_grad():
+        prefix = modeling.PrefixCache(model, builder.prefix_ids)
+        full = builder.build(clips)
+        short = builder.build(clips, shared_prefix=True)
+        assert short.input_ids.shape[1] == full.input_ids.shape[1] - len(builder.prefix_ids)
+        ours = modeling.answer_logits(model, modeling.last_hidden(model, short, prefix=prefix)[:, -1], builder.answer_ids)
+        ref = modeling.answer_logits(model, modeling.last_hidden(model, full)[:, -1], builder.answer_ids)
+    assert torch.allclose(ours, ref, atol=1e-5)
+    with pytest.raises(ValueError, match="needs the matching PrefixCache"):
+        modeling.last_hidden(model, short)
