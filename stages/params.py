@@ -255,6 +255,47 @@ class Evaluate:
         _check(0.5 < self.ci < 1.0, key + ".ci", "must be in (0.5, 1)")
 
 
+BAND_FILTERS = ("telephone", "lowpass", "highpass")
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """Robustness variants of the test clips (``stages.conditions_render``) and their report (``stages.conditions``).
+
+    Each dimension is varied alone around the clean clip; an empty level list leaves a dimension out.
+    """
+
+    seed: int = 0  # seeds every noise draw and synthetic room response
+    container_s: float = 2.0  # duration variants: the segment sits in the middle of a container this long
+    container_noise_dbfs: float = -60.0  # RMS level of the white noise that pads the container
+    durations_ms: list[float] = field(default_factory=lambda: [20.0, 40.0, 60.0, 80.0, 100.0, 200.0, 500.0, 1000.0])
+    snr_db: list[float] = field(default_factory=lambda: [-10.0, -5.0, 0.0, 5.0, 10.0, 20.0])
+    t60_s: list[float] = field(default_factory=lambda: [0.3, 1.0, 2.5])
+    band: list[str] = field(default_factory=lambda: list(BAND_FILTERS))
+    band_low_hz: float = 300.0
+    band_high_hz: float = 3400.0
+    filter_order: int = 4  # Butterworth order (scipy.signal.butter N)
+    # report
+    n_bootstrap: int = 1000  # clustered bootstrap resamples (of base clips)
+    bootstrap_seed: int = 0
+
+    def validate(self, key: str) -> None:
+        _check(self.container_s > 0, key + ".container_s", "must be positive")
+        _check(self.container_noise_dbfs < 0, key + ".container_noise_dbfs", "must be below 0 dBFS")
+        _check(all(d > 0 for d in self.durations_ms), key + ".durations_ms", "every duration must be positive")
+        _check(all(d <= 1000 * self.container_s for d in self.durations_ms), key + ".durations_ms",
+               "every duration must fit in the container (at most container_s * 1000 ms)")
+        _check(all(t > 0 for t in self.t60_s), key + ".t60_s", "every T60 must be positive")
+        for name in ("durations_ms", "snr_db", "t60_s", "band"):
+            values = getattr(self, name)
+            _check(len(set(values)) == len(values), f"{key}.{name}", "must not repeat a level")
+        for i, name in enumerate(self.band):
+            _check(name in BAND_FILTERS, f"{key}.band[{i}]", f"{name!r} is not one of {', '.join(BAND_FILTERS)}")
+        _check(0 < self.band_low_hz < self.band_high_hz, key + ".band_low_hz", "must be positive and below band_high_hz")
+        _check(self.filter_order >= 1, key + ".filter_order", "must be at least 1")
+        _check(self.n_bootstrap >= 100, key + ".n_bootstrap", "must be at least 100")
+
+
 @dataclass(frozen=True)
 class Params:
     seeds: list[int] = field(default_factory=lambda: [42, 123, 456])
@@ -269,7 +310,7 @@ class Params:
     evaluate: Evaluate = field(default_factory=Evaluate)
     # Sections owned by later stages are parsed as plain mappings until they get a dataclass here.
     baselines: Baselines = field(default_factory=Baselines)
-    conditions: dict[str, Any] = field(default_factory=dict)
+    conditions: Conditions = field(default_factory=Conditions)
 
     def validate(self, key: str) -> None:
         _check(len(self.seeds) > 0, "seeds", "must list at least one seed")

@@ -1,0 +1,183 @@
+"""Pure signal transforms for the robustness variants: duration cut, additive noise, reverberation, band-limiting.
+
+Every function takes float arrays (mono samples) and returns arrays; randomness comes only from the
+``numpy.random.Generator`` passed in, so a variant is a deterministic function of its seed.
+
+- **Duration**: a segment of exactly ``round(ms * rate / 1000)`` samples cut from the clip's centre
+  (start ``(len(x) - n) // 2``) and placed in the middle of a fixed container whose remaining samples
+  are low-level white noise (the segment itself is left untouched).
+- **SNR**: white noise scaled so that ``10 log10(P_signal / P_noise) = snr_db`` exactly, both powers
+  measured over the *signal segment* only (see :func:`signal_segment`), so leading or trailing
+  silence does not lower the signal power.
+- **Reverberation**: convolution with a synthetic room impulse response, white noise under the
+  envelope ``exp(-3 ln(10) t / T60)`` (the energy falls 60 dB in T60 seconds), unit energy.
+  :func:`schroeder_t60` measures T60 back from a response by Schroeder backward integration.
+- **Band-limiting**: a Butterworth filter (``scipy.signal.butter``, second-order sections) applied
+  once, causally (``sosfilt``), so the magnitude response is exactly ``|H(f)|`` of the design
+  (``filtfilt`` would square it).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import signal
+
+LN1000 = 3.0 * np.log(10.0)  # amplitude envelope exp(-LN1000 * t / T60) falls 60 dB at t = T60
+
+
+def rms(x: np.ndarray) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    return float(np.sqrt(np.mean(x * x))) if x.size else 0.0
+
+
+def db_to_amplitude(db: float) -> float:
+    return float(10.0 ** (db / 20.0))
+
+
+def fit_peak(y: np.ndarray, peak: float = 0.99) -> np.ndarray:
+    """Scale ``y`` down (never up) so that ``max |y| <= peak``; a scale keeps every SNR and T60 intact."""
+    y = np.asarray(y, dtype=np.float64)
+    top = float(np.max(np.abs(y))) if y.size else 0.0
+    return y * (peak / top) if top > peak else y
+
+
+# ------------------------------------------------------------------------------------------ duration
+def n_samples(duration_ms: float, sample_rate: int) -> int:
+    return int(round(duration_ms * sample_rate / 1000.0))
+
+
+def centre_cut(x: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+    """The ``n`` samples in the middle of ``x`` and their start index ``(len(x) - n) // 2``."""
+    x = np.asarray(x)
+    if not 0 < n <= len(x):
+        raise ValueError(f"cannot cut {n} samples from a clip of {len(x)} samples")
+    start = (len(x) - n) // 2
+    return x[start:start + n], start
+
+
+def place_in_container(segment: np.ndarray, length: int, noise_rms: float,
+                       rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """``segment`` in the middle of ``length`` samples (start ``(length - n) // 2``), white noise of RMS ``noise_rms`` around it."""
+    segment = np.asarray(segment, dtype=np.float64)
+    n = len(segment)
+    if n > length:
+        raise ValueError(f"a segment of {n} samples does not fit in a container of {length} samples")
+    out = rng.standard_normal(length) * noise_rms
+    start = (length - n) // 2
+    out[start:start + n] = segment
+    return out, start
+
+
+def duration_variant(x: np.ndarray, sample_rate: int, duration_ms: float, container_s: float,
+                     noise_dbfs: float, rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
+    """The centre ``duration_ms`` of ``x`` in a ``container_s`` container; returns (audio, start, n)."""
+    n = n_samples(duration_ms, sample_rate)
+    segment, _ = centre_cut(x, n)
+    out, start = place_in_container(segment, n_samples(1000.0 * container_s, sample_rate),
+                                    db_to_amplitude(noise_dbfs), rng)
+    return out, start, n
+
+
+# ---------------------------------------------------------------------------------------------- SNR
+def signal_segment(x: np.ndarray, sample_rate: int, floor_db: float = 40.0, frame_ms: float = 10.0) -> slice:
+    """The span from the first to the last frame whose energy is within ``floor_db`` of the loudest frame.
+
+    Leading and trailing silence (or near-silence) is left out; everything between is "signal".
+    A clip of digital silence gives the whole clip.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    frame = max(1, n_samples(frame_ms, sample_rate))
+    n_frames = max(1, int(np.ceil(len(x) / frame)))
+    padded = np.zeros(n_frames * frame)
+    padded[:len(x)] = x
+    energy = np.mean(padded.reshape(n_frames, frame) ** 2, axis=1)
+    top = energy.max()
+    if top <= 0:
+        return slice(0, len(x))
+    active = np.flatnonzero(energy >= top * 10.0 ** (-floor_db / 10.0))
+    return slice(int(active[0]) * frame, min(len(x), (int(active[-1]) + 1) * frame))
+
+
+def add_noise_at_snr(x: np.ndarray, snr_db: float, rng: np.random.Generator,
+                     segment: slice | None = None) -> np.ndarray:
+    """``x`` plus white noise over the whole clip, scaled so the SNR over ``segment`` is exactly ``snr_db``.
+
+    ``segment`` defaults to the whole clip; the stage passes :func:`signal_segment`.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    seg = segment if segment is not None else slice(0, len(x))
+    noise = rng.standard_normal(len(x))
+    p_signal = float(np.mean(x[seg] ** 2))
+    p_noise = float(np.mean(noise[seg] ** 2))
+    if p_signal <= 0:
+        raise ValueError("the signal segment is digital silence; an SNR is undefined")
+    scale = np.sqrt(p_signal / (p_noise * 10.0 ** (snr_db / 10.0)))
+    return x + scale * noise
+
+
+def measure_snr(clean: np.ndarray, noisy: np.ndarray, segment: slice | None = None) -> float:
+    """``10 log10(P_clean / P_(noisy - clean))`` over ``segment`` (default: all samples)."""
+    clean = np.asarray(clean, dtype=np.float64)
+    noise = np.asarray(noisy, dtype=np.float64) - clean
+    seg = segment if segment is not None else slice(0, len(clean))
+    return float(10.0 * np.log10(np.mean(clean[seg] ** 2) / np.mean(noise[seg] ** 2)))
+
+
+# ------------------------------------------------------------------------------------- reverberation
+def synthetic_rir(t60_s: float, sample_rate: int, rng: np.random.Generator, length_factor: float = 1.5) -> np.ndarray:
+    """Exponentially decaying white noise, ``length_factor * T60`` long, normalised to unit energy.
+
+    The amplitude envelope ``exp(-3 ln(10) t / T60)`` makes the energy fall 60 dB in T60 seconds;
+    at 1.5 T60 it is 90 dB down, so the cut end does not bias a T30 measurement.
+    """
+    if t60_s <= 0:
+        raise ValueError(f"T60 must be positive, got {t60_s}")
+    n = max(2, int(round(length_factor * t60_s * sample_rate)))
+    t = np.arange(n) / sample_rate
+    h = rng.standard_normal(n) * np.exp(-LN1000 * t / t60_s)
+    return h / np.sqrt(np.sum(h * h))
+
+
+def schroeder_t60(h: np.ndarray, sample_rate: int, fit_db: tuple[float, float] = (-5.0, -35.0)) -> float:
+    """T60 of an impulse response by Schroeder backward integration.
+
+    The energy decay curve ``EDC(t) = sum_{tau >= t} h(tau)^2`` (in dB re its start) is fitted by a
+    line between ``fit_db`` (T30 by default); T60 is the time that line takes to fall 60 dB.
+    """
+    h = np.asarray(h, dtype=np.float64)
+    edc = np.cumsum((h * h)[::-1])[::-1]
+    edc_db = 10.0 * np.log10(edc / edc[0] + 1e-300)
+    hi, lo = fit_db
+    idx = np.flatnonzero((edc_db <= hi) & (edc_db >= lo))
+    if len(idx) < 2:
+        raise ValueError(f"the decay does not span {hi}..{lo} dB")
+    t = idx / sample_rate
+    slope = np.polyfit(t, edc_db[idx], 1)[0]  # dB per second (negative)
+    return float(-60.0 / slope)
+
+
+def reverberate(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    """``x`` convolved with ``rir``, cut to ``len(x)`` (same timing, tail dropped) and scaled to ``x``'s RMS."""
+    x = np.asarray(x, dtype=np.float64)
+    y = signal.fftconvolve(x, np.asarray(rir, dtype=np.float64))[:len(x)]
+    r_in, r_out = rms(x), rms(y)
+    return y * (r_in / r_out) if r_out > 0 else y
+
+
+# -------------------------------------------------------------------------------------- band-limiting
+def band_filter_sos(kind: str, sample_rate: int, low_hz: float, high_hz: float, order: int) -> np.ndarray:
+    """Butterworth second-order sections: ``telephone`` band-pass low..high, ``lowpass`` at high, ``highpass`` at low."""
+    nyquist = sample_rate / 2.0
+    if not 0 < low_hz < high_hz < nyquist:
+        raise ValueError(f"need 0 < {low_hz} < {high_hz} < Nyquist {nyquist} Hz")
+    if kind == "telephone":
+        return signal.butter(order, [low_hz, high_hz], btype="bandpass", fs=sample_rate, output="sos")
+    if kind == "lowpass":
+        return signal.butter(order, high_hz, btype="lowpass", fs=sample_rate, output="sos")
+    if kind == "highpass":
+        return signal.butter(order, low_hz, btype="highpass", fs=sample_rate, output="sos")
+    raise ValueError(f"unknown band filter {kind!r}; use telephone, lowpass or highpass")
+
+
+def band_limit(x: np.ndarray, sos: np.ndarray) -> np.ndarray:
+    """``x`` through the filter once, causally: magnitude response ``|H(f)|`` exactly."""
+    return signal.sosfilt(sos, np.asarray(x, dtype=np.float64))

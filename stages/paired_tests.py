@@ -1,0 +1,72 @@
+"""Paired comparisons of two systems scored on the same clips: exact McNemar, Holm, clustered bootstrap.
+
+- **Exact McNemar**: of the discordant clips, ``b`` are right only for system 1 and ``c`` only for
+  system 2; under the null each discordant clip is a fair coin, so the two-sided p-value is
+  ``min(1, 2 * P(Binomial(b + c, 1/2) <= min(b, c)))`` (1 when there is no discordant clip).
+- **Holm**: the step-down family-wise correction; with ``p_(1) <= ... <= p_(m)``, the adjusted
+  ``p~_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))``.
+- **Clustered bootstrap of an accuracy difference**: clusters (base clips: all variants of one clip)
+  are resampled with replacement; each resample's difference is ``sum_c w_c d_c / sum_c w_c n_c``
+  with ``d_c`` the cluster's summed correctness difference and ``n_c`` its clip count. Percentile interval.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from stages.psychometric import cluster_counts, percentile_interval
+
+
+@dataclass(frozen=True)
+class McNemar:
+    both: int  # right for both systems
+    only_1: int  # b: right only for system 1
+    only_2: int  # c: right only for system 2
+    neither: int
+    p_value: float
+
+
+def mcnemar_exact(correct_1: np.ndarray, correct_2: np.ndarray) -> McNemar:
+    """Exact (binomial) two-sided McNemar test on paired correctness vectors."""
+    c1, c2 = np.asarray(correct_1, dtype=bool), np.asarray(correct_2, dtype=bool)
+    if c1.shape != c2.shape:
+        raise ValueError(f"paired vectors differ in shape: {c1.shape} vs {c2.shape}")
+    b, c = int(np.sum(c1 & ~c2)), int(np.sum(~c1 & c2))
+    return McNemar(int(np.sum(c1 & c2)), b, c, int(np.sum(~c1 & ~c2)), mcnemar_p(b, c))
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    if b + c == 0:
+        return 1.0
+    return float(min(1.0, 2.0 * stats.binom.cdf(min(b, c), b + c, 0.5)))
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm-adjusted p-values, in the input order (NaN entries stay NaN and do not count in the family)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full_like(p, np.nan)
+    idx = np.flatnonzero(~np.isnan(p))
+    m = len(idx)
+    if m == 0:
+        return out
+    order = idx[np.argsort(p[idx], kind="stable")]
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out
+
+
+def clustered_bootstrap_difference(correct_1: np.ndarray, correct_2: np.ndarray, clusters: np.ndarray, *,
+                                   n_boot: int = 1000, ci: float = 0.95,
+                                   rng: np.random.Generator | None = None) -> tuple[float, float, float]:
+    """Accuracy of system 1 minus system 2, with a percentile interval from resampling clusters."""
+    diff = np.asarray(correct_1, dtype=np.float64) - np.asarray(correct_2, dtype=np.float64)
+    _, index = np.unique(np.asarray(clusters), return_inverse=True)
+    d_c = np.bincount(index, weights=diff)
+    n_c = np.bincount(index).astype(np.float64)
+    rng = rng if rng is not None else np.random.default_rng(0)
+    w = cluster_counts(len(n_c), n_boot, rng)
+    boot = (w @ d_c) / (w @ n_c)
+    lo, hi = percentile_interval(boot, ci)
+    return float(diff.mean()), float(lo), float(hi)

@@ -1,0 +1,161 @@
+"""Psychometric curves: logistic fits of P(answer SPEECH) against a stimulus level, thresholds, clustered bootstrap.
+
+The model is ``P(y = 1 | x) = sigmoid(a + b x)`` with ``x`` the level (log10 of the duration in ms,
+or the SNR in dB). It is fitted by maximum likelihood to binomial counts ``k`` of ``n`` at each level,
+with a tiny ridge penalty ``lambda/2 (a_z^2 + b_z^2)`` on the coefficients of the standardised level
+so that perfectly separated data (all wrong below some level, all right above) gives a finite, steep
+curve instead of diverging. Many fits run at once (one per bootstrap resample) by batched Newton steps.
+
+The threshold at criterion ``q`` is the level where the fitted curve crosses ``q``,
+``x_q = (logit(q) - a) / b``. It is reported only inside the tested range
+``[x_min, x_max]``; a fitted curve already at or above ``q`` at ``x_min`` gives ``-inf``
+(censored: "below the lowest level"), one still below ``q`` at ``x_max`` gives ``+inf``
+(censored: "above the highest level"). Nothing is extrapolated.
+
+Intervals come from a clustered bootstrap: base clips (the clusters: every variant of one clip) are
+resampled with replacement, the per-level counts recomputed, the curve refitted; the interval is the
+percentile interval of the resampled thresholds on the extended real line (a censored resample counts
+as -inf or +inf, so an interval bound can itself be censored).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+RIDGE = 1e-3
+
+
+def cluster_counts(n_clusters: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap weights, shape ``(n_boot, n_clusters)``: how often each cluster is drawn (multinomial, sum ``n_clusters``)."""
+    return rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), size=n_boot).astype(np.float64)
+
+
+def percentile_interval(values: np.ndarray, ci: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper percentile bounds; ``values`` may hold ``-inf``/``+inf`` (censored), which sort at the ends."""
+    alpha = (1.0 - ci) / 2.0
+    values = np.sort(np.asarray(values, dtype=np.float64), axis=axis)
+    n = values.shape[axis]
+    # "lower"/"higher" order statistics keep infinities exact (no interpolation between inf and a number)
+    lo = np.take(values, int(np.floor(alpha * (n - 1))), axis=axis)
+    hi = np.take(values, int(np.ceil((1.0 - alpha) * (n - 1))), axis=axis)
+    return lo, hi
+
+
+def fit_logistic(x: np.ndarray, k: np.ndarray, n: np.ndarray, ridge: float = RIDGE,
+                 iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Maximum-likelihood (tiny ridge) ``a, b`` of ``sigmoid(a + b x)`` for binomial counts.
+
+    ``x``: levels, shape ``(L,)``; ``k``, ``n``: successes and trials, shape ``(L,)`` or ``(B, L)``.
+    Returns ``a``, ``b`` of shape ``()`` or ``(B,)``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    single = np.ndim(k) == 1
+    k = np.atleast_2d(np.asarray(k, dtype=np.float64))
+    n = np.broadcast_to(np.atleast_2d(np.asarray(n, dtype=np.float64)), k.shape)
+    mean, sd = float(x.mean()), float(x.std()) or 1.0
+    z = (x - mean) / sd
+    theta = np.zeros((k.shape[0], 2))
+    total = np.maximum(n.sum(axis=1), 1.0)
+    theta[:, 0] = np.log((k.sum(axis=1) + 0.5) / (total - k.sum(axis=1) + 0.5))  # start at the pooled rate
+    for _ in range(iterations):
+        eta = theta[:, :1] + theta[:, 1:] * z
+        p = 1.0 / (1.0 + np.exp(-eta))
+        r = k - n * p
+        w = n * p * (1.0 - p)
+        g0 = r.sum(axis=1) - ridge * theta[:, 0]
+        g1 = (r * z).sum(axis=1) - ridge * theta[:, 1]
+        h00 = w.sum(axis=1) + ridge
+        h01 = (w * z).sum(axis=1)
+        h11 = (w * z * z).sum(axis=1) + ridge
+        det = h00 * h11 - h01 * h01
+        step = np.stack([(h11 * g0 - h01 * g1) / det, (h00 * g1 - h01 * g0) / det], axis=1)
+        norm = np.linalg.norm(step, axis=1, keepdims=True)
+        step *= np.minimum(1.0, 5.0 / np.maximum(norm, 1e-300))  # damped: no wild first steps
+        theta += step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    b = theta[:, 1] / sd
+    a = theta[:, 0] - b * mean
+    return (a[0], b[0]) if single else (a, b)
+
+
+def logistic(x: np.ndarray, a: float, b: float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-(a + b * np.asarray(x, dtype=np.float64))))
+
+
+def thresholds(a: np.ndarray, b: np.ndarray, q: float, x_min: float, x_max: float) -> np.ndarray:
+    """The level where ``sigmoid(a + b x) = q`` within ``[x_min, x_max]``; ``-inf``/``+inf`` when censored below/above."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    target = np.log(q / (1.0 - q))
+    at_min, at_max = a + b * x_min, a + b * x_max
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_q = (target - a) / b
+    return np.where(at_min >= target, -np.inf, np.where(at_max < target, np.inf, x_q))
+
+
+@dataclass(frozen=True)
+class Threshold:
+    q: float
+    value: float  # level units (x); -inf / +inf when censored
+    lo: float
+    hi: float
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One fitted psychometric curve with its observed rates and thresholds."""
+
+    levels: np.ndarray  # x of each tested level
+    k: np.ndarray  # successes per level
+    n: np.ndarray  # trials per level
+    a: float
+    b: float
+    thresholds: tuple[Threshold, ...]
+
+    @property
+    def observed(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.k / self.n
+
+    def fitted(self, x: np.ndarray | None = None) -> np.ndarray:
+        return logistic(self.levels if x is None else x, self.a, self.b)
+
+
+def fit_curve(levels: np.ndarray, responses: np.ndarray, criteria: tuple[float, ...] = (), *, n_boot: int = 1000,
+              ci: float = 0.95, rng: np.random.Generator | None = None) -> Curve:
+    """Fit one curve to a clusters-by-levels response matrix and bootstrap its thresholds over clusters.
+
+    ``responses``: shape ``(C, L)``, 1 where base clip ``c`` at level ``l`` was answered SPEECH, 0 where
+    not, NaN where that variant does not exist. ``criteria``: the ``q`` of each threshold wanted.
+    """
+    levels = np.asarray(levels, dtype=np.float64)
+    responses = np.asarray(responses, dtype=np.float64)
+    if responses.ndim != 2 or responses.shape[1] != len(levels):
+        raise ValueError(f"responses must be (clusters, {len(levels)} levels), got {responses.shape}")
+    present = ~np.isnan(responses)
+    hits = np.where(present, responses, 0.0)
+    k, n = hits.sum(axis=0), present.sum(axis=0).astype(np.float64)
+    a, b = (float(v) for v in fit_logistic(levels, k, n))
+    x_min, x_max = float(levels[n > 0].min()), float(levels[n > 0].max())
+    found = []
+    if criteria:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        w = cluster_counts(responses.shape[0], n_boot, rng)
+        a_b, b_b = fit_logistic(levels, w @ hits, w @ present.astype(np.float64))
+        for q in criteria:
+            value = float(thresholds(a, b, q, x_min, x_max))
+            lo, hi = percentile_interval(thresholds(a_b, b_b, q, x_min, x_max), ci)
+            found.append(Threshold(q, value, float(lo), float(hi)))
+    return Curve(levels, k, n, a, b, tuple(found))
+
+
+def describe(value: float, x_min: float, x_max: float, fmt) -> str:
+    """A threshold as text: ``fmt(value)`` in range, ``'< ' + fmt(x_min)`` / ``'> ' + fmt(x_max)`` when censored."""
+    if value == -np.inf:
+        return f"< {fmt(x_min)}"
+    if value == np.inf:
+        return f"> {fmt(x_max)}"
+    if np.isnan(value):
+        return "n/a"
+    return fmt(value)

@@ -1,0 +1,220 @@
+"""Each robustness variant is what it claims: exact duration cut, SNR, band-limiting, T60; the render stage end to end."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import signal
+
+from stages import degrade, schema
+from stages import params as params_mod
+from stages.audio import load_audio, write_audio
+from stages.cli import UserError
+from stages.conditions_render import render_clip, variant_id
+import stages.conditions_render as conditions_render
+
+SR = 16000
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def speech_like(seconds: float = 1.5, seed: int = 0, silence_s: float = 0.2) -> np.ndarray:
+    """Amplitude-modulated harmonics (syllable-rate envelope) between stretches of silence."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    f0 = 120 + 20 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
+    envelope = np.clip(np.sin(2 * np.pi * 4 * t), 0, None) ** 2
+    x = 0.1 * voiced * envelope + 0.002 * rng.standard_normal(len(t))
+    pad = np.zeros(int(silence_s * SR))
+    return np.concatenate([pad, x, pad])
+
+
+# ---------------------------------------------------------------------------------------- duration
+@pytest.mark.parametrize("ms", [20, 40, 60, 80, 100, 200, 500, 1000])
+def test_duration_cut_is_exact_length_and_centred(ms):
+    x = np.arange(SR * 1.3)  # a ramp: every sample says where it came from
+    out, start, n = degrade.duration_variant(x, SR, ms, 2.0, -60.0, np.random.default_rng(0))
+    assert n == round(ms * SR / 1000) and len(out) == 2 * SR
+    segment = out[start:start + n]
+    assert np.array_equal(segment, x[(len(x) - n) // 2:(len(x) - n) // 2 + n])  # the clip's centre ...
+    centre_in = (segment[0] + segment[-1]) / 2
+    assert abs(centre_in - (len(x) - 1) / 2) <= 1  # ... centred on the clip's middle sample
+    assert abs((start + (start + n - 1)) / 2 - (len(out) - 1) / 2) <= 1  # and in the container's middle
+    pad = np.concatenate([out[:start], out[start + n:]])
+    assert abs(20 * np.log10(degrade.rms(pad)) - (-60.0)) < 0.5  # low-level noise around it
+
+
+def test_duration_longer_than_clip_is_rejected_and_skipped():
+    with pytest.raises(ValueError):
+        degrade.centre_cut(np.zeros(100), 101)
+    cfg = params_mod.Conditions()
+    variants = render_clip(speech_like(0.05, silence_s=0.0), "short", cfg, SR)  # 50 ms clip
+    durations = [lv for c, lv, _ in variants if c == "duration"]
+    assert durations == ["20", "40"]
+
+
+# --------------------------------------------------------------------------------------------- SNR
+@pytest.mark.parametrize("snr", [-10, -5, 0, 5, 10, 20])
+def test_snr_measured_over_signal_segment(snr):
+    x = speech_like()
+    seg = degrade.signal_segment(x, SR)
+    assert seg.start >= int(0.19 * SR) and seg.stop <= len(x) - int(0.19 * SR)  # silence is not signal
+    y = degrade.add_noise_at_snr(x, snr, np.random.default_rng(snr + 100), seg)
+    assert abs(degrade.measure_snr(x, y, seg) - snr) < 0.1
+    # the noise covers the whole clip, silence included
+    assert degrade.rms(y[:seg.start] - x[:seg.start]) > 0
+
+
+def test_rendered_snr_variants_within_a_tenth_of_a_db():
+    """Through the stage's own render (peak fitting, 16-bit file) the SNR still holds."""
+    x = speech_like(seed=3)
+    seg = degrade.signal_segment(x, SR)
+    for condition, level, y in render_clip(x, "clip", params_mod.Conditions(), SR):
+        if condition != "snr":
+            continue
+        gain = float(np.dot(y[seg], x[seg]) / np.dot(x[seg], x[seg]))  # fit_peak may have scaled the mixture
+        clean = gain * x
+        assert abs(degrade.measure_snr(clean, y, seg) - float(level)) < 0.1, level
+
+
+# ---------------------------------------------------------------------------------- band-limiting
+def tone_gain_db(sos, f, seconds=2.0):
+    t = np.arange(int(seconds * SR)) / SR
+    tone = np.sin(2 * np.pi * f * t)
+    out = degrade.band_limit(tone, sos)
+    steady = slice(len(t) // 2, None)  # after the filter's transient
+    return 20 * np.log10(degrade.rms(out[steady]) / degrade.rms(tone[steady]))
+
+
+@pytest.mark.parametrize("kind,f", [("telephone", 100), ("telephone", 6000), ("telephone", 1000),
+                                    ("lowpass", 6000), ("lowpass", 1000), ("highpass", 100), ("highpass", 1000)])
+def test_band_filter_attenuation_matches_design(kind, f):
+    sos = degrade.band_filter_sos(kind, SR, 300, 3400, 4)
+    _, h = signal.sosfreqz(sos, worN=[f], fs=SR)
+    expected = 20 * np.log10(abs(h[0]))  # single causal pass: |H|, not |H|^2
+    assert abs(tone_gain_db(sos, f) - expected) < 0.1
+    if f in (100, 6000):
+        assert expected < -30  # out of band: strongly attenuated
+    else:
+        assert abs(expected) < 0.5  # in band: passed
+
+
+def test_lowpass_is_a_butterworth_of_order_4():
+    """Closed form of a bilinear (pre-warped) Butterworth: |H|^2 = 1 / (1 + (tan(pi f/fs) / tan(pi fc/fs))^(2N))."""
+    sos = degrade.band_filter_sos("lowpass", SR, 300, 3400, 4)
+    for f in (1000, 3400, 5000, 6000):
+        ratio = np.tan(np.pi * f / SR) / np.tan(np.pi * 3400 / SR)
+        expected = -10 * np.log10(1 + ratio ** 8)
+        assert abs(tone_gain_db(sos, f) - expected) < 0.1
+
+
+def test_band_filter_rejects_impossible_bands():
+    with pytest.raises(ValueError):
+        degrade.band_filter_sos("telephone", 8000, 300, 4000, 4)
+    with pytest.raises(ValueError):
+        degrade.band_filter_sos("notch", SR, 300, 3400, 4)
+
+
+# --------------------------------------------------------------------------------------- reverb
+@pytest.mark.parametrize("t60", [0.3, 1.0, 2.5])
+def test_synthetic_rir_t60_by_schroeder(t60):
+    rir = degrade.synthetic_rir(t60, SR, np.random.default_rng(7))
+    assert abs(degrade.schroeder_t60(rir, SR) - t60) / t60 < 0.10
+    assert abs(np.sum(rir ** 2) - 1.0) < 1e-9
+
+
+def test_reverberate_is_convolution_with_the_rir():
+    rir = degrade.synthetic_rir(0.3, SR, np.random.default_rng(0))
+    impulse = np.zeros(SR)
+    impulse[0] = 1.0
+    out = degrade.reverberate(impulse, rir)
+    n = len(rir)
+    assert np.allclose(out[:n] / out[0], rir / rir[0])
+    assert abs(degrade.rms(out) - degrade.rms(impulse)) < 1e-12  # same RMS as the input
+
+
+# -------------------------------------------------------------------------------------- stage
+def test_render_is_deterministic_and_seeded():
+    x = speech_like()
+    cfg = params_mod.Conditions()
+    a, b = render_clip(x, "c1", cfg, SR), render_clip(x, "c1", cfg, SR)
+    assert [(c, lv) for c, lv, _ in a] == [(c, lv) for c, lv, _ in b]
+    assert all(np.array_equal(ya, yb) for (_, _, ya), (_, _, yb) in zip(a, b))
+    other = render_clip(x, "c2", cfg, SR)
+    snr_a = next(y for c, lv, y in a if c == "snr")
+    snr_o = next(y for c, lv, y in other if c == "snr")
+    assert not np.array_equal(snr_a, snr_o)  # another clip draws other noise
+    assert len(a) == 1 + 8 + 6 + 3 + 3 and all(np.max(np.abs(y)) <= 0.99 + 1e-12 for _, _, y in a)
+
+
+def make_test_split(folder: Path) -> Path:
+    rows = []
+    for i in range(4):
+        speech = i % 2 == 0
+        x = speech_like(1.2, seed=i) if speech else 0.05 * np.random.default_rng(i).standard_normal(int(1.5 * SR))
+        write_audio(folder / f"clip{i}.wav", x, SR)
+        rows.append({"clip_id": f"clip{i}", "audio_path": f"clip{i}.wav", "label": "SPEECH" if speech else "NONSPEECH",
+                     "group_id": f"g{i // 2}", "duration_s": len(x) / SR})
+    path = folder / "test_metadata.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_render_stage_writes_valid_metadata(tmp_path):
+    src = make_test_split(tmp_path)
+    out = tmp_path / "conditions"
+    conditions_render.main(["--input", str(src), "--out-dir", str(out), "--params", str(ROOT / "params.yaml")])
+    meta = schema.read_metadata(out / "conditions_metadata.csv")  # the data contract, audio included
+    assert {"base_clip_id", "condition", "level"} <= set(meta.columns)
+    assert len(meta) == 4 * 21
+    assert set(meta["condition"]) == {"clean", "duration", "snr", "reverb", "band"}
+    assert meta.loc[meta["condition"] == "duration", "duration_s"].eq(2.0).all()
+    row = meta[meta["clip_id"] == variant_id("clip0", "duration", "100")].iloc[0]
+    audio = load_audio(row["audio_file"])
+    assert len(audio) == 2 * SR
+    assert (meta.groupby("base_clip_id")["label"].nunique() == 1).all()
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "stages.conditions_render", *args], cwd=cwd,
+                          capture_output=True, text=True)
+
+
+def test_cli_missing_input_is_one_line_exit_2(tmp_path):
+    res = run_cli("--input", str(tmp_path / "nope.csv"), "--out-dir", str(tmp_path / "o"))
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "nope.csv" in res.stderr and "not found" in res.stderr
+
+
+def test_cli_container_longer_than_window_is_rejected(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["conditions"]["container_s"] = 8.0
+    raw["conditions"]["durations_ms"] = [20, 40]
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    res = run_cli("--params", str(params), "--input", str(make_test_split(tmp_path)), "--out-dir", str(tmp_path / "o"))
+    assert res.returncode == 2 and res.stderr.startswith("error: ")
+    assert "conditions.container_s" in res.stderr and res.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("band", ["telephone", "notch"], "conditions.band[1]"),
+    ("durations_ms", [20, 3000], "conditions.durations_ms"),
+    ("t60_s", [0.0], "conditions.t60_s"),
+    ("n_bootstrap", 10, "conditions.n_bootstrap"),
+    ("snr_db", [0, 0], "conditions.snr_db"),
+    ("typo_key", 1, "conditions.typo_key"),
+])
+def test_params_conditions_rejects_bad_values(tmp_path, key, value, message):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["conditions"][key] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        params_mod.load(path)

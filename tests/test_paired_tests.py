@@ -1,0 +1,73 @@
+"""Paired comparisons: exact McNemar against scipy's binomial test, Holm by hand, clustered bootstrap."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from stages import paired_tests as pt
+from stages.psychometric import cluster_counts
+
+
+def table_vectors(both, only_1, only_2, neither):
+    c1 = np.array([1] * both + [1] * only_1 + [0] * only_2 + [0] * neither, bool)
+    c2 = np.array([1] * both + [0] * only_1 + [1] * only_2 + [0] * neither, bool)
+    return c1, c2
+
+
+@pytest.mark.parametrize("table", [(40, 3, 10, 7), (10, 5, 5, 2), (20, 0, 0, 4), (0, 1, 12, 0), (5, 25, 40, 1)])
+def test_mcnemar_matches_binomtest(table):
+    c1, c2 = table_vectors(*table)
+    res = pt.mcnemar_exact(c1, c2)
+    assert (res.both, res.only_1, res.only_2, res.neither) == table
+    b, c = table[1], table[2]
+    expected = 1.0 if b + c == 0 else stats.binomtest(b, b + c, 0.5).pvalue
+    assert res.p_value == pytest.approx(expected, rel=1e-12)
+
+
+def test_mcnemar_hand_value():
+    # b = 1, c = 9: 2 * (1 + 10) / 2^10
+    assert pt.mcnemar_p(1, 9) == pytest.approx(22 / 1024)
+
+
+def test_holm_by_hand():
+    p = [0.01, 0.04, 0.03, 0.005]
+    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> running max 0.06
+    assert np.allclose(pt.holm(p), [0.03, 0.06, 0.06, 0.02])
+    assert np.allclose(pt.holm([0.5, 0.9]), [1.0, 1.0])
+    out = pt.holm([0.02, np.nan, 0.04])
+    assert np.isnan(out[1]) and np.allclose(out[[0, 2]], [0.04, 0.04])
+
+
+def test_clustered_bootstrap_difference_equals_a_loop():
+    rng = np.random.default_rng(0)
+    clusters = np.repeat(np.arange(12), 5)
+    c1 = rng.random(60) < 0.8
+    c2 = rng.random(60) < 0.6
+    diff, lo, hi = pt.clustered_bootstrap_difference(c1, c2, clusters, n_boot=300, rng=np.random.default_rng(1))
+    assert diff == pytest.approx(c1.mean() - c2.mean())
+    w = cluster_counts(12, 300, np.random.default_rng(1))  # the same resamples, computed clip by clip
+    reps = []
+    for row in w:
+        idx = np.concatenate([np.flatnonzero(clusters == c).repeat(int(m)) for c, m in enumerate(row)])
+        reps.append(c1[idx].mean() - c2[idx].mean())
+    assert lo == pytest.approx(np.sort(reps)[int(np.floor(0.025 * 299))])
+    assert hi == pytest.approx(np.sort(reps)[int(np.ceil(0.975 * 299))])
+    assert lo <= diff <= hi
+
+
+def test_clustering_widens_the_interval_of_correlated_variants():
+    # every variant of a clip shares its outcome: 10 clusters of 20 identical rows
+    rng = np.random.default_rng(3)
+    per_cluster = rng.random(10) < 0.5
+    clusters = np.repeat(np.arange(10), 20)
+    c1 = np.repeat(per_cluster, 20)
+    c2 = np.zeros(200, bool)
+    _, lo_c, hi_c = pt.clustered_bootstrap_difference(c1, c2, clusters, n_boot=500)
+    _, lo_i, hi_i = pt.clustered_bootstrap_difference(c1, c2, np.arange(200), n_boot=500)
+    assert (hi_c - lo_c) > 2 * (hi_i - lo_i)
+
+
+def test_shape_mismatch_rejected():
+    with pytest.raises(ValueError):
+        pt.mcnemar_exact(np.ones(3), np.ones(4))

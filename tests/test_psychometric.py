@@ -1,0 +1,126 @@
+"""Psychometric fits: known curves give their thresholds back; censored thresholds are reported as such."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import optimize
+
+from stages import psychometric as ps
+
+DURATIONS = np.log10([20, 40, 60, 80, 100, 200, 500, 1000.0])
+SNRS = np.array([-10, -5, 0, 5, 10, 20.0])
+
+
+def simulate(levels, a, b, clusters, seed=0, missing=0.0):
+    rng = np.random.default_rng(seed)
+    resp = (rng.random((clusters, len(levels))) < ps.logistic(levels, a, b)).astype(float)
+    resp[rng.random(resp.shape) < missing] = np.nan
+    return resp
+
+
+def true_threshold(a, b, q):
+    return (np.log(q / (1 - q)) - a) / b
+
+
+@pytest.mark.parametrize("a,b", [(-8.0, 4.5), (-9.0, 5.0)])
+def test_duration_thresholds_recovered(a, b):
+    resp = simulate(DURATIONS, a, b, clusters=600, seed=1, missing=0.05)
+    curve = ps.fit_curve(DURATIONS, resp, (0.5, 0.75, 0.9), n_boot=400, rng=np.random.default_rng(2))
+    assert abs(curve.a - a) < 0.15 * abs(a) and abs(curve.b - b) < 0.15 * b
+    for t in curve.thresholds:
+        truth = true_threshold(a, b, t.q)
+        assert DURATIONS.min() < truth < DURATIONS.max()
+        assert abs(10 ** t.value - 10 ** truth) / 10 ** truth < 0.1  # within 10% in ms
+        assert t.lo <= truth <= t.hi  # the 95% interval covers it
+        assert t.lo < t.value < t.hi
+
+
+def test_snr_thresholds_recovered_and_interval_narrows_with_data():
+    a, b = 0.5, 0.4  # SNR50 = -1.25 dB, SNR75 = 1.5 dB
+    widths = []
+    for clusters in (30, 600):
+        curve = ps.fit_curve(SNRS, simulate(SNRS, a, b, clusters, seed=3), (0.5, 0.75), n_boot=500,
+                             rng=np.random.default_rng(4))
+        t50 = curve.thresholds[0]
+        widths.append(t50.hi - t50.lo)
+    assert abs(t50.value - true_threshold(a, b, 0.5)) < 0.5
+    assert widths[1] < widths[0] / 2
+
+
+def test_censored_below_and_above():
+    # always SPEECH: every threshold lies below the shortest duration tested
+    curve = ps.fit_curve(DURATIONS, np.ones((10, 8)), (0.5, 0.9), n_boot=200)
+    for t in curve.thresholds:
+        assert t.value == -np.inf and t.lo == -np.inf
+        assert ps.describe(t.value, DURATIONS.min(), DURATIONS.max(), lambda x: f"{10 ** x:.0f} ms") == "< 20 ms"
+    # never SPEECH: above the highest SNR tested
+    curve = ps.fit_curve(SNRS, np.zeros((10, 6)), (0.5,), n_boot=200)
+    t = curve.thresholds[0]
+    assert t.value == np.inf and t.hi == np.inf
+    assert ps.describe(t.value, SNRS.min(), SNRS.max(), lambda x: f"{x:g} dB") == "> 20 dB"
+
+
+def test_curve_that_only_reaches_75_percent_censors_dt90():
+    # a ceiling near 0.8: DT50 and DT75 are in range, DT90 is not reached by 1000 ms
+    p = np.array([0.05, 0.2, 0.4, 0.55, 0.62, 0.72, 0.78, 0.8])
+    resp = (np.random.default_rng(0).random((2000, 8)) < p).astype(float)
+    curve = ps.fit_curve(DURATIONS, resp, (0.5, 0.9), n_boot=200)
+    assert np.isfinite(curve.thresholds[0].value)
+    assert curve.thresholds[1].value == np.inf  # '> 1000 ms', not an extrapolated number
+
+
+def test_thresholds_function_edges():
+    x_min, x_max = 0.0, 1.0
+    # curve crosses 0.5 at 0.5
+    assert ps.thresholds(-2.0, 4.0, 0.5, x_min, x_max) == pytest.approx(0.5)
+    # decreasing curve already above 0.5 at x_min: censored below; flat below: censored above
+    assert ps.thresholds(2.0, -1.0, 0.5, x_min, x_max) == -np.inf
+    assert ps.thresholds(-1.0, 0.0, 0.5, x_min, x_max) == np.inf
+
+
+def test_fit_matches_direct_optimisation_of_the_same_likelihood():
+    rng = np.random.default_rng(5)
+    x = DURATIONS
+    n = rng.integers(5, 20, size=len(x)).astype(float)
+    k = rng.binomial(n.astype(int), ps.logistic(x, -7, 4)).astype(float)
+    a, b = ps.fit_logistic(x, k, n)
+    z_mean, z_sd = x.mean(), x.std()
+
+    def objective(theta):  # negative penalised log-likelihood in the standardised coordinates
+        eta = theta[0] + theta[1] * (x - z_mean) / z_sd
+        return -np.sum(k * eta - n * np.logaddexp(0, eta)) + ps.RIDGE / 2 * np.sum(theta ** 2)
+
+    ref = optimize.minimize(objective, np.zeros(2), method="BFGS", options={"gtol": 1e-10}).x
+    b_ref = ref[1] / z_sd
+    assert a == pytest.approx(ref[0] - b_ref * z_mean, abs=1e-5) and b == pytest.approx(b_ref, abs=1e-5)
+
+
+def test_batched_fit_equals_single_fits():
+    rng = np.random.default_rng(6)
+    n = np.full((5, len(SNRS)), 12.0)
+    k = rng.binomial(12, ps.logistic(SNRS, 0.2, 0.3), size=(5, len(SNRS))).astype(float)
+    a, b = ps.fit_logistic(SNRS, k, n)
+    for i in range(5):
+        ai, bi = ps.fit_logistic(SNRS, k[i], n[i])
+        assert a[i] == pytest.approx(ai) and b[i] == pytest.approx(bi)
+
+
+def test_separable_data_gives_a_finite_steep_curve_between_the_levels():
+    resp = np.tile([0, 0, 0, 0, 1, 1, 1, 1.0], (20, 1))
+    curve = ps.fit_curve(DURATIONS, resp, (0.5,), n_boot=100)
+    assert np.isfinite(curve.b) and curve.b > 5
+    assert DURATIONS[3] < curve.thresholds[0].value < DURATIONS[4]
+
+
+def test_cluster_counts_and_percentile_interval():
+    w = ps.cluster_counts(7, 50, np.random.default_rng(0))
+    assert w.shape == (50, 7) and np.all(w.sum(axis=1) == 7)
+    lo, hi = ps.percentile_interval(np.array([-np.inf] * 10 + list(range(80)) + [np.inf] * 10), 0.95)
+    assert lo == -np.inf and hi == np.inf
+    lo, hi = ps.percentile_interval(np.arange(1001.0), 0.95)
+    assert (lo, hi) == (25.0, 975.0)
+
+
+def test_bad_shape_is_rejected():
+    with pytest.raises(ValueError):
+        ps.fit_curve(DURATIONS, np.ones((3, 5)))
