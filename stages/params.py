@@ -44,13 +44,26 @@ class SyntheticData:
         default_factory=lambda: {"train": SplitSize(64, 6), "dev": SplitSize(72, 4), "test": SplitSize(24, 3)}
     )
     speech_fraction: float = 0.5
-    # eSpeak NG voice names ("en-us+f3": language + variant); one voice per group.
-    voices: dict[str, list[str]] = field(default_factory=dict)
-    # background families per split (see stages/synth.py for the list); test uses families unseen in train.
-    backgrounds: dict[str, list[str]] = field(default_factory=dict)
+    # eSpeak NG voice names ("en-us+f3": language + variant); group i of a split gets voice i (cycling).
+    voices: dict[str, list[str]] = field(default_factory=lambda: {
+        "train": ["en-us+m1", "en-us+f2", "en+m3", "en+f4", "en-us+m7", "en-us+f1"],
+        "dev": ["en+m2", "en-us+f3", "en-us+m4", "en-gb-scotland+f1"],
+        "test": ["en-us+m6", "en-gb-x-rp+f5", "en-029+croak"]})
+    # background families per split (stages/synth.py BACKGROUNDS lists them); group i gets family i (cycling).
+    # Test voices and families must be unseen in train.
+    backgrounds: dict[str, list[str]] = field(default_factory=lambda: {
+        "train": ["white", "pink", "hum", "music"], "dev": ["brown", "rain", "fan", "music"],
+        "test": ["wind", "room", "traffic"]})
     snr_db: list[float] = field(default_factory=lambda: [-5.0, 0.0, 5.0, 10.0, 15.0, 20.0])
     min_duration_s: float = 0.2
     max_duration_s: float = 5.0
+    # non-speech foreground events (stages/synth.py EVENTS) and the share of NONSPEECH clips that carry one;
+    # the rest are the background alone. Events sit at an event-to-background ratio drawn from snr_db.
+    events: list[str] = field(default_factory=lambda: ["tone", "chirp", "clicks", "beeps", "melody"])
+    event_fraction: float = 0.5
+    level_dbfs: float = -30.0  # every clip is normalised to this RMS level ...
+    level_jitter_db: float = 3.0  # ... plus a uniform random gain of +- this, so level says nothing about the label
+    max_rt60_s: float = 0.6  # each session's room reverberation time is drawn from [0, max_rt60_s]
 
     def validate(self, key: str) -> None:
         _check(set(self.sizes) == set(SPLITS), key + ".sizes", f"must name exactly {', '.join(SPLITS)}")
@@ -59,11 +72,22 @@ class SyntheticData:
         _check(0.0 < self.speech_fraction < 1.0, key + ".speech_fraction", "must be strictly between 0 and 1")
         _check(0.0 < self.min_duration_s <= self.max_duration_s, key + ".min_duration_s",
                "must be positive and not above max_duration_s")
+        _check(self.min_duration_s >= 0.05, key + ".min_duration_s", "must be at least 0.05 s")
         _check(len(self.snr_db) > 0, key + ".snr_db", "must list at least one SNR")
+        _check(0.0 <= self.event_fraction <= 1.0, key + ".event_fraction", "must be in [0, 1]")
+        _check(self.event_fraction == 0.0 or len(self.events) > 0, key + ".events",
+               "must list at least one event when event_fraction > 0")
+        _check(-60.0 <= self.level_dbfs <= -10.0, key + ".level_dbfs", "must be in [-60, -10] dBFS")
+        _check(0.0 <= self.level_jitter_db <= 10.0, key + ".level_jitter_db", "must be in [0, 10] dB")
+        _check(0.0 <= self.max_rt60_s <= 2.0, key + ".max_rt60_s", "must be in [0, 2] s")
         for name, table in (("voices", self.voices), ("backgrounds", self.backgrounds)):
             _check(set(table) == set(SPLITS), f"{key}.{name}", f"must name exactly {', '.join(SPLITS)}")
             for split, items in table.items():
                 _check(len(items) > 0, f"{key}.{name}.{split}", "must not be empty")
+            seen = set(table["train"])
+            for i, item in enumerate(table["test"]):
+                _check(item not in seen, f"{key}.{name}.test[{i}]",
+                       f"{item!r} is also in {name}.train; test {name} must be unseen in train (pick another)")
 
 
 @dataclass(frozen=True)
@@ -74,6 +98,12 @@ class CsvData:
     # fraction of groups (0 < x < 1) or a count of groups (an integer >= 1) for dev and test; train gets the rest.
     dev_groups: float = 0.2
     test_groups: float = 0.2
+
+    def validate(self, key: str) -> None:
+        for name in ("dev_groups", "test_groups"):
+            value = getattr(self, name)
+            _check(0.0 < value < 1.0 or (value >= 1.0 and value == int(value)), f"{key}.{name}",
+                   f"{value!r} must be a fraction of groups (0 < x < 1) or a whole count of groups (1, 2, ...)")
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ def _row(df: pd.DataFrame, mask: np.ndarray) -> int:
 def _check_columns(df: pd.DataFrame, path: Path, required: tuple[str, ...]) -> None:
     missing = [c for c in required if c not in df.columns]
     if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; "
+        raise UserError(f"{path} header: missing column(s) {', '.join(missing)}; "
                         f"the header must include {', '.join(required)}")
     for col in required:
         blank = df[col].isna().to_numpy()

@@ -1,0 +1,62 @@
+"""Shared fixtures: temporary params files, real audio files, and a small synthetic corpus config."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A small synthetic corpus (20 clips) that prepares in a couple of seconds; tests copy and override it.
+SMALL_SYNTHETIC = {
+    "seed": 7,
+    "sizes": {"train": {"clips": 8, "groups": 2}, "dev": {"clips": 6, "groups": 2}, "test": {"clips": 6, "groups": 2}},
+    "voices": {"train": ["en-us+m1", "en+f2"], "dev": ["en-us+f3"], "test": ["en-us+m6", "en-029+croak"]},
+    "backgrounds": {"train": ["white", "music"], "dev": ["rain", "hum"], "test": ["wind", "traffic"]},
+    "min_duration_s": 0.5,
+    "max_duration_s": 2.0,
+}
+
+
+@pytest.fixture
+def small_synthetic() -> dict:
+    """A fresh copy of :data:`SMALL_SYNTHETIC` (the ``data.synthetic`` section) to override."""
+    return copy.deepcopy(SMALL_SYNTHETIC)
+
+
+@pytest.fixture
+def make_params(tmp_path):
+    """``make_params({"data": {...}})`` writes a params file holding those sections (others take their
+    defaults) and returns its path."""
+    def make(sections: dict, name: str = "params.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(sections, sort_keys=False))
+        return path
+
+    return make
+
+
+def tone(seconds: float = 0.5, rate: int = 16000, freq: float = 440.0, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(round(seconds * rate))) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.fixture
+def make_audio(tmp_path):
+    """``make_audio("a.flac", rate=44100, channels=2)`` writes a real 440 Hz tone file (format from the
+    suffix; stereo: the tone on the left, silence on the right) under tmp_path and returns its path."""
+    def make(name: str, *, rate: int = 16000, channels: int = 1, seconds: float = 0.5, freq: float = 440.0,
+             amplitude: float = 0.5) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mono = tone(seconds, rate, freq, amplitude)
+        data = mono if channels == 1 else np.stack([mono] + [np.zeros_like(mono)] * (channels - 1), axis=1)
+        subtype = "VORBIS" if path.suffix == ".ogg" else "PCM_16"
+        sf.write(str(path), data, rate, subtype=subtype)
+        return path
+
+    return make

@@ -1,0 +1,109 @@
+"""stages/audio.py on real files: every format, rate and channel layout in, mono float32 at 16 kHz out;
+every bad file out with a one-line error naming it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from stages.audio import MODEL_RATE, load_audio, probe_audio, write_audio
+from stages.cli import UserError
+
+
+def peak_hz(x: np.ndarray, rate: int = MODEL_RATE) -> float:
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.fft.rfftfreq(len(x), 1.0 / rate)[np.argmax(spectrum)])
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg"])
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_any_format_rate_and_layout_loads_as_16k_mono_float32(make_audio, suffix, rate, channels):
+    path = make_audio(f"tone{suffix}", rate=rate, channels=channels, seconds=0.5, freq=440.0, amplitude=0.5)
+    x = load_audio(path)
+    assert x.dtype == np.float32 and x.ndim == 1
+    assert abs(len(x) - 0.5 * MODEL_RATE) <= 2  # the duration survives resampling
+    assert abs(peak_hz(x) - 440.0) < 5.0  # so does the pitch
+    expected = 0.5 / np.sqrt(2) / channels  # stereo: tone left, silence right, averaged to mono
+    assert rms(x[400:-400]) == pytest.approx(expected, rel=0.05)
+
+
+def test_16k_pcm_wav_loads_unchanged(make_audio):
+    path = make_audio("a.wav", rate=MODEL_RATE)
+    x = load_audio(path)
+    reference, _ = sf.read(str(path), dtype="float32")
+    np.testing.assert_array_equal(x, reference)
+
+
+def test_write_audio_round_trip_is_16k_mono_pcm16(tmp_path):
+    x = (0.25 * np.sin(np.linspace(0, 200, 8000))).astype(np.float32)
+    path = tmp_path / "out.wav"
+    write_audio(path, x)
+    info = sf.info(str(path))
+    assert (info.samplerate, info.channels, info.subtype) == (MODEL_RATE, 1, "PCM_16")
+    np.testing.assert_allclose(load_audio(path), x, atol=1.0 / 32768)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]  # no temporary file left behind
+
+
+def test_write_audio_refuses_nan(tmp_path):
+    with pytest.raises(ValueError, match="NaN"):
+        write_audio(tmp_path / "bad.wav", np.array([0.0, np.nan], dtype=np.float32))
+    assert not list(tmp_path.iterdir())
+
+
+def _one_line_about(err: pytest.ExceptionInfo, path, *words: str) -> None:
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(path) in message
+    for word in words:
+        assert word in message, message
+
+
+@pytest.mark.parametrize("reader", [load_audio, probe_audio])
+def test_missing_file(tmp_path, reader):
+    path = tmp_path / "nope.wav"
+    with pytest.raises(UserError) as err:
+        reader(path)
+    _one_line_about(err, path, "not found")
+
+
+@pytest.mark.parametrize("reader", [load_audio, probe_audio])
+def test_empty_file_is_undecodable(tmp_path, reader):
+    path = tmp_path / "empty.wav"
+    path.write_bytes(b"")
+    with pytest.raises(UserError) as err:
+        reader(path)
+    _one_line_about(err, path, "cannot decode", "re-encode")
+
+
+@pytest.mark.parametrize("reader", [load_audio, probe_audio])
+def test_garbage_file_is_undecodable(tmp_path, reader):
+    path = tmp_path / "garbage.flac"
+    path.write_bytes(b"this is not audio at all\n" * 40)
+    with pytest.raises(UserError) as err:
+        reader(path)
+    _one_line_about(err, path, "cannot decode")
+
+
+@pytest.mark.parametrize("reader", [load_audio, probe_audio])
+def test_file_without_samples(tmp_path, reader):
+    path = tmp_path / "zero.wav"
+    sf.write(str(path), np.zeros(0, dtype=np.float32), MODEL_RATE, subtype="PCM_16")
+    with pytest.raises(UserError) as err:
+        reader(path)
+    _one_line_about(err, path, "no samples")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_samples(tmp_path, bad):
+    path = tmp_path / "corrupt.wav"
+    x = np.zeros(1600, dtype=np.float32)
+    x[100] = bad
+    sf.write(str(path), x, MODEL_RATE, subtype="FLOAT")  # float WAV stores NaN/inf as they are
+    with pytest.raises(UserError) as err:
+        load_audio(path)
+    _one_line_about(err, path, "NaN or infinite")

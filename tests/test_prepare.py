@@ -1,0 +1,313 @@
+"""The ``prepare`` stage end to end, for all three sources: real eSpeak NG, real audio files, the real CLI."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import yaml
+from conftest import ROOT, SMALL_SYNTHETIC
+
+from stages import cli, prepare, schema
+from stages.cli import UserError
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    """Run the stage in this process; return (exit status, stderr)."""
+    try:
+        cli.run(prepare.main, list(argv))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+def one_line_error(code: int, err: str, *words: str) -> str:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``folder``."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def leftovers(out: Path) -> list[str]:
+    """Temporary folders that atomic_dir would leave beside ``out`` after a crash."""
+    return [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
+
+
+# ============================================================================================ synthetic
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    """The small synthetic corpus prepared once through the CLI."""
+    root = tmp_path_factory.mktemp("synthetic")
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"synthetic": SMALL_SYNTHETIC}}))
+    out, metrics = root / "a" / "grouped_split", root / "a" / "data.json"
+    cli.run(prepare.main, ["--params", str(params), "--out", str(out), "--metrics", str(metrics)])
+    return params, out, metrics
+
+
+def test_synthetic_is_byte_identical_across_runs_into_different_folders(synthetic_run, tmp_path):
+    params, out, metrics = synthetic_run
+    out2, metrics2 = tmp_path / "b" / "grouped_split", tmp_path / "b" / "data.json"
+    prepare.main(["--params", str(params), "--out", str(out2), "--metrics", str(metrics2)])
+    first, second = digest(out), digest(out2)
+    assert len(first) == 20 + 3 and first == second  # 20 clips and 3 CSVs, every byte the same
+    assert metrics.read_bytes() == metrics2.read_bytes()
+
+
+def test_synthetic_output_follows_the_contract(synthetic_run):
+    _, out, metrics = synthetic_run
+    frames = schema.read_splits(out)  # validates columns, labels, audio, both classes, disjoint groups
+    sizes = {"train": (8, 2), "dev": (6, 2), "test": (6, 2)}
+    for split, df in frames.items():
+        assert (len(df), df[schema.GROUP_ID].nunique()) == sizes[split]
+        assert list(df.columns[:7]) == list(schema.METADATA_REQUIRED + schema.METADATA_OPTIONAL)
+        assert (df.groupby(schema.GROUP_ID)[schema.LABEL].nunique() == 2).all()  # both classes in every group
+        for clip_id, path in zip(df[schema.CLIP_ID], df[schema.AUDIO_PATH]):
+            assert path == f"audio/{split}/{clip_id}.wav"
+        speech = df[schema.LABEL] == schema.SPEECH
+        assert df.loc[speech, schema.SNR_DB].notna().all() and df.loc[~speech, schema.SNR_DB].isna().all()
+        assert df[schema.SOURCE].str.startswith("synthetic:").all()
+        info = sf.info(df["audio_file"].iloc[0])
+        assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+        assert df[schema.DURATION_S].iloc[0] == pytest.approx(info.frames / 16000)
+    data = json.loads(metrics.read_text())
+    assert data["train"]["clips"] == 8 and data["train"]["groups"] == 2
+    assert data["total"]["clips"] == 20 and data["total"]["speech"] + data["total"]["nonspeech"] == 20
+    assert 0 < data["dev"]["speech_fraction"] < 1
+
+
+def test_failed_run_leaves_the_previous_output_untouched(synthetic_run, make_params, small_synthetic, tmp_path, capsys):
+    _, out, metrics = synthetic_run
+    before = digest(out)
+    small_synthetic["voices"]["dev"] = ["xx-nowhere"]
+    params = make_params({"data": {"synthetic": small_synthetic}})
+    code, err = run_cli(capsys, "--params", str(params), "--out", str(out), "--metrics", str(tmp_path / "m.json"))
+    one_line_error(code, err, f"{params}: data.synthetic.voices.dev[0]: eSpeak NG has no language voice 'xx-nowhere'")
+    assert digest(out) == before and leftovers(out) == []
+    assert not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"sourse": "csv"}, ["data.sourse: unknown key"]),
+    ({"source": "mp3"}, ["data.source: 'mp3' is not one of synthetic, csv, presplit"]),
+    ({"source": "csv"}, ["data.csv.path: must name a metadata CSV"]),
+    ({"source": "presplit", "presplit": {"train": "a.csv"}}, ["data.presplit.dev: must name a metadata CSV"]),
+    ({"synthetic": {"max_duration_s": 0.1}}, ["data.synthetic.min_duration_s: must be positive and not above"]),
+    ({"synthetic": {"backgrounds": {"train": ["white"], "dev": ["rain"], "test": ["white"]}}},
+     ["data.synthetic.backgrounds.test[0]: 'white' is also in backgrounds.train"]),
+    ({"synthetic": {"backgrounds": {"train": ["white"], "dev": ["lava"], "test": ["room"]}}},
+     ["data.synthetic.backgrounds.dev[0]: unknown background 'lava'"]),
+    ({"csv": {"dev_groups": 1.5}}, ["data.csv.dev_groups: 1.5 must be a fraction"]),
+])
+def test_bad_params_end_with_one_line_and_exit_2(make_params, tmp_path, capsys, data, words):
+    params = make_params({"data": data})
+    code, err = run_cli(capsys, "--params", str(params), "--out", str(tmp_path / "out"),
+                        "--metrics", str(tmp_path / "m.json"))
+    one_line_error(code, err, str(params), *words)
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path / "out") == []
+
+
+def test_cli_help_and_exit_status_as_a_real_process(make_params):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    shown = subprocess.run([sys.executable, "-m", "stages.prepare", "--help"], capture_output=True, text=True,
+                           cwd=ROOT, env=env)
+    assert shown.returncode == 0
+    for word in ("synthetic", "csv", "presplit", "--params", "--out", "--metrics", "metrics/data.json"):
+        assert word in shown.stdout
+    params = make_params({"data": {"split_seed": "zero"}})
+    bad = subprocess.run([sys.executable, "-m", "stages.prepare", "--params", str(params)], capture_output=True,
+                         text=True, cwd=ROOT, env=env)
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == [f"error: {params}: data.split_seed: expected an integer, got 'zero'"]
+
+
+# ================================================================================================= csv
+@pytest.fixture
+def user_corpus(tmp_path, make_audio):
+    """A user's corpus in its own folder: 10 groups (4 mixed, 3 speech-only, 3 nonspeech-only), 3 clips
+    each, audio in several formats, one absolute path; returns the metadata CSV's path."""
+    rows = []
+    kinds = ["mixed"] * 4 + ["speech"] * 3 + ["nonspeech"] * 3
+    formats = [".wav", ".flac", ".ogg"]
+    for g, kind in enumerate(kinds):
+        for c in range(3):
+            label = {"mixed": ["SPEECH", "NONSPEECH", "SPEECH"][c], "speech": "SPEECH", "nonspeech": "NONSPEECH"}[kind]
+            name = f"g{g}_c{c}{formats[(g + c) % 3]}"
+            path = make_audio(f"corpus/audio/{name}", rate=[8000, 22050, 48000][c], channels=1 + c % 2,
+                              seconds=0.3 + 0.1 * c)
+            rows.append({"clip_id": f"g{g}_c{c}", "audio_path": str(path) if (g, c) == (0, 0) else f"audio/{name}",
+                         "label": label, "group_id": f"spk{g}", "note": f"extra {g}"})
+    csv = tmp_path / "corpus" / "all.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    return csv
+
+
+def run_csv(make_params, user_corpus, tmp_path, name="out", **csv_params):
+    out = tmp_path / name / "grouped_split"
+    params = make_params({"data": {"source": "csv", "split_seed": csv_params.pop("split_seed", 0),
+                                   "csv": {"path": str(user_corpus), **csv_params}}}, f"{name}.yaml")
+    prepare.main(["--params", str(params), "--out", str(out), "--metrics", str(tmp_path / name / "data.json")])
+    return out
+
+
+def test_csv_is_split_by_group_with_both_classes_everywhere(make_params, user_corpus, tmp_path):
+    out = run_csv(make_params, user_corpus, tmp_path, dev_groups=0.2, test_groups=2)
+    frames = schema.read_splits(out)  # every audio path resolves from the new folder; groups disjoint
+    assert {s: df[schema.GROUP_ID].nunique() for s, df in frames.items()} == {"train": 6, "dev": 2, "test": 2}
+    for df in frames.values():
+        assert set(df[schema.LABEL]) == {schema.SPEECH, schema.NONSPEECH}
+        assert df[schema.DURATION_S].notna().all() and "note" in df.columns
+    every = pd.concat(frames.values())
+    source = pd.read_csv(user_corpus)
+    assert sorted(every[schema.CLIP_ID]) == sorted(source["clip_id"])
+    paths = dict(zip(every[schema.CLIP_ID], every[schema.AUDIO_PATH]))
+    assert paths["g0_c0"] == source["audio_path"][0]  # absolute stays absolute
+    assert paths["g1_c1"] == "../../corpus/audio/g1_c1.ogg"  # relative is rebased onto the new folder
+    metrics = json.loads((tmp_path / "out" / "data.json").read_text())
+    assert metrics["total"]["clips"] == 30 and metrics["test"]["groups"] == 2
+
+
+def test_csv_split_is_reproducible_from_split_seed(make_params, user_corpus, tmp_path):
+    a = run_csv(make_params, user_corpus, tmp_path, "a", split_seed=3)
+    b = run_csv(make_params, user_corpus, tmp_path, "b", split_seed=3)
+    c = run_csv(make_params, user_corpus, tmp_path, "c", split_seed=4)
+    test_csv = "test_metadata.csv"
+    assert (a / test_csv).read_bytes() == (b / test_csv).read_bytes()
+    assert (a / test_csv).read_bytes() != (c / test_csv).read_bytes()
+
+
+def test_csv_with_no_valid_split_is_rejected(tmp_path, make_audio, make_params, capsys):
+    rows = [f"c{g},{make_audio(f'a{g}.wav')},{label},spk{g}" for g, label in
+            enumerate(["SPEECH", "SPEECH", "NONSPEECH", "NONSPEECH"])]
+    csv = tmp_path / "all.csv"
+    csv.write_text("clip_id,audio_path,label,group_id\n" + "\n".join(rows) + "\n")
+    params = make_params({"data": {"source": "csv", "csv": {"path": str(csv), "dev_groups": 1, "test_groups": 1}}})
+    code, err = run_cli(capsys, "--params", str(params), "--out", str(tmp_path / "out"), "--metrics",
+                        str(tmp_path / "m.json"))
+    one_line_error(code, err, str(csv), "no split of the corpus's 4 groups", "both SPEECH and NONSPEECH")
+
+
+def test_csv_asking_for_too_many_groups_is_rejected(make_params, user_corpus, tmp_path, capsys):
+    params = make_params({"data": {"source": "csv", "csv": {"path": str(user_corpus), "dev_groups": 5,
+                                                            "test_groups": 5}}})
+    code, err = run_cli(capsys, "--params", str(params), "--out", str(tmp_path / "o"), "--metrics",
+                        str(tmp_path / "m.json"))
+    one_line_error(code, err, f"{params}: data.csv.dev_groups/test_groups", "5 + 5 of the corpus's 10 groups")
+
+
+def test_csv_with_a_bad_row_names_file_and_row(make_params, user_corpus, tmp_path, capsys):
+    text = user_corpus.read_text().splitlines()
+    text[5] = text[5].replace("SPEECH", "speech?").replace("NONspeech?", "speech?")
+    user_corpus.write_text("\n".join(text) + "\n")
+    params = make_params({"data": {"source": "csv", "csv": {"path": str(user_corpus)}}})
+    code, err = run_cli(capsys, "--params", str(params), "--out", str(tmp_path / "o"), "--metrics",
+                        str(tmp_path / "m.json"))
+    one_line_error(code, err, f"{user_corpus} row 5: label 'speech?'")
+
+
+def test_csv_inside_the_output_folder_is_refused(make_params, tmp_path, capsys):
+    out = tmp_path / "grouped_split"
+    out.mkdir()
+    (out / "mine.csv").write_text("clip_id,audio_path,label,group_id\n")
+    params = make_params({"data": {"source": "csv", "csv": {"path": str(out / "mine.csv")}}})
+    code, err = run_cli(capsys, "--params", str(params), "--out", str(out), "--metrics", str(tmp_path / "m.json"))
+    one_line_error(code, err, "data.csv.path", "inside the output folder")
+
+
+def test_group_split_helpers():
+    assert prepare.group_counts(10, 0.2, 0.2) == (2, 2)
+    assert prepare.group_counts(10, 1, 3) == (1, 3)
+    assert prepare.group_counts(3, 0.1, 0.1) == (1, 1)  # a fraction still gives at least one group
+    with pytest.raises(UserError, match="leave at least one group for train"):
+        prepare.group_counts(4, 2, 2)
+    df = pd.DataFrame({schema.GROUP_ID: [f"g{i // 2}" for i in range(20)],
+                       schema.LABEL: [schema.SPEECH, schema.NONSPEECH] * 10})
+    frames = prepare.split_groups(df, 2, 3, seed=0)
+    groups = {s: set(f[schema.GROUP_ID]) for s, f in frames.items()}
+    assert [len(groups[s]) for s in ("train", "dev", "test")] == [5, 2, 3]
+    assert not (groups["train"] & groups["dev"] or groups["train"] & groups["test"] or groups["dev"] & groups["test"])
+    assert sum(len(f) for f in frames.values()) == 20
+
+
+def test_data_metrics_counts():
+    frames = {s: pd.DataFrame({schema.GROUP_ID: ["a", "a", "b"], schema.LABEL: ["SPEECH", "NONSPEECH", "SPEECH"],
+                               schema.DURATION_S: [1.0, 2.0, 3.0]}) for s in ("train", "dev", "test")}
+    m = prepare.data_metrics(frames)
+    assert m["train"] == {"clips": 3, "groups": 2, "speech": 2, "nonspeech": 1, "speech_fraction": 2 / 3,
+                          "duration_s_total": 6.0, "duration_s_mean": 2.0, "duration_s_min": 1.0, "duration_s_max": 3.0}
+    assert m["total"]["clips"] == 9 and m["total"]["groups"] == 2
+
+
+# ============================================================================================ presplit
+@pytest.fixture
+def presplit_corpus(tmp_path, make_audio):
+    """Three split CSVs in their own folder, audio beside them; returns {split: path}."""
+    paths = {}
+    for i, split in enumerate(("train", "dev", "test")):
+        lines = ["clip_id,audio_path,label,group_id"]
+        for c, label in enumerate(["SPEECH", "NONSPEECH"]):
+            make_audio(f"mine/audio/{split}{c}.flac", rate=44100, channels=2)
+            lines.append(f"{split}{c},audio/{split}{c}.flac,{label},grp{i}")
+        paths[split] = tmp_path / "mine" / f"{split}.csv"
+        paths[split].write_text("\n".join(lines) + "\n")
+    return paths
+
+
+def test_presplit_is_validated_and_copied_with_rebased_paths(make_params, presplit_corpus, tmp_path):
+    params = make_params({"data": {"source": "presplit", "presplit": {s: str(p) for s, p in presplit_corpus.items()}}})
+    out = tmp_path / "data" / "grouped_split"
+    prepare.main(["--params", str(params), "--out", str(out), "--metrics", str(tmp_path / "m.json")])
+    frames = schema.read_splits(out)
+    assert list(frames["dev"][schema.AUDIO_PATH]) == ["../../mine/audio/dev0.flac", "../../mine/audio/dev1.flac"]
+    assert frames["test"][schema.DURATION_S].tolist() == pytest.approx([0.5, 0.5])
+    assert json.loads((tmp_path / "m.json").read_text())["test"]["clips"] == 2
+
+
+def test_presplit_group_in_two_splits_is_rejected(make_params, presplit_corpus, tmp_path, capsys):
+    test_csv = presplit_corpus["test"]
+    test_csv.write_text(test_csv.read_text().replace("grp2", "grp0"))
+    params = make_params({"data": {"source": "presplit", "presplit": {s: str(p) for s, p in presplit_corpus.items()}}})
+    code, err = run_cli(capsys, "--params", str(params), "--out", str(tmp_path / "o"), "--metrics",
+                        str(tmp_path / "m.json"))
+    one_line_error(code, err, f"{test_csv} row 1: group 'grp0' is also in train", "move all its clips to one split")
+
+
+def test_presplit_with_one_class_split_is_rejected(make_params, presplit_corpus, tmp_path, capsys):
+    dev_csv = presplit_corpus["dev"]
+    dev_csv.write_text(dev_csv.read_text().replace("NONSPEECH", "SPEECH"))
+    params = make_params({"data": {"source": "presplit", "presplit": {s: str(p) for s, p in presplit_corpus.items()}}})
+    code, err = run_cli(capsys, "--params", str(params), "--out", str(tmp_path / "o"), "--metrics",
+                        str(tmp_path / "m.json"))
+    one_line_error(code, err, str(dev_csv), "only SPEECH")
+
+
+# ================================================================================================ slow
+@pytest.mark.slow
+def test_default_corpus_prepares_fast(tmp_path):
+    """The default params (160 clips) within the pipeline's time budget."""
+    start = time.perf_counter()
+    prepare.main(["--params", str(ROOT / "params.yaml"), "--out", str(tmp_path / "gs"),
+                  "--metrics", str(tmp_path / "data.json")])
+    elapsed = time.perf_counter() - start
+    data = json.loads((tmp_path / "data.json").read_text())
+    assert {s: (data[s]["clips"], data[s]["groups"]) for s in ("train", "dev", "test")} == {
+        "train": (64, 6), "dev": (72, 4), "test": (24, 3)}
+    assert elapsed < 20, elapsed
+    assert np.isclose(data["total"]["speech_fraction"], 0.5)

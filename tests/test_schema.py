@@ -1,0 +1,146 @@
+"""The data contract (stages/schema.py): valid metadata reads; every malformed one is rejected with one
+line that names the file, the row and the fix."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages import schema
+from stages.cli import UserError
+
+HEADER = "clip_id,audio_path,label,group_id,duration_s,snr_db,source"
+
+
+@pytest.fixture
+def corpus(tmp_path, make_audio):
+    """A folder with four real clips (audio/a.wav ... d.wav) and a writer of metadata CSVs beside them."""
+    for name in "abcd":
+        make_audio(f"audio/{name}.wav")
+
+    def write(lines: list[str], name: str = "train_metadata.csv", header: str = HEADER):
+        path = tmp_path / name
+        path.write_text("\n".join([header, *lines]) + "\n")
+        return path
+
+    return write
+
+
+GOOD = ["c1,audio/a.wav,SPEECH,g1,0.5,10,synthetic:x", "c2,audio/b.wav,NONSPEECH,g1,0.5,,synthetic:x",
+        "c3,audio/c.wav,SPEECH,g2,0.5,-5,synthetic:y", "c4,audio/d.wav,NONSPEECH,g2,,,"]
+
+
+def rejected(path, *words: str) -> str:
+    """Read ``path``, expect a one-line UserError naming the file and ``words``; return the message."""
+    with pytest.raises(UserError) as err:
+        schema.read_metadata(path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(path) in message
+    for word in words:
+        assert word in message, message
+    return message
+
+
+def test_valid_metadata_reads_with_resolved_audio(corpus, tmp_path):
+    df = schema.read_metadata(corpus(GOOD))
+    assert list(df[schema.CLIP_ID]) == ["c1", "c2", "c3", "c4"]
+    assert df["audio_file"][0] == str(tmp_path / "audio" / "a.wav")
+    assert np.isnan(df[schema.SNR_DB][1]) and df[schema.SNR_DB][2] == -5.0
+    assert np.isnan(df[schema.DURATION_S][3])
+
+
+def test_ids_stay_strings(corpus):
+    lines = ["007,audio/a.wav,SPEECH,001,,,", "8,audio/b.wav,NONSPEECH,001,,,"]
+    df = schema.read_metadata(corpus(lines))
+    assert list(df[schema.CLIP_ID]) == ["007", "8"] and list(df[schema.GROUP_ID]) == ["001", "001"]
+
+
+def test_absolute_audio_path(corpus, tmp_path):
+    lines = [f"c1,{tmp_path / 'audio' / 'a.wav'},SPEECH,g1,,,", "c2,audio/b.wav,NONSPEECH,g1,,,"]
+    df = schema.read_metadata(corpus(lines))
+    assert df["audio_file"][0] == str(tmp_path / "audio" / "a.wav")
+
+
+def test_only_required_columns(corpus):
+    df = schema.read_metadata(corpus(["c1,audio/a.wav,SPEECH,g1", "c2,audio/b.wav,NONSPEECH,g1"],
+                                     header="clip_id,audio_path,label,group_id"))
+    assert len(df) == 2
+
+
+def test_missing_column(corpus):
+    path = corpus(["c1,audio/a.wav,g1", "c2,audio/b.wav,g1"], header="clip_id,audio_path,group_id")
+    rejected(path, "header", "missing column(s) label", "must include")
+
+
+def test_empty_required_cell(corpus):
+    rejected(corpus([GOOD[0], "c2,audio/b.wav,NONSPEECH,,,,"]), "row 2", "empty group_id")
+
+
+def test_duplicate_clip_id(corpus):
+    rejected(corpus([GOOD[0], GOOD[1], "c1,audio/c.wav,SPEECH,g2,,,"]), "row 3", "duplicate clip_id 'c1'", "unique")
+
+
+def test_unknown_label(corpus):
+    rejected(corpus([GOOD[0], "c2,audio/b.wav,speech?,g1,,,"]), "row 2", "label 'speech?'", "SPEECH, NONSPEECH")
+
+
+def test_duration_not_a_number(corpus):
+    rejected(corpus([GOOD[0], "c2,audio/b.wav,NONSPEECH,g1,long,,"]), "row 2", "duration_s 'long' is not a number")
+
+
+def test_missing_audio(corpus):
+    rejected(corpus([GOOD[0], "c2,audio/gone.wav,NONSPEECH,g1,,,"]), "row 2", "gone.wav", "not found")
+
+
+def test_unreadable_audio(corpus, tmp_path):
+    (tmp_path / "audio" / "broken.wav").write_bytes(b"RIFF not really")
+    rejected(corpus([GOOD[0], "c2,audio/broken.wav,NONSPEECH,g1,,,"]), "row 2", "broken.wav", "cannot decode")
+
+
+def test_empty_audio(corpus, tmp_path):
+    (tmp_path / "audio" / "empty.wav").write_bytes(b"")
+    rejected(corpus(["c1,audio/empty.wav,SPEECH,g1,,,", GOOD[1]]), "row 1", "empty.wav", "cannot decode")
+
+
+def test_split_with_one_class(corpus):
+    rejected(corpus([GOOD[0], GOOD[2]]), "only SPEECH", "both SPEECH and NONSPEECH", "move some groups")
+
+
+def test_one_class_allowed_when_asked(corpus):
+    df = schema.read_metadata(corpus([GOOD[0], GOOD[2]]), require_both_classes=False)
+    assert set(df[schema.LABEL]) == {schema.SPEECH}
+
+
+def test_not_a_csv(tmp_path):
+    path = tmp_path / "train_metadata.csv"
+    path.write_bytes(b"")
+    rejected(path, "not a readable CSV")
+
+
+def test_missing_csv(tmp_path):
+    rejected(tmp_path / "nope.csv", "file not found")
+
+
+def test_group_in_two_splits(corpus, tmp_path):
+    corpus(GOOD[:2], "train_metadata.csv")
+    corpus(["d1,audio/c.wav,SPEECH,g9,,,", "d2,audio/d.wav,NONSPEECH,g9,,,"], "dev_metadata.csv")
+    test = corpus(["t1,audio/c.wav,SPEECH,g3,,,", "t2,audio/d.wav,NONSPEECH,g1,,,"], "test_metadata.csv")
+    with pytest.raises(UserError) as err:
+        schema.read_splits(tmp_path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{test} row 2: group 'g1' is also in train")
+    assert "move all its clips to one split" in message
+
+
+def test_read_splits_reads_all_three(corpus, tmp_path):
+    for i, split in enumerate(("train", "dev", "test")):
+        corpus([f"{split}1,audio/a.wav,SPEECH,g{i},,,", f"{split}2,audio/b.wav,NONSPEECH,g{i},,,"],
+               f"{split}_metadata.csv")
+    frames = schema.read_splits(tmp_path)
+    assert {s: len(df) for s, df in frames.items()} == {"train": 2, "dev": 2, "test": 2}
+
+
+def test_label_to_int():
+    np.testing.assert_array_equal(schema.label_to_int(pd.Series(["SPEECH", "NONSPEECH", "SPEECH"])), [1, 0, 1])
