@@ -13,8 +13,8 @@ For one model configuration, in one run, it measures and prints (JSON and a tabl
 Configurations: ``tiny`` (the embedded default; runs on CPU) and ``7b`` (a Qwen2-Audio-7B-shaped
 config with random weights built directly on the GPU: no download).
 
-    python benchmarks/bench.py --model tiny --durations 1 5 --out bench_tiny.json
-    python benchmarks/bench.py --model 7b --out bench_7b.json          # on a GPU
+    python -m benchmarks.bench --model tiny --durations 1 5 --out bench_tiny.json
+    python -m benchmarks.bench --model 7b --out bench_7b.json          # on a GPU
 """
 from __future__ import annotations
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from stages import params as params_mod
+from stages.audio import load_clips
 from stages import schema
 from stages.cli import UserError, run
 from stages.fileio import write_csv
 from stages.predict import Scorer, predictions_frame
-from stages.train import load_clips
 
 
 def main(argv=None) -> None:

@@ -38,6 +38,15 @@ def load_audio(path: str | os.PathLike, sample_rate: int = MODEL_RATE) -> np.nda
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def load_clips(files, sample_rate: int = MODEL_RATE) -> list[np.ndarray]:
+    """Decode many files (threads: decoding and resampling release the GIL), in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = list(files)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(lambda f: load_audio(f, sample_rate), files))
+
+
 def probe_audio(path: str | os.PathLike) -> sf._SoundFileInfo:
     """Read only the header of ``path``: cheap validation that it exists and is a decodable format."""
     path = Path(path)

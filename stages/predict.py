@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from stages import params as params_mod
+from stages.audio import load_clips
 from stages import schema
 from stages.cli import UserError, parser, run
 from stages.fileio import atomic_dir, write_csv
@@ -112,8 +113,6 @@ def content_free_audio(p: params_mod.Predict, sample_rate: int) -> list[np.ndarr
 
 def score_csvs(p: params_mod.Params, scorer: Scorer, csvs: dict[str, Path], out_dir: Path) -> dict[str, pd.DataFrame]:
     """Score every named metadata CSV into ``out_dir/<name>.csv`` (+ ``<name>_content_free.csv``), atomically."""
-    from stages.train import load_clips
-
     metas = {name: schema.read_metadata(path, require_both_classes=False) for name, path in csvs.items()}
     free_audio = content_free_audio(p.predict, scorer.builder.sampling_rate)
     free = scorer.score(free_audio, desc="content-free")

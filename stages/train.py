@@ -38,16 +38,6 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def load_clips(files: Sequence[str], sample_rate: int) -> list[np.ndarray]:
-    """Decode every clip (threads: decoding and resampling release the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from stages.audio import load_audio
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(lambda f: load_audio(f, sample_rate), files))
-
-
 def answer_loss(model, builder, audios, labels, *, trim: bool, device, dtype):
     """One micro-batch: build the training inputs, forward, cross-entropy on the answer token only.
 
@@ -75,6 +65,7 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
     from transformers import get_linear_schedule_with_warmup
 
     from stages import modeling, schema
+    from stages.audio import load_clips
     from stages.prompting import InputBuilder
 
     cfg = p.train

@@ -12,8 +12,9 @@ import torch
 
 from stages import modeling, schema
 from stages import params as params_mod
+from stages.audio import load_clips
 from stages.predict import Scorer, score_csvs
-from stages.train import load_clips, train
+from stages.train import train
 from tests.model_helpers import ROOT, make_project, tiny_model_dir
 
 
