@@ -274,15 +274,23 @@ class Calibration:
 
 @dataclass(frozen=True)
 class Evaluate:
-    n_bins: int = 15
-    n_bootstrap: int = 2000
-    ci: float = 0.95
+    n_bins: int = 15  # equal-width / equal-mass bins of the binned calibration errors and reliability diagrams
+    n_bootstrap: int = 2000  # clip-level bootstrap resamples of the test CIs (plain and paired)
+    ci: float = 0.95  # level of every interval (bootstrap percentile and across-seed t)
     bootstrap_seed: int = 0
+    # systems calibrated and evaluated beside the fine-tuned seeds, through the same code (the references
+    # stage); a folder under predictions/ that is absent (a switched-off detector) is skipped with a log line
+    references: list[str] = field(default_factory=lambda: ["zeroshot", "baselines/silero", "baselines/webrtc"])
 
     def validate(self, key: str) -> None:
         _check(self.n_bins >= 2, key + ".n_bins", "must be at least 2")
         _check(self.n_bootstrap >= 100, key + ".n_bootstrap", "must be at least 100")
         _check(0.5 < self.ci < 1.0, key + ".ci", "must be in (0.5, 1)")
+        for i, name in enumerate(self.references):
+            _check(bool(name) and not name.startswith("/") and ".." not in name.split("/")
+                   and not name.startswith("seed_"), f"{key}.references[{i}]",
+                   f"{name!r} must be a folder under predictions/ other than a seed, e.g. zeroshot or baselines/silero")
+        _check(len(set(self.references)) == len(self.references), key + ".references", "must not repeat a system")
 
 
 BAND_FILTERS = ("telephone", "lowpass", "highpass")

@@ -1,0 +1,82 @@
+"""The study's multi-seed aggregation command line: a thin wrapper over ``stages.metrics`` / ``stages.aggregate``.
+
+    python scripts/aggregate_multi_seed.py --model_name calibrated_v1 --seeds 42 123 456 \\
+        --predictions_dir results/calibration --test_pattern "seed_{seed}_test_calibrated.csv" \\
+        --output_file results/calibration/multi_seed_calibrated_summary.txt
+
+For each seed reads ``<predictions_dir>/<test_pattern with {seed}>`` and prints (and writes) the study's
+summary lines, mean ± SD over seeds: ``Overall:``, ``SPEECH:``, ``NONSPEECH:``, ``ECE:``, ``ROC-AUC:``.
+A CSV needs ``ground_truth_token`` (A/B or SPEECH/NONSPEECH) and a score: p(SPEECH) is taken from
+``p_speech`` (e.g. at the calibrated temperature), else ``prob_A``, else ``sigmoid(logit_A - logit_B)``; the
+prediction from ``predicted_token`` when present, else ``p >= 0.5``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python scripts/...` from anywhere
+
+import numpy as np  # noqa: E402
+
+from stages import metrics  # noqa: E402
+from stages.aggregate import study_lines  # noqa: E402
+from stages.calibrate import read_logits_table  # noqa: E402
+from stages.cli import UserError, run  # noqa: E402
+from stages.fileio import write_text  # noqa: E402
+
+
+def seed_metrics(path: Path, n_bins: int) -> dict[str, float]:
+    """The metrics of one seed's test CSV (see the module doc for the columns used)."""
+    df, a, b, y = read_logits_table(path)
+    col = next((c for c in ("p_speech", "prob_A") if c in df.columns), None)
+    p = df[col].to_numpy(float) if col else metrics.p_speech_from_logits(a, b)
+    if not np.all((p >= 0) & (p <= 1)):
+        raise UserError(f"{path}: {col} must lie in [0, 1]")
+    m = metrics.binary_metrics(y, p, n_bins=n_bins, decomposition=False)
+    if "predicted_token" in df.columns:
+        tok = df["predicted_token"].astype(str).str.strip().str.upper()
+        bad = ~tok.isin(["A", "B", "SPEECH", "NONSPEECH"]).to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise UserError(f"{path} row {row + 1}: predicted_token '{df['predicted_token'].iloc[row]}' is not A, B, "
+                            "SPEECH or NONSPEECH")
+        pred = tok.isin(["A", "SPEECH"]).to_numpy().astype(np.int64)
+        m.update(accuracy=metrics.accuracy(y, pred), acc_speech=metrics.class_accuracy(y, pred, 1),
+                 acc_nonspeech=metrics.class_accuracy(y, pred, 0), balanced_accuracy=metrics.balanced_accuracy(y, pred))
+    return {k: float(v) for k, v in m.items()} | {"n": len(y)}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_name", required=True)
+    p.add_argument("--seeds", type=int, nargs="+", required=True)
+    p.add_argument("--predictions_dir", type=Path, required=True)
+    p.add_argument("--test_pattern", default="seed_{seed}_test_calibrated.csv",
+                   help="file name per seed, with {seed} (default: %(default)s)")
+    p.add_argument("--output_file", type=Path, required=True)
+    p.add_argument("--n_bins", type=int, default=15, help="ECE bins (default: %(default)s)")
+    args = p.parse_args(argv)
+    if "{seed}" not in args.test_pattern:
+        raise UserError(f"--test_pattern '{args.test_pattern}' must contain {{seed}}, e.g. seed_{{seed}}_test_calibrated.csv")
+    try:
+        files = {s: args.predictions_dir / args.test_pattern.format(seed=s) for s in args.seeds}
+    except (KeyError, IndexError, ValueError) as err:
+        raise UserError(f"--test_pattern '{args.test_pattern}': only {{seed}} may be substituted ({err})") from None
+    per_seed = {s: seed_metrics(f, args.n_bins) for s, f in files.items()}
+    n = {m["n"] for m in per_seed.values()}
+    lines = [f"Model: {args.model_name}", f"Seeds: {', '.join(map(str, args.seeds))} (k={len(args.seeds)}); "
+             f"test clips per seed: {', '.join(map(str, sorted(n)))}", "Mean ± SD across seeds:", ""]
+    lines += study_lines(list(per_seed.values()))
+    lines += ["", "Per seed:"]
+    for s, m in per_seed.items():
+        lines.append(f"  seed {s}: Overall {100 * m['accuracy']:.1f}%, SPEECH {100 * m['acc_speech']:.1f}%, "
+                     f"NONSPEECH {100 * m['acc_nonspeech']:.1f}%, ECE {m['ece']:.3f}, ROC-AUC {m['roc_auc']:.3f}")
+    text = "\n".join(lines) + "\n"
+    write_text(args.output_file, text)
+    print(text + f"Saved: {args.output_file}")
+
+
+if __name__ == "__main__":
+    run(main)

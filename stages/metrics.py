@@ -1,0 +1,421 @@
+"""Metrics of a binary SPEECH / NONSPEECH classifier: pure, documented functions of arrays.
+
+Conventions used by every function here:
+
+* ``y`` is the true class, 1 = SPEECH (the positive class), 0 = NONSPEECH; ``p`` is the predicted
+  probability of SPEECH; ``pred`` is the predicted class (1 = SPEECH).
+* Every function reduces over the **last axis**. A 1-D input gives a scalar (the point estimate);
+  a 2-D input of shape ``(B, n)`` -- one bootstrap resample per row, see :mod:`stages.stats` -- gives
+  ``B`` values with the same code, so the confidence intervals use exactly the point-estimate code.
+* A metric that is undefined for the data (e.g. SPEECH accuracy with no SPEECH clip, ROC-AUC with one
+  class) is **NaN**, never an exception; each such case is documented on the function.
+* Calibration errors take a generic ``(prob, outcome)`` pair: the probability a forecast gave to an
+  event and whether the event happened. The headline numbers are **top-label** (Guo et al. 2017):
+  ``prob`` = confidence of the predicted class, ``outcome`` = the prediction was correct
+  (:func:`top_label`). Passing ``prob=p, outcome=y`` instead measures the calibration of p(SPEECH)
+  itself (class-wise).
+
+Estimators of the calibration error (all ``>= 0``; 0 is perfect calibration):
+
+``ece``           equal-width binned ECE, ``sum_b n_b/n * |mean conf_b - mean outcome_b|`` over ``n_bins`` bins of [0, 1]
+                  (bins ``[lo, hi)``, the last one closed; identical to torchmetrics' ``BinaryCalibrationError`` for l1)
+``ece_mass``      the same with equal-mass bins (sorted by confidence, split into ``n_bins`` groups of (almost) equal size)
+``ece_debiased``  Kumar, Liang & Ma (2019) debiased estimate of the l2 (RMS) calibration error over equal-mass bins:
+                  ``sqrt(max(0, sum_b n_b/n * [(mean outcome_b - mean conf_b)^2 - ybar_b (1 - ybar_b) / (n_b - 1)]))``
+``ece_smooth``    SmoothECE (Blasiok & Nakkiran 2024): the kernel-smoothed residual integrated over [0, 1] at the
+                  bandwidth sigma* that equals its own value (reflected Gaussian kernel, as the ``relplot`` package)
+``mce``           maximum calibration error: the largest ``|mean conf_b - mean outcome_b|`` over non-empty equal-width bins
+"""
+from __future__ import annotations
+
+import numpy as np
+
+NLL_EPS = 1e-12  # probabilities are clipped to [eps, 1 - eps] before the log: one certain error costs 27.6 nats
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def _f(x) -> np.ndarray:
+    return np.asarray(x, dtype=float)
+
+
+def _safe_div(num, den) -> np.ndarray:
+    num, den = np.broadcast_arrays(_f(num), _f(den))
+    out = np.full(num.shape, np.nan)
+    np.divide(num, den, out=out, where=den != 0)
+    return out if out.ndim else out[()]
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    """View ``x`` as 2-D ``(rows, n)``."""
+    return x.reshape(int(np.prod(x.shape[:-1], dtype=np.int64)), x.shape[-1])
+
+
+def _unrows(values: np.ndarray, like: np.ndarray):
+    out = values.reshape(like.shape[:-1])
+    return out if out.ndim else out[()]
+
+
+def sigmoid(z) -> np.ndarray:
+    """Numerically stable logistic function ``1 / (1 + exp(-z))``."""
+    z = _f(z)
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def p_speech_from_logits(logit_a, logit_b) -> np.ndarray:
+    """p(SPEECH) = softmax([logit_A, logit_B])[0] = sigmoid(logit_A - logit_B) (the temperature-1 model)."""
+    return sigmoid(_f(logit_a) - _f(logit_b))
+
+
+def predict(p, threshold: float = 0.5) -> np.ndarray:
+    """Predicted class: 1 (SPEECH) where ``p >= threshold``, else 0 (NONSPEECH)."""
+    return (_f(p) >= threshold).astype(np.int64)
+
+
+def top_label(y, p, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, correct) of the predicted class: ``conf = p`` where SPEECH is predicted else ``1 - p``."""
+    p = _f(p)
+    pred = predict(p, threshold)
+    conf = np.where(pred == 1, p, 1.0 - p)
+    correct = (pred == np.asarray(y)).astype(float)
+    return conf, correct
+
+
+# ------------------------------------------------------------------------------------- classification
+def accuracy(y, pred) -> np.ndarray:
+    """Fraction of clips whose predicted class equals the true class. NaN for zero clips."""
+    y, pred = np.asarray(y), np.asarray(pred)
+    if y.shape[-1] == 0:
+        return np.full(y.shape[:-1], np.nan)[()]
+    return np.mean(y == pred, axis=-1)
+
+
+def class_accuracy(y, pred, cls: int) -> np.ndarray:
+    """Accuracy on the clips of one true class (its recall): ``#(y == cls and pred == cls) / #(y == cls)``.
+
+    ``cls=1`` is the SPEECH accuracy, ``cls=0`` the NONSPEECH accuracy. NaN when no clip has class ``cls``.
+    """
+    y, pred = np.asarray(y), np.asarray(pred)
+    mask = y == cls
+    return _safe_div(np.sum(mask & (pred == cls), axis=-1), np.sum(mask, axis=-1))
+
+
+def balanced_accuracy(y, pred) -> np.ndarray:
+    """Mean of SPEECH and NONSPEECH accuracy. NaN when one class is absent."""
+    return 0.5 * (class_accuracy(y, pred, 1) + class_accuracy(y, pred, 0))
+
+
+def average_ranks(x) -> np.ndarray:
+    """Ranks 1..n along the last axis, ties given their average rank (as ``scipy.stats.rankdata``)."""
+    x = _rows(_f(x))
+    rows, n = x.shape
+    order = np.argsort(x, axis=-1, kind="mergesort")
+    xs = np.take_along_axis(x, order, axis=-1)
+    pos = np.broadcast_to(np.arange(n), (rows, n))
+    new = np.ones((rows, n), dtype=bool)
+    new[:, 1:] = xs[:, 1:] != xs[:, :-1]
+    first = np.maximum.accumulate(np.where(new, pos, 0), axis=-1)
+    end = np.ones((rows, n), dtype=bool)
+    end[:, :-1] = new[:, 1:]
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(end, pos, n), axis=-1), axis=-1), axis=-1)
+    ranks = np.empty_like(x)
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=-1)
+    return ranks
+
+
+def roc_auc(y, score) -> np.ndarray:
+    """Area under the ROC curve of ``score`` for the positive class SPEECH (Mann-Whitney U / (n1 n0)).
+
+    ``AUC = (sum of the ranks of SPEECH clips - n1 (n1 + 1) / 2) / (n1 n0)`` with average ranks for ties,
+    equal to ``sklearn.metrics.roc_auc_score``. NaN when one class is absent (sklearn raises there).
+    """
+    y = _f(y)
+    ranks = average_ranks(score).reshape(np.shape(score))
+    n1 = np.sum(y, axis=-1)
+    n0 = y.shape[-1] - n1
+    u = np.sum(ranks * y, axis=-1) - n1 * (n1 + 1) / 2.0
+    return _safe_div(u, n1 * n0)
+
+
+# ---------------------------------------------------------------------------------- proper scores
+def brier(y, p) -> np.ndarray:
+    """Brier score of p(SPEECH): ``mean((p - y)^2)`` (the one-class form, in [0, 1]; 0.25 for p = 0.5)."""
+    return np.mean((_f(p) - _f(y)) ** 2, axis=-1)
+
+
+def nll(y, p, eps: float = NLL_EPS) -> np.ndarray:
+    """Mean negative log-likelihood ``-mean(y log p + (1 - y) log(1 - p))`` in nats, p clipped to [eps, 1 - eps]."""
+    p = np.clip(_f(p), eps, 1.0 - eps)
+    y = _f(y)
+    return -np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p), axis=-1)
+
+
+# --------------------------------------------------------------------------------------- binning
+def _width_bins(prob: np.ndarray, n_bins: int) -> np.ndarray:
+    """Equal-width bin index of each value: bins ``[k/n_bins, (k+1)/n_bins)``, the last one closed at 1."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return np.clip(np.searchsorted(edges, prob, side="right") - 1, 0, n_bins - 1)
+
+
+def _mass_sizes(n: int, n_bins: int) -> np.ndarray:
+    """Sizes of ``min(n_bins, n)`` contiguous groups of (almost) equal size (``np.array_split``'s rule)."""
+    k = max(1, min(n_bins, n))
+    return np.array([n // k + 1] * (n % k) + [n // k] * (k - n % k))
+
+
+def _bin_stats(prob, outcome, n_bins: int, strategy: str):
+    """Per-bin (count, sum of prob, sum of outcome), each of shape ``(rows, bins)``."""
+    prob, outcome = _rows(_f(prob)), _rows(_f(outcome))
+    rows, n = prob.shape
+    if strategy == "width":
+        idx = _width_bins(prob, n_bins)
+        flat = (np.arange(rows)[:, None] * n_bins + idx).ravel()
+        size = rows * n_bins
+        count = np.bincount(flat, minlength=size).reshape(rows, n_bins).astype(float)
+        s_prob = np.bincount(flat, weights=prob.ravel(), minlength=size).reshape(rows, n_bins)
+        s_out = np.bincount(flat, weights=outcome.ravel(), minlength=size).reshape(rows, n_bins)
+        return count, s_prob, s_out
+    if strategy == "mass":
+        if n == 0:
+            z = np.zeros((rows, 1))
+            return z, z, z
+        order = np.argsort(prob, axis=-1, kind="mergesort")
+        ps = np.take_along_axis(prob, order, axis=-1)
+        os_ = np.take_along_axis(outcome, order, axis=-1)
+        sizes = _mass_sizes(n, n_bins)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        count = np.broadcast_to(sizes.astype(float), (rows, len(sizes)))
+        return count, np.add.reduceat(ps, starts, axis=-1), np.add.reduceat(os_, starts, axis=-1)
+    raise ValueError(f"strategy must be 'width' or 'mass', got {strategy!r}")
+
+
+def binned_calibration_error(prob, outcome, n_bins: int = 15, strategy: str = "width", norm: str = "l1") -> np.ndarray:
+    """Binned calibration error of forecasts ``prob`` of events ``outcome`` (0/1).
+
+    With ``conf_b`` and ``acc_b`` the mean forecast and mean outcome of the ``n_b`` items in bin ``b`` (of ``n``):
+    ``l1 = sum_b n_b/n |conf_b - acc_b|`` (ECE), ``l2 = sqrt(sum_b n_b/n (conf_b - acc_b)^2)`` (RMSCE),
+    ``max = max_b |conf_b - acc_b|`` over non-empty bins (MCE). ``strategy``: ``width`` (bins of [0, 1] of
+    equal width) or ``mass`` (equal counts). NaN for zero items.
+    """
+    prob = _f(prob)
+    count, s_prob, s_out = _bin_stats(prob, outcome, n_bins, strategy)
+    n = count.sum(axis=-1)
+    gap = np.abs(_safe_div(s_prob - s_out, count))  # NaN in empty bins
+    if norm == "l1":
+        value = _safe_div(np.abs(s_prob - s_out).sum(axis=-1), n)
+    elif norm == "l2":
+        value = np.sqrt(_safe_div(np.nansum(count * gap**2, axis=-1), n))
+    elif norm == "max":
+        value = np.where(n > 0, np.max(np.where(count > 0, gap, -np.inf), axis=-1), np.nan)
+    else:
+        raise ValueError(f"norm must be 'l1', 'l2' or 'max', got {norm!r}")
+    return _unrows(np.asarray(value, dtype=float), prob)
+
+
+def ece(prob, outcome, n_bins: int = 15) -> np.ndarray:
+    """Equal-width binned expected calibration error (l1); see :func:`binned_calibration_error`."""
+    return binned_calibration_error(prob, outcome, n_bins, "width", "l1")
+
+
+def ece_equal_mass(prob, outcome, n_bins: int = 15) -> np.ndarray:
+    """Equal-mass binned expected calibration error (l1): ``min(n_bins, n)`` bins of (almost) equal count."""
+    return binned_calibration_error(prob, outcome, n_bins, "mass", "l1")
+
+
+def mce(prob, outcome, n_bins: int = 15) -> np.ndarray:
+    """Maximum calibration error over non-empty equal-width bins."""
+    return binned_calibration_error(prob, outcome, n_bins, "width", "max")
+
+
+def debiased_ece(prob, outcome, n_bins: int = 15) -> np.ndarray:
+    """Debiased estimate of the l2 (RMS) calibration error, Kumar, Liang & Ma (2019), "Verified uncertainty calibration".
+
+    The plug-in ``sum_b w_b (ybar_b - conf_b)^2`` overestimates the squared error: ``ybar_b`` is a mean of
+    ``n_b`` Bernoulli draws, so ``E[(ybar_b - conf_b)^2] = (mu_b - conf_b)^2 + Var(ybar_b)``. Subtracting the
+    unbiased variance estimate ``ybar_b (1 - ybar_b) / (n_b - 1)`` in every bin gives an unbiased estimate of
+    the squared error of the binned forecaster; the square root of its positive part is returned.
+    Bins are equal-mass, ``min(n_bins, n // 2)`` of them so that every bin holds at least 2 items.
+    NaN for fewer than 2 items.
+    """
+    prob = _f(prob)
+    n = prob.shape[-1]
+    if n < 2:
+        return np.full(prob.shape[:-1], np.nan)[()]
+    count, s_prob, s_out = _bin_stats(prob, outcome, min(n_bins, n // 2), "mass")
+    ybar, cbar = s_out / count, s_prob / count
+    sq = np.sum(count / n * ((ybar - cbar) ** 2 - ybar * (1.0 - ybar) / (count - 1.0)), axis=-1)
+    return _unrows(np.sqrt(np.maximum(sq, 0.0)), prob)
+
+
+# ------------------------------------------------------------------------------------- smooth ECE
+_SMECE_SIGMA_MIN = 1e-3  # as relplot: below this bandwidth the search stops
+
+
+def _smooth_at(sigma: float, keys_f: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """smECE_sigma for every row of ``v`` (rows, U): ``int_0^1 |sum_u v_u K_sigma(t, f_u)| dt`` (midpoint rule)."""
+    m = int(np.clip(np.ceil(3.0 / sigma), 48, 4096))  # grid step <= sigma / 3: the midpoint rule is exact to ~1e-6 here
+    t = (np.arange(m) + 0.5) / m
+    c = 1.0 / (sigma * np.sqrt(2.0 * np.pi))
+    k = np.zeros((m, keys_f.size))
+    for centre in (keys_f, -keys_f, 2.0 - keys_f):  # reflections at 0 and 1 keep the kernel's mass in [0, 1]
+        k += np.exp(-0.5 * ((t[:, None] - centre[None, :]) / sigma) ** 2)
+    g = v.astype(np.float32) @ (c * k).T.astype(np.float32)
+    return np.mean(np.abs(g), axis=-1, dtype=np.float64)
+
+
+def _crossing(sigmas: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the bracket ``sigmas[j-1] < sigma* <= sigmas[j]`` where ``values - sigma`` turns non-positive."""
+    h = values - sigmas[:, None]  # (L, rows); decreasing in sigma
+    below = h <= 0
+    j = np.where(below.any(axis=0), np.argmax(below, axis=0), len(sigmas) - 1)
+    return j, h
+
+
+def smooth_ece(prob, outcome) -> np.ndarray:
+    """SmoothECE (Blasiok & Nakkiran 2024, "Smooth ECE: principled reliability diagrams via kernel smoothing").
+
+    With residuals ``r_i = outcome_i - prob_i`` and a Gaussian kernel reflected at 0 and 1,
+    ``K_s(t, f) = phi_s(t - f) + phi_s(t + f) + phi_s(t - 2 + f)``, the smoothed calibration error at
+    bandwidth ``s`` is ``smECE_s = int_0^1 |(1/n) sum_i r_i K_s(t, prob_i)| dt`` (the kernel-smoothed residual
+    weighted by the kernel density estimate). SmoothECE is ``smECE_s*`` at the fixed point ``smECE_s* = s*``
+    (unique, since ``smECE_s`` decreases in ``s``); below ``s = 0.001`` the value at 0.001 is returned, as
+    ``relplot.smECE`` does. Agrees with ``relplot.smECE`` to about 1e-3 (tests/test_metrics.py).
+
+    Rows of a 2-D input (bootstrap resamples) are evaluated together: the kernel is computed once per
+    distinct (prob, outcome) pair and a bandwidth grid (coarse, then refined around the crossings) is
+    shared by all rows; the fixed point is interpolated linearly in log bandwidth. NaN for zero items.
+    """
+    prob, outcome = _f(prob), _f(outcome)
+    p2, o2 = _rows(prob), _rows(outcome)
+    rows, n = p2.shape
+    if n == 0:
+        return np.full(prob.shape[:-1], np.nan)[()]
+    pairs = np.stack([p2.ravel(), o2.ravel()], axis=1)
+    keys, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    flat = np.repeat(np.arange(rows), n) * len(keys) + inverse
+    counts = np.bincount(flat, minlength=rows * len(keys)).reshape(rows, len(keys))
+    v = counts * (keys[:, 1] - keys[:, 0])[None, :] / n  # weighted residual of each distinct pair, per row
+
+    # coarse pass from wide to narrow bandwidths, stopping once every row has crossed (smECE_s < s)
+    coarse = np.geomspace(1.0, _SMECE_SIGMA_MIN, 13)
+    s_coarse = []
+    for s in coarse:
+        s_coarse.append(_smooth_at(s, keys[:, 0], v))
+        if np.all(s_coarse[-1] > s):
+            break
+    coarse = coarse[: len(s_coarse)][::-1]
+    s_coarse = np.stack(s_coarse[::-1])
+    j_coarse, _ = _crossing(coarse, s_coarse)
+    # fine pass inside each row's coarse bracket (rows sharing a bracket share the grid)
+    n_fine = 7
+    fine = np.empty((rows, n_fine))
+    s_fine = np.empty((n_fine, rows))
+    for jc in np.unique(j_coarse):
+        sel = j_coarse == jc
+        grid = np.geomspace(coarse[max(jc - 1, 0)], coarse[jc], n_fine)
+        fine[sel] = grid
+        s_fine[:, sel] = np.stack([_smooth_at(s, keys[:, 0], v[sel]) for s in grid])
+    h = s_fine - fine.T
+    below = h <= 0
+    j = np.where(below.any(axis=0), np.argmax(below, axis=0), n_fine - 1)
+    r = np.arange(rows)
+    h_hi, h_lo = h[j, r], h[np.maximum(j - 1, 0), r]
+    ls_hi, ls_lo = np.log(fine[r, j]), np.log(fine[r, np.maximum(j - 1, 0)])
+    # linear interpolation of h = smECE_s - s in log s between the bracketing grid points
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.where(h_lo > h_hi, h_lo / (h_lo - h_hi), 1.0)
+    sigma_star = np.exp(ls_lo + np.clip(w, 0.0, 1.0) * (ls_hi - ls_lo))
+    value = sigma_star.copy()
+    # at the fixed point the value equals the bandwidth; where no crossing exists use the grid end
+    at_min = (coarse[0] <= _SMECE_SIGMA_MIN * 1.0001) & (s_coarse[0] <= coarse[0])
+    value[at_min] = s_coarse[0][at_min]
+    no_cross = s_coarse[-1] > coarse[-1]
+    value[no_cross] = s_coarse[-1][no_cross]
+    return _unrows(value, prob)
+
+
+# ----------------------------------------------------------------------- Brier decomposition
+def brier_decomposition(y, p, n_bins: int = 15) -> dict[str, np.ndarray]:
+    """Murphy (1973) decomposition of the Brier score over ``n_bins`` equal-width bins of p(SPEECH).
+
+    With ``pbar_b``, ``ybar_b`` the mean forecast and outcome rate in bin ``b`` and ``ybar`` the base rate:
+    ``reliability = sum_b n_b/n (pbar_b - ybar_b)^2`` (lower is better), ``resolution = sum_b n_b/n (ybar_b - ybar)^2``
+    (higher is better), ``uncertainty = ybar (1 - ybar)``. For forecasts that take one value per bin,
+    ``brier = reliability - resolution + uncertainty`` exactly; for continuous forecasts binning leaves a
+    small remainder, reported as ``within_bin = brier - (reliability - resolution + uncertainty)``.
+    """
+    y, p = _f(y), _f(p)
+    count, s_p, s_y = _bin_stats(p, y, n_bins, "width")
+    n = count.sum(axis=-1, keepdims=True)
+    ybar = s_y.sum(axis=-1, keepdims=True) / n
+    pb, yb = _safe_div(s_p, count), _safe_div(s_y, count)
+    rel = np.nansum(count / n * (pb - yb) ** 2, axis=-1)
+    res = np.nansum(count / n * (yb - ybar) ** 2, axis=-1)
+    unc = (ybar * (1.0 - ybar))[:, 0]
+    b = np.mean((_rows(p) - _rows(y)) ** 2, axis=-1)
+    out = {"reliability": rel, "resolution": res, "uncertainty": unc, "within_bin": b - (rel - res + unc)}
+    return {k: _unrows(v, p) for k, v in out.items()}
+
+
+# ------------------------------------------------------------------------------ all at once
+CALIBRATION_ERRORS = ("ece", "ece_mass", "ece_debiased", "ece_smooth", "mce")
+LOWER_IS_BETTER = {"brier", "nll", *CALIBRATION_ERRORS, "brier_reliability"}
+
+
+def calibration_errors(conf, correct, n_bins: int = 15) -> dict[str, np.ndarray]:
+    """Every calibration-error estimator of forecasts ``conf`` of events ``correct``."""
+    return {
+        "ece": ece(conf, correct, n_bins),
+        "ece_mass": ece_equal_mass(conf, correct, n_bins),
+        "ece_debiased": debiased_ece(conf, correct, n_bins),
+        "ece_smooth": smooth_ece(conf, correct),
+        "mce": mce(conf, correct, n_bins),
+    }
+
+
+def binary_metrics(y, p, *, n_bins: int = 15, threshold: float = 0.5, decomposition: bool = True) -> dict[str, np.ndarray]:
+    """All metrics of one system: classification at ``threshold``, ranking, proper scores, calibration errors.
+
+    Keys: ``accuracy, acc_speech, acc_nonspeech, balanced_accuracy, roc_auc, brier, nll`` and the
+    top-label calibration errors ``ece, ece_mass, ece_debiased, ece_smooth, mce``; with ``decomposition``
+    also ``brier_reliability, brier_resolution, brier_uncertainty, brier_within_bin``. Works on 1-D
+    arrays (floats) or on ``(B, n)`` bootstrap resamples (arrays of ``B``).
+    """
+    y, p = np.asarray(y), _f(p)
+    if p.shape[-1] == 0:  # no clips: every metric is undefined
+        keys = ["accuracy", "acc_speech", "acc_nonspeech", "balanced_accuracy", "roc_auc", "brier", "nll",
+                *CALIBRATION_ERRORS] + (["brier_reliability", "brier_resolution", "brier_uncertainty",
+                                         "brier_within_bin"] if decomposition else [])
+        return {k: np.full(p.shape[:-1], np.nan)[()] for k in keys}
+    pred = predict(p, threshold)
+    out = {
+        "accuracy": accuracy(y, pred),
+        "acc_speech": class_accuracy(y, pred, 1),
+        "acc_nonspeech": class_accuracy(y, pred, 0),
+        "balanced_accuracy": balanced_accuracy(y, pred),
+        "roc_auc": roc_auc(y, p),
+        "brier": brier(y, p),
+        "nll": nll(y, p),
+    }
+    conf, correct = top_label(y, p, threshold)
+    out.update(calibration_errors(conf, correct, n_bins))
+    if decomposition:
+        out.update({f"brier_{k}": v for k, v in brier_decomposition(y, p, n_bins).items()})
+    return out
+
+
+def reliability_table(prob, outcome, n_bins: int = 15, strategy: str = "width") -> dict[str, np.ndarray]:
+    """Reliability-diagram data (1-D inputs): per non-empty bin its edges, count, mean forecast and observed rate."""
+    prob, outcome = _f(prob), _f(outcome)
+    count, s_prob, s_out = (a[0] for a in _bin_stats(prob, outcome, n_bins, strategy))
+    if strategy == "width":
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
+        lo, hi = edges[:-1], edges[1:]
+    else:
+        ps = np.sort(prob)
+        ends = np.cumsum(count).astype(int)
+        lo = ps[np.concatenate([[0], ends[:-1]])] if len(ps) else np.zeros(0)
+        hi = ps[ends - 1] if len(ps) else np.zeros(0)
+    keep = count > 0
+    return {"bin_lo": lo[keep], "bin_hi": hi[keep], "count": count[keep].astype(int),
+            "confidence": s_prob[keep] / count[keep], "observed": s_out[keep] / count[keep]}

@@ -1,0 +1,180 @@
+"""stages.metrics: every estimator against a hand-computed example or an independent reference."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from stages import metrics as M
+
+# ---------------------------------------------------------------------------- hand-computed examples
+# four forecasts, two bins: width bins [0, .5) and [.5, 1]
+CONF = np.array([0.1, 0.6, 0.7, 0.9])
+OUT = np.array([0.0, 0.0, 1.0, 1.0])
+
+
+def test_equal_width_ece_by_hand():
+    # bin [0,.5): {0.1}, conf .1, acc 0 -> |.1| * 1/4 ; bin [.5,1]: {.6,.7,.9}, conf .7333, acc .6667 -> .0667 * 3/4
+    assert M.ece(CONF, OUT, n_bins=2) == pytest.approx(0.1 / 4 + (2.2 / 3 - 2 / 3) * 3 / 4)
+    assert M.ece(CONF, OUT, n_bins=2) == pytest.approx(0.075)
+    assert M.mce(CONF, OUT, n_bins=2) == pytest.approx(0.1)
+    l2 = M.binned_calibration_error(CONF, OUT, 2, "width", "l2")
+    assert l2 == pytest.approx(math.sqrt(0.25 * 0.1**2 + 0.75 * (0.2 / 3) ** 2))
+
+
+def test_equal_mass_ece_by_hand():
+    # sorted, two groups of two: {.1,.6}: conf .35, acc 0 ; {.7,.9}: conf .8, acc 1
+    assert M.ece_equal_mass(CONF, OUT, n_bins=2) == pytest.approx(0.5 * 0.35 + 0.5 * 0.2)
+
+
+def test_debiased_ece_by_hand():
+    # same bins as equal mass; ybar is 0 and 1, so the variance correction is 0: sqrt(.5*.35^2 + .5*.2^2)
+    assert M.debiased_ece(CONF, OUT, n_bins=2) == pytest.approx(math.sqrt(0.5 * 0.35**2 + 0.5 * 0.2**2))
+    # ybar = .5 in both bins of two: plug-in l2 = .2, correction .5*.5/(2-1) = .25 > .04 -> clipped to 0
+    conf, out = np.array([0.2, 0.4, 0.6, 0.8]), np.array([0.0, 1.0, 0.0, 1.0])
+    assert M.binned_calibration_error(conf, out, 2, "mass", "l2") == pytest.approx(0.2)
+    assert M.debiased_ece(conf, out, n_bins=2) == 0.0
+
+
+def test_smooth_ece_by_hand():
+    # one forecast 0.5 of an event that happened: the smoothed residual integrates to 0.5 at every
+    # bandwidth (the reflected kernel keeps its mass in [0, 1]), so the fixed point is sigma* = 0.5
+    assert M.smooth_ece(np.array([0.5]), np.array([1.0])) == pytest.approx(0.5, abs=2e-3)
+    # perfectly confident and right: no residual; value at the smallest bandwidth, as relplot
+    assert M.smooth_ece(np.ones(10) * 0.999, np.ones(10)) == pytest.approx(0.001, abs=1e-4)
+
+
+def test_smooth_ece_matches_relplot():
+    relplot = pytest.importorskip("relplot")
+    rng = np.random.default_rng(3)
+    for n in (24, 72, 400):
+        for _ in range(3):
+            f = rng.uniform(size=n)
+            y = (rng.uniform(size=n) < f**1.5).astype(float)
+            ref = float(relplot.smECE(f, y))
+            assert M.smooth_ece(f, y) == pytest.approx(ref, abs=2e-3)
+
+
+def test_smooth_ece_batched_rows_equal_single_rows():
+    rng = np.random.default_rng(4)
+    f = rng.uniform(0.5, 1, 30)
+    y = (rng.uniform(size=30) < f).astype(float)
+    idx = rng.integers(0, 30, (40, 30))
+    batched = M.smooth_ece(f[idx], y[idx])
+    single = np.array([M.smooth_ece(f[i], y[i]) for i in idx])
+    np.testing.assert_allclose(batched, single, atol=2e-3)
+
+
+# ------------------------------------------------------------------------------ torchmetrics reference
+@pytest.mark.parametrize("norm", ["l1", "l2", "max"])
+def test_equal_width_matches_torchmetrics(norm):
+    torch = pytest.importorskip("torch")
+    tmf = pytest.importorskip("torchmetrics.functional.classification")
+    rng = np.random.default_rng(0)
+    for n_bins in (5, 15):
+        p = rng.uniform(0.001, 0.999, 300)
+        y = (rng.uniform(size=300) < p**1.3).astype(int)
+        # p(SPEECH) against the label: torchmetrics' BinaryCalibrationError
+        ref = tmf.binary_calibration_error(torch.tensor(p), torch.tensor(y), n_bins=n_bins, norm=norm).item()
+        assert M.binned_calibration_error(p, y, n_bins, "width", norm) == pytest.approx(ref, abs=1e-6)
+        # top label: torchmetrics' multiclass version (max probability, correct or not)
+        probs = torch.tensor(np.stack([1 - p, p], axis=1))
+        ref_top = tmf.multiclass_calibration_error(probs, torch.tensor(y), num_classes=2, n_bins=n_bins, norm=norm).item()
+        conf, correct = M.top_label(y, p)
+        assert M.binned_calibration_error(conf, correct, n_bins, "width", norm) == pytest.approx(ref_top, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- debiased vs plain
+def test_debiased_closer_to_true_l2_error_than_plug_in():
+    """Small samples of known calibration: forecasts f ~ U(0,1), P(y=1 | f) = g(f).
+
+    The true l2 calibration error is sqrt(E[(f - g(f))^2]); the plug-in binned estimate is biased up by
+    the Bernoulli noise of the bin means, the debiased one removes that bias (Kumar et al. 2019).
+    """
+    rng = np.random.default_rng(0)
+    grid = (np.arange(100000) + 0.5) / 100000
+    for g in (lambda f: f, lambda f: np.clip(f + 0.1, 0, 1)):  # calibrated, and off by ~0.1
+        true = math.sqrt(np.mean((grid - g(grid)) ** 2))
+        plain, debiased = [], []
+        for _ in range(400):
+            f = rng.uniform(size=100)
+            y = (rng.uniform(size=100) < g(f)).astype(float)
+            plain.append(M.binned_calibration_error(f, y, 10, "mass", "l2"))
+            debiased.append(M.debiased_ece(f, y, 10))
+        plain, debiased = np.array(plain), np.array(debiased)
+        # closer on average (mean absolute error) and less biased
+        assert np.mean(np.abs(debiased - true)) < np.mean(np.abs(plain - true))
+        assert abs(debiased.mean() - true) < 0.6 * abs(plain.mean() - true)
+
+
+# ------------------------------------------------------------------------- classification metrics
+def test_roc_auc_and_ranks_match_references():
+    sk = pytest.importorskip("sklearn.metrics")
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        y = rng.integers(0, 2, 40)
+        if y.min() == y.max():
+            continue
+        s = np.round(rng.normal(size=40), 1)  # ties on purpose
+        assert M.roc_auc(y, s) == pytest.approx(sk.roc_auc_score(y, s), abs=1e-12)
+        np.testing.assert_allclose(M.average_ranks(s)[0], rankdata(s))
+
+
+def test_accuracy_per_class_and_balanced():
+    y = np.array([1, 1, 1, 1, 0, 0])
+    pred = np.array([1, 1, 0, 0, 0, 0])
+    assert M.accuracy(y, pred) == pytest.approx(4 / 6)
+    assert M.class_accuracy(y, pred, 1) == pytest.approx(0.5)
+    assert M.class_accuracy(y, pred, 0) == pytest.approx(1.0)
+    assert M.balanced_accuracy(y, pred) == pytest.approx(0.75)
+
+
+def test_one_class_absent_gives_documented_nan_not_a_crash():
+    y = np.ones(5, dtype=int)
+    p = np.array([0.9, 0.8, 0.4, 0.7, 0.6])
+    m = M.binary_metrics(y, p, n_bins=15)
+    assert math.isnan(m["acc_nonspeech"]) and math.isnan(m["roc_auc"]) and math.isnan(m["balanced_accuracy"])
+    assert m["acc_speech"] == pytest.approx(0.8) and m["accuracy"] == pytest.approx(0.8)
+    assert np.isfinite(m["ece"]) and np.isfinite(m["nll"]) and np.isfinite(m["ece_smooth"])
+    empty = M.binary_metrics(np.zeros(0, dtype=int), np.zeros(0))
+    assert all(math.isnan(float(v)) or float(v) == 0.0 for v in empty.values())
+
+
+def test_proper_scores():
+    y = np.array([1, 0])
+    p = np.array([0.8, 0.4])
+    assert M.brier(y, p) == pytest.approx((0.2**2 + 0.4**2) / 2)
+    assert M.nll(y, p) == pytest.approx(-(math.log(0.8) + math.log(0.6)) / 2)
+    assert np.isfinite(M.nll(np.array([1]), np.array([0.0])))  # clipped, not infinite
+
+
+def test_brier_decomposition_is_exact_for_binned_forecasts():
+    rng = np.random.default_rng(2)
+    p = rng.choice([0.05, 0.35, 0.65, 0.95], 500)  # one forecast value per bin of 10
+    y = (rng.uniform(size=500) < p).astype(int)
+    d = M.brier_decomposition(y, p, n_bins=10)
+    assert d["reliability"] - d["resolution"] + d["uncertainty"] == pytest.approx(M.brier(y, p), abs=1e-12)
+    assert abs(d["within_bin"]) < 1e-12
+    assert d["uncertainty"] == pytest.approx(y.mean() * (1 - y.mean()))
+
+
+def test_batched_rows_equal_point_estimates():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 24)
+    p = rng.uniform(size=24)
+    idx = rng.integers(0, 24, (16, 24))
+    batched = M.binary_metrics(y[idx], p[idx], n_bins=15)
+    for r, i in enumerate(idx):
+        single = M.binary_metrics(y[i], p[i], n_bins=15)
+        for k, v in single.items():
+            assert batched[k][r] == pytest.approx(v, abs=2e-3 if k == "ece_smooth" else 1e-9, nan_ok=True), k
+
+
+def test_reliability_table():
+    t = M.reliability_table(CONF, OUT, n_bins=2)
+    np.testing.assert_array_equal(t["count"], [1, 3])
+    np.testing.assert_allclose(t["confidence"], [0.1, 2.2 / 3])
+    np.testing.assert_allclose(t["observed"], [0.0, 2 / 3])
