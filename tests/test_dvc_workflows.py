@@ -1,0 +1,500 @@
+"""DVC workflows end to end: the real `dvc` on a temporary copy of this project.
+
+One module fixture (`study`) copies the project into a temporary git repository, shrinks the
+embedded default (two seeds, two epochs, a smaller corpus: tests/dvc_helpers.SHRINK) and runs
+`dvc repro` once; tests that change anything work on a full copy of it (`work`). What is checked:
+
+* a second `dvc repro` does nothing, and a run never edits dvc.yaml; dvclive writes where dvc.yaml says;
+* a `calibration.*` change re-runs the analysis stages only (never prepare, train or predict);
+  adding a seed trains only that seed;
+* `dvc exp run -S`, `dvc exp show` (also compact, with --drop/--keep), a queued sweep run by
+  `dvc queue start`, `dvc metrics diff`, `dvc plots diff`;
+* `dvc metrics show` / `dvc plots show` find every metrics and plots file with no arguments; the page
+  renders offline (.dvc/plots/offline.html) and, where Debian's chromium is installed, really draws
+  in a headless browser;
+* a colleague's round trip through a remote (a local folder, and S3 served by moto on loopback):
+  push, clone, pull, byte-identical checkpoints and metrics, nothing to reproduce.
+
+The structural checks at the bottom need no dvc run and are not marked slow.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dvc_helpers import (PROJECT, SHRINK, commit_all, copy_repo, dvc, dvc_env, edit_params, exp_show_json, git,
+                         init_project, metrics_json, stage_names, stages_run, tree_digest)
+
+UP_TO_DATE = "Data and pipelines are up to date"
+# Stages a calibration change must never re-run (whatever else the pipeline grows).
+UPSTREAM = re.compile(r"^(prepare|tiny_model|train@.*|predict@.*|predict_zeroshot|baselines.*)$")
+# Folders whose bytes a colleague must get back from the remote.
+ROUND_TRIP = ["models", "metrics", "predictions", "data/processed", "dvc.lock"]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def analysis_stages(repo: Path) -> set[str]:
+    """The stages a calibration change must re-run: calibrate and evaluate of every seed, the references,
+    the aggregate and the conditions report (whichever of them the pipeline has)."""
+    wanted = re.compile(r"^((calibrate|evaluate)@.*|references|aggregate|conditions)$")
+    return {s for s in stage_names(repo) if wanted.match(s)}
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """The shrunk study, reproduced once and committed (dvc.lock, uncached metrics and plots)."""
+    repo = init_project(tmp_path_factory.mktemp("study") / "repo", SHRINK)
+    started = time.perf_counter()
+    out = dvc("repro", cwd=repo).stdout
+    print(f"\nfirst dvc repro of the shrunk study: {time.perf_counter() - started:.1f} s")
+    assert "train@42" in stages_run(out)
+    commit_all(repo, "dvc repro")
+    return repo
+
+
+@pytest.fixture
+def work(study, tmp_path) -> Path:
+    """A private full copy of the reproduced study for a test that changes things."""
+    return copy_repo(study, tmp_path / "repo")
+
+
+@pytest.fixture(scope="module")
+def platt(study, tmp_path_factory) -> dict:
+    """One `dvc exp run -S calibration.method=platt` on a copy of the study (shared by several tests)."""
+    repo = copy_repo(study, tmp_path_factory.mktemp("platt") / "repo")
+    started = time.perf_counter()
+    res = dvc("exp", "run", "-n", "platt", "-S", "calibration.method=platt", cwd=repo)
+    seconds = time.perf_counter() - started
+    print(f"\ncalibration-only `dvc exp run -S calibration.method=platt`: {seconds:.1f} s")
+    return {"repo": repo, "out": res.stdout + res.stderr, "seconds": seconds}
+
+
+# ---------------------------------------------------------------------------------------------
+# the pipeline: nothing to do, only what depends on a change
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_repro_after_clean_run_does_nothing(study):
+    res = dvc("repro", cwd=study)
+    assert stages_run(res.stdout) == set(), res.stdout
+    assert UP_TO_DATE in res.stdout
+    assert UP_TO_DATE in dvc("status", cwd=study).stdout
+    # a run wrote only declared outs: nothing new or changed for git either
+    assert git("status", "--porcelain", cwd=study).stdout == ""
+
+
+@pytest.mark.slow
+def test_run_never_edits_dvc_yaml_and_dvclive_writes_where_declared(study):
+    assert (study / "dvc.yaml").read_bytes() == (PROJECT / "dvc.yaml").read_bytes()
+    for seed in SHRINK["seeds"]:
+        live = study / "metrics" / "train" / f"seed_{seed}"
+        assert (live / "metrics.json").is_file()
+        assert sorted(p.name for p in (live / "plots" / "metrics" / "train").glob("*.tsv")), live
+        assert not (live / "dvc.yaml").exists(), "dvclive must not write its own dvc.yaml (dvcyaml=None)"
+    assert not (study / "dvclive").exists()
+
+
+@pytest.mark.slow
+def test_calibration_change_reruns_only_the_analysis(work):
+    analysis = analysis_stages(work)
+    assert analysis, "no stage declares the calibration params"
+    edit_params(work, {"calibration.method": "platt"})
+    status = json.loads(dvc("status", "--json", cwd=work).stdout)  # the stages whose own params changed
+    assert status and set(status) <= analysis, status
+    res = dvc("repro", cwd=work)
+    ran = stages_run(res.stdout)
+    assert ran >= analysis, res.stdout
+    assert not {s for s in ran if UPSTREAM.match(s)}, ran
+    assert UP_TO_DATE in dvc("status", cwd=work).stdout
+
+
+@pytest.mark.slow
+def test_adding_a_seed_trains_only_the_new_seed(work):
+    new = 7
+    seeds = [*SHRINK["seeds"], new]
+    edit_params(work, {"seeds": seeds})
+    res = dvc("repro", cwd=work)
+    ran = stages_run(res.stdout)
+    assert {f"train@{new}", f"predict@{new}"} <= ran, res.stdout
+    old = {f"{stage}@{s}" for s in SHRINK["seeds"] for stage in ("train", "predict")}
+    assert not ran & (old | {"prepare", "tiny_model", "predict_zeroshot"}), ran
+    assert (work / "models" / f"seed_{new}").is_dir()
+    assert UP_TO_DATE in dvc("status", cwd=work).stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics and plots, found with no arguments
+# ---------------------------------------------------------------------------------------------
+
+def _declared(repo: Path, kind: str) -> set[str]:
+    """Every metrics/plots path of the resolved pipeline (stage outs and top-level entries)."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as r:
+        paths = set()
+        for stage in r.index.stages:
+            paths |= {os.path.relpath(o.fs_path, repo) for o in getattr(stage, kind)}
+        return paths
+
+
+@pytest.mark.slow
+def test_metrics_show_finds_every_metrics_file(study):
+    shown = metrics_json(study)
+    declared = _declared(study, "metrics")
+    assert declared <= set(shown), sorted(declared - set(shown))
+    for path, entry in shown.items():
+        assert "error" not in entry, (path, entry)
+    for seed in SHRINK["seeds"]:
+        assert f"metrics/train/seed_{seed}/metrics.json" in shown
+
+
+@pytest.mark.slow
+def test_plots_show_finds_reliability_training_curves_and_images(study, tmp_path):
+    shown = json.loads(dvc("plots", "show", "--json", cwd=study).stdout)
+    assert not shown.get("errors"), shown.get("errors")
+    plots = shown["data"]
+    ids = set(plots)
+    for seed in SHRINK["seeds"]:
+        assert any(f"metrics/train/seed_{seed}/plots/metrics" in i and i.endswith("loss.tsv") for i in ids), ids
+        rel = [i for i in ids if f"seed_{seed}" in i and "reliability" in i and i.endswith(".csv")]
+        assert rel, f"no reliability plot of seed {seed} in {sorted(ids)}"
+        assert any(f"seed_{seed}" in i and i.endswith(".png") for i in ids), ids
+    # the reliability plots use .dvc/plots/reliability.json: the diagonal layer and both series
+    rel_id = next(i for i in ids if "test_reliability" in i and i.endswith(".csv"))
+    spec = plots[rel_id][0]["content"]
+    assert spec["layer"][0]["mark"]["type"] == "rule"
+    values = spec["layer"][1]["data"]["values"]
+    assert {v["series"] for v in values} == {"uncalibrated", "calibrated"}
+    assert spec["layer"][1]["encoding"]["x"]["field"] == "confidence"
+    assert spec["layer"][1]["encoding"]["y"]["field"] == "observed"
+
+
+@pytest.mark.slow
+def test_plots_page_is_offline_and_draws(study, tmp_path):
+    out = tmp_path / "plots"
+    dvc("plots", "show", "-o", str(out), cwd=study)
+    page = (out / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "<script src=" not in page
+    n_vega = page.count("vegaEmbed('#")
+    n_images = page.count("<img")
+    assert n_vega >= 2 * len(SHRINK["seeds"]) and n_images >= len(SHRINK["seeds"])
+    if not CHROMIUM:
+        pytest.skip("chromium is not installed (apt-get install chromium): the page was checked, not drawn")
+    dom = browser(out / "index.html", tmp_path, "--dump-dom")
+    assert dom.count("<canvas") == n_vega, "some Vega charts did not draw"
+    png = tmp_path / "page.png"
+    browser(out / "index.html", tmp_path, f"--screenshot={png}", "--window-size=1400,2400")
+    assert png.is_file() and png.stat().st_size > 20_000
+    _assert_drawn(png)
+
+
+def browser(page: Path, tmp: Path, *args: str) -> str:
+    """Headless chromium on a file:// page (no network, fresh profile); returns stdout."""
+    profile = Path(tempfile_dir(tmp))
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", "--virtual-time-budget=15000", *args, page.as_uri()]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
+
+
+def tempfile_dir(tmp: Path) -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp)
+
+
+def _assert_drawn(png: Path) -> None:
+    """The screenshot shows the two series colours of the reliability template and the grey diagonal."""
+    from PIL import Image
+
+    img = Image.open(png).convert("RGB")
+    colours = img.getcolors(maxcolors=1 << 20)
+    counts = {c: n for n, c in colours}
+
+    def near(rgb, tol=40):
+        return sum(n for c, n in counts.items() if all(abs(a - b) <= tol for a, b in zip(c, rgb)))
+
+    assert near((0xd6, 0x27, 0x28)) > 200, "no red (uncalibrated) marks in the screenshot"
+    assert near((0x1f, 0x77, 0xb4)) > 200, "no blue (calibrated) marks in the screenshot"
+
+
+# ---------------------------------------------------------------------------------------------
+# experiments
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_exp_run_calibration_only(platt):
+    ran = stages_run(platt["out"])
+    assert ran, platt["out"]
+    assert not {s for s in ran if UPSTREAM.match(s)}, ran
+    assert ran >= analysis_stages(platt["repo"])
+
+
+@pytest.mark.slow
+def test_exp_show_lists_the_experiment_with_its_metrics(platt):
+    repo = platt["repo"]
+    rows = exp_show_json(repo)
+    exps = [e for row in rows for e in (row.get("experiments") or [])]
+    names = {e["revs"][0]["name"] for e in exps if e.get("revs")}
+    assert "platt" in names, names
+    rev = next(e["revs"][0] for e in exps if e["revs"] and e["revs"][0]["name"] == "platt")
+    data = rev["data"]
+    assert data["params"]["params.yaml"]["data"]["calibration"]["method"] == "platt"
+    metric_files = data["metrics"]
+    test_file = next(f for f in metric_files if f.startswith("metrics/test/seed_"))
+    test = metric_files[test_file]["data"]
+    for series in ("uncalibrated", "calibrated"):
+        for key in ("ece", "accuracy", "roc_auc"):
+            assert isinstance(test[series][key], float), (series, key)
+    # the compact table of the README (--md: a table that is never cut to the terminal's width)
+    table = dvc("exp", "show", "--md", "--drop", ".*", "--keep", COMPACT_KEEP, cwd=repo).stdout
+    header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+    expected = {f"fine_tuned.{series}.{key}.mean" for series in ("calibrated", "uncalibrated")
+                for key in ("ece", "accuracy", "roc_auc")}
+    assert set(header) == expected | {"Experiment", "calibration.method"}, header
+    platt_row = next(line for line in table.splitlines() if "[platt]" in line)
+    assert "platt" in platt_row.split("|")[header.index("calibration.method") + 1], platt_row
+
+
+# `dvc exp show --drop '.*' --keep <this>`: the experiment, its calibration method and the test ECE,
+# accuracy and ROC-AUC, calibrated and uncalibrated, averaged over seeds (metrics/summary.json)
+COMPACT_KEEP = r"Experiment|calibration\.method|fine_tuned\.(un)?calibrated\.(ece|accuracy|roc_auc)\.mean$"
+
+
+@pytest.mark.slow
+def test_metrics_diff_workspace_vs_head(platt):
+    repo = platt["repo"]  # `dvc exp run` leaves the workspace at the experiment's results
+    diff = json.loads(dvc("metrics", "diff", "--json", cwd=repo).stdout)
+    changed = {path: keys for path, keys in diff.items() if path.startswith("metrics/test/")}
+    assert changed, diff
+    assert any(k.startswith("calibrated.") for keys in changed.values() for k in keys), changed
+    # uncalibrated test metrics do not depend on the calibration method
+    for keys in changed.values():
+        assert not [k for k in keys if k.startswith("uncalibrated.")], keys
+    params = json.loads(dvc("params", "diff", "--json", cwd=repo).stdout)
+    assert params["params.yaml"]["calibration.method"] == {"old": "temperature", "new": "platt"}
+
+
+@pytest.mark.slow
+def test_plots_diff_compares_two_experiments(platt, tmp_path):
+    repo = platt["repo"]
+    res = dvc("plots", "diff", "HEAD", "platt", "--json", cwd=repo)
+    plots = json.loads(res.stdout)["data"]
+    rel_id = next(i for i in plots if "test_reliability" in i and i.endswith(".csv"))
+    revs = {v["rev"] for v in plots[rel_id][0]["content"]["layer"][1]["data"]["values"]}
+    assert len(revs) == 2, revs
+    if CHROMIUM:
+        out = tmp_path / "diff"
+        dvc("plots", "diff", "HEAD", "platt", "-o", str(out), cwd=repo)
+        dom = browser(out / "index.html", tmp_path, "--dump-dom")
+        assert dom.count("<canvas") == (out / "index.html").read_text().count("vegaEmbed('#")
+
+
+@pytest.mark.slow
+def test_queued_sweep_runs_in_temp_copies(work):
+    methods = ["platt", "isotonic"]
+    for m in methods:
+        dvc("exp", "run", "--queue", "-n", f"sweep-{m}", "-S", f"calibration.method={m}", cwd=work)
+    try:
+        dvc("queue", "start", "-j", "1", cwd=work)
+        wait_for_queue(work, timeout=600)
+    finally:
+        dvc("queue", "stop", "--kill", cwd=work, check=False)
+    status = dvc("queue", "status", cwd=work).stdout
+    assert "Failed" not in status, status + "\n" + queue_logs(work, methods)
+    rows = exp_show_json(work)
+    done = {e["revs"][0]["name"]: e["revs"][0] for row in rows for e in (row.get("experiments") or [])
+            if e.get("revs")}
+    for m in methods:
+        rev = done.get(f"sweep-{m}")
+        assert rev is not None, (sorted(done), status)
+        assert rev["data"]["params"]["params.yaml"]["data"]["calibration"]["method"] == m
+        assert any(f.startswith("metrics/test/seed_") for f in rev["data"]["metrics"]), rev["data"]["metrics"]
+    # the workspace was not touched by the queued runs
+    assert UP_TO_DATE in dvc("status", cwd=work).stdout
+
+
+def wait_for_queue(repo: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = dvc("queue", "status", cwd=repo).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return
+        time.sleep(2)
+    raise AssertionError(f"queue still busy after {timeout} s:\n{status}")
+
+
+def queue_logs(repo: Path, methods) -> str:
+    return "\n".join(dvc("queue", "logs", f"sweep-{m}", cwd=repo, check=False).stdout for m in methods)
+
+
+# ---------------------------------------------------------------------------------------------
+# remotes: a colleague's round trip
+# ---------------------------------------------------------------------------------------------
+
+def _round_trip(work: Path, colleague: Path, env=None) -> None:
+    """Push from `work` (remote already configured and committed), clone it, pull, compare."""
+    before = tree_digest(work, ROUND_TRIP)
+    shown = metrics_json(work)
+    dvc("push", cwd=work, env=env)
+    git("clone", "-q", str(work), str(colleague), cwd=work.parent)
+    assert not (colleague / "models" / f"seed_{SHRINK['seeds'][0]}").exists()
+    _copy_local_config(work, colleague)
+    dvc("pull", cwd=colleague, env=env)
+    assert tree_digest(colleague, ROUND_TRIP) == before
+    assert UP_TO_DATE in dvc("status", cwd=colleague, env=env).stdout
+    res = dvc("repro", cwd=colleague, env=env)
+    assert stages_run(res.stdout) == set() and UP_TO_DATE in res.stdout, res.stdout
+    assert metrics_json(colleague) == shown
+    assert "in sync" in dvc("status", "--cloud", cwd=colleague, env=env).stdout.lower()
+
+
+def _copy_local_config(src: Path, dest: Path) -> None:
+    """Credentials live in .dvc/config.local (never committed); the colleague sets their own."""
+    local = src / ".dvc" / "config.local"
+    if local.is_file():
+        shutil.copy2(local, dest / ".dvc" / "config.local")
+
+
+@pytest.mark.slow
+def test_local_remote_round_trip(work, tmp_path):
+    storage = tmp_path / "dvc-storage"
+    dvc("remote", "add", "-d", "storage", str(storage), cwd=work)
+    commit_all(work, "local dvc remote")
+    _round_trip(work, tmp_path / "colleague")
+    assert any(storage.rglob("*")), "nothing was pushed"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_s3_remote_round_trip_with_moto(work, tmp_path):
+    pytest.importorskip("dvc_s3", reason="the s3 extra is not installed (pip install -e '.[s3]')")
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed (test extra)")
+    import boto3
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+    port = _free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                     aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket="study")
+        # botocore >= 1.36 adds CRC checksums by default; S3-compatible servers may not answer them
+        env = dvc_env(AWS_REQUEST_CHECKSUM_CALCULATION="when_required",
+                      AWS_RESPONSE_CHECKSUM_VALIDATION="when_required")
+        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_PROFILE"):
+            env.pop(key, None)
+        dvc("remote", "add", "-d", "s3store", "s3://study/dvcstore", cwd=work)
+        dvc("remote", "modify", "s3store", "endpointurl", endpoint, cwd=work)
+        dvc("remote", "modify", "s3store", "region", "us-east-1", cwd=work)
+        dvc("remote", "modify", "--local", "s3store", "access_key_id", creds["AWS_ACCESS_KEY_ID"], cwd=work)
+        dvc("remote", "modify", "--local", "s3store", "secret_access_key", creds["AWS_SECRET_ACCESS_KEY"], cwd=work)
+        commit_all(work, "s3 dvc remote")
+        assert "testing" not in (work / ".dvc" / "config").read_text(), "credentials must stay out of git"
+        _round_trip(work, tmp_path / "colleague", env=env)
+        listed = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                              aws_secret_access_key="testing").list_objects_v2(Bucket="study", Prefix="dvcstore/")
+        assert listed.get("KeyCount", 0) > 0
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# structure: no dvc run needed
+# ---------------------------------------------------------------------------------------------
+
+def _stage_blocks() -> dict:
+    return yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
+
+
+def _entries(block: dict, kind: str):
+    for entry in block.get(kind, []) or []:
+        if isinstance(entry, dict):
+            (path, props), = entry.items()
+            yield path, props or {}
+        else:
+            yield entry, {}
+
+
+def test_metrics_and_plots_outs_are_not_cached_checkpoints_are():
+    for name, stage in _stage_blocks().items():
+        block = stage.get("do", stage)
+        for kind in ("metrics", "plots"):
+            for path, props in _entries(block, kind):
+                assert props.get("cache") is False, f"dvc.yaml stage {name}: {kind} {path} should be cache: false"
+        for path, props in _entries(block, "outs"):
+            if path.startswith("models/"):
+                assert props.get("cache", True), f"dvc.yaml stage {name}: checkpoint {path} must be cached"
+
+
+def test_per_seed_stages_use_per_seed_paths():
+    for name, stage in _stage_blocks().items():
+        if "foreach" not in stage or stage["foreach"] != "${seeds}":
+            continue
+        block = stage["do"]
+        for kind in ("outs", "metrics", "plots"):
+            for path, _ in _entries(block, kind):
+                assert "${item}" in path, f"dvc.yaml stage {name}: {kind} {path} has no per-seed path"
+
+
+def test_dvc_version_is_pinned_for_templated_top_level_sections():
+    pyproject = (PROJECT / "pyproject.toml").read_text()
+    assert re.search(r'"dvc>=3\.49,<4"', pyproject)
+    import dvc
+
+    major, minor = (int(x) for x in dvc.__version__.split(".")[:2])
+    assert (major, minor) >= (3, 49)
+
+
+def test_offline_page_template_has_no_cdn_and_the_placeholders_once():
+    page = (PROJECT / ".dvc" / "plots" / "offline.html").read_text()
+    assert page.count("{plot_divs}") == 1 and page.count("{refresh_tag}") == 1
+    assert "{scripts}" not in page, "DVC would insert its CDN <script> tags there"
+    assert "cdn.jsdelivr" not in page and "<script src" not in page
+    for lib in ("vega", "vega-lite", "vega-embed"):
+        assert f"/* {lib} */" in page
+    config = (PROJECT / ".dvc" / "config").read_text()
+    assert re.search(r"html_template\s*=\s*plots/offline\.html", config), "dvc config plots.html_template"
+
+
+def test_reliability_template_fills_with_dvc_render():
+    from dvc_render.vega import VegaRenderer
+    from dvc_render.vega_templates import get_template
+
+    template = get_template("reliability", str(PROJECT / ".dvc" / "plots"))
+    rows = [{"rev": "workspace", "series": s, "kind": k, "confidence": c, "observed": o, "count": 3,
+             "bin_lo": c - 0.03, "bin_hi": c + 0.03}
+            for s in ("uncalibrated", "calibrated") for k in ("predicted", "SPEECH")
+            for c, o in ((0.55, 0.5), (0.75, 0.8), (0.95, 0.9))]
+    spec = VegaRenderer(rows, "plots/test/seed_42_test_reliability.csv", template=template, x="confidence",
+                        y="observed", x_label="confidence", y_label="observed").get_filled_template()
+    text = json.dumps(spec)
+    assert "<DVC_METRIC" not in text
+    diagonal, series = spec["layer"]
+    assert diagonal["mark"]["type"] == "rule"
+    assert diagonal["data"]["values"][0]["from"] == spec["layer"][1]["encoding"]["x"]["scale"]["domain"][0]
+    assert series["data"]["values"] == rows
+    assert "confidence" in series["encoding"]["x"]["title"] and "observed" in series["encoding"]["y"]["title"]
