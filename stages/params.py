@@ -157,6 +157,7 @@ class TinyModel:
 
     seed: int = 0
     window_s: float = 6.0  # audio window (the real model's is 30 s); no shorter than the longest clip
+    init_std: float = 0.02  # std of the random init (transformers' initializer_range)
     num_mel_bins: int = 128
     encoder_layers: int = 2
     encoder_d_model: int = 64
@@ -170,6 +171,7 @@ class TinyModel:
 
     def validate(self, key: str) -> None:
         _check(self.window_s > 0, key + ".window_s", "must be positive")
+        _check(self.init_std > 0, key + ".init_std", "must be positive")
         _check(self.encoder_d_model % self.encoder_heads == 0, key + ".encoder_heads", "must divide encoder_d_model")
         _check(self.hidden_size % self.heads == 0, key + ".heads", "must divide hidden_size")
         _check(self.heads % self.kv_heads == 0, key + ".kv_heads", "must divide heads")

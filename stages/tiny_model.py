@@ -93,6 +93,8 @@ def build(cfg: params_mod.TinyModel, out: Path) -> None:
         },
         audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
     )
+    for part in (config, config.text_config, config.audio_config):
+        part.initializer_range = cfg.init_std
     torch.manual_seed(cfg.seed)
     model = Qwen2AudioForConditionalGeneration(config).eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
