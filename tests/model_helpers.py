@@ -38,12 +38,12 @@ def toy_clips(seed: int = 0, durations=(0.2, 1.0, 2.5, 5.0)) -> list[np.ndarray]
 
 @functools.lru_cache(maxsize=None)
 def tiny_model_dir(cache_root: str) -> Path:
-    """Build the tiny model once per test session (with the default tiny_model params)."""
+    """Build the tiny model once per test session, as the repo's params.yaml builds it."""
     from stages.tiny_model import build
 
     out = Path(cache_root) / "tiny-qwen2-audio"
     if not out.exists():
-        build(params_mod.TinyModel(), out)
+        build(params_mod.load(ROOT / "params.yaml").tiny_model, out)
     return out
 
 
