@@ -26,6 +26,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -120,6 +121,11 @@ def test_calibration_change_reruns_only_the_analysis(work):
     assert ran >= analysis, res.stdout
     assert not {s for s in ran if UPSTREAM.match(s)}, ran
     assert UP_TO_DATE in dvc("status", cwd=work).stdout
+    # metrics diff between two commits
+    commit_all(work, "platt calibration")
+    diff = json.loads(dvc("metrics", "diff", "HEAD~1", "HEAD", "--json", cwd=work).stdout)
+    assert any(k.startswith("calibrated.") for path, keys in diff.items() if path.startswith("metrics/test/")
+               for k in keys), diff
 
 
 @pytest.mark.slow
@@ -204,19 +210,13 @@ def test_plots_page_is_offline_and_draws(study, tmp_path):
 
 def browser(page: Path, tmp: Path, *args: str) -> str:
     """Headless chromium on a file:// page (no network, fresh profile); returns stdout."""
-    profile = Path(tempfile_dir(tmp))
+    profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp)  # a new empty profile each time
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={profile}", "--virtual-time-budget=15000", *args, page.as_uri()]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp)
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout
-
-
-def tempfile_dir(tmp: Path) -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp)
 
 
 def _assert_drawn(png: Path) -> None:
