@@ -141,3 +141,37 @@ def test_predict_cli_errors_are_one_line(project, tmp_path):
     assert "Traceback" not in missing.stderr
     bad = run("--zero-shot", "--csv", "nonsense")
     assert bad.returncode == 2 and "expected NAME=PATH" in bad.stderr
+
+
+def _wrapper(project, script, *args):
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], cwd=project, capture_output=True,
+                          text=True, env=env)
+
+
+def test_study_command_lines_reproduce_the_stages(project, trained):
+    # the study's training command = the train stage with lora.mlp_targets from --add_mlp_targets
+    done = _wrapper(project, "finetune_qwen_audio.py", "--seed", "42", "--output_dir", "checkpoints/seed_42",
+                    "--add_mlp_targets")
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert _sha(project / "checkpoints/seed_42/final/adapter_model.safetensors") == \
+        _sha(project / "models/seed_42/adapter_model.safetensors")
+    # the study's scoring command: same logits as predict, p_speech at the given temperature, same decisions
+    done = _wrapper(project, "evaluate_with_logits.py", "--checkpoint", "checkpoints/seed_42/final", "--test_csv",
+                    "data/processed/grouped_split/test_metadata.csv", "--temperature", "2.0",
+                    "--output_csv", "results/seed_42_test.csv")
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert done.stdout.startswith("Overall:")
+    out = pd.read_csv(project / "results/seed_42_test.csv")
+    p, _ = trained
+    scorer = Scorer(p, project / "models/seed_42")
+    meta = schema.read_metadata(project / "data/processed/grouped_split/test_metadata.csv")
+    ref = scorer.score(load_clips(list(meta["audio_file"]), 16000))
+    np.testing.assert_allclose(out["logit_A"], ref["logit_A"], atol=1e-6)
+    np.testing.assert_allclose(out["p_speech"], 1 / (1 + np.exp(-(out["logit_A"] - out["logit_B"]) / 2.0)), rtol=1e-6)
+    assert (out["predicted_token"] == np.where(out["logit_A"] >= out["logit_B"], "A", "B")).all()
+    bad = _wrapper(project, "evaluate_with_logits.py", "--checkpoint", "none", "--test_csv", "x.csv",
+                   "--temperature", "-1", "--output_csv", "y.csv")
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --temperature: -1.0 must be positive"
