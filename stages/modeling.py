@@ -58,7 +58,10 @@ def resolve_dtype(cfg: Model, device: torch.device) -> torch.dtype:
 
 
 def _looks_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).exists() or len(name.split("/")) != 2
+    """A path rather than a hub id ("org/name"): explicit, existing, or under an existing folder (models/...)."""
+    parts = name.split("/")
+    return (name.startswith((".", "/", "~")) or Path(name).exists() or len(parts) != 2
+            or Path(parts[0]).is_dir())
 
 
 def load_processor(cfg: Model):

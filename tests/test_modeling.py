@@ -116,9 +116,14 @@ def test_lora_targets_exactly_the_named_modules(tiny, mlp, encoder):
     assert not any("multi_modal_projector" in n or "lm_head" in n for n in names)
 
 
-def test_missing_base_model_is_a_clear_error(tmp_path):
+def test_missing_base_model_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="model.name_or_path: .*does not exist; build the embedded model"):
         modeling.load_base(Model(name_or_path=str(tmp_path / "nope")))
+    # the embedded default's relative path, before `dvc repro tiny_model` has built it
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    with pytest.raises(UserError, match="'models/tiny-qwen2-audio' does not exist; build the embedded model"):
+        modeling.load_base(Model(name_or_path="models/tiny-qwen2-audio"))
     with pytest.raises(UserError, match="does not exist"):
         modeling.load_processor(Model(name_or_path=str(tmp_path / "nope")))
 
