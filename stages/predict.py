@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
+from stages import modeling, schema
 from stages import params as params_mod
 from stages.audio import load_clips
-from stages import schema
 from stages.cli import UserError, parser, run
 from stages.fileio import atomic_dir, write_csv
 
@@ -40,9 +41,6 @@ class Scorer:
     """A loaded model (base, or base + adapter) that turns clips into answer logits."""
 
     def __init__(self, p: params_mod.Params, adapter: Path | None):
-        import torch
-
-        from stages import modeling
         from stages.prompting import InputBuilder
 
         self.p = p
@@ -56,14 +54,11 @@ class Scorer:
         self.prefix = (modeling.PrefixCache(self.model, self.builder.prefix_ids)
                        if self.trim and p.model.cache_prompt_prefix else None)
         self.feature_device = "cuda" if self.device.type == "cuda" else "cpu"
-        self._torch = torch
-        self._modeling = modeling
 
     def score(self, audios: Sequence[np.ndarray], desc: str = "score") -> dict[str, np.ndarray]:
         """logit_A, logit_B and the vocabulary log-sum-exp for every clip, in the order given."""
         from tqdm import tqdm
 
-        torch, modeling = self._torch, self._modeling
         order = np.argsort([len(a) for a in audios], kind="stable")
         out = np.zeros((len(audios), 3), dtype=np.float64)
         size = self.p.predict.batch_size
