@@ -49,6 +49,10 @@ EXTRA_LINES = (("Balanced", "balanced_accuracy"), ("smECE", "ece_smooth"), ("ECE
                ("RMSCE(db)", "ece_debiased"), ("NLL", "nll"), ("Brier", "brier"))
 TABLE_COLUMNS = (("Overall", "accuracy"), ("SPEECH", "acc_speech"), ("NONSPEECH", "acc_nonspeech"),
                  ("ROC-AUC", "roc_auc"), ("ECE", "ece"), ("smECE", "ece_smooth"), ("NLL", "nll"), ("Brier", "brier"))
+ESTIMATORS_NOTE = ("Calibration error estimators (on small samples they disagree, so all are shown): ECE = equal-width "
+                   "bins (evaluate.n_bins) of the top-label confidence; ECE(mass) = equal-mass bins; RMSCE(db) = the "
+                   "debiased root-mean-square error of Kumar et al. 2019 (bin sampling noise subtracted, so near 0 when "
+                   "the miscalibration is within noise); smECE = smooth ECE of Blasiok & Nakkiran 2024 (no bins).")
 TEMPERATURE_NOTE = ("Note: temperature scaling divides both answer logits by T > 0, which never changes which is larger: "
                     "two-token accuracy, per-class accuracy and ROC-AUC are unchanged by construction. Only a method that "
                     "moves the decision boundary (platt, beta, isotonic, contextual) or a dev-tuned threshold can change them.")
@@ -200,6 +204,7 @@ def summary_text(summary: dict, seed_results: dict, seed_cal: dict, ref_results:
                 parts.append(f"{label} {scale * d['delta']:+.3f}{unit} [{scale * d['lo']:+.3f}, {scale * d['hi']:+.3f}] "
                              f"{d['verdict']}")
         out.append(f"  {name:<10} " + "; ".join(parts))
+    out += ["", ESTIMATORS_NOTE]
     if "temperature" in summary.get("fitted_methods", []) or summary.get("method") == "temperature":
         out += ["", TEMPERATURE_NOTE]
     out += ["", "All systems on test (fine-tuned: mean ± SD over seeds; reference systems: one run each)"]

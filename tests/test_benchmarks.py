@@ -26,7 +26,8 @@ def test_bench_tiny_reports_scoring_training_and_equivalence(tmp_path):
     (row,) = result["scoring"]
     assert set(row["ours"]) == {"4", "8"} and all(v > 0 for v in row["ours"].values())
     assert row["full_window"] > 0 and row["generate"] > 0
-    assert row["speedup_vs_full"] == pytest.approx(max(row["ours"].values()) / row["full_window"], rel=0.01)
+    # the ratio is of the stored (rounded) figures, itself rounded to 2 decimals
+    assert row["speedup_vs_full"] == round(max(row["ours"].values()) / row["full_window"], 2)
     assert {(r["gradient_checkpointing"], r["lora_dropout"]) for r in result["training"]} == {
         (False, 0.05), (False, 0.0), (True, 0.05), (True, 0.0)}
     assert all(r["clips_per_s"] > 0 for r in result["training"])
