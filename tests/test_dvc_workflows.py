@@ -179,6 +179,9 @@ def test_plots_show_finds_reliability_training_curves_and_images(study, tmp_path
         rel = [i for i in ids if f"seed_{seed}" in i and "reliability" in i and i.endswith(".csv")]
         assert rel, f"no reliability plot of seed {seed} in {sorted(ids)}"
         assert any(f"seed_{seed}" in i and i.endswith(".png") for i in ids), ids
+    # the reference systems' reliability beside the fine-tuned seeds' (top-level plots of dvc.yaml)
+    for system in ("zeroshot", "baselines/silero", "baselines/webrtc"):
+        assert f"evaluation/references/{system}/test_reliability.csv" in ids, sorted(ids)
     # the reliability plots use .dvc/plots/reliability.json: the diagonal layer and both series
     rel_id = next(i for i in ids if "test_reliability" in i and i.endswith(".csv"))
     spec = plots[rel_id][0]["content"]
