@@ -128,10 +128,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         metas = schema.read_splits(schema.SPLIT_DIR, SPLITS)
         out_dir = OUT_DIR
 
-    import torch
-
-    torch.set_num_threads(1)  # Silero runs one 32 ms window at a time: more threads only add overhead
-    score_sets(metas, build_detectors(b), out_dir)
+    with vad.torch_threads(1):  # Silero runs one 32 ms window at a time: more threads only add overhead
+        score_sets(metas, build_detectors(b), out_dir)
 
 
 if __name__ == "__main__":

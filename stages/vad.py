@@ -89,20 +89,26 @@ def to_pcm16(samples: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ Silero
 @contextlib.contextmanager
-def _keep_torch_threads() -> Iterator[None]:
-    """``import silero_vad`` sets torch's global thread count to 1; undo that for the caller."""
+def torch_threads(n: int | None = None) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (or whatever it sets), then restore the caller's count.
+
+    ``import silero_vad`` sets torch's global thread count to 1, and Silero is fastest on one thread;
+    neither may leak into the rest of the process (the thread count changes float reductions' bits).
+    """
     import torch
 
-    n = torch.get_num_threads()
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
     try:
         yield
     finally:
-        torch.set_num_threads(n)
+        torch.set_num_threads(previous)
 
 
 def load_silero():
     """The Silero VAD TorchScript model bundled in the ``silero-vad`` wheel (read from disk, never downloaded)."""
-    with _keep_torch_threads():
+    with torch_threads():
         import silero_vad  # noqa: F401  (its import sets torch threads; restored above)
         from silero_vad.utils_vad import init_jit_model
 
