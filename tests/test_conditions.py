@@ -5,14 +5,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from stages import conditions, schema
+from stages import conditions
 from stages.calibration import Calibrator
 from stages.conditions_render import variant_id
 
@@ -89,9 +88,7 @@ def project(tmp_path, monkeypatch):
 
 
 def test_report_end_to_end(project):
-    started = time.perf_counter()
     conditions.main(["--params", str(ROOT / "params.yaml")])
-    seconds = time.perf_counter() - started
     head = json.loads(Path("metrics/conditions.json").read_text())
     assert set(head) == {"seed_42", "seed_123", "seed_456", "zeroshot", "silero", "finetuned"}
 
@@ -142,7 +139,6 @@ def test_report_end_to_end(project):
     assert set(pd.read_csv("plots/conditions/per_condition.csv")["system"]) == {"finetuned", "zeroshot", "silero"}
     for name in ("psychometric_duration.png", "psychometric_snr.png", "per_condition.png"):
         assert Path("plots/conditions", name).stat().st_size > 1000
-    assert seconds < 30
 
 
 def test_ba_summary_by_hand():
@@ -195,8 +191,9 @@ def test_unknown_condition_is_rejected(project):
     assert res.returncode == 2 and "row 4" in res.stderr and "underwater" in res.stderr
 
 
-def test_full_size_report_is_fast(tmp_path):
-    """24 base clips x 21 variants x 6 systems, 1000 bootstrap resamples: a few seconds at most."""
+def test_full_size_report_covers_every_system(tmp_path):
+    """The default size: 24 base clips x 21 variants x 6 systems, 1000 bootstrap resamples (its time is in
+    ``python -m benchmarks.cpu_pipeline``)."""
     meta = variants_frame(24)
     meta["level"] = meta["level"].astype(str)
     from stages import params as params_mod
@@ -208,6 +205,10 @@ def test_full_size_report_is_fast(tmp_path):
         p = 1 / (1 + np.exp(-z))
         system = conditions.System(name, "finetuned" if name.startswith("seed") else "baseline", i, Path("x"), None)
         scored.append(conditions.Scored(system, p, 1 / (1 + np.exp(-z / 2)), 0.5))
-    started = time.perf_counter()
     conditions.report(meta, scored, cfg, 15, 0.95, tmp_path / "t", tmp_path / "p", tmp_path / "m.json", pngs=False)
-    assert time.perf_counter() - started < 10
+    head = json.loads((tmp_path / "m.json").read_text())
+    # every system was simulated as the fine-tuned one (DT50 100 ms, SNR50 0 dB): each recovers it
+    assert set(head) == {"seed_1", "seed_2", "seed_3", "zeroshot", "silero", "webrtc", "finetuned"}
+    assert head["finetuned"]["n_seeds"] == 3
+    for name, entry in head.items():
+        assert 80 < entry["DT50_ms"] < 125 and abs(entry["SNR50_dB"]) < 1.5, (name, entry)

@@ -1,7 +1,6 @@
 """The shared forward pass: prompt/answer tokens, the trimmed audio window, padding, LoRA targets, loading errors."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

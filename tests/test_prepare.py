@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -300,14 +299,11 @@ def test_presplit_with_one_class_split_is_rejected(make_params, presplit_corpus,
 
 # ================================================================================================ slow
 @pytest.mark.slow
-def test_default_corpus_prepares_fast(tmp_path):
-    """The default params (160 clips) within the pipeline's time budget."""
-    start = time.perf_counter()
+def test_default_corpus_has_the_study_sizes(tmp_path):
+    """The default params: the study's 64/6, 72/4, 24/3 split, half speech (its time: benchmarks.cpu_pipeline)."""
     prepare.main(["--params", str(ROOT / "params.yaml"), "--out", str(tmp_path / "gs"),
                   "--metrics", str(tmp_path / "data.json")])
-    elapsed = time.perf_counter() - start
     data = json.loads((tmp_path / "data.json").read_text())
     assert {s: (data[s]["clips"], data[s]["groups"]) for s in ("train", "dev", "test")} == {
         "train": (64, 6), "dev": (72, 4), "test": (24, 3)}
-    assert elapsed < 20, elapsed
     assert np.isclose(data["total"]["speech_fraction"], 0.5)

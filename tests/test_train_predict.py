@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import modeling, schema
+from stages import schema
 from stages import params as params_mod
 from stages.audio import load_clips
 from stages.predict import Scorer, score_csvs
