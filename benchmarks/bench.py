@@ -157,63 +157,70 @@ def equivalence(model, builder, device, dtype, n=8) -> dict:
             "logit_scale": float(full_n.abs().mean())}
 
 
-def time_training(model, builder, audios, batch_size, steps, *, checkpointing, dropout, device, dtype) -> dict:
+def time_training(model, builder, audios, batch_size, steps, *, checkpointing, dropout, shared_prefix, device,
+                  dtype) -> dict:
     """Clips per second and peak memory of the train stage's step (LoRA r=16 on attention + MLP)."""
     peft_model = modeling.add_lora(model, Lora(r=16, alpha=32, dropout=dropout, mlp_targets=True))
-    inner = modeling.unwrap(peft_model)
-    if checkpointing:
-        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    peft_model.train()
-    inner.model.audio_tower.eval()
-    trainable = [q for q in peft_model.parameters() if q.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=1e-4)
-    labels = ["SPEECH" if i % 2 == 0 else "NONSPEECH" for i in range(batch_size)]
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+    try:
+        if checkpointing:
+            modeling.enable_checkpointing(peft_model)
+        peft_model.train()
+        modeling.unwrap(peft_model).model.audio_tower.eval()
+        prefix = modeling.PrefixCache(peft_model, builder.prefix_ids, trainable=True) if shared_prefix else None
+        trainable = [q for q in peft_model.parameters() if q.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+        labels = ["SPEECH" if i % 2 == 0 else "NONSPEECH" for i in range(batch_size)]
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
 
-    def step(i):
-        batch = audios[(i * batch_size) % len(audios):][:batch_size]
-        if len(batch) < batch_size:
-            batch = audios[:batch_size]
-        loss, _, _ = answer_loss(peft_model, builder, batch, labels, trim=True, device=device, dtype=dtype)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        def step(i):
+            batch = audios[(i * batch_size) % len(audios):][:batch_size]
+            if len(batch) < batch_size:
+                batch = audios[:batch_size]
+            loss, _, _ = answer_loss(peft_model, builder, batch, labels, trim=True, device=device, dtype=dtype,
+                                     prefix=prefix)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
-    step(0)
-    sync(device)
-    started = time.perf_counter()
-    for i in range(steps):
-        step(i + 1)
-    sync(device)
-    seconds = time.perf_counter() - started
-    out = {"batch_size": batch_size, "gradient_checkpointing": checkpointing, "lora_dropout": dropout,
-           "clips_per_s": round(steps * batch_size / seconds, 2),
-           "trainable_parameters": sum(q.numel() for q in trainable)}
-    if device.type == "cuda":
-        out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    if checkpointing:
-        inner.gradient_checkpointing_disable()
-    peft_model.unload()  # take the adapters out again: the next measurement starts from the same base
-    model.eval().requires_grad_(False)
-    return out
+        step(0)
+        sync(device)
+        started = time.perf_counter()
+        for i in range(steps):
+            step(i + 1)
+        sync(device)
+        seconds = time.perf_counter() - started
+        out = {"batch_size": batch_size, "gradient_checkpointing": checkpointing, "lora_dropout": dropout,
+               "shared_prefix": shared_prefix, "clips_per_s": round(steps * batch_size / seconds, 2),
+               "trainable_parameters": sum(q.numel() for q in trainable)}
+        if device.type == "cuda":
+            out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        return out
+    finally:  # also after running out of memory: the next measurement starts from the same plain base
+        modeling.disable_checkpointing(peft_model)
+        peft_model.unload()
+        model.eval().requires_grad_(False)
 
 
-def forward_flops(model, builder, seconds: float) -> float:
-    """Matrix FLOPs of one clip's forward pass on the trimmed window (2 x params x tokens + attention)."""
+def forward_flops(model, builder, seconds: float, *, shared_prefix: bool = False) -> float:
+    """Matrix FLOPs of one clip's forward pass on the trimmed window (2 x params x tokens + attention).
+
+    ``shared_prefix``: the prompt prefix runs once per batch, not per clip; its tokens are not counted.
+    """
     cfg = model.config
     enc, txt = cfg.audio_config, cfg.text_config
     frames = min(builder.window_frames, math.ceil(seconds * 100) + 4)
     positions = frames // 2
     audio_tokens = (positions - 2) // 2 + 1
-    seq = len(builder.prefix_ids) + audio_tokens + len(builder.suffix_ids)
+    seq = (0 if shared_prefix else len(builder.prefix_ids)) + audio_tokens + len(builder.suffix_ids)
     d, f = enc.d_model, enc.encoder_ffn_dim
     enc_flops = 2 * positions * enc.encoder_layers * (4 * d * d + 2 * d * f) + 4 * enc.encoder_layers * positions**2 * d
     enc_flops += 2 * frames * (enc.num_mel_bins * d * 3) + 2 * positions * (d * d * 3)  # the two convolutions
     h, i = txt.hidden_size, txt.intermediate_size
     kv = h * txt.num_key_value_heads // txt.num_attention_heads
-    lm_flops = 2 * seq * txt.num_hidden_layers * (2 * h * h + 2 * h * kv + 3 * h * i) + 4 * txt.num_hidden_layers * seq**2 * h
+    keys = seq + (len(builder.prefix_ids) if shared_prefix else 0)  # the rows still attend to the prefix
+    lm_flops = 2 * seq * txt.num_hidden_layers * (2 * h * h + 2 * h * kv + 3 * h * i) + 4 * txt.num_hidden_layers * seq * keys * h
     return float(enc_flops + lm_flops + 2 * audio_tokens * d * h + 2 * 2 * h)
 
 
@@ -229,7 +236,11 @@ def main() -> None:
     ap.add_argument("--generate-clips", type=int, default=16)
     ap.add_argument("--train-batch", type=int, nargs="+", default=[32])
     ap.add_argument("--train-steps", type=int, default=6)
+    ap.add_argument("--train-dropout", type=float, nargs="+", default=[0.05, 0.0], help="LoRA dropouts to train with")
+    ap.add_argument("--train-prefix", choices=["both", "shared", "per-row"], default="both",
+                    help="the prompt prefix once per batch (the train stage's default), once per row, or both")
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--skip-score", action="store_true")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
@@ -247,7 +258,7 @@ def main() -> None:
     result["equivalence"] = equivalence(model, builder, device, dtype)
     print(json.dumps(result["equivalence"]), flush=True)
 
-    for seconds in [s for s in args.durations if s <= window_s]:
+    for seconds in [s for s in args.durations if s <= window_s and not args.skip_score]:
         n = max(32, int(args.clips / max(1.0, seconds / 2)))
         audios = clips(n, seconds)
         row = {"clip_s": seconds, "clips": n, "ours": {}, "ours_no_prefix_cache": {}}
@@ -263,7 +274,7 @@ def main() -> None:
         best = max(row["ours"].values())
         row["speedup_vs_full"] = round(best / row["full_window"], 2)
         row["speedup_vs_generate"] = round(best / row["generate"], 1)
-        flops = forward_flops(model, builder, seconds)
+        flops = forward_flops(model, builder, seconds, shared_prefix=True)  # "ours" runs the prefix once
         row["tflop_per_clip"] = round(flops / 1e12, 4)
         if peak:
             row["mfu"] = round(best * flops / (peak * 1e12), 3)
@@ -272,20 +283,22 @@ def main() -> None:
 
     if not args.skip_train:
         audios = clips(max(args.train_batch) * 4, 1.0, seed=2)
-        for bs in args.train_batch:
-            for checkpointing in (False, True):
-                for dropout in (0.05, 0.0):
-                    try:
-                        row = time_training(model, builder, audios, bs, args.train_steps, checkpointing=checkpointing,
-                                            dropout=dropout, device=device, dtype=dtype)
-                    except torch.OutOfMemoryError:
-                        row = {"batch_size": bs, "gradient_checkpointing": checkpointing, "lora_dropout": dropout,
-                               "error": "out of memory"}
-                        torch.cuda.empty_cache()
-                    if peak and "clips_per_s" in row:
-                        row["mfu"] = round(row["clips_per_s"] * 3 * forward_flops(model, builder, 1.0) / (peak * 1e12), 3)
-                    result["training"].append(row)
-                    print(json.dumps(row), flush=True)
+        prefixes = {"both": (True, False), "shared": (True,), "per-row": (False,)}[args.train_prefix]
+        configs = [(bs, ckpt, dropout, shared) for bs in args.train_batch for ckpt in (False, True)
+                   for dropout in args.train_dropout for shared in prefixes]
+        for bs, checkpointing, dropout, shared in configs:
+            try:
+                row = time_training(model, builder, audios, bs, args.train_steps, checkpointing=checkpointing,
+                                    dropout=dropout, shared_prefix=shared, device=device, dtype=dtype)
+            except torch.OutOfMemoryError:
+                row = {"batch_size": bs, "gradient_checkpointing": checkpointing, "lora_dropout": dropout,
+                       "shared_prefix": shared, "error": "out of memory"}
+                torch.cuda.empty_cache()
+            if peak and "clips_per_s" in row:  # 3 forwards' worth (forward + backward); recomputation not counted
+                flops = forward_flops(model, builder, 1.0, shared_prefix=shared)
+                row["mfu"] = round(row["clips_per_s"] * 3 * flops / (peak * 1e12), 3)
+            result["training"].append(row)
+            print(json.dumps(row), flush=True)
 
     print()
     print(f"{result['model']} on {result['device']} ({result['dtype']}), {result['parameters'] / 1e6:.1f} M parameters, "
@@ -295,7 +308,8 @@ def main() -> None:
         print(f"{r['clip_s']:>5.0f}s {max(r['ours'].values()):>12.1f} {r['full_window']:>12.1f} {r['generate']:>9.2f} "
               f"{r['speedup_vs_full']:>7.2f} {r['speedup_vs_generate']:>7.1f} {r.get('mfu', float('nan')):>6.3f}")
     for r in result["training"]:
-        print(f"train bs={r['batch_size']} ckpt={r['gradient_checkpointing']} dropout={r['lora_dropout']}: "
+        print(f"train bs={r['batch_size']} ckpt={r['gradient_checkpointing']} dropout={r['lora_dropout']} "
+              f"shared prefix={r['shared_prefix']}: "
               f"{r.get('clips_per_s', r.get('error'))} clips/s, peak {r.get('peak_memory_gib', '-')} GiB")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,8 @@ Runs the pipeline's own stage commands, in ``dvc.yaml``'s order, with a params f
 ``model.name_or_path`` at a saved 7B-shaped random-init Qwen2-Audio (``make_7b_model.py``) and keeps
 the study's split sizes (64/72/24 clips). Model loading is included in every stage's time, as in
 ``dvc repro``. Baselines and the condition sweep are left out (they do not touch the 7B model's
-training path; the sweep's scoring is the same code as ``predict``).
+training path; the sweep's scoring is the same code as ``predict``). As in the README's recipe for the
+real model, the audio encoder stays frozen (``lora.encoder_targets: false``).
 
     python -m benchmarks.make_7b_model --out /tmp/qwen2-audio-7b-random
     python -m benchmarks.study_7b --model /tmp/qwen2-audio-7b-random --out study_7b.json
@@ -35,6 +36,7 @@ def main() -> None:
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["seeds"] = args.seeds
     params["model"]["name_or_path"] = args.model
+    params["lora"]["encoder_targets"] = False  # the real-model recipe: pretrained encoder and projector frozen
     params["train"].update(epochs=args.epochs, batch_size=args.train_batch, learning_rate=2e-4)
     params["predict"]["batch_size"] = args.predict_batch
     Path("params_7b.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -180,43 +180,106 @@ def encode_audio(qwen, input_features: torch.Tensor, feature_attention_mask: tor
 
 
 class PrefixCache:
-    """The decoder's keys and values for the prompt text that every clip shares, computed once.
+    """The decoder's keys and values for the prompt text that every clip shares, computed once per use.
 
-    Every row starts with the same tokens (the system turn and the text before the audio), so scoring
-    can run them once and let each batch attend to their cached keys and values
-    (``InputBuilder.build(..., shared_prefix=True)`` leaves them out of the rows). For inference with
-    fixed weights only: a training step changes the adapters, and with them these keys and values.
+    Every row starts with the same tokens (the system turn and the text before the audio), so they can
+    run once, at batch size 1, and every row attends to their keys and values
+    (``InputBuilder.build(..., shared_prefix=True)`` leaves them out of the rows).
+
+    - inference (``trainable=False``): computed once, when the cache is made, with the weights as they are;
+    - training (``trainable=True``): recomputed by every :meth:`for_batch`, because every optimizer step
+      changes the adapters; gradients flow back from every row into the one prefix pass, so the result is
+      the full batch's (the prefix's LoRA dropout mask is then shared by the rows of a batch).
     """
 
-    def __init__(self, model, prefix_ids: list[int]):
+    def __init__(self, model, prefix_ids: list[int], *, trainable: bool = False):
         import inspect
 
         qwen = unwrap(model)
+        self.qwen = qwen
         self.lm = qwen.model.language_model
         self.cache_kwarg = "cache" if "cache" in inspect.signature(self.lm.forward).parameters else "past_key_values"
-        device = qwen.lm_head.weight.device
-        ids = torch.tensor([prefix_ids], device=device)
-        with torch.inference_mode():
-            out = self.lm(inputs_embeds=qwen.model.get_input_embeddings()(ids),
-                          position_ids=torch.arange(len(prefix_ids), device=device)[None], use_cache=True)
-        cache = getattr(out, self.cache_kwarg)
-        self.layers = [(layer[0], layer[1]) for layer in cache]
+        self.ids = torch.tensor([prefix_ids], device=qwen.lm_head.weight.device)
         self.length = len(prefix_ids)
+        self.trainable = trainable
+        self.layers = None if trainable else self._keys_values()
+
+    def _keys_values(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        import contextlib
+
+        positions = torch.arange(self.length, device=self.ids.device)[None]
+        with contextlib.nullcontext() if self.trainable else torch.inference_mode():
+            out = self.lm(inputs_embeds=self.qwen.model.get_input_embeddings()(self.ids), position_ids=positions,
+                          use_cache=True)
+        return [(layer[0], layer[1]) for layer in getattr(out, self.cache_kwarg)]
 
     def for_batch(self, batch_size: int):
-        """A fresh cache holding the prefix for ``batch_size`` rows (views, no copies)."""
-        from transformers import DynamicCache
+        """A read-only cache holding the prefix for ``batch_size`` rows (expanded views, no copies)."""
+        layers = self.layers if self.layers is not None else self._keys_values()
+        return _read_only_cache([(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1))
+                                 for k, v in layers])
 
-        return DynamicCache(ddp_cache_data=[(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1))
-                                            for k, v in self.layers])
+
+def _read_only_cache(layers):
+    """A ``DynamicCache`` over ``layers`` whose ``update`` returns prefix + new keys/values without storing them.
+
+    Nothing is appended, so running a decoder layer twice (the recompute of activation checkpointing)
+    sees the same prefix both times.
+    """
+    from transformers import DynamicCache
+
+    class ReadOnlyCache(DynamicCache):
+        def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+            layer = self.layers[layer_idx]
+            return (torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2))
+
+    cache = ReadOnlyCache(ddp_cache_data=layers)
+    cache.read_only = True
+    return cache
 
 
-def last_hidden(model, batch: Batch, *, trim: bool = True, prefix: PrefixCache | None = None) -> torch.Tensor:
+def enable_checkpointing(model) -> None:
+    """Activation checkpointing of every encoder and decoder layer (recomputed in the backward pass).
+
+    Ours rather than ``gradient_checkpointing_enable``: transformers drops a layer's KV cache under its
+    checkpointing, and training reads the shared prompt prefix from a (read-only) cache. A layer that
+    writes a cache (the prefix pass itself: one row of a few tokens) runs without checkpointing.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    qwen = unwrap(model)
+    for layer in [*qwen.model.audio_tower.layers, *qwen.model.language_model.layers]:
+        if getattr(layer, "_checkpointed", False):
+            continue
+        plain = layer.forward
+
+        def forward(*args, _plain=plain, _layer=layer, **kwargs):
+            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            if _layer.training and torch.is_grad_enabled() and (cache is None or getattr(cache, "read_only", False)):
+                return checkpoint(_plain, *args, use_reentrant=False, **kwargs)
+            return _plain(*args, **kwargs)
+
+        layer.forward = forward
+        layer._checkpointed = True
+
+
+def disable_checkpointing(model) -> None:
+    """Undo :func:`enable_checkpointing`."""
+    qwen = unwrap(model)
+    for layer in [*qwen.model.audio_tower.layers, *qwen.model.language_model.layers]:
+        if getattr(layer, "_checkpointed", False):
+            del layer.forward
+            del layer._checkpointed
+
+
+def last_hidden(model, batch: Batch, *, trim: bool = True, prefix: PrefixCache | None = None,
+                prefix_kv=None) -> torch.Tensor:
     """The decoder's last hidden state at every position of the batch's rows: (B, L, hidden).
 
     ``trim`` selects the fast path (:func:`encode_audio` on the batch's window); otherwise the
     model's own ``Qwen2AudioModel.forward`` runs (it needs the full window). A batch built with
-    ``shared_prefix=True`` needs the model's :class:`PrefixCache` (fast path only).
+    ``shared_prefix=True`` needs the model's :class:`PrefixCache` (fast path only); ``prefix_kv`` is its
+    ``for_batch`` made ahead of time (training queues it before the batch's inputs, see ``answer_loss``).
     """
     qwen = unwrap(model)
     if batch.prefix_len and (prefix is None or prefix.length != batch.prefix_len or not trim):
@@ -235,8 +298,9 @@ def last_hidden(model, batch: Batch, *, trim: bool = True, prefix: PrefixCache |
     if prefix is not None and batch.prefix_len:
         rows = batch.input_ids.shape[0]
         mask = torch.cat([batch.attention_mask.new_ones(rows, prefix.length), batch.attention_mask], dim=1)
+        kv = prefix_kv if prefix_kv is not None else prefix.for_batch(rows)
         out = prefix.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=batch.position_ids,
-                        use_cache=False, **{prefix.cache_kwarg: prefix.for_batch(rows)})
+                        use_cache=False, **{prefix.cache_kwarg: kv})
         return out.last_hidden_state
     out = qwen.model.language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask,
                                     position_ids=batch.position_ids, use_cache=False)

@@ -211,6 +211,7 @@ class Train:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     gradient_checkpointing: bool = False
+    share_prompt_prefix: bool = False
 
     def validate(self, key: str) -> None:
         _check(self.learning_rate > 0, key + ".learning_rate", "must be positive")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from stages import params as params_mod
-from stages.cli import parser, run
+from stages.cli import UserError, parser, run
 from stages.fileio import atomic_dir, write_json
 
 log = logging.getLogger("stages.train")
@@ -38,11 +38,13 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def answer_loss(model, builder, audios, labels, *, trim: bool, device, dtype):
+def answer_loss(model, builder, audios, labels, *, trim: bool, device, dtype, prefix=None):
     """One micro-batch: build the training inputs, forward, cross-entropy on the answer token only.
 
     The answer token is the last of each (left-padded) row; it is predicted at the position before it.
-    Returns (loss, vocabulary logits at the answer position, target token ids).
+    ``prefix`` (a trainable :class:`stages.modeling.PrefixCache`) runs the prompt text that every row
+    shares once for the batch instead of once per row. Returns (loss, vocabulary logits at the answer
+    position, target token ids).
     """
     import torch
     import torch.nn.functional as F
@@ -50,9 +52,15 @@ def answer_loss(model, builder, audios, labels, *, trim: bool, device, dtype):
     from stages import modeling
 
     feature_device = "cuda" if device.type == "cuda" else "cpu"
-    batch = builder.build(audios, labels, trim=trim, feature_device=feature_device).to(device, dtype)
-    with torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32):
-        hidden = modeling.last_hidden(model, batch, trim=trim)[:, -2]
+    autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
+    prefix_kv = None
+    if prefix is not None:  # a batch-1 pass of many small kernels: queue it while the GPU still runs the last step
+        with autocast:
+            prefix_kv = prefix.for_batch(len(audios))
+    batch = builder.build(audios, labels, trim=trim, feature_device=feature_device,
+                          shared_prefix=prefix is not None).to(device, dtype)
+    with autocast:
+        hidden = modeling.last_hidden(model, batch, trim=trim, prefix=prefix, prefix_kv=prefix_kv)[:, -2]
         logits = modeling.vocab_logits(model, hidden)
     target = batch.labels[:, -1]
     return F.cross_entropy(logits, target), logits, target
@@ -82,7 +90,7 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
     if p.model.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
-        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)  # ours, below
     torch.manual_seed(seed)  # the LoRA init draws from torch's generator
     model = modeling.add_lora(base, p.lora)
     targets = modeling.adapted_modules(model)
@@ -90,10 +98,16 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
     log.info("LoRA r=%d on %d modules (%d trainable parameters), e.g. %s", p.lora.r, len(targets), n_trainable,
              ", ".join(targets[:3]))
     if cfg.gradient_checkpointing:
-        modeling.unwrap(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        modeling.enable_checkpointing(model)
     model.train()
     if not p.lora.encoder_targets:
         modeling.unwrap(model).model.audio_tower.eval()  # frozen encoder: no dropout
+    trim = p.model.trim_audio_window
+    prefix = None
+    if cfg.share_prompt_prefix:
+        if not trim:
+            raise UserError("train.share_prompt_prefix needs model.trim_audio_window: true")
+        prefix = modeling.PrefixCache(model, builder.prefix_ids, trainable=True)
 
     trainable = [q for q in model.parameters() if q.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -114,7 +128,7 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
             for micro in range(micro_per_epoch):
                 idx = perm[micro * cfg.batch_size:(micro + 1) * cfg.batch_size]
                 loss, logits, target = answer_loss(model, builder, [audios[i] for i in idx], [labels[i] for i in idx],
-                                                   trim=p.model.trim_audio_window, device=device, dtype=dtype)
+                                                   trim=trim, device=device, dtype=dtype, prefix=prefix)
                 (loss / cfg.grad_accum).backward()
                 window_loss.append(loss.detach().item())
                 pair = logits[:, list(answer_ids)]

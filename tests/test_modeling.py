@@ -153,3 +153,47 @@ def test_cached_prompt_prefix_gives_the_same_logits(tiny):
     assert torch.allclose(ours, ref, atol=1e-5)
     with pytest.raises(ValueError, match="needs the matching PrefixCache"):
         modeling.last_hidden(model, short)
+
+
+def _one_training_step(tiny, *, shared_prefix: bool, checkpointing: bool):
+    """Loss, LoRA gradients and decoder-attention calls of one training micro-batch (fp32, no dropout)."""
+    from stages.train import answer_loss
+
+    cfg, _, _, builder = tiny
+    torch.manual_seed(0)
+    model = modeling.add_lora(modeling.load_base(cfg, torch.device("cpu")), Lora(r=4, dropout=0.0, encoder_targets=True))
+    with torch.no_grad():  # lora_B starts at zero; give every adapter a non-trivial gradient path
+        for name, q in model.named_parameters():
+            if "lora_B" in name:
+                q.normal_(0.0, 0.05)
+    if checkpointing:
+        modeling.enable_checkpointing(model)
+    model.train()
+    calls = []
+    attn = modeling.unwrap(model).model.language_model.layers[0].self_attn
+    hook = attn.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs["hidden_states"].shape[0]),
+                                      with_kwargs=True)
+    prefix = modeling.PrefixCache(model, builder.prefix_ids, trainable=True) if shared_prefix else None
+    clips = toy_clips(durations=(0.2, 1.0, 3.0, 5.0))
+    loss, _, _ = answer_loss(model, builder, clips, ["SPEECH", "NONSPEECH", "SPEECH", "NONSPEECH"], trim=True,
+                             device=torch.device("cpu"), dtype=torch.float32, prefix=prefix)
+    loss.backward()
+    hook.remove()
+    grads = {n: q.grad.clone() for n, q in model.named_parameters() if q.requires_grad}
+    return float(loss), grads, calls
+
+
+def test_shared_prefix_and_checkpointing_train_exactly_like_the_plain_step(tiny):
+    """The training fast path (prompt prefix once per batch, activation checkpointing) gives the plain step's
+    loss and the gradient of every adapter, while running the prefix once and recomputing the layers."""
+    loss, grads, calls = _one_training_step(tiny, shared_prefix=False, checkpointing=False)
+    assert calls == [4]  # one pass over the 4 rows
+    assert all(g.abs().max() > 0 for g in grads.values())
+    for shared, ckpt, expected_calls in [(True, False, [1, 4]), (False, True, [4, 4]), (True, True, [1, 4, 4])]:
+        loss2, grads2, calls2 = _one_training_step(tiny, shared_prefix=shared, checkpointing=ckpt)
+        # prefix: one row first; checkpointing: the rows' layer runs again in the backward pass
+        assert calls2 == expected_calls, (shared, ckpt)
+        assert loss2 == pytest.approx(loss, abs=1e-6)
+        assert grads2.keys() == grads.keys()
+        for name, g in grads.items():
+            assert torch.allclose(grads2[name], g, rtol=1e-4, atol=1e-6), (shared, ckpt, name)

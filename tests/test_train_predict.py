@@ -13,6 +13,7 @@ import torch
 from stages import schema
 from stages import params as params_mod
 from stages.audio import load_clips
+from stages.cli import UserError
 from stages.predict import Scorer, score_csvs
 from stages.train import train
 from tests.model_helpers import ROOT, make_project, tiny_model_dir
@@ -175,3 +176,26 @@ def test_study_command_lines_reproduce_the_stages(project, trained):
     bad = _wrapper(project, "evaluate_with_logits.py", "--checkpoint", "none", "--test_csv", "x.csv",
                    "--temperature", "-1", "--output_csv", "y.csv")
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --temperature: -1.0 must be positive"
+
+
+def test_shared_prompt_prefix_trains_the_same_adapter(project, monkeypatch):
+    """train.share_prompt_prefix (the prefix once per batch) through the stage: the same adapter as the plain
+    stage within float noise (without LoRA dropout, whose masks differ; tests/test_modeling.py checks the
+    gradients themselves)."""
+    from safetensors.torch import load_file
+
+    monkeypatch.chdir(project)
+    raw = _raw(project)
+    raw = {**raw, "lora": {**raw["lora"], "dropout": 0.0}}
+    adapters = {}
+    for share in (False, True):
+        p = params_mod.parse(params_mod.Params, {**raw, "train": {**raw["train"], "share_prompt_prefix": share}}, "")
+        train(p, 42, project / f"models/share_{share}", project / f"metrics/train/share_{share}")
+        adapters[share] = load_file(project / f"models/share_{share}/adapter_model.safetensors")
+    assert adapters[True].keys() == adapters[False].keys()
+    for k, ref in adapters[False].items():
+        assert torch.allclose(adapters[True][k], ref, atol=1e-4), k
+    untrimmed = params_mod.parse(params_mod.Params, {**raw, "train": {**raw["train"], "share_prompt_prefix": True},
+                                                     "model": {**raw["model"], "trim_audio_window": False}}, "")
+    with pytest.raises(UserError, match="needs model.trim_audio_window"):
+        train(untrimmed, 42, project / "models/untrimmed", project / "metrics/train/untrimmed")
