@@ -238,7 +238,7 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=6)
     ap.add_argument("--train-dropout", type=float, nargs="+", default=[0.05, 0.0], help="LoRA dropouts to train with")
     ap.add_argument("--train-prefix", choices=["both", "shared", "per-row"], default="both",
-                    help="the prompt prefix once per batch (the train stage's default), once per row, or both")
+                    help="the prompt prefix once per batch (train.share_prompt_prefix), once per row, or both")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-score", action="store_true")
     ap.add_argument("--out", type=Path)
@@ -293,6 +293,7 @@ def main() -> None:
             except torch.OutOfMemoryError:
                 row = {"batch_size": bs, "gradient_checkpointing": checkpointing, "lora_dropout": dropout,
                        "shared_prefix": shared, "error": "out of memory"}
+            if "error" in row:  # outside the except block: the failed step's frames are gone by now
                 torch.cuda.empty_cache()
             if peak and "clips_per_s" in row:  # 3 forwards' worth (forward + backward); recomputation not counted
                 flops = forward_flops(model, builder, 1.0, shared_prefix=shared)

@@ -14,6 +14,8 @@ pooling and projector act position by position, so the audio features are the sa
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import re
 from pathlib import Path
@@ -205,8 +207,6 @@ class PrefixCache:
         self.layers = None if trainable else self._keys_values()
 
     def _keys_values(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        import contextlib
-
         positions = torch.arange(self.length, device=self.ids.device)[None]
         with contextlib.nullcontext() if self.trainable else torch.inference_mode():
             out = self.lm(inputs_embeds=self.qwen.model.get_input_embeddings()(self.ids), position_ids=positions,
@@ -214,28 +214,31 @@ class PrefixCache:
         return [(layer[0], layer[1]) for layer in getattr(out, self.cache_kwarg)]
 
     def for_batch(self, batch_size: int):
-        """A read-only cache holding the prefix for ``batch_size`` rows (expanded views, no copies)."""
+        """A read-only cache that gives each of ``batch_size`` rows the prefix (one row, expanded when read)."""
         layers = self.layers if self.layers is not None else self._keys_values()
-        return _read_only_cache([(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1))
-                                 for k, v in layers])
+        return _read_only_cache_class()(ddp_cache_data=layers)
 
 
-def _read_only_cache(layers):
-    """A ``DynamicCache`` over ``layers`` whose ``update`` returns prefix + new keys/values without storing them.
+@functools.cache
+def _read_only_cache_class():
+    """A ``DynamicCache`` holding one row of prefix keys/values; ``update`` returns them, expanded to the
+    batch, before the new ones, and stores nothing.
 
     Nothing is appended, so running a decoder layer twice (the recompute of activation checkpointing)
-    sees the same prefix both times.
+    sees the same prefix both times; the prefix is held once, not once per row.
     """
     from transformers import DynamicCache
 
     class ReadOnlyCache(DynamicCache):
-        def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-            layer = self.layers[layer_idx]
-            return (torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2))
+        read_only = True
 
-    cache = ReadOnlyCache(ddp_cache_data=layers)
-    cache.read_only = True
-    return cache
+        def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+            layer, rows = self.layers[layer_idx], key_states.shape[0]
+            keys = layer.keys.expand(rows, -1, -1, -1)
+            values = layer.values.expand(rows, -1, -1, -1)
+            return torch.cat([keys, key_states], dim=-2), torch.cat([values, value_states], dim=-2)
+
+    return ReadOnlyCache
 
 
 def enable_checkpointing(model) -> None:
@@ -252,6 +255,7 @@ def enable_checkpointing(model) -> None:
         if getattr(layer, "_checkpointed", False):
             continue
         plain = layer.forward
+        layer._forward_before_checkpointing = layer.__dict__.get("forward")  # an instance hook, if any
 
         def forward(*args, _plain=plain, _layer=layer, **kwargs):
             cache = kwargs.get("cache", kwargs.get("past_key_values"))
@@ -268,7 +272,11 @@ def disable_checkpointing(model) -> None:
     qwen = unwrap(model)
     for layer in [*qwen.model.audio_tower.layers, *qwen.model.language_model.layers]:
         if getattr(layer, "_checkpointed", False):
-            del layer.forward
+            before = layer.__dict__.pop("_forward_before_checkpointing")
+            if before is None:
+                del layer.forward
+            else:
+                layer.forward = before
             del layer._checkpointed
 
 

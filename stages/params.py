@@ -356,6 +356,8 @@ class Params:
     def validate(self, key: str) -> None:
         _check(len(self.seeds) > 0, "seeds", "must list at least one seed")
         _check(len(set(self.seeds)) == len(self.seeds), "seeds", "must not repeat a seed")
+        _check(not self.train.share_prompt_prefix or self.model.trim_audio_window, "train.share_prompt_prefix",
+               "needs model.trim_audio_window: true (the shared prefix is a fast-path feature); set one of them")
 
 
 # ------------------------------------------------------------------------------------------ loading

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from stages import params as params_mod
-from stages.cli import UserError, parser, run
+from stages.cli import parser, run
 from stages.fileio import atomic_dir, write_json
 
 log = logging.getLogger("stages.train")
@@ -103,11 +103,7 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
     if not p.lora.encoder_targets:
         modeling.unwrap(model).model.audio_tower.eval()  # frozen encoder: no dropout
     trim = p.model.trim_audio_window
-    prefix = None
-    if cfg.share_prompt_prefix:
-        if not trim:
-            raise UserError("train.share_prompt_prefix needs model.trim_audio_window: true")
-        prefix = modeling.PrefixCache(model, builder.prefix_ids, trainable=True)
+    prefix = modeling.PrefixCache(model, builder.prefix_ids, trainable=True) if cfg.share_prompt_prefix else None
 
     trainable = [q for q in model.parameters() if q.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)

@@ -155,13 +155,13 @@ def test_cached_prompt_prefix_gives_the_same_logits(tiny):
         modeling.last_hidden(model, short)
 
 
-def _one_training_step(tiny, *, shared_prefix: bool, checkpointing: bool):
-    """Loss, LoRA gradients and decoder-attention calls of one training micro-batch (fp32, no dropout)."""
+def _one_training_step(tiny, *, shared_prefix: bool, checkpointing: bool, dropout: float = 0.0):
+    """Loss, LoRA gradients and decoder-attention calls of one training micro-batch (fp32)."""
     from stages.train import answer_loss
 
     cfg, _, _, builder = tiny
     torch.manual_seed(0)
-    model = modeling.add_lora(modeling.load_base(cfg, torch.device("cpu")), Lora(r=4, dropout=0.0, encoder_targets=True))
+    model = modeling.add_lora(modeling.load_base(cfg, torch.device("cpu")), Lora(r=4, dropout=dropout, encoder_targets=True))
     with torch.no_grad():  # lora_B starts at zero; give every adapter a non-trivial gradient path
         for name, q in model.named_parameters():
             if "lora_B" in name:
@@ -180,7 +180,7 @@ def _one_training_step(tiny, *, shared_prefix: bool, checkpointing: bool):
     loss.backward()
     hook.remove()
     grads = {n: q.grad.clone() for n, q in model.named_parameters() if q.requires_grad}
-    return float(loss), grads, calls
+    return float(loss.detach()), grads, calls
 
 
 def test_shared_prefix_and_checkpointing_train_exactly_like_the_plain_step(tiny):
@@ -197,3 +197,22 @@ def test_shared_prefix_and_checkpointing_train_exactly_like_the_plain_step(tiny)
         assert grads2.keys() == grads.keys()
         for name, g in grads.items():
             assert torch.allclose(grads2[name], g, rtol=1e-4, atol=1e-6), (shared, ckpt, name)
+
+
+def test_checkpointing_replays_lora_dropout_and_comes_off_cleanly(tiny):
+    """With LoRA dropout the recomputed layers draw the same masks (torch restores the RNG state), so the
+    gradients are the plain step's; disabling restores each layer's own forward (an instance hook too)."""
+    loss, grads, _ = _one_training_step(tiny, shared_prefix=False, checkpointing=False, dropout=0.3)
+    loss2, grads2, calls = _one_training_step(tiny, shared_prefix=False, checkpointing=True, dropout=0.3)
+    assert calls == [4, 4] and loss2 == pytest.approx(loss, abs=1e-6)
+    for name, g in grads.items():
+        assert torch.allclose(grads2[name], g, rtol=1e-4, atol=1e-6), name
+    cfg, _, _, _ = tiny
+    model = modeling.load_base(cfg, torch.device("cpu"))
+    layers = model.model.language_model.layers
+    hook = layers[0].forward  # a bound method standing in for an instance-level hook (e.g. accelerate's)
+    layers[0].forward = hook
+    modeling.enable_checkpointing(model)
+    assert layers[0].forward is not hook and layers[1].__dict__.get("forward") is not None
+    modeling.disable_checkpointing(model)
+    assert layers[0].__dict__["forward"] is hook and "forward" not in layers[1].__dict__
