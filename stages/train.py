@@ -54,7 +54,7 @@ def answer_loss(model, builder, audios, labels, *, trim: bool, device, dtype, pr
     feature_device = "cuda" if device.type == "cuda" else "cpu"
     autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
     prefix_kv = None
-    if prefix is not None:  # a batch-1 pass of many small kernels: queue it while the GPU still runs the last step
+    if prefix is not None:  # queued before the batch's inputs, so its small kernels can overlap the last step's tail
         with autocast:
             prefix_kv = prefix.for_batch(len(audios))
     batch = builder.build(audios, labels, trim=trim, feature_device=feature_device,
