@@ -192,8 +192,8 @@ def test_unknown_condition_is_rejected(project):
 
 
 def test_full_size_report_covers_every_system(tmp_path):
-    """The default size: 24 base clips x 21 variants x 6 systems, 1000 bootstrap resamples (its time is in
-    ``python -m benchmarks.cpu_pipeline``)."""
+    """The default size: 24 base clips x 21 variants x 6 systems, 1000 bootstrap resamples (its time is part
+    of the pipeline's that ``python -m benchmarks.cpu_pipeline`` measures)."""
     meta = variants_frame(24)
     meta["level"] = meta["level"].astype(str)
     from stages import params as params_mod

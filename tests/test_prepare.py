@@ -300,7 +300,8 @@ def test_presplit_with_one_class_split_is_rejected(make_params, presplit_corpus,
 # ================================================================================================ slow
 @pytest.mark.slow
 def test_default_corpus_has_the_study_sizes(tmp_path):
-    """The default params: the study's 64/6, 72/4, 24/3 split, half speech (its time: benchmarks.cpu_pipeline)."""
+    """The default params: the study's 64/6, 72/4, 24/3 split, half speech (its time is part of
+    the ``dvc repro`` that benchmarks.cpu_pipeline measures)."""
     prepare.main(["--params", str(ROOT / "params.yaml"), "--out", str(tmp_path / "gs"),
                   "--metrics", str(tmp_path / "data.json")])
     data = json.loads((tmp_path / "data.json").read_text())
