@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stages import modeling
-from stages.params import Lora, Model, Prompt, TinyModel
-from stages.prompting import InputBuilder
-from stages.train import answer_loss
+from speech_calibration.model import forward, loading
+from speech_calibration.params import Lora, Model, Prompt, TinyModel
+from speech_calibration.model.inputs import InputBuilder
+from speech_calibration.model.training import answer_loss
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16 spec sheets
 
@@ -55,16 +55,16 @@ def build(kind: str, device: torch.device, dtype: torch.dtype, attn: str):
     """(model, processor, load seconds). tiny: built, saved and loaded with from_pretrained; 7b: random init on device."""
     from transformers import Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor, WhisperFeatureExtractor
 
-    from stages.tiny_model import build as build_tiny
-    from stages.tiny_model import build_tokenizer
+    from speech_calibration.model.tiny import build as build_tiny
+    from speech_calibration.model.tiny import build_tokenizer
 
     if kind == "tiny":
         folder = Path(tempfile.mkdtemp()) / "tiny"
         build_tiny(TinyModel(), folder)
         started = time.perf_counter()
         cfg = Model(name_or_path=str(folder), device=str(device), attn_implementation=attn)
-        model = modeling.load_base(cfg, device)
-        processor = modeling.load_processor(cfg)
+        model = loading.load_base(cfg, device)
+        processor = loading.load_processor(cfg)
         return model, processor, time.perf_counter() - started
     tokenizer = build_tokenizer()
     processor = Qwen2AudioProcessor(
@@ -109,8 +109,8 @@ def time_scoring(model, builder, audios, batch_size, *, trim, device, dtype, pre
             for start in range(0, len(items), batch_size):
                 batch = builder.build(items[start:start + batch_size], trim=trim, feature_device=feature_device,
                                       shared_prefix=prefix is not None).to(device, dtype)
-                hidden = modeling.last_hidden(model, batch, trim=trim, prefix=prefix)[:, -1]
-                modeling.answer_logits(model, hidden, builder.answer_ids).cpu()
+                hidden = forward.last_hidden(model, batch, trim=trim, prefix=prefix)[:, -1]
+                forward.answer_logits(model, hidden, builder.answer_ids).cpu()
 
     run(audios[: batch_size * warmup])
     sync(device)
@@ -147,7 +147,7 @@ def equivalence(model, builder, device, dtype, n=8) -> dict:
     def logits(items, trim):
         with torch.inference_mode(), autocast:
             batch = builder.build(items, trim=trim, feature_device=feature_device).to(device, dtype)
-            return modeling.answer_logits(model, modeling.last_hidden(model, batch, trim=trim)[:, -1],
+            return forward.answer_logits(model, forward.last_hidden(model, batch, trim=trim)[:, -1],
                                           builder.answer_ids).cpu()
 
     full_n, trim_n = logits(audios, False), logits(audios, True)
@@ -160,13 +160,13 @@ def equivalence(model, builder, device, dtype, n=8) -> dict:
 def time_training(model, builder, audios, batch_size, steps, *, checkpointing, dropout, shared_prefix, device,
                   dtype) -> dict:
     """Clips per second and peak memory of the train stage's step (LoRA r=16 on attention + MLP)."""
-    peft_model = modeling.add_lora(model, Lora(r=16, alpha=32, dropout=dropout, mlp_targets=True))
+    peft_model = loading.add_lora(model, Lora(r=16, alpha=32, dropout=dropout, mlp_targets=True))
     try:
         if checkpointing:
-            modeling.enable_checkpointing(peft_model)
+            forward.enable_checkpointing(peft_model)
         peft_model.train()
-        modeling.unwrap(peft_model).model.audio_tower.eval()
-        prefix = modeling.PrefixCache(peft_model, builder.prefix_ids, trainable=True) if shared_prefix else None
+        loading.unwrap(peft_model).model.audio_tower.eval()
+        prefix = forward.PrefixCache(peft_model, builder.prefix_ids, trainable=True) if shared_prefix else None
         trainable = [q for q in peft_model.parameters() if q.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=1e-4)
         labels = ["SPEECH" if i % 2 == 0 else "NONSPEECH" for i in range(batch_size)]
@@ -198,7 +198,7 @@ def time_training(model, builder, audios, batch_size, steps, *, checkpointing, d
             out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         return out
     finally:  # also after running out of memory: the next measurement starts from the same plain base
-        modeling.disable_checkpointing(peft_model)
+        forward.disable_checkpointing(peft_model)
         peft_model.unload()
         model.eval().requires_grad_(False)
 
@@ -244,8 +244,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
-    device = modeling.resolve_device(Model(device=args.device))
-    dtype = modeling.resolve_dtype(Model(), device)
+    device = loading.resolve_device(Model(device=args.device))
+    dtype = loading.resolve_dtype(Model(), device)
     torch.manual_seed(0)
     model, processor, load_s = build(args.model, device, dtype, args.attn)
     builder = InputBuilder(processor, Prompt())
@@ -262,7 +262,7 @@ def main() -> None:
         n = max(32, int(args.clips / max(1.0, seconds / 2)))
         audios = clips(n, seconds)
         row = {"clip_s": seconds, "clips": n, "ours": {}, "ours_no_prefix_cache": {}}
-        prefix = modeling.PrefixCache(model, builder.prefix_ids)
+        prefix = forward.PrefixCache(model, builder.prefix_ids)
         for bs in args.batch_sizes:
             row["ours"][bs] = round(time_scoring(model, builder, audios, bs, trim=True, device=device, dtype=dtype,
                                                  prefix=prefix), 2)

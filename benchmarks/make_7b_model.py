@@ -14,18 +14,18 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench import build
-from stages import modeling
-from stages.params import Model
+from speech_calibration.model import loading
+from speech_calibration.params import Model
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    device = modeling.resolve_device(Model())
+    device = loading.resolve_device(Model())
     started = time.perf_counter()
     torch.manual_seed(0)
-    model, processor, _ = build("7b", device, modeling.resolve_dtype(Model(), device), "sdpa")
+    model, processor, _ = build("7b", device, loading.resolve_dtype(Model(), device), "sdpa")
     model.save_pretrained(args.out, safe_serialization=True)
     processor.save_pretrained(args.out)
     print(f"saved {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters to {args.out} "

@@ -19,10 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python scripts/...` from anywhere
 
-from stages import calibration, metrics  # noqa: E402
-from stages.calibrate import read_logits_table  # noqa: E402
-from stages.cli import UserError, run  # noqa: E402
-from stages.fileio import write_text  # noqa: E402
+from speech_calibration.calibration.fitting import fit  # noqa: E402
+from speech_calibration.stats import metrics  # noqa: E402
+from speech_calibration.data.schema import read_logits_table  # noqa: E402
+from speech_calibration.errors import UserError  # noqa: E402
+from speech_calibration.cli import run  # noqa: E402
+from speech_calibration.fileio import write_text  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -37,7 +39,7 @@ def main(argv=None) -> None:
     if args.n_bins < 2:
         raise UserError(f"--n_bins: {args.n_bins} must be at least 2")
     _, a, b, y = read_logits_table(args.predictions_csv)
-    cal = calibration.fit("temperature", a, b, y, temperature_bounds=tuple(args.bounds))
+    cal = fit("temperature", a, b, y, temperature_bounds=tuple(args.bounds))
     t = cal.params["temperature"]
     write_text(args.output_temp, f"{t:.6f}\n")
     before = metrics.binary_metrics(y, metrics.p_speech_from_logits(a, b), n_bins=args.n_bins, decomposition=False)
@@ -54,7 +56,7 @@ def main(argv=None) -> None:
              f"{'NONSPEECH:':<11}{100 * before['acc_nonspeech']:.1f}% -> {100 * after['acc_nonspeech']:.1f}%",
              f"Saved: {args.output_temp}"]
     if args.plot is not None:
-        from stages.reliability import plot_reliability, reliability_rows
+        from speech_calibration.report.reliability import plot_reliability, reliability_rows
 
         rows = reliability_rows(args.predictions_csv.stem, {"uncalibrated": metrics.p_speech_from_logits(a, b),
                                                             "calibrated": cal.predict_proba(a, b)}, y, n_bins=args.n_bins)

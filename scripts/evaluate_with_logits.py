@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import params as params_mod
-from stages.audio import load_clips
-from stages import schema
-from stages.cli import UserError, run
-from stages.fileio import write_csv
-from stages.predict import Scorer, predictions_frame
+from speech_calibration import params as params_mod
+from speech_calibration.data.audio import load_clips
+from speech_calibration.data import schema
+from speech_calibration.errors import UserError  # noqa: E402
+from speech_calibration.cli import run
+from speech_calibration.fileio import write_csv
+from speech_calibration.model.scoring import Scorer, predictions_frame
 
 
 def main(argv=None) -> None:

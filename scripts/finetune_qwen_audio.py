@@ -12,9 +12,9 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from stages import params as params_mod
-from stages.cli import run
-from stages.train import train
+from speech_calibration import params as params_mod
+from speech_calibration.cli import run
+from speech_calibration.model.training import train
 
 
 def main(argv=None) -> None:

@@ -1,155 +1,36 @@
 """Stage ``conditions_render``: render each test clip under acoustic conditions, one dimension at a time.
 
-For every clip of ``data/processed/grouped_split/test_metadata.csv`` this writes the clean reference
-and one variant per level of each dimension of ``params.yaml: conditions`` (see ``stages/degrade.py``
-for what each transform does):
+For every clip of the test split, the clean reference and one variant per level of each dimension of
+``params.yaml: conditions`` (duration, SNR, reverberation, band limits; see
+:mod:`speech_calibration.data.variants`), written whole to ``data/processed/conditions/``
+(``audio/`` and ``conditions_metadata.csv``). The model's audio window, read from its feature
+extractor (``model.name_or_path``), bounds the container and the clips. Params: ``conditions``
+(rendering keys), ``data.sample_rate``, ``model.name_or_path``.
 
-- ``duration``: the centre ``durations_ms`` of the clip in the middle of a ``container_s`` container
-  padded with white noise at ``container_noise_dbfs`` (a level longer than the clip is skipped, never
-  padded or looped, so every duration variant is exactly its length);
-- ``snr``: white noise at ``snr_db``, measured over the clip's signal segment only;
-- ``reverb``: a seeded synthetic room response of T60 ``t60_s``;
-- ``band``: Butterworth ``telephone`` band-pass, ``lowpass`` or ``highpass``.
-
-Outputs ``data/processed/conditions/`` (written whole, atomically): ``audio/<clip_id>.wav`` and
-``conditions_metadata.csv`` in the data contract of ``stages/schema.py`` plus ``base_clip_id``,
-``condition`` and ``level`` (a number for duration in ms, SNR in dB, T60 in s; a filter name for band;
-``clean`` for the reference). Variants are deterministic: each draws from a generator seeded by
-``conditions.seed``, the clip id and the condition.
-
-    python -m stages.conditions_render [--input CSV] [--out-dir DIR] [--params params.yaml]
+    python -m stages.conditions_render [--input CSV] [--out-dir DIR]
 """
 from __future__ import annotations
 
-import logging
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from stages import degrade, schema
-from stages import params as params_mod
-from stages.audio import load_audio, write_audio
-from stages.cli import UserError, parser, run
-from stages.fileio import atomic_dir, write_csv
-
-log = logging.getLogger("stages.conditions_render")
-
-BASE_CLIP_ID = "base_clip_id"
-CONDITION = "condition"
-LEVEL = "level"
-CLEAN = "clean"
-DIMENSIONS = ("duration", "snr", "reverb", "band")  # the order of the report
-DEFAULT_INPUT = schema.split_csv("test")
-DEFAULT_OUT = Path("data/processed/conditions")
-METADATA_NAME = "conditions_metadata.csv"
-TINY_MODEL_PATH = Path("models/tiny-qwen2-audio")
-REAL_WINDOW_S = 30.0  # Qwen2-Audio's feature extractor window
-
-
-def level_text(value: float | str) -> str:
-    """How a level is written in the metadata and in clip ids: ``20``, ``-5``, ``0.3``, ``telephone``."""
-    return value if isinstance(value, str) else f"{float(value):g}"
-
-
-def variant_id(base: str, condition: str, level: str) -> str:
-    unit = {"duration": "ms", "snr": "dB", "reverb": "s"}.get(condition, "")
-    return f"{base}__{CLEAN}" if condition == CLEAN else f"{base}__{condition}_{level}{unit}"
-
-
-def variant_rng(seed: int, clip_id: str, condition: str, level: str) -> np.random.Generator:
-    """A generator that depends only on the seed, the clip and the variant (not on row order)."""
-    key = [zlib.crc32(s.encode()) for s in (clip_id, condition, level)]
-    return np.random.default_rng([seed, *key])
-
-
-def render_clip(x: np.ndarray, clip_id: str, cfg: params_mod.Conditions, rate: int) -> list[tuple[str, str, np.ndarray]]:
-    """Every variant of one clip as ``(condition, level, samples)``; the clean reference first."""
-    out: list[tuple[str, str, np.ndarray]] = [(CLEAN, CLEAN, np.asarray(x, dtype=np.float64))]
-    for ms in cfg.durations_ms:
-        level = level_text(ms)
-        if degrade.n_samples(ms, rate) > len(x):
-            continue
-        y, _, _ = degrade.duration_variant(x, rate, ms, cfg.container_s, cfg.container_noise_dbfs,
-                                           variant_rng(cfg.seed, clip_id, "duration", level))
-        out.append(("duration", level, degrade.fit_peak(y)))
-    segment = degrade.signal_segment(x, rate)
-    for snr in cfg.snr_db:
-        level = level_text(snr)
-        y = degrade.add_noise_at_snr(x, snr, variant_rng(cfg.seed, clip_id, "snr", level), segment)
-        out.append(("snr", level, degrade.fit_peak(y)))
-    for t60 in cfg.t60_s:
-        level = level_text(t60)
-        rir = degrade.synthetic_rir(t60, rate, variant_rng(cfg.seed, clip_id, "reverb", level))
-        out.append(("reverb", level, degrade.fit_peak(degrade.reverberate(x, rir))))
-    for kind in cfg.band:
-        sos = degrade.band_filter_sos(kind, rate, cfg.band_low_hz, cfg.band_high_hz, cfg.filter_order)
-        out.append(("band", kind, degrade.fit_peak(degrade.band_limit(x, sos))))
-    return out
-
-
-def audio_window_s(p: params_mod.Params) -> float:
-    """The model's audio window: the tiny model's ``tiny_model.window_s``, else the real model's 30 s."""
-    tiny = Path(p.model.name_or_path).resolve() == TINY_MODEL_PATH.resolve()
-    return p.tiny_model.window_s if tiny else REAL_WINDOW_S
-
-
-def check_config(p: params_mod.Params, params_path: str) -> None:
-    cfg, rate = p.conditions, p.data.sample_rate
-    window = audio_window_s(p)
-    if cfg.durations_ms and cfg.container_s > window:
-        raise UserError(f"{params_path}: conditions.container_s: {cfg.container_s} s is longer than the model's "
-                        f"{window:g} s audio window (tiny_model.window_s); shorten the container or widen the window")
-    if cfg.band and not cfg.band_high_hz < rate / 2:
-        raise UserError(f"{params_path}: conditions.band_high_hz: {cfg.band_high_hz:g} Hz must be below the Nyquist "
-                        f"frequency {rate / 2:g} Hz of data.sample_rate")
-
-
-def render(metadata: pd.DataFrame, cfg: params_mod.Conditions, rate: int, out_dir: Path, window_s: float) -> pd.DataFrame:
-    """Write every variant of every clip under ``out_dir/audio`` and return the metadata rows."""
-    from tqdm import tqdm
-
-    rows, skipped = [], 0
-    for rec in tqdm(metadata.to_dict("records"), desc="render conditions", unit="clip"):
-        x = load_audio(rec["audio_file"], rate).astype(np.float64)
-        if len(x) > window_s * rate:
-            raise UserError(f"{rec['audio_file']}: clip of {len(x) / rate:.2f} s is longer than the model's "
-                            f"{window_s:g} s audio window; the variants would be cut (widen tiny_model.window_s)")
-        variants = render_clip(x, rec[schema.CLIP_ID], cfg, rate)
-        skipped += len(cfg.durations_ms) - sum(c == "duration" for c, _, _ in variants)
-        for condition, level, y in variants:
-            cid = variant_id(rec[schema.CLIP_ID], condition, level)
-            rel = Path("audio") / f"{cid}.wav"
-            write_audio(out_dir / rel, y.astype(np.float32), rate)
-            row = {schema.CLIP_ID: cid, schema.AUDIO_PATH: rel.as_posix(), schema.LABEL: rec[schema.LABEL],
-                   schema.GROUP_ID: rec[schema.GROUP_ID], schema.DURATION_S: len(y) / rate,
-                   BASE_CLIP_ID: rec[schema.CLIP_ID], CONDITION: condition, LEVEL: level}
-            if schema.SOURCE in rec and isinstance(rec[schema.SOURCE], str):
-                row[schema.SOURCE] = rec[schema.SOURCE]
-            rows.append(row)
-    if skipped:
-        log.warning("%d duration variant(s) skipped: the clip is shorter than the requested segment", skipped)
-    return pd.DataFrame(rows)
+from speech_calibration import layout, params
+from speech_calibration.cli import parser, run
+from speech_calibration.data import schema
+from speech_calibration.data.variants import check_config, write_variants
+from speech_calibration.model.loading import audio_window_s
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = parser(__doc__.split("\n\n")[0])
-    ap.add_argument("--input", default=str(DEFAULT_INPUT), help="metadata CSV of the clips to vary (default: %(default)s)")
-    ap.add_argument("--out-dir", default=str(DEFAULT_OUT), help="output folder (default: %(default)s)")
+    ap = parser(__doc__)
+    ap.add_argument("--input", type=Path, default=layout.split_csv("test"),
+                    help="metadata CSV of the clips to vary (default: %(default)s)")
+    ap.add_argument("--out-dir", type=Path, default=layout.CONDITIONS_DIR, help="output folder (default: %(default)s)")
     args = ap.parse_args(argv)
-    p = params_mod.load(args.params)
-    check_config(p, args.params)
-    metadata = schema.read_metadata(args.input)
-    out_dir = Path(args.out_dir)
-    with atomic_dir(out_dir) as tmp:
-        frame = render(metadata, p.conditions, p.data.sample_rate, tmp, audio_window_s(p))
-        write_csv(tmp / METADATA_NAME, frame)
-        schema.read_metadata(tmp / METADATA_NAME)  # the contract holds for what we wrote
-    counts = frame[CONDITION].value_counts()
-    log.info("%d variants of %d clips -> %s (%s)", len(frame), len(metadata), out_dir / METADATA_NAME,
-             ", ".join(f"{c}: {counts.get(c, 0)}" for c in (CLEAN, *DIMENSIONS)))
+    config = params.load(args.params)
+    window = audio_window_s(config.model)
+    check_config(config, args.params, window)
+    write_variants(schema.read_metadata(args.input), config, args.out_dir, window)
 
 
 if __name__ == "__main__":

@@ -1,144 +1,23 @@
-"""Stage ``predict@<seed>`` (and ``predict_zeroshot``): the A/B answer logits of every clip.
+"""Stage ``predict@<seed>`` (and ``predict_zeroshot``, ``predict_conditions*``): the A/B answer logits of every clip.
 
-Loads the base model and (unless ``--zero-shot``) the seed's adapter once, and scores dev, test and
-``predict.extra_csvs`` in one process: one forward pass per batch, no text generation. The logits of
-the two answer tokens come from the decoder's last hidden state at the answer position against just
-those two rows of the output head; the log-sum-exp of the whole vocabulary at that one position is
-kept too, so a report can say how much probability falls outside A/B. Clips are sorted by length so
-each batch's audio window is short, padded on the left, and returned in the CSV's order.
+Loads the base model (``model.name_or_path``) and, unless ``--zero-shot``, the seed's adapter once, and
+scores in one process (:mod:`speech_calibration.model.scoring`): one forward pass per batch, no text
+generation. Beside each set, ``<set>_content_free.csv`` holds the logits of two content-free inputs
+(digital silence and a short white noise) for contextual calibration. Params: ``model``, ``prompt``,
+``predict``.
 
-Beside each split, ``<split>_content_free.csv`` holds the logits of two content-free inputs (digital
-silence and a short white noise) for contextual calibration.
-
-    python -m stages.predict --seed 42                 # -> predictions/seed_42/{dev,test}.csv
-    python -m stages.predict --zero-shot               # -> predictions/zeroshot/{dev,test}.csv
-    python -m stages.predict --seed 42 --csv conditions=data/processed/conditions/conditions_metadata.csv \\
-        --out-dir predictions/conditions/seed_42
+    python -m stages.predict --seed 42                 # dev, test, predict.extra_csvs -> predictions/seed_42/
+    python -m stages.predict --zero-shot               # the base model alone -> predictions/zeroshot/
+    python -m stages.predict --seed 42 --conditions    # the condition variants -> predictions/conditions/seed_42/
 """
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
-
-from stages import modeling, schema
-from stages import params as params_mod
-from stages.audio import load_clips
-from stages.cli import UserError, parser, run
-from stages.fileio import atomic_dir, write_csv
-
-log = logging.getLogger("stages.predict")
-CONTENT_FREE_INPUTS = ("silence", "noise")
-_DROP = {schema.AUDIO_PATH, "audio_file"}
-
-
-class Scorer:
-    """A loaded model (base, or base + adapter) that turns clips into answer logits."""
-
-    def __init__(self, p: params_mod.Params, adapter: Path | None):
-        from stages.prompting import InputBuilder
-
-        self.p = p
-        self.device = modeling.resolve_device(p.model)
-        self.dtype = modeling.resolve_dtype(p.model, self.device)
-        self.builder = InputBuilder(modeling.load_processor(p.model), p.prompt)
-        model = modeling.load_base(p.model, self.device)
-        self.model = modeling.load_adapter(model, adapter) if adapter is not None else model
-        self.model.eval()
-        self.trim = p.model.trim_audio_window
-        self.prefix = (modeling.PrefixCache(self.model, self.builder.prefix_ids)
-                       if self.trim and p.model.cache_prompt_prefix else None)
-        self.feature_device = "cuda" if self.device.type == "cuda" else "cpu"
-
-    def score(self, audios: Sequence[np.ndarray], desc: str = "score") -> dict[str, np.ndarray]:
-        """logit_A, logit_B and the vocabulary log-sum-exp for every clip, in the order given."""
-        from tqdm import tqdm
-
-        order = np.argsort([len(a) for a in audios], kind="stable")
-        out = np.zeros((len(audios), 3), dtype=np.float64)
-        size = self.p.predict.batch_size
-        autocast = torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
-        with torch.inference_mode(), autocast, tqdm(total=len(audios), desc=desc, unit="clip") as bar:
-            for start in range(0, len(order), size):
-                idx = order[start:start + size]
-                batch = self.builder.build([audios[i] for i in idx], trim=self.trim, feature_device=self.feature_device,
-                                           shared_prefix=self.prefix is not None).to(self.device, self.dtype)
-                hidden = modeling.last_hidden(self.model, batch, trim=self.trim, prefix=self.prefix)[:, -1]
-                pair = modeling.answer_logits(self.model, hidden, self.builder.answer_ids)
-                lse = modeling.vocab_logsumexp(self.model, hidden)
-                out[idx, :2] = pair.cpu().numpy()
-                out[idx, 2] = lse.cpu().numpy()
-                bar.update(len(idx))
-        return {schema.LOGIT_A: out[:, 0], schema.LOGIT_B: out[:, 1], schema.LOGSUMEXP_VOCAB: out[:, 2]}
-
-
-def predictions_frame(meta: pd.DataFrame, scores: dict[str, np.ndarray], prompt: params_mod.Prompt) -> pd.DataFrame:
-    """The predictions CSV rows: identity, truth, logits, p(SPEECH) at T=1, prediction, carried metadata."""
-    a, b = scores[schema.LOGIT_A], scores[schema.LOGIT_B]
-    frame = pd.DataFrame({
-        schema.CLIP_ID: meta[schema.CLIP_ID].to_numpy(),
-        schema.GROUP_ID: meta[schema.GROUP_ID].to_numpy(),
-        schema.LABEL: meta[schema.LABEL].to_numpy(),
-        schema.GROUND_TRUTH_TOKEN: np.where(meta[schema.LABEL] == schema.SPEECH, prompt.speech_answer,
-                                            prompt.nonspeech_answer),
-        schema.LOGIT_A: a,
-        schema.LOGIT_B: b,
-        schema.P_SPEECH: 1.0 / (1.0 + np.exp(-(a - b))),
-        schema.PREDICTED_TOKEN: np.where(a >= b, prompt.speech_answer, prompt.nonspeech_answer),
-        schema.LOGSUMEXP_VOCAB: scores[schema.LOGSUMEXP_VOCAB],
-    })
-    for col in meta.columns:
-        if col not in frame.columns and col not in _DROP:
-            frame[col] = meta[col].to_numpy()
-    return frame
-
-
-def content_free_audio(p: params_mod.Predict, sample_rate: int) -> list[np.ndarray]:
-    """Digital silence and a seeded white noise at ``content_free_noise_dbfs`` RMS, both of the same length."""
-    n = int(round(p.content_free_duration_s * sample_rate))
-    noise = np.random.default_rng(0).standard_normal(n)
-    noise *= 10 ** (p.content_free_noise_dbfs / 20) / np.sqrt(np.mean(noise**2))
-    return [np.zeros(n, dtype=np.float32), noise.astype(np.float32)]
-
-
-def score_csvs(p: params_mod.Params, scorer: Scorer, csvs: dict[str, Path], out_dir: Path) -> dict[str, pd.DataFrame]:
-    """Score every named metadata CSV into ``out_dir/<name>.csv`` (+ ``<name>_content_free.csv``), atomically."""
-    metas = {name: schema.read_metadata(path, require_both_classes=False) for name, path in csvs.items()}
-    free_audio = content_free_audio(p.predict, scorer.builder.sampling_rate)
-    free = scorer.score(free_audio, desc="content-free")
-    free_frame = pd.DataFrame({"input": CONTENT_FREE_INPUTS, schema.LOGIT_A: free[schema.LOGIT_A],
-                               schema.LOGIT_B: free[schema.LOGIT_B]})
-    free_frame[schema.P_SPEECH] = 1.0 / (1.0 + np.exp(-(free_frame[schema.LOGIT_A] - free_frame[schema.LOGIT_B])))
-    free_frame[schema.LOGSUMEXP_VOCAB] = free[schema.LOGSUMEXP_VOCAB]
-    frames = {}
-    with atomic_dir(out_dir) as tmp:
-        for name, meta in metas.items():
-            started = time.perf_counter()
-            audios = load_clips(list(meta["audio_file"]), scorer.builder.sampling_rate)
-            frame = predictions_frame(meta, scorer.score(audios, desc=name), p.prompt)
-            write_csv(tmp / f"{name}.csv", frame)
-            write_csv(tmp / f"{name}_content_free.csv", free_frame)
-            seconds = time.perf_counter() - started
-            acc = float((frame[schema.PREDICTED_TOKEN] == frame[schema.GROUND_TRUTH_TOKEN]).mean())
-            log.info("%s: %d clips in %.1f s (%.1f clips/s), accuracy at T=1 %.3f", name, len(frame), seconds,
-                     len(frame) / max(seconds, 1e-9), acc)
-            frames[name] = frame
-    return frames
-
-
-def _parse_csv_args(items: Sequence[str]) -> dict[str, Path]:
-    out = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise UserError(f"--csv {item!r}: expected NAME=PATH, e.g. --csv test=data/processed/grouped_split/test_metadata.csv")
-        out[name] = Path(path)
-    return out
+from speech_calibration import layout, params
+from speech_calibration.cli import parser, run
+from speech_calibration.model.scoring import Scorer, score_csvs
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -146,21 +25,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--seed", type=int, help="score with the adapter trained with this seed (models/seed_<seed>)")
     who.add_argument("--zero-shot", action="store_true", help="score with the base model alone, no adapter")
-    p.add_argument("--adapter", type=Path, help="adapter folder (default: models/seed_<seed>)")
-    p.add_argument("--csv", action="append", default=[], metavar="NAME=PATH",
-                   help="score this metadata CSV into <out-dir>/NAME.csv (repeatable); default: dev, test and "
-                        "predict.extra_csvs")
-    p.add_argument("--out-dir", type=Path, help="output folder (default: predictions/seed_<seed> or predictions/zeroshot)")
+    p.add_argument("--conditions", action="store_true",
+                   help=f"score the condition variants ({layout.conditions_csv()}) instead of dev and test")
     args = p.parse_args(argv)
-    params = params_mod.load(args.params)
-    csvs = _parse_csv_args(args.csv) or {
-        "dev": schema.split_csv("dev"), "test": schema.split_csv("test"),
-        **{name: Path(path) for name, path in params.predict.extra_csvs.items()},
-    }
-    adapter = None if args.zero_shot else (args.adapter or Path(f"models/seed_{args.seed}"))
-    out_dir = args.out_dir or Path("predictions/zeroshot" if args.zero_shot else f"predictions/seed_{args.seed}")
-    scorer = Scorer(params, adapter)
-    score_csvs(params, scorer, csvs, out_dir)
+    config = params.load(args.params)
+    system = layout.ZEROSHOT if args.zero_shot else layout.seed_system(args.seed)
+    if args.conditions:
+        csvs = {layout.CONDITIONS_SET: layout.conditions_csv()}
+        out_dir = layout.conditions_predictions_dir(system)
+    else:
+        csvs = {"dev": layout.split_csv("dev"), "test": layout.split_csv("test"),
+                **{name: Path(path) for name, path in config.predict.extra_csvs.items()}}
+        out_dir = layout.predictions_dir(system)
+    scorer = Scorer(config, None if args.zero_shot else layout.adapter_dir(args.seed))
+    score_csvs(config, scorer, csvs, out_dir)
 
 
 if __name__ == "__main__":

@@ -1,179 +1,27 @@
 """Stage ``train@<seed>``: LoRA fine-tuning of Qwen2-Audio to answer A (SPEECH) or B (NONSPEECH).
 
 Reads the train split, the base model named by ``model.name_or_path``, and the ``model``, ``prompt``,
-``lora`` and ``train`` params. Only the answer token is supervised (every prompt position is masked out
-of the loss). Writes the adapter with ``save_pretrained`` (``adapter_model.safetensors``,
-``adapter_config.json``: ``PeftModel.from_pretrained`` opens it) plus ``train_info.json`` into
-``models/seed_<seed>/``, and dvclive logs (loss and learning rate per optimizer step, train accuracy
-per epoch) into ``metrics/train/seed_<seed>/``.
+``lora`` and ``train`` params. Only the answer token is supervised. Writes the adapter with
+``save_pretrained`` (``PeftModel.from_pretrained`` opens it) plus ``train_info.json`` into
+``models/seed_<seed>/``, and dvclive curves into ``metrics/train/seed_<seed>/``
+(:mod:`speech_calibration.model.training`).
 
     python -m stages.train --seed 42
 """
 from __future__ import annotations
 
-import logging
-import math
-import random
-import time
 from collections.abc import Sequence
-from dataclasses import asdict
-from pathlib import Path
 
-import numpy as np
-
-from stages import params as params_mod
-from stages.cli import parser, run
-from stages.fileio import atomic_dir, write_json
-
-log = logging.getLogger("stages.train")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch, and ask torch for deterministic kernels."""
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def answer_loss(model, builder, audios, labels, *, trim: bool, device, dtype, prefix=None):
-    """One micro-batch: build the training inputs, forward, cross-entropy on the answer token only.
-
-    The answer token is the last of each (left-padded) row; it is predicted at the position before it.
-    ``prefix`` (a trainable :class:`stages.modeling.PrefixCache`) runs the prompt text that every row
-    shares once for the batch instead of once per row. Returns (loss, vocabulary logits at the answer
-    position, target token ids).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from stages import modeling
-
-    feature_device = "cuda" if device.type == "cuda" else "cpu"
-    autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
-    prefix_kv = None
-    if prefix is not None:  # queued before the batch's inputs, so its small kernels can overlap the last step's tail
-        with autocast:
-            prefix_kv = prefix.for_batch(len(audios))
-    batch = builder.build(audios, labels, trim=trim, feature_device=feature_device,
-                          shared_prefix=prefix is not None).to(device, dtype)
-    with autocast:
-        hidden = modeling.last_hidden(model, batch, trim=trim, prefix=prefix, prefix_kv=prefix_kv)[:, -2]
-        logits = modeling.vocab_logits(model, hidden)
-    target = batch.labels[:, -1]
-    return F.cross_entropy(logits, target), logits, target
-
-
-def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dict:
-    import torch
-    from dvclive import Live
-    from tqdm import tqdm
-    from transformers import get_linear_schedule_with_warmup
-
-    from stages import modeling, schema
-    from stages.audio import load_clips
-    from stages.prompting import InputBuilder
-
-    cfg = p.train
-    seed_everything(seed)
-    device = modeling.resolve_device(p.model)
-    dtype = modeling.resolve_dtype(p.model, device)
-    processor = modeling.load_processor(p.model)
-    builder = InputBuilder(processor, p.prompt)
-    frame = schema.read_metadata(schema.split_csv("train"))
-    audios = load_clips(list(frame["audio_file"]), builder.sampling_rate)
-    labels = list(frame[schema.LABEL])
-
-    base = modeling.load_base(p.model, device)
-    if p.model.load_in_4bit:
-        from peft import prepare_model_for_kbit_training
-
-        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)  # ours, below
-    torch.manual_seed(seed)  # the LoRA init draws from torch's generator
-    model = modeling.add_lora(base, p.lora)
-    targets = modeling.adapted_modules(model)
-    n_trainable = sum(q.numel() for q in model.parameters() if q.requires_grad)
-    log.info("LoRA r=%d on %d modules (%d trainable parameters), e.g. %s", p.lora.r, len(targets), n_trainable,
-             ", ".join(targets[:3]))
-    if cfg.gradient_checkpointing:
-        modeling.enable_checkpointing(model)
-    model.train()
-    if not p.lora.encoder_targets:
-        modeling.unwrap(model).model.audio_tower.eval()  # frozen encoder: no dropout
-    trim = p.model.trim_audio_window
-    prefix = modeling.PrefixCache(model, builder.prefix_ids, trainable=True) if cfg.share_prompt_prefix else None
-
-    trainable = [q for q in model.parameters() if q.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    micro_per_epoch = math.ceil(len(frame) / cfg.batch_size)
-    steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
-    total_steps = steps_per_epoch * cfg.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(round(cfg.warmup_ratio * total_steps)), total_steps)
-    order = torch.Generator().manual_seed(seed)
-    answer_ids = builder.answer_ids
-
-    started = time.perf_counter()
-    step, last_loss = 0, float("nan")
-    with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        bar = tqdm(total=total_steps, desc=f"train seed {seed}", unit="step")
-        for epoch in range(cfg.epochs):
-            perm = torch.randperm(len(frame), generator=order).tolist()
-            correct, seen, window_loss = 0, 0, []
-            for micro in range(micro_per_epoch):
-                idx = perm[micro * cfg.batch_size:(micro + 1) * cfg.batch_size]
-                loss, logits, target = answer_loss(model, builder, [audios[i] for i in idx], [labels[i] for i in idx],
-                                                   trim=trim, device=device, dtype=dtype, prefix=prefix)
-                (loss / cfg.grad_accum).backward()
-                window_loss.append(loss.detach().item())
-                pair = logits[:, list(answer_ids)]
-                predicted = torch.where(pair[:, 0] >= pair[:, 1], answer_ids[0], answer_ids[1])
-                correct += int((predicted == target).sum())
-                seen += len(idx)
-                if (micro + 1) % cfg.grad_accum == 0 or micro + 1 == micro_per_epoch:
-                    torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    last_loss = float(np.mean(window_loss))
-                    live.log_metric("train/loss", last_loss)
-                    live.log_metric("train/learning_rate", scheduler.get_last_lr()[0])
-                    live.next_step()
-                    step += 1
-                    window_loss = []
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch + 1)
-            live.log_metric("train/accuracy_epoch", correct / seen, plot=True)
-            live.log_metric("train/epoch", epoch + 1, plot=False)
-        bar.close()
-        wall = time.perf_counter() - started
-        live.summary["train/final_loss"] = last_loss
-        live.summary["train/wall_time_s"] = round(wall, 2)
-
-    info = {
-        "seed": seed, "steps": step, "epochs": cfg.epochs, "clips": len(frame), "final_loss": last_loss,
-        "wall_time_s": round(wall, 2), "clips_per_s": round(len(frame) * cfg.epochs / wall, 2),
-        "device": str(device), "dtype": str(dtype).removeprefix("torch."), "trainable_parameters": n_trainable,
-        "adapted_modules": targets, "base_model": p.model.name_or_path,
-        "params": {"lora": asdict(p.lora), "train": asdict(cfg), "prompt": asdict(p.prompt)},
-    }
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        write_json(tmp / "train_info.json", info)
-    log.info("seed %d: %d steps in %.1f s, final loss %.4f -> %s", seed, step, wall, last_loss, out_dir)
-    return info
+from speech_calibration import layout, params
+from speech_calibration.cli import parser, run
+from speech_calibration.model.training import train
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser(__doc__)
     p.add_argument("--seed", type=int, required=True, help="random seed (one of params.yaml's seeds)")
-    p.add_argument("--out", type=Path, help="adapter folder (default: models/seed_<seed>)")
-    p.add_argument("--live-dir", type=Path, help="dvclive folder (default: metrics/train/seed_<seed>)")
     args = p.parse_args(argv)
-    params = params_mod.load(args.params)
-    train(params, args.seed, args.out or Path(f"models/seed_{args.seed}"),
-          args.live_dir or Path(f"metrics/train/seed_{args.seed}"))
+    train(params.load(args.params), args.seed, layout.adapter_dir(args.seed), layout.train_live_dir(args.seed))
 
 
 if __name__ == "__main__":

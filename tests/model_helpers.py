@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from stages import params as params_mod
-from stages.audio import write_audio
+from speech_calibration import params as params_mod
+from speech_calibration.data.audio import write_audio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def toy_clips(seed: int = 0, durations=(0.2, 1.0, 2.5, 5.0)) -> list[np.ndarray]
 @functools.lru_cache(maxsize=None)
 def tiny_model_dir(cache_root: str) -> Path:
     """Build the tiny model once per test session, as the repo's params.yaml builds it."""
-    from stages.tiny_model import build
+    from speech_calibration.model.tiny import build
 
     out = Path(cache_root) / "tiny-qwen2-audio"
     if not out.exists():

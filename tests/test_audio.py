@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from stages.audio import MODEL_RATE, load_audio, probe_audio, write_audio
-from stages.cli import UserError
+from speech_calibration.data.audio import MODEL_RATE, load_audio, probe_audio, write_audio
+from speech_calibration.errors import UserError
 
 
 def peak_hz(x: np.ndarray, rate: int = MODEL_RATE) -> float:

@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from stages import baselines, schema
-from stages import params as params_mod
-from stages.audio import write_audio
-from stages.cli import run
+from speech_calibration.vad import scoring as baselines
+from speech_calibration.data import schema
+from speech_calibration import params as params_mod
+from speech_calibration.data.audio import write_audio
+from speech_calibration.cli import run
 from test_vad import pink_noise, speech_in_noise, white_noise
 
 ROOT = Path(__file__).resolve().parents[1]

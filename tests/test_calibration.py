@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from stages import calibration as C
-from stages import metrics as M
-from stages.cli import UserError
+from speech_calibration.calibration import calibrators as C
+from speech_calibration.stats import metrics as M
+from speech_calibration.errors import UserError
 
 
 def draw(n, rng, scale=3.0):

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages import conditions
-from stages.calibration import Calibrator
-from stages.conditions_render import variant_id
+from speech_calibration.report import conditions
+from speech_calibration.calibration.calibrators import Calibrator
+from speech_calibration.data.variants import variant_id
 
 ROOT = Path(__file__).resolve().parents[1]
 DURATIONS = [20, 40, 60, 80, 100, 200, 500, 1000]
@@ -196,7 +196,7 @@ def test_full_size_report_covers_every_system(tmp_path):
     of the pipeline's that ``python -m benchmarks.cpu_pipeline`` measures)."""
     meta = variants_frame(24)
     meta["level"] = meta["level"].astype(str)
-    from stages import params as params_mod
+    from speech_calibration import params as params_mod
 
     cfg = params_mod.Conditions(t60_s=[0.3, 1.0, 2.5])
     scored = []

@@ -11,11 +11,12 @@ import pytest
 import yaml
 from scipy import signal
 
-from stages import degrade, schema
-from stages import params as params_mod
-from stages.audio import load_audio, write_audio
-from stages.cli import UserError
-from stages.conditions_render import render_clip, variant_id
+from speech_calibration.data import degrade
+from speech_calibration.data import schema
+from speech_calibration import params as params_mod
+from speech_calibration.data.audio import load_audio, write_audio
+from speech_calibration.errors import UserError
+from speech_calibration.data.variants import render_clip, variant_id
 import stages.conditions_render as conditions_render
 
 SR = 16000

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from stages import metrics as M
+from speech_calibration.stats import metrics as M
 
 # ---------------------------------------------------------------------------- hand-computed examples
 # four forecasts, two bins: width bins [0, .5) and [.5, 1]

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stages import modeling
-from stages.cli import UserError
-from stages.params import Lora, Model, Prompt
-from stages.prompting import IGNORE_INDEX, InputBuilder, answer_token_ids
+from speech_calibration.model import forward, loading
+from speech_calibration.errors import UserError
+from speech_calibration.params import Lora, Model, Prompt
+from speech_calibration.model.inputs import IGNORE_INDEX, InputBuilder, answer_token_ids
 from tests.model_helpers import tiny_model_dir, toy_clips
 
 
@@ -16,8 +16,8 @@ from tests.model_helpers import tiny_model_dir, toy_clips
 def tiny(tmp_path_factory):
     path = tiny_model_dir(str(tmp_path_factory.getbasetemp()))
     cfg = Model(name_or_path=str(path))
-    processor = modeling.load_processor(cfg)
-    model = modeling.load_base(cfg, torch.device("cpu"))
+    processor = loading.load_processor(cfg)
+    model = loading.load_base(cfg, torch.device("cpu"))
     return cfg, processor, model, InputBuilder(processor, Prompt())
 
 
@@ -38,7 +38,7 @@ def test_trimmed_window_matches_the_models_full_window_forward(tiny):
     trimmed = builder.build(clips, trim=True)
     assert trimmed.input_features.shape[-1] < builder.window_frames  # the window really is shorter
     with torch.no_grad():
-        ours = modeling.answer_logits(model, modeling.last_hidden(model, trimmed, trim=True)[:, -1], builder.answer_ids)
+        ours = forward.answer_logits(model, forward.last_hidden(model, trimmed, trim=True)[:, -1], builder.answer_ids)
         ref_inputs = processor(text=[builder.text] * len(clips), audio=clips, sampling_rate=16000, return_tensors="pt",
                                padding=True)
         position_ids = (ref_inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
@@ -51,10 +51,10 @@ def test_batched_equals_one_at_a_time_for_clips_of_different_lengths(tiny):
     clips = toy_clips(durations=(5.0, 0.2, 2.0, 0.7, 4.1))
     with torch.no_grad():
         batch = builder.build(clips)
-        together = modeling.answer_logits(model, modeling.last_hidden(model, batch)[:, -1], builder.answer_ids)
+        together = forward.answer_logits(model, forward.last_hidden(model, batch)[:, -1], builder.answer_ids)
         for i, clip in enumerate(clips):
             alone_batch = builder.build([clip])
-            alone = modeling.answer_logits(model, modeling.last_hidden(model, alone_batch)[:, -1], builder.answer_ids)
+            alone = forward.answer_logits(model, forward.last_hidden(model, alone_batch)[:, -1], builder.answer_ids)
             assert torch.allclose(together[i], alone[0], atol=1e-5)
 
 
@@ -80,7 +80,7 @@ def test_answer_loss_equals_the_models_own_masked_label_loss(tiny):
     labels = ["SPEECH", "NONSPEECH", "NONSPEECH", "SPEECH"]
     batch = builder.build(clips, labels, trim=False)
     with torch.no_grad():
-        ours = F.cross_entropy(modeling.vocab_logits(model, modeling.last_hidden(model, batch, trim=False)[:, -2]),
+        ours = F.cross_entropy(forward.vocab_logits(model, forward.last_hidden(model, batch, trim=False)[:, -2]),
                                batch.labels[:, -1])
         ref = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
                     input_features=batch.input_features, feature_attention_mask=batch.feature_attention_mask,
@@ -100,8 +100,8 @@ def test_answers_must_be_single_tokens(tiny):
 @pytest.mark.parametrize("mlp, encoder", [(False, False), (True, False), (True, True)])
 def test_lora_targets_exactly_the_named_modules(tiny, mlp, encoder):
     cfg, _, _, _ = tiny
-    model = modeling.load_base(cfg, torch.device("cpu"))
-    names = modeling.adapted_modules(modeling.add_lora(model, Lora(r=4, mlp_targets=mlp, encoder_targets=encoder)))
+    model = loading.load_base(cfg, torch.device("cpu"))
+    names = loading.adapted_modules(loading.add_lora(model, Lora(r=4, mlp_targets=mlp, encoder_targets=encoder)))
     text_layers, encoder_layers = 2, 2  # the default tiny_model params
     expected = {f"model.language_model.layers.{i}.self_attn.{p}" for i in range(text_layers)
                 for p in ("q_proj", "k_proj", "v_proj", "o_proj")}
@@ -117,63 +117,63 @@ def test_lora_targets_exactly_the_named_modules(tiny, mlp, encoder):
 
 def test_missing_base_model_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="model.name_or_path: .*does not exist; build the embedded model"):
-        modeling.load_base(Model(name_or_path=str(tmp_path / "nope")))
+        loading.load_base(Model(name_or_path=str(tmp_path / "nope")))
     # the embedded default's relative path, before `dvc repro tiny_model` has built it
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
     with pytest.raises(UserError, match="'models/tiny-qwen2-audio' does not exist; build the embedded model"):
-        modeling.load_base(Model(name_or_path="models/tiny-qwen2-audio"))
+        loading.load_base(Model(name_or_path="models/tiny-qwen2-audio"))
     with pytest.raises(UserError, match="does not exist"):
-        modeling.load_processor(Model(name_or_path=str(tmp_path / "nope")))
+        loading.load_processor(Model(name_or_path=str(tmp_path / "nope")))
 
 
 def test_corrupt_adapter_folder_is_a_clear_error(tiny, tmp_path):
     cfg, _, _, _ = tiny
-    model = modeling.load_base(cfg, torch.device("cpu"))
+    model = loading.load_base(cfg, torch.device("cpu"))
     with pytest.raises(UserError, match="no adapter_config.json; this is not a trained adapter folder"):
-        modeling.load_adapter(model, tmp_path)
-    peft_model = modeling.add_lora(model, Lora(r=4))
+        loading.load_adapter(model, tmp_path)
+    peft_model = loading.add_lora(model, Lora(r=4))
     peft_model.save_pretrained(str(tmp_path / "adapter"))
     (tmp_path / "adapter/adapter_model.safetensors").write_bytes(b"not a safetensors file")
-    base = modeling.load_base(cfg, torch.device("cpu"))
+    base = loading.load_base(cfg, torch.device("cpu"))
     with pytest.raises(UserError, match="cannot load the adapter .*re-run dvc repro train"):
-        modeling.load_adapter(base, tmp_path / "adapter")
+        loading.load_adapter(base, tmp_path / "adapter")
 
 
 def test_cached_prompt_prefix_gives_the_same_logits(tiny):
     _, _, model, builder = tiny
     clips = toy_clips(durations=(0.2, 1.0, 3.0, 5.0, 0.5))
     with torch.no_grad():
-        prefix = modeling.PrefixCache(model, builder.prefix_ids)
+        prefix = forward.PrefixCache(model, builder.prefix_ids)
         full = builder.build(clips)
         short = builder.build(clips, shared_prefix=True)
         assert short.input_ids.shape[1] == full.input_ids.shape[1] - len(builder.prefix_ids)
-        ours = modeling.answer_logits(model, modeling.last_hidden(model, short, prefix=prefix)[:, -1], builder.answer_ids)
-        ref = modeling.answer_logits(model, modeling.last_hidden(model, full)[:, -1], builder.answer_ids)
+        ours = forward.answer_logits(model, forward.last_hidden(model, short, prefix=prefix)[:, -1], builder.answer_ids)
+        ref = forward.answer_logits(model, forward.last_hidden(model, full)[:, -1], builder.answer_ids)
     assert torch.allclose(ours, ref, atol=1e-5)
     with pytest.raises(ValueError, match="needs the matching PrefixCache"):
-        modeling.last_hidden(model, short)
+        forward.last_hidden(model, short)
 
 
 def _one_training_step(tiny, *, shared_prefix: bool, checkpointing: bool, dropout: float = 0.0):
     """Loss, LoRA gradients and decoder-attention calls of one training micro-batch (fp32)."""
-    from stages.train import answer_loss
+    from speech_calibration.model.training import answer_loss
 
     cfg, _, _, builder = tiny
     torch.manual_seed(0)
-    model = modeling.add_lora(modeling.load_base(cfg, torch.device("cpu")), Lora(r=4, dropout=dropout, encoder_targets=True))
+    model = loading.add_lora(loading.load_base(cfg, torch.device("cpu")), Lora(r=4, dropout=dropout, encoder_targets=True))
     with torch.no_grad():  # lora_B starts at zero; give every adapter a non-trivial gradient path
         for name, q in model.named_parameters():
             if "lora_B" in name:
                 q.normal_(0.0, 0.05)
     if checkpointing:
-        modeling.enable_checkpointing(model)
+        forward.enable_checkpointing(model)
     model.train()
     calls = []
-    attn = modeling.unwrap(model).model.language_model.layers[0].self_attn
+    attn = loading.unwrap(model).model.language_model.layers[0].self_attn
     hook = attn.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs["hidden_states"].shape[0]),
                                       with_kwargs=True)
-    prefix = modeling.PrefixCache(model, builder.prefix_ids, trainable=True) if shared_prefix else None
+    prefix = forward.PrefixCache(model, builder.prefix_ids, trainable=True) if shared_prefix else None
     clips = toy_clips(durations=(0.2, 1.0, 3.0, 5.0))
     loss, _, _ = answer_loss(model, builder, clips, ["SPEECH", "NONSPEECH", "SPEECH", "NONSPEECH"], trim=True,
                              device=torch.device("cpu"), dtype=torch.float32, prefix=prefix)
@@ -208,11 +208,11 @@ def test_checkpointing_replays_lora_dropout_and_comes_off_cleanly(tiny):
     for name, g in grads.items():
         assert torch.allclose(grads2[name], g, rtol=1e-4, atol=1e-6), name
     cfg, _, _, _ = tiny
-    model = modeling.load_base(cfg, torch.device("cpu"))
+    model = loading.load_base(cfg, torch.device("cpu"))
     layers = model.model.language_model.layers
     hook = layers[0].forward  # a bound method standing in for an instance-level hook (e.g. accelerate's)
     layers[0].forward = hook
-    modeling.enable_checkpointing(model)
+    forward.enable_checkpointing(model)
     assert layers[0].forward is not hook and layers[1].__dict__.get("forward") is not None
-    modeling.disable_checkpointing(model)
+    forward.disable_checkpointing(model)
     assert layers[0].__dict__["forward"] is hook and "forward" not in layers[1].__dict__

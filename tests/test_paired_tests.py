@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from stages import paired_tests as pt
-from stages.psychometric import cluster_counts
+from speech_calibration.stats import paired_tests as pt
+from speech_calibration.stats.psychometric import cluster_counts
 
 
 def table_vectors(both, only_1, only_2, neither):

@@ -15,8 +15,10 @@ import soundfile as sf
 import yaml
 from conftest import ROOT, SMALL_SYNTHETIC
 
-from stages import cli, prepare, schema
-from stages.cli import UserError
+from speech_calibration import cli
+from speech_calibration.data import splits as prepare
+from speech_calibration.data import schema
+from speech_calibration.errors import UserError
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from stages import psychometric as ps
+from speech_calibration.stats import psychometric as ps
 
 DURATIONS = np.log10([20, 40, 60, 80, 100, 200, 500, 1000.0])
 SNRS = np.array([-10, -5, 0, 5, 10, 20.0])

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages import schema
-from stages.cli import UserError
+from speech_calibration.data import schema
+from speech_calibration.errors import UserError
 
 HEADER = "clip_id,audio_path,label,group_id,duration_s,snr_db,source"
 

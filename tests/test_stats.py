@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from stages import metrics
-from stages.stats import bootstrap_replicates, interval_summary, paired_difference, percentile_interval, t_interval
+from speech_calibration.stats import metrics
+from speech_calibration.stats.resampling import bootstrap_replicates, interval_summary, paired_difference, percentile_interval, t_interval
 
 
 def test_t_interval_matches_closed_form():

@@ -13,9 +13,11 @@ import pytest
 from conftest import SMALL_SYNTHETIC
 from scipy.signal import correlate
 
-from stages import params, schema, synth
-from stages.audio import load_audio
-from stages.cli import UserError
+from speech_calibration import params
+from speech_calibration.data import schema
+from speech_calibration.data import synth
+from speech_calibration.data.audio import load_audio
+from speech_calibration.errors import UserError
 
 RATE = 16000
 

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import schema
-from stages import params as params_mod
-from stages.audio import load_clips
-from stages.cli import UserError
-from stages.predict import Scorer, score_csvs
-from stages.train import train
+from speech_calibration.data import schema
+from speech_calibration import params as params_mod
+from speech_calibration.data.audio import load_clips
+from speech_calibration.errors import UserError
+from speech_calibration.model.scoring import Scorer, score_csvs
+from speech_calibration.model.training import train
 from tests.model_helpers import ROOT, make_project, tiny_model_dir
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soxr
 
-from stages import vad
+from speech_calibration.vad import detectors as vad
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = vad.SAMPLE_RATE

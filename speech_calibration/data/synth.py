@@ -45,12 +45,12 @@ import soxr
 from scipy.signal import fftconvolve
 from tqdm import tqdm
 
-from stages import schema
-from stages.audio import write_audio
-from stages.cli import UserError
-from stages.params import SPLITS, SyntheticData
+from speech_calibration.data import schema
+from speech_calibration.data.audio import write_audio
+from speech_calibration.errors import UserError
+from speech_calibration.params import SPLITS, SyntheticData
 
-log = logging.getLogger("stages.synth")
+log = logging.getLogger(__name__)
 
 KEY = "data.synthetic"  # where these params live in params.yaml, for error messages
 ESPEAK_RATE = 22050  # libespeak-ng's output rate

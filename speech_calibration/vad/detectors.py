@@ -48,7 +48,7 @@ from importlib import resources
 
 import numpy as np
 
-log = logging.getLogger("stages.vad")
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # both detectors run at 16 kHz here; stages.audio.load_audio delivers it
 SILERO_FRAME = 512  # samples per Silero window at 16 kHz (32 ms)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from stages.cli import UserError
+from speech_calibration.errors import UserError
 
 LABELS = ("SPEECH", "NONSPEECH")
 SPLITS = ("train", "dev", "test")

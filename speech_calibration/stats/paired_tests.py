@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from stages.psychometric import cluster_counts, percentile_interval
+from speech_calibration.stats.psychometric import cluster_counts, percentile_interval
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from stages.cli import UserError
-from stages.fileio import atomic_path
+from speech_calibration.errors import UserError
+from speech_calibration.fileio import atomic_path
 
 MODEL_RATE = 16000
 FORMATS = ("WAV", "FLAC", "OGG")

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stages.cli import UserError
-from stages.params import Prompt
-from stages.schema import LABELS, NONSPEECH, SPEECH
+from speech_calibration.errors import UserError
+from speech_calibration.params import Prompt
+from speech_calibration.data.schema import LABELS, NONSPEECH, SPEECH
 
 IGNORE_INDEX = -100
 # Mel frames kept past a batch's longest clip when the audio window is trimmed: the encoder's two
@@ -130,7 +130,7 @@ class InputBuilder:
         """Inputs for ``audios``; with ``labels``, each row ends with its answer token, the only supervised one.
 
         ``shared_prefix`` leaves the prompt text before the audio (the same for every clip) out of the rows,
-        for a model that has it in a :class:`stages.modeling.PrefixCache`; positions still count it.
+        for a model that has it in a :class:`stages.forward.PrefixCache`; positions still count it.
         """
         features, feature_mask = self.features(audios, trim=trim, device=feature_device)
         n_audio = num_audio_tokens(feature_mask.sum(-1)).tolist()

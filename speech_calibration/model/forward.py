@@ -1,7 +1,5 @@
-"""Loading Qwen2-Audio (base, LoRA adapter) and the forward pass that train and predict share.
-
-Any Qwen2-Audio checkpoint loads through ``from_pretrained`` (safetensors only, no remote code): the
-real ``Qwen/Qwen2-Audio-7B-Instruct`` and the embedded tiny model alike; nothing here knows which.
+"""The forward pass that training and scoring share: audio encoding on a trimmed window, the prompt-prefix
+cache, activation checkpointing, and the answer logits at the answer position.
 
 The forward pass returns the decoder's last hidden state at the answer position; the answer logits
 are that state against the output head's rows for the two answer tokens (never the full vocabulary
@@ -16,140 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
-import re
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from stages.cli import UserError
-from stages.params import Lora, Model
-from stages.prompting import Batch
-
-log = logging.getLogger("stages.modeling")
-
-# Exact module names (peft matches a string target as a full regex): the decoder's attention and MLP
-# projections, and optionally the audio encoder's attention projections. Plain suffixes such as
-# "q_proj" would also hit the encoder, which has q_proj/k_proj/v_proj modules of its own.
-LM_ATTENTION = r"model\.language_model\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|o_proj)"
-LM_MLP = r"model\.language_model\.layers\.\d+\.mlp\.(gate_proj|up_proj|down_proj)"
-ENCODER_ATTENTION = r"model\.audio_tower\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
-
-
-def lora_target_pattern(cfg: Lora) -> str:
-    parts = [LM_ATTENTION] + ([LM_MLP] if cfg.mlp_targets else []) + ([ENCODER_ATTENTION] if cfg.encoder_targets else [])
-    return "|".join(f"(?:{p})" for p in parts)
-
-
-def resolve_device(cfg: Model) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"model.device: {cfg.device!r} asked for, but no CUDA GPU is visible; set model.device: auto")
-    return device
-
-
-def resolve_dtype(cfg: Model, device: torch.device) -> torch.dtype:
-    if cfg.dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
-
-
-def _looks_local(name: str) -> bool:
-    """A path rather than a hub id ("org/name"): explicit, existing, or under an existing folder (models/...)."""
-    parts = name.split("/")
-    return (name.startswith((".", "/", "~")) or Path(name).exists() or len(parts) != 2
-            or Path(parts[0]).is_dir())
-
-
-def load_processor(cfg: Model):
-    from transformers import AutoProcessor
-
-    _check_base_exists(cfg.name_or_path)
-    try:
-        processor = AutoProcessor.from_pretrained(cfg.name_or_path, trust_remote_code=False)
-    except (OSError, ValueError) as err:
-        raise UserError(f"model.name_or_path: cannot load a processor from {cfg.name_or_path!r} "
-                        f"({str(err).splitlines()[0]})") from None
-    processor.tokenizer.padding_side = "left"
-    return processor
-
-
-def _check_base_exists(name: str) -> None:
-    if _looks_local(name) and not Path(name).expanduser().is_dir():
-        raise UserError(f"model.name_or_path: {name!r} does not exist; build the embedded model with "
-                        "`dvc repro tiny_model`, or name a Qwen2-Audio checkpoint folder or hub id")
-
-
-def load_base(cfg: Model, device: torch.device | None = None):
-    """The base Qwen2AudioForConditionalGeneration on ``device`` in the configured precision, in eval mode."""
-    from transformers import Qwen2AudioForConditionalGeneration
-
-    _check_base_exists(cfg.name_or_path)
-    device = device or resolve_device(cfg)
-    dtype = resolve_dtype(cfg, device)
-    kwargs = dict(dtype=dtype, attn_implementation=cfg.attn_implementation, use_safetensors=True,
-                  trust_remote_code=False)
-    if cfg.load_in_4bit:
-        if device.type != "cuda":
-            raise UserError("model.load_in_4bit: 4-bit loading needs a CUDA GPU; set it to false on CPU")
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True)
-        kwargs["device_map"] = {"": device.index or 0}
-    try:
-        model = Qwen2AudioForConditionalGeneration.from_pretrained(cfg.name_or_path, **kwargs)
-    except (OSError, ValueError) as err:
-        raise UserError(f"model.name_or_path: cannot load Qwen2-Audio from {cfg.name_or_path!r} "
-                        f"({str(err).splitlines()[0]})") from None
-    if not cfg.load_in_4bit:
-        model.to(device)
-    model.eval()
-    model.requires_grad_(False)
-    return model
-
-
-def add_lora(model, cfg: Lora):
-    """Wrap ``model`` with fresh LoRA adapters on exactly the modules :func:`lora_target_pattern` names."""
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none",
-                        target_modules=lora_target_pattern(cfg))
-    return get_peft_model(model, config)
-
-
-def load_adapter(model, adapter_dir: str | Path):
-    """Attach a trained adapter (``PeftModel.from_pretrained``) to the base ``model`` for inference."""
-    from peft import PeftModel
-
-    adapter_dir = Path(adapter_dir)
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        if not (adapter_dir / name).is_file():
-            raise UserError(f"{adapter_dir}: no {name}; this is not a trained adapter folder "
-                            "(re-run the train stage: dvc repro train)")
-    try:
-        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
-    except Exception as err:  # peft/safetensors raise many types for a damaged folder
-        raise UserError(f"{adapter_dir}: cannot load the adapter ({type(err).__name__}: {str(err).splitlines()[0]}); "
-                        "the folder is damaged or was trained for another base model: re-run dvc repro train") from None
-    peft_model.eval()
-    return peft_model
-
-
-def adapted_modules(model) -> list[str]:
-    """Names of the modules that carry a LoRA adapter (``lora_A``), without peft's wrapper prefix."""
-    names = [n[: -len(".lora_A")] for n, _ in model.named_modules() if n.endswith(".lora_A")]
-    return sorted(re.sub(r"^base_model\.model\.", "", n) for n in names)
-
-
-def unwrap(model):
-    """The Qwen2AudioForConditionalGeneration inside a PeftModel (adapters stay injected), or the model itself."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+from speech_calibration.model.inputs import Batch
+from speech_calibration.model.loading import unwrap
 
 
 def encode_audio(qwen, input_features: torch.Tensor, feature_attention_mask: torch.Tensor) -> torch.Tensor:

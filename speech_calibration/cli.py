@@ -1,9 +1,7 @@
-"""What every stage CLI shares: one-line user errors, logging, and the ``main`` wrapper.
+"""What every command line shares (stage scripts, the study's wrappers): logging, ``--params``, and ``run``.
 
-A user's mistake (bad params, a malformed CSV, a missing file) is raised as :class:`UserError`
-and ends the process with one line on stderr and exit status 2, no traceback::
-
-    error: data/processed/grouped_split/dev_metadata.csv row 17: label 'speech?' is not one of SPEECH, NONSPEECH
+``run`` turns a :class:`speech_calibration.errors.UserError` into one line on stderr and exit status 2,
+no traceback.
 """
 from __future__ import annotations
 
@@ -13,11 +11,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-log = logging.getLogger("stages")
+from speech_calibration.errors import UserError
 
-
-class UserError(Exception):
-    """An error caused by the user's input; printed as one line, never as a traceback."""
+log = logging.getLogger("speech_calibration")
 
 
 def setup_logging() -> None:

@@ -1,0 +1,361 @@
+"""Post-hoc calibrators of the two-token SPEECH / NONSPEECH answer: one class per method, one registry.
+
+Everything works on the logit difference ``z = logit_A - logit_B``: with two answer tokens,
+``p(SPEECH) = softmax([logit_A, logit_B])[0] = sigmoid(z)``. Each method maps ``z`` to a calibrated
+p(SPEECH):
+
+=============================  ==================================================================================
+:class:`NoCalibration`         ``sigmoid(z)`` (identity)
+:class:`TemperatureScaling`    ``sigmoid(z / T)``, ``T > 0`` (Guo et al. 2017) -- ``softmax([a, b] / T)``
+:class:`PlattScaling`          ``sigmoid(slope * z + bias)``, ``slope >= 0`` (Platt 1999): the bias moves the boundary
+:class:`BetaCalibration`       ``sigmoid(c + a ln p - b ln(1 - p))``, ``p = sigmoid(z)``, ``a, b >= 0`` (Kull et al. 2017)
+:class:`IsotonicCalibration`   a non-decreasing step-linear map of ``z`` (sklearn ``IsotonicRegression``), clipped
+                               to [eps, 1 - eps]
+:class:`ContextualCalibration` ``sigmoid(z - log(pbar_A / pbar_B))``, ``pbar`` the mean answer distribution on
+                               content-free inputs (silence, noise): Zhao et al. (2021); needs no labels
+=============================  ==================================================================================
+
+Each reads like a scikit-learn estimator: ``fit`` on dev, ``predict_proba`` / ``log_odds`` / ``predict``
+anywhere, ``threshold`` the decision threshold on the calibrated p(SPEECH) (0.5 unless tuned on dev),
+``to_dict`` / ``from_dict`` and ``save`` / :func:`load` for the artifact file. Choosing a method by
+cross-validation (``auto``) and tuning the threshold live in :mod:`.fitting`.
+
+Fitting minimises the dev NLL with a bounded optimiser (``scipy.optimize``: bounded Brent for the one
+temperature, L-BFGS-B with box constraints for the others). ``platt`` and ``beta`` use Platt's smoothed
+targets ``(N+ + 1) / (N+ + 2)`` and ``1 / (N- + 2)`` instead of 1 and 0, so a dev set that the model
+separates perfectly gives a finite fit instead of an infinitely steep one.
+
+Dividing both logits by ``T > 0`` never changes which is larger, so **temperature scaling cannot change
+two-token accuracy** (nor ROC-AUC); only a method that moves the boundary (``platt``, ``beta``,
+``isotonic``, ``contextual``) or a tuned threshold can fix a model whose ranking is good but whose
+boundary is off. ``tests/test_calibration.py`` checks each method against data drawn with known parameters.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from speech_calibration.calibration.methods import FITTED
+from speech_calibration.errors import UserError
+from speech_calibration.fileio import write_json
+from speech_calibration.stats import metrics
+
+log = logging.getLogger(__name__)
+
+ISOTONIC_EPS = 1e-3  # isotonic outputs are clipped to [eps, 1 - eps]: a confident error then costs 6.9 nats, not infinity
+PARAM_BOUND = 1e3  # box constraint of every slope / bias
+DEFAULT_TEMPERATURE_BOUNDS = (0.01, 100.0)
+
+
+# ------------------------------------------------------------------------------------- basic maps
+def logit_difference(logit_a, logit_b) -> np.ndarray:
+    """``z = logit_A - logit_B``: the log-odds of SPEECH at temperature 1."""
+    return np.asarray(logit_a, dtype=float) - np.asarray(logit_b, dtype=float)
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, x)
+
+
+def _beta_features(z: np.ndarray) -> np.ndarray:
+    """``[ln p, -ln(1 - p)]`` of ``p = sigmoid(z)``, computed stably from ``z``."""
+    return np.stack([-_softplus(-z), _softplus(z)], axis=-1)
+
+
+def _smoothed_targets(y: np.ndarray) -> np.ndarray:
+    """Platt's (1999) targets: ``(N+ + 1) / (N+ + 2)`` for positives, ``1 / (N- + 2)`` for negatives."""
+    n_pos = float(np.sum(y == 1))
+    n_neg = float(np.sum(y == 0))
+    return np.where(y == 1, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+
+
+def _fit_logistic(x: np.ndarray, t: np.ndarray, x0: list[float], bounds: list[tuple[float, float]]) -> tuple[np.ndarray, Any]:
+    """Minimise the mean cross-entropy of ``sigmoid(x @ w)`` against targets ``t`` (L-BFGS-B, box ``bounds``)."""
+    from scipy.optimize import minimize  # lazy: only the calibrate stage fits
+
+    def loss(w):
+        s = x @ w
+        value = np.mean(t * _softplus(-s) + (1.0 - t) * _softplus(s))
+        grad = x.T @ (metrics.sigmoid(s) - t) / len(t)
+        return value, grad
+
+    res = minimize(loss, np.asarray(x0, dtype=float), jac=True, method="L-BFGS-B", bounds=bounds,
+                   options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-9})
+    return res.x, res
+
+
+def _optimizer_info(res) -> dict[str, Any]:
+    return {} if res.success else {"optimizer": str(res.message)}
+
+
+# -------------------------------------------------------------------------------------- the base
+class Calibrator:
+    """A calibration map of the two answer logits to p(SPEECH), plus a decision threshold.
+
+    ``params`` holds the fitted parameters (plain numbers and lists, so the artifact is JSON);
+    ``info`` how it was chosen and fitted (auto's cross-validation table, optimiser notes), not needed
+    to apply it. Subclasses set ``method`` and ``required`` and implement ``_fit`` and ``_log_odds``.
+    """
+
+    method: ClassVar[str] = ""
+    required: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, params: dict[str, Any] | None = None, threshold: float = 0.5, info: dict[str, Any] | None = None):
+        self.params = dict(params or {})
+        self.threshold = float(threshold)
+        self.info = dict(info or {})
+
+    # ---- fitting
+    def fit(self, logit_a, logit_b, y=None, *, content_free: tuple[np.ndarray, np.ndarray] | None = None,
+            temperature_bounds: tuple[float, float] = DEFAULT_TEMPERATURE_BOUNDS) -> Calibrator:
+        """Fit on dev logits and labels (1 = SPEECH, 0 = NONSPEECH); returns ``self``.
+
+        ``content_free``: the (logit_A, logit_B) of the content-free inputs (contextual calibration only).
+        """
+        z = logit_difference(logit_a, logit_b)
+        self.params, self.info = {}, {}
+        self._fit(z, None if y is None else np.asarray(y, dtype=np.int64), content_free=content_free,
+                  bounds=(float(temperature_bounds[0]), float(temperature_bounds[1])))
+        return self
+
+    def _fit(self, z: np.ndarray, y: np.ndarray | None, *, content_free, bounds) -> None:
+        raise NotImplementedError
+
+    # ---- applying
+    def _log_odds(self, z: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def log_odds(self, logit_a, logit_b) -> np.ndarray:
+        """Calibrated log-odds of SPEECH."""
+        return self._log_odds(logit_difference(logit_a, logit_b))
+
+    def predict_proba(self, logit_a, logit_b) -> np.ndarray:
+        """Calibrated p(SPEECH) of each clip."""
+        return metrics.sigmoid(self.log_odds(logit_a, logit_b))
+
+    def predict(self, logit_a, logit_b) -> np.ndarray:
+        """Predicted class, 1 = SPEECH where the calibrated p(SPEECH) >= ``threshold``."""
+        return metrics.predict(self.predict_proba(logit_a, logit_b), self.threshold)
+
+    # ---- reporting
+    def describe(self) -> str:
+        """One line for logs and plot titles, e.g. ``temperature T=1.2345``."""
+        text = self._describe()
+        return text + (f", threshold {self.threshold:.3f}" if self.threshold != 0.5 else "")
+
+    def _describe(self) -> str:
+        return self.method
+
+    def scalar_params(self) -> dict[str, float]:
+        """The scalar parameters (what ``dvc exp show`` can tabulate)."""
+        return {k: float(v) for k, v in self.params.items() if isinstance(v, (int, float))}
+
+    @property
+    def temperature(self) -> float:
+        """The temperature this map divides the logits by; NaN for a method that has none."""
+        return math.nan
+
+    # ---- the artifact
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "params": self.params, "threshold": self.threshold, "info": self.info}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Calibrator:
+        """Rebuild a calibrator from :meth:`to_dict`'s output, checking the method and its parameters."""
+        if not isinstance(d, dict) or "method" not in d:
+            raise UserError("calibrator: expected a mapping with a 'method' key; re-run the calibrate stage")
+        method = d["method"]
+        if method not in REGISTRY:
+            raise UserError(f"calibrator: method '{method}' is not one of {', '.join(FITTED)}")
+        cls = REGISTRY[method]
+        params = dict(d.get("params") or {})
+        missing = [k for k in cls.required if k not in params]
+        if missing:
+            raise UserError(f"calibrator: method '{method}' needs parameter(s) {', '.join(missing)}; "
+                            "re-run the calibrate stage")
+        threshold = float(d.get("threshold", 0.5))
+        if not 0.0 <= threshold <= 1.0:
+            raise UserError(f"calibrator: threshold {threshold} is not in [0, 1]")
+        return cls(params, threshold, dict(d.get("info") or {}))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the calibrator as JSON, atomically (read it back with :func:`load`)."""
+        write_json(path, self.to_dict())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params!r}, threshold={self.threshold!r})"
+
+
+def load(path: str | os.PathLike) -> Calibrator:
+    """The calibrator saved at ``path`` by :meth:`Calibrator.save`; a clear one-line error if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found; run the calibrate stage first (dvc repro calibrate)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not valid JSON ({err}); re-run the calibrate stage") from None
+    try:
+        return Calibrator.from_dict(data)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
+
+
+# ------------------------------------------------------------------------------------- the methods
+class NoCalibration(Calibrator):
+    """``p = sigmoid(z)``: the model's own softmax over A/B."""
+
+    method = "none"
+
+    def _fit(self, z, y, *, content_free, bounds) -> None:
+        pass
+
+    def _log_odds(self, z):
+        return z
+
+    def _describe(self) -> str:
+        return "no calibration"
+
+    @property
+    def temperature(self) -> float:
+        return 1.0
+
+
+class TemperatureScaling(Calibrator):
+    """``p = sigmoid(z / T)``; ``T`` minimises the dev NLL within ``calibration.temperature_bounds``."""
+
+    method = "temperature"
+    required = ("temperature",)
+
+    def _fit(self, z, y, *, content_free, bounds) -> None:
+        from scipy.optimize import minimize_scalar
+
+        sign = np.where(y == 1, 1.0, -1.0)
+        lo, hi = math.log(bounds[0]), math.log(bounds[1])
+        res = minimize_scalar(lambda log_t: float(np.mean(_softplus(-sign * z / math.exp(log_t)))), bounds=(lo, hi),
+                              method="bounded", options={"xatol": 1e-7})
+        t = float(math.exp(res.x))
+        self.params = {"temperature": t}
+        if min(res.x - lo, hi - res.x) < 1e-3:
+            self.info["at_bound"] = True
+            log.warning("temperature %.4g is at a bound of calibration.temperature_bounds %s: the dev NLL keeps falling "
+                        "beyond it (e.g. dev is perfectly separated); widen the bounds or choose another method", t,
+                        list(bounds))
+
+    def _log_odds(self, z):
+        return z / self.params["temperature"]
+
+    def _describe(self) -> str:
+        return f"temperature T={self.params['temperature']:.4f}"
+
+    @property
+    def temperature(self) -> float:
+        return float(self.params["temperature"])
+
+
+class PlattScaling(Calibrator):
+    """``p = sigmoid(slope * z + bias)`` with ``slope >= 0``, fitted to Platt's smoothed targets."""
+
+    method = "platt"
+    required = ("slope", "bias")
+
+    def _fit(self, z, y, *, content_free, bounds) -> None:
+        x = np.stack([z, np.ones_like(z)], axis=1)
+        w, res = _fit_logistic(x, _smoothed_targets(y), [1.0, 0.0], [(0.0, PARAM_BOUND), (-PARAM_BOUND, PARAM_BOUND)])
+        self.params = {"slope": float(w[0]), "bias": float(w[1])}
+        self.info = _optimizer_info(res)
+
+    def _log_odds(self, z):
+        return self.params["slope"] * z + self.params["bias"]
+
+    def _describe(self) -> str:
+        return f"platt slope={self.params['slope']:.3f} bias={self.params['bias']:.3f}"
+
+
+class BetaCalibration(Calibrator):
+    """``p = sigmoid(c + a ln p0 - b ln(1 - p0))``, ``p0 = sigmoid(z)``, ``a, b >= 0``."""
+
+    method = "beta"
+    required = ("a", "b", "c")
+
+    def _fit(self, z, y, *, content_free, bounds) -> None:
+        x = np.concatenate([_beta_features(z), np.ones((len(z), 1))], axis=1)
+        w, res = _fit_logistic(x, _smoothed_targets(y), [1.0, 1.0, 0.0],
+                               [(0.0, PARAM_BOUND), (0.0, PARAM_BOUND), (-PARAM_BOUND, PARAM_BOUND)])
+        self.params = {"a": float(w[0]), "b": float(w[1]), "c": float(w[2])}
+        self.info = _optimizer_info(res)
+
+    def _log_odds(self, z):
+        f = _beta_features(z)
+        return self.params["c"] + self.params["a"] * f[..., 0] + self.params["b"] * f[..., 1]
+
+    def _describe(self) -> str:
+        q = self.params
+        return f"beta a={q['a']:.3f} b={q['b']:.3f} c={q['c']:.3f}"
+
+
+class IsotonicCalibration(Calibrator):
+    """A non-decreasing step-linear map of ``z`` to p(SPEECH) (sklearn), clipped to [eps, 1 - eps]."""
+
+    method = "isotonic"
+    required = ("x", "y", "eps")
+
+    def _fit(self, z, y, *, content_free, bounds) -> None:
+        from sklearn.isotonic import IsotonicRegression  # lazy: sklearn costs ~1 s of import time
+
+        iso = IsotonicRegression(increasing=True, out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(z, y.astype(float))
+        self.params = {"x": [float(v) for v in iso.X_thresholds_], "y": [float(v) for v in iso.y_thresholds_],
+                       "eps": ISOTONIC_EPS}
+
+    def _proba(self, z):
+        q = self.params
+        return np.clip(np.interp(z, q["x"], q["y"]), q["eps"], 1.0 - q["eps"])
+
+    def _log_odds(self, z):
+        p = self._proba(z)
+        return np.log(p) - np.log1p(-p)
+
+    def predict_proba(self, logit_a, logit_b) -> np.ndarray:
+        return self._proba(logit_difference(logit_a, logit_b))  # exact, without a round trip through the logit
+
+    def _describe(self) -> str:
+        return f"isotonic ({len(self.params['x'])} knots)"
+
+    def scalar_params(self) -> dict[str, float]:
+        return {**super().scalar_params(), "n_knots": float(len(self.params["x"]))}
+
+
+class ContextualCalibration(Calibrator):
+    """``z - log(pbar_A / pbar_B)``: removes the A/B prior the model shows on content-free inputs (no labels)."""
+
+    method = "contextual"
+    required = ("bias",)
+
+    def _fit(self, z, y, *, content_free, bounds) -> None:
+        if content_free is None:
+            raise UserError("calibration.method=contextual needs the logits of the content-free inputs (silence, "
+                            "noise), predictions/<system>/dev_content_free.csv; choose another method for a system "
+                            "without them")
+        a, b = (np.asarray(v, dtype=float) for v in content_free)
+        if a.size == 0 or a.shape != b.shape or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+            raise UserError("contextual calibration: the content-free logits must be one or more pairs of finite numbers")
+        p_a = float(np.mean(metrics.p_speech_from_logits(a, b)))  # Zhao et al. average the answer distributions
+        p_a = min(max(p_a, 1e-12), 1.0 - 1e-12)
+        self.params = {"bias": math.log(p_a) - math.log1p(-p_a), "p_speech_content_free": p_a}
+        self.info = {"n_content_free": int(a.size)}
+
+    def _log_odds(self, z):
+        return z - self.params["bias"]
+
+    def _describe(self) -> str:
+        return f"contextual bias={self.params['bias']:.3f}"
+
+
+REGISTRY: dict[str, type[Calibrator]] = {cls.method: cls for cls in (
+    NoCalibration, TemperatureScaling, PlattScaling, BetaCalibration, IsotonicCalibration, ContextualCalibration)}

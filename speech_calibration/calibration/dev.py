@@ -1,0 +1,97 @@
+"""Calibrating one system on its DEV predictions only, and reporting dev before and after.
+
+Reads ``predictions/<system>/dev.csv`` (and ``dev_content_free.csv`` when present, for ``contextual``
+and as an ``auto`` candidate); never the test split. Writes, for ``<system>`` = ``seed_42`` (reference
+systems: see :class:`speech_calibration.layout.SystemFiles`):
+
+* ``models/calibrators/<system>.json``: the fitted calibrator, the artifact that evaluate, conditions and
+  the study's wrappers apply (:func:`speech_calibration.calibration.calibrators.load`);
+* ``metrics/calibration/<system>.json``: ``method_requested``, ``method_fitted``, the scalar ``params``,
+  and dev NLL / ECE / Brier / accuracy ``uncalibrated`` and ``calibrated`` (metrics only);
+* ``metrics/calibration/<system>_optimal_temp.txt``: the temperature as ``%.6f`` (the study's file);
+  ``1.000000`` for ``none``; ``nan`` when the method has no temperature (platt, beta, isotonic, contextual);
+* ``plots/calibration/<system>_dev_reliability.csv`` and ``.png``: dev reliability before/after.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from speech_calibration.calibration.calibrators import Calibrator
+from speech_calibration.calibration.fitting import fit
+from speech_calibration.data import schema
+from speech_calibration.errors import UserError
+from speech_calibration.fileio import write_csv, write_json, write_text
+from speech_calibration.layout import SystemFiles
+from speech_calibration.params import Calibration
+from speech_calibration.report.reliability import plot_reliability, reliability_rows, rows_frame
+from speech_calibration.stats import metrics
+
+log = logging.getLogger(__name__)
+
+DEV_SUMMARY_KEYS = ("accuracy", "balanced_accuracy", "roc_auc", "nll", "brier", "ece", "ece_smooth")
+
+
+def temperature_text(cal: Calibrator) -> str:
+    """The study's ``optimal_temp.txt`` content: ``%.6f`` and a newline (``nan`` without a temperature)."""
+    return f"{cal.temperature:.6f}\n"
+
+
+def dev_summary(y: np.ndarray, p: np.ndarray, n_bins: int, threshold: float = 0.5) -> dict[str, float]:
+    m = metrics.binary_metrics(y, p, n_bins=n_bins, threshold=threshold, decomposition=False)
+    return {k: round(float(m[k]), 6) for k in DEV_SUMMARY_KEYS}
+
+
+def calibrate_system(files: SystemFiles, cfg: Calibration, n_bins: int, *, allow_fallback: bool = False) -> dict:
+    """Fit ``cfg`` on the system's dev split, write its calibrator and dev report; return the metrics JSON.
+
+    ``allow_fallback``: a reference system without content-free logits gets ``none`` instead of
+    ``contextual`` (recorded in the calibrator's ``info``) rather than an error.
+    """
+    frame = schema.read_predictions(files.predictions("dev"))
+    a, b = frame[schema.LOGIT_A].to_numpy(float), frame[schema.LOGIT_B].to_numpy(float)
+    y, groups = schema.label_to_int(frame[schema.LABEL]), frame[schema.GROUP_ID].to_numpy()
+    content_free = schema.read_content_free(files.content_free("dev"))
+    method, fallback = cfg.method, None
+    if method == "contextual" and content_free is None:
+        if not allow_fallback:
+            raise UserError(f"{files.content_free('dev')}: file not found; calibration.method=contextual needs the "
+                            "content-free logits the predict stage writes (re-run predict, or choose another method)")
+        method = "none"
+        fallback = (f"contextual needs content-free inputs, which {files.system} has none of "
+                    f"({files.content_free('dev')}); used none")
+        log.info("%s: %s", files.system, fallback)
+    cal = fit(method, a, b, y, content_free=content_free, groups=groups,
+              temperature_bounds=tuple(cfg.temperature_bounds), tune_threshold=cfg.tune_threshold)
+    if fallback:
+        cal.info = {**cal.info, "fallback": fallback}
+    p_before = metrics.p_speech_from_logits(a, b)
+    p_after = cal.predict_proba(a, b)
+    result = {
+        "system": files.system,
+        "method_requested": cfg.method,
+        "method_fitted": cal.method,
+        "params": cal.scalar_params(),
+        "threshold": cal.threshold,
+        "dev": {"n": int(y.size), "n_speech": int(y.sum()),
+                "uncalibrated": dev_summary(y, p_before, n_bins), "calibrated": dev_summary(y, p_after, n_bins)},
+    }
+    if cal.threshold != 0.5 or cfg.tune_threshold:
+        result["dev"]["tuned_threshold"] = dev_summary(y, p_after, n_bins, cal.threshold)
+    cal.save(files.calibrator)
+    write_json(files.calibration_json, result)
+    write_text(files.optimal_temp, temperature_text(cal))
+    rows = reliability_rows(files.system, {"uncalibrated": p_before, "calibrated": p_after}, y, n_bins=n_bins,
+                            kinds=("predicted",))
+    write_csv(files.reliability("dev", "csv"), rows_frame(rows))
+    legend = {k: f"{k} (ECE {result['dev'][k]['ece']:.3f}, NLL {result['dev'][k]['nll']:.3f})"
+              for k in ("uncalibrated", "calibrated")}
+    plot_reliability(files.reliability("dev", "png"), rows, title=f"{files.system} dev: {cal.describe()}", legend=legend)
+    before, after = result["dev"]["uncalibrated"], result["dev"]["calibrated"]
+    log.info("%s: %s; dev NLL %.4f -> %.4f, ECE %.4f -> %.4f, Brier %.4f -> %.4f, accuracy %.1f%% -> %.1f%%",
+             files.system, cal.describe(), before["nll"], after["nll"], before["ece"], after["ece"], before["brier"],
+             after["brier"], 100 * before["accuracy"], 100 * after["accuracy"])
+    if "selected_by" in cal.info:
+        log.info("%s: auto chose %s: %s", files.system, cal.method, cal.info["reason"])
+    return result

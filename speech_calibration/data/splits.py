@@ -1,0 +1,188 @@
+"""The corpus as three grouped splits in the data contract (:mod:`speech_calibration.data.schema`).
+
+:func:`prepare` writes ``data/processed/grouped_split/{train,dev,test}_metadata.csv`` (one row per clip: clip_id,
+audio_path, label, group_id, duration_s, snr_db, source); :func:`data_metrics` counts clips, groups
+and class balance per split (``metrics/data.json``). ``params.yaml`` ``data.source`` picks where the clips come from:
+
+  synthetic  (default) the embedded corpus, no network: each group is one recording session, an
+             eSpeak NG voice in one generated acoustic scene (:mod:`speech_calibration.data.corpus`); the audio goes to
+             grouped_split/audio/<split>/<clip_id>.wav (16 kHz mono PCM16). Knobs: data.synthetic.
+  csv        your corpus as one metadata CSV (data.csv.path), split here by group: data.csv.dev_groups
+             and data.csv.test_groups are fractions (< 1) or counts (>= 1) of groups; train gets
+             the rest. Reproducible from data.split_seed; every split holds both classes.
+  presplit   your three split CSVs (data.presplit.train/dev/test), validated and copied into place.
+
+Every input CSV is validated (columns, unique clip ids, labels, readable audio, no group in two
+splits, both classes in every split). Audio paths of csv and presplit corpora are rewritten so
+they still resolve from the new folder (absolute paths stay absolute). The output folder is built
+beside its final place and swapped in whole, so a crash leaves the previous folder untouched.
+
+Note for csv and presplit: DVC tracks only what dvc.yaml lists; add your CSVs (and audio folder)
+to the prepare stage's deps, or run `dvc repro -f prepare` after changing them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from speech_calibration import layout
+from speech_calibration.data import schema
+from speech_calibration.data import synth
+from speech_calibration.data.audio import probe_audio
+from speech_calibration.errors import UserError
+from speech_calibration.fileio import atomic_dir, write_csv
+from speech_calibration.params import SPLITS, Data
+
+log = logging.getLogger(__name__)
+
+SPLIT_TRIES = 256  # seeded shuffles of the groups tried by split_groups
+PARAM_KEYS = ("data.synthetic.", "data.csv.", "data.presplit.")  # errors that name a params key
+
+
+# ============================================================================== csv: a grouped split
+def group_counts(n_groups: int, dev_groups: float, test_groups: float) -> tuple[int, int]:
+    """(dev, test) group counts: a value below 1 is a fraction of the groups (at least one group),
+    a value of 1 or more a count. Train must keep at least one group."""
+    def count(x: float) -> int:
+        return int(x) if x >= 1 else max(1, int(round(x * n_groups)))
+
+    n_dev, n_test = count(dev_groups), count(test_groups)
+    if n_dev + n_test >= n_groups:
+        raise UserError(f"data.csv.dev_groups/test_groups: they take {n_dev} + {n_test} of the corpus's {n_groups} "
+                        "groups; leave at least one group for train (lower them, or add groups)")
+    return n_dev, n_test
+
+
+def split_groups(df: pd.DataFrame, n_dev: int, n_test: int, seed: int, tries: int = SPLIT_TRIES) -> dict[str, pd.DataFrame]:
+    """Split the rows of ``df`` by ``group_id`` into train/dev/test with ``n_dev`` and ``n_test`` groups.
+
+    Stratified: of ``tries`` seeded shuffles of the groups, it keeps those that give every split both
+    classes and picks the one whose splits' SPEECH fractions are closest to the corpus's (the sum of
+    absolute differences; the first such shuffle wins ties). Raises :class:`UserError` if none does.
+    """
+    groups = np.array(sorted(df[schema.GROUP_ID].unique()))
+    speech = df[schema.LABEL].eq(schema.SPEECH)
+    n_speech = speech.groupby(df[schema.GROUP_ID]).sum().reindex(groups).to_numpy()
+    n_clips = df.groupby(schema.GROUP_ID).size().reindex(groups).to_numpy()
+    overall = n_speech.sum() / n_clips.sum()
+    rng = np.random.default_rng(seed)
+    best, best_score = None, np.inf
+    for _ in range(tries):
+        order = rng.permutation(len(groups))
+        parts = {"test": order[:n_test], "dev": order[n_test:n_test + n_dev], "train": order[n_test + n_dev:]}
+        score = 0.0
+        for idx in parts.values():
+            s, c = n_speech[idx].sum(), n_clips[idx].sum()
+            if s == 0 or s == c:  # a split with one class only
+                score = np.inf
+                break
+            score += abs(s / c - overall)
+        if score < best_score:
+            best, best_score = parts, score
+    if best is None:
+        raise UserError(f"no split of the corpus's {len(groups)} groups into {len(groups) - n_dev - n_test} train, "
+                        f"{n_dev} dev and {n_test} test groups gives every split both SPEECH and NONSPEECH clips; "
+                        "add groups that hold both classes or change data.csv.dev_groups/test_groups")
+    return {split: df[df[schema.GROUP_ID].isin(set(groups[best[split]]))].reset_index(drop=True) for split in SPLITS}
+
+
+# ========================================================================== csv and presplit: paths
+def rebase_audio_paths(df: pd.DataFrame, out_dir: str | os.PathLike) -> pd.DataFrame:
+    """``df`` (as :func:`schema.read_metadata` returns it) with relative audio paths rewritten relative to
+    ``out_dir`` (where the new CSV will live); absolute paths stay as they are. Drops ``audio_file``."""
+    out = os.path.abspath(out_dir)
+    inside = [f for f in df["audio_file"] if os.path.abspath(f).startswith(out + os.sep)]
+    if inside:
+        raise UserError(f"{inside[0]}: an input audio file lies inside the output folder {out_dir}, which prepare "
+                        "replaces; move your corpus elsewhere")
+    paths = [p if Path(p).is_absolute() else Path(os.path.relpath(os.path.abspath(f), out)).as_posix()
+             for p, f in zip(df[schema.AUDIO_PATH], df["audio_file"])]
+    return df.drop(columns=["audio_file"]).assign(**{schema.AUDIO_PATH: paths})
+
+
+def with_durations(df: pd.DataFrame) -> pd.DataFrame:
+    """Fill missing ``duration_s`` values from the audio files' headers (needs the ``audio_file`` column)."""
+    durations = df[schema.DURATION_S] if schema.DURATION_S in df.columns else pd.Series(np.nan, index=df.index)
+    missing = durations.isna().to_numpy()
+    if missing.any():
+        durations = durations.astype(float).copy()
+        for i in np.flatnonzero(missing):
+            info = probe_audio(df["audio_file"].iloc[i])
+            durations.iloc[i] = info.frames / info.samplerate
+    return df.assign(**{schema.DURATION_S: durations})
+
+
+def _columns(df: pd.DataFrame) -> pd.DataFrame:
+    """The contract's columns first, then any extra columns the user's CSV had."""
+    known = [c for c in schema.METADATA_REQUIRED + schema.METADATA_OPTIONAL if c in df.columns]
+    return df[known + [c for c in df.columns if c not in known]]
+
+
+def _check_outside(path: str | os.PathLike, out_dir: Path, key: str) -> None:
+    if os.path.abspath(path).startswith(os.path.abspath(out_dir) + os.sep):
+        raise UserError(f"{key}: {path} lies inside the output folder {out_dir}, which prepare replaces; "
+                        "move it elsewhere")
+
+
+def from_csv(data: Data, out_dir: Path) -> dict[str, pd.DataFrame]:
+    """``data.source: csv``: one metadata CSV split by group."""
+    path = Path(data.csv.path)
+    _check_outside(path, out_dir, "data.csv.path")
+    df = with_durations(schema.read_metadata(path))
+    n_dev, n_test = group_counts(df[schema.GROUP_ID].nunique(), data.csv.dev_groups, data.csv.test_groups)
+    try:
+        frames = split_groups(df, n_dev, n_test, data.split_seed)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
+    return {split: _columns(rebase_audio_paths(frame, out_dir)) for split, frame in frames.items()}
+
+
+def from_presplit(data: Data, out_dir: Path) -> dict[str, pd.DataFrame]:
+    """``data.source: presplit``: three split CSVs, validated together."""
+    paths = {split: Path(getattr(data.presplit, split)) for split in SPLITS}
+    for split, path in paths.items():
+        _check_outside(path, out_dir, f"data.presplit.{split}")
+    frames = {split: schema.read_metadata(path) for split, path in paths.items()}
+    schema.check_disjoint_groups(frames, paths)
+    return {split: _columns(rebase_audio_paths(with_durations(frame), out_dir)) for split, frame in frames.items()}
+
+
+# =============================================================================================== stage
+def data_metrics(frames: Mapping[str, pd.DataFrame]) -> dict[str, dict[str, float]]:
+    """Clips, groups and class balance (and durations, when known) per split and in total."""
+    def summary(df: pd.DataFrame) -> dict[str, float]:
+        speech = int(df[schema.LABEL].eq(schema.SPEECH).sum())
+        out = {"clips": len(df), "groups": int(df[schema.GROUP_ID].nunique()), "speech": speech,
+               "nonspeech": len(df) - speech, "speech_fraction": speech / len(df) if len(df) else float("nan")}
+        if schema.DURATION_S in df.columns and df[schema.DURATION_S].notna().any():
+            d = pd.to_numeric(df[schema.DURATION_S])
+            out |= {"duration_s_total": float(d.sum()), "duration_s_mean": float(d.mean()),
+                    "duration_s_min": float(d.min()), "duration_s_max": float(d.max())}
+        return out
+
+    metrics = {split: summary(df) for split, df in frames.items()}
+    metrics["total"] = summary(pd.concat(list(frames.values()), ignore_index=True))
+    return metrics
+
+
+def prepare(data: Data, out_dir: str | os.PathLike = layout.SPLIT_DIR) -> dict[str, pd.DataFrame]:
+    """Build the split folder for ``data`` in a temporary folder beside ``out_dir``, check it against the
+    data contract, and swap it in whole. Returns the three metadata frames."""
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        if data.source == "synthetic":
+            frames = synth.write_corpus(data.synthetic, tmp, data.sample_rate)
+        elif data.source == "csv":
+            frames = from_csv(data, out_dir)
+        else:
+            frames = from_presplit(data, out_dir)
+        for split, frame in frames.items():
+            write_csv(layout.split_csv(split, tmp), frame)
+        # self-check: the folder as written satisfies the contract (a failure here is a bug, not bad input)
+        schema.read_splits(tmp)
+    return frames

@@ -1,0 +1,164 @@
+"""Every path the pipeline reads or writes, relative to the project root; ``dvc.yaml`` names the same ones.
+
+``tests/test_dvc_deps.py`` checks that the paths in ``dvc.yaml`` agree with this module, so a folder is
+renamed here and in ``dvc.yaml`` together or not at all. A *system* is one thing that answers the
+question for every clip: a fine-tuned seed (``seed_42``), the zero-shot model (``zeroshot``) or a
+reference detector (``baselines/silero``).
+
+    data/processed/grouped_split/{train,dev,test}_metadata.csv (+ audio/)   prepare
+    data/processed/conditions/conditions_metadata.csv (+ audio/)            conditions_render
+    models/tiny-qwen2-audio/                                                tiny_model
+    models/seed_<s>/                          the LoRA adapter              train
+    models/calibrators/seed_<s>.json          the dev-fitted calibrator     calibrate
+    models/calibrators/references/<system>.json                             references
+    predictions/<system>/{dev,test}.csv (+ _content_free.csv)              predict, baselines
+    predictions/conditions/<system>/conditions.csv                          predict_conditions
+    predictions/baselines_<set>/<detector>/<set>.csv                        baselines_conditions
+    metrics/ plots/ evaluation/               metrics, plot data and per-clip tables
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# ------------------------------------------------------------------------------------------- data
+DATA_DIR = Path("data/processed")
+SPLIT_DIR = DATA_DIR / "grouped_split"
+DATA_METRICS = Path("metrics/data.json")
+CONDITIONS_DIR = DATA_DIR / "conditions"
+CONDITIONS_SET = "conditions"  # the condition variants' set name: <set>_metadata.csv, <system dir>/<set>.csv
+
+
+def split_csv(split: str, root: str | Path = SPLIT_DIR) -> Path:
+    """``<root>/<split>_metadata.csv``: the metadata CSV of one split (train, dev, test)."""
+    return Path(root) / f"{split}_metadata.csv"
+
+
+def conditions_csv(name: str = CONDITIONS_SET, root: str | Path = CONDITIONS_DIR) -> Path:
+    """``data/processed/conditions/<name>_metadata.csv``: the rendered condition variants."""
+    return Path(root) / f"{name}_metadata.csv"
+
+
+# ------------------------------------------------------------------------------------------ models
+TINY_MODEL_DIR = Path("models/tiny-qwen2-audio")
+CALIBRATORS_DIR = Path("models/calibrators")
+REFERENCE_CALIBRATORS_DIR = CALIBRATORS_DIR / "references"
+
+
+def seed_system(seed: int) -> str:
+    """The system name of a fine-tuned seed: ``seed_42``. The only place that spells it."""
+    return f"seed_{seed}"
+
+
+def adapter_dir(seed: int) -> Path:
+    """``models/seed_<seed>/``: the seed's LoRA adapter (``PeftModel.from_pretrained`` opens it)."""
+    return Path("models") / seed_system(seed)
+
+
+def train_live_dir(seed: int) -> Path:
+    """``metrics/train/seed_<seed>/``: the seed's dvclive training curves."""
+    return Path("metrics/train") / seed_system(seed)
+
+
+# ------------------------------------------------------------------------------------- predictions
+PREDICTIONS_DIR = Path("predictions")
+ZEROSHOT = "zeroshot"
+BASELINES = "baselines"
+BASELINES_DIR = PREDICTIONS_DIR / BASELINES
+CONDITIONS_PREDICTIONS_DIR = PREDICTIONS_DIR / "conditions"
+
+
+def predictions_dir(system: str) -> Path:
+    """``predictions/<system>/``: dev.csv, test.csv and the content-free logits of one system."""
+    return PREDICTIONS_DIR / system
+
+
+def conditions_predictions_dir(system: str) -> Path:
+    """``predictions/conditions/<system>/``: one system's scores of the condition variants."""
+    return CONDITIONS_PREDICTIONS_DIR / system
+
+
+def baselines_set_dir(set_name: str) -> Path:
+    """``predictions/baselines_<set>/``: the detectors' scores of an extra set (a DVC out of its own)."""
+    return PREDICTIONS_DIR / f"{BASELINES}_{set_name}"
+
+
+# ----------------------------------------------------------------------------------- per system
+@dataclass(frozen=True)
+class SystemFiles:
+    """Where one system's calibrate / evaluate files go.
+
+    Fine-tuned seeds (``reference=False``) use the per-file paths that ``dvc.yaml`` lists for each seed;
+    reference systems (``zeroshot``, ``baselines/silero`` ...; any may be absent) go under the folders the
+    ``references`` stage declares whole.
+    """
+
+    system: str
+    reference: bool = False
+
+    def predictions(self, split: str) -> Path:
+        return predictions_dir(self.system) / f"{split}.csv"
+
+    def content_free(self, split: str = "dev") -> Path:
+        return predictions_dir(self.system) / f"{split}_content_free.csv"
+
+    @property
+    def calibrator(self) -> Path:
+        """The fitted calibrator (``Calibrator.save`` / ``calibration.load``)."""
+        root = REFERENCE_CALIBRATORS_DIR if self.reference else CALIBRATORS_DIR
+        return root / f"{self.system}.json"
+
+    @property
+    def _metrics(self) -> Path:
+        return Path("metrics/references") if self.reference else Path("metrics")
+
+    @property
+    def calibration_json(self) -> Path:
+        """Dev metrics before and after calibration, and the fitted parameters (for ``dvc metrics``)."""
+        return self._metrics / "calibration" / f"{self.system}.json"
+
+    @property
+    def optimal_temp(self) -> Path:
+        """The study's ``<system>_optimal_temp.txt``: the temperature as ``%.6f``."""
+        return self._metrics / "calibration" / f"{self.system}_optimal_temp.txt"
+
+    @property
+    def test_json(self) -> Path:
+        return self._metrics / "test" / f"{self.system}.json"
+
+    def reliability(self, split: str, ext: str) -> Path:
+        if self.reference:
+            return self.evaluation_dir / f"{split}_reliability.{ext}"
+        folder = "calibration" if split == "dev" else split
+        return Path("plots") / folder / f"{self.system}_{split}_reliability.{ext}"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        return (REFERENCES_EVALUATION_DIR if self.reference else EVALUATION_DIR) / self.system
+
+    @property
+    def test_calibrated_csv(self) -> Path:
+        return self.evaluation_dir / "test_calibrated.csv"
+
+    @property
+    def per_group_csv(self) -> Path:
+        return self.evaluation_dir / "per_group.csv"
+
+
+def seed_files(seed: int) -> SystemFiles:
+    return SystemFiles(seed_system(seed))
+
+
+# ------------------------------------------------------------------------------------------ reports
+EVALUATION_DIR = Path("evaluation")
+REFERENCES_EVALUATION_DIR = EVALUATION_DIR / "references"
+REFERENCES_METRICS_DIR = Path("metrics/references")
+REFERENCES_INDEX = REFERENCES_METRICS_DIR / "systems.json"
+
+SUMMARY_JSON = Path("metrics/summary.json")
+SUMMARY_TXT = Path("metrics/summary.txt")
+SUMMARY_PLOTS_DIR = Path("plots/summary")
+
+CONDITIONS_JSON = Path("metrics/conditions.json")
+CONDITIONS_TABLES_DIR = Path("metrics/conditions")
+CONDITIONS_PLOTS_DIR = Path("plots/conditions")

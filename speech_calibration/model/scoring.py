@@ -1,0 +1,127 @@
+"""Scoring clips: the A/B answer logits of every clip, one batched forward pass, no text generation.
+
+A :class:`Scorer` holds the base model and (optionally) a seed's adapter, loaded once; :func:`score_csvs`
+scores several metadata CSVs in one process. The logits of
+the two answer tokens come from the decoder's last hidden state at the answer position against just
+those two rows of the output head; the log-sum-exp of the whole vocabulary at that one position is
+kept too, so a report can say how much probability falls outside A/B. Clips are sorted by length so
+each batch's audio window is short, padded on the left, and returned in the CSV's order.
+
+Beside each split, ``<split>_content_free.csv`` holds the logits of two content-free inputs (digital
+silence and a short white noise) for contextual calibration.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from speech_calibration.model import forward, loading
+from speech_calibration.data import schema
+from speech_calibration import params as params_mod
+from speech_calibration.data.audio import load_clips
+from speech_calibration.fileio import atomic_dir, write_csv
+
+log = logging.getLogger(__name__)
+CONTENT_FREE_INPUTS = ("silence", "noise")
+_DROP = {schema.AUDIO_PATH, "audio_file"}
+
+
+class Scorer:
+    """A loaded model (base, or base + adapter) that turns clips into answer logits."""
+
+    def __init__(self, p: params_mod.Params, adapter: Path | None):
+        from speech_calibration.model.inputs import InputBuilder
+
+        self.p = p
+        self.device = loading.resolve_device(p.model)
+        self.dtype = loading.resolve_dtype(p.model, self.device)
+        self.builder = InputBuilder(loading.load_processor(p.model), p.prompt)
+        model = loading.load_base(p.model, self.device)
+        self.model = loading.load_adapter(model, adapter) if adapter is not None else model
+        self.model.eval()
+        self.trim = p.model.trim_audio_window
+        self.prefix = (forward.PrefixCache(self.model, self.builder.prefix_ids)
+                       if self.trim and p.model.cache_prompt_prefix else None)
+        self.feature_device = "cuda" if self.device.type == "cuda" else "cpu"
+
+    def score(self, audios: Sequence[np.ndarray], desc: str = "score") -> dict[str, np.ndarray]:
+        """logit_A, logit_B and the vocabulary log-sum-exp for every clip, in the order given."""
+        from tqdm import tqdm
+
+        order = np.argsort([len(a) for a in audios], kind="stable")
+        out = np.zeros((len(audios), 3), dtype=np.float64)
+        size = self.p.predict.batch_size
+        autocast = torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+        with torch.inference_mode(), autocast, tqdm(total=len(audios), desc=desc, unit="clip") as bar:
+            for start in range(0, len(order), size):
+                idx = order[start:start + size]
+                batch = self.builder.build([audios[i] for i in idx], trim=self.trim, feature_device=self.feature_device,
+                                           shared_prefix=self.prefix is not None).to(self.device, self.dtype)
+                hidden = forward.last_hidden(self.model, batch, trim=self.trim, prefix=self.prefix)[:, -1]
+                pair = forward.answer_logits(self.model, hidden, self.builder.answer_ids)
+                lse = forward.vocab_logsumexp(self.model, hidden)
+                out[idx, :2] = pair.cpu().numpy()
+                out[idx, 2] = lse.cpu().numpy()
+                bar.update(len(idx))
+        return {schema.LOGIT_A: out[:, 0], schema.LOGIT_B: out[:, 1], schema.LOGSUMEXP_VOCAB: out[:, 2]}
+
+
+def predictions_frame(meta: pd.DataFrame, scores: dict[str, np.ndarray], prompt: params_mod.Prompt) -> pd.DataFrame:
+    """The predictions CSV rows: identity, truth, logits, p(SPEECH) at T=1, prediction, carried metadata."""
+    a, b = scores[schema.LOGIT_A], scores[schema.LOGIT_B]
+    frame = pd.DataFrame({
+        schema.CLIP_ID: meta[schema.CLIP_ID].to_numpy(),
+        schema.GROUP_ID: meta[schema.GROUP_ID].to_numpy(),
+        schema.LABEL: meta[schema.LABEL].to_numpy(),
+        schema.GROUND_TRUTH_TOKEN: np.where(meta[schema.LABEL] == schema.SPEECH, prompt.speech_answer,
+                                            prompt.nonspeech_answer),
+        schema.LOGIT_A: a,
+        schema.LOGIT_B: b,
+        schema.P_SPEECH: 1.0 / (1.0 + np.exp(-(a - b))),
+        schema.PREDICTED_TOKEN: np.where(a >= b, prompt.speech_answer, prompt.nonspeech_answer),
+        schema.LOGSUMEXP_VOCAB: scores[schema.LOGSUMEXP_VOCAB],
+    })
+    for col in meta.columns:
+        if col not in frame.columns and col not in _DROP:
+            frame[col] = meta[col].to_numpy()
+    return frame
+
+
+def content_free_audio(p: params_mod.Predict, sample_rate: int) -> list[np.ndarray]:
+    """Digital silence and a seeded white noise at ``content_free_noise_dbfs`` RMS, both of the same length."""
+    n = int(round(p.content_free_duration_s * sample_rate))
+    noise = np.random.default_rng(0).standard_normal(n)
+    noise *= 10 ** (p.content_free_noise_dbfs / 20) / np.sqrt(np.mean(noise**2))
+    return [np.zeros(n, dtype=np.float32), noise.astype(np.float32)]
+
+
+def score_csvs(p: params_mod.Params, scorer: Scorer, csvs: dict[str, Path], out_dir: Path) -> dict[str, pd.DataFrame]:
+    """Score every named metadata CSV into ``out_dir/<name>.csv`` (+ ``<name>_content_free.csv``), atomically."""
+    metas = {name: schema.read_metadata(path, require_both_classes=False) for name, path in csvs.items()}
+    free_audio = content_free_audio(p.predict, scorer.builder.sampling_rate)
+    free = scorer.score(free_audio, desc="content-free")
+    free_frame = pd.DataFrame({"input": CONTENT_FREE_INPUTS, schema.LOGIT_A: free[schema.LOGIT_A],
+                               schema.LOGIT_B: free[schema.LOGIT_B]})
+    free_frame[schema.P_SPEECH] = 1.0 / (1.0 + np.exp(-(free_frame[schema.LOGIT_A] - free_frame[schema.LOGIT_B])))
+    free_frame[schema.LOGSUMEXP_VOCAB] = free[schema.LOGSUMEXP_VOCAB]
+    frames = {}
+    with atomic_dir(out_dir) as tmp:
+        for name, meta in metas.items():
+            started = time.perf_counter()
+            audios = load_clips(list(meta["audio_file"]), scorer.builder.sampling_rate)
+            frame = predictions_frame(meta, scorer.score(audios, desc=name), p.prompt)
+            write_csv(tmp / f"{name}.csv", frame)
+            write_csv(tmp / f"{name}_content_free.csv", free_frame)
+            seconds = time.perf_counter() - started
+            acc = float((frame[schema.PREDICTED_TOKEN] == frame[schema.GROUND_TRUTH_TOKEN]).mean())
+            log.info("%s: %d clips in %.1f s (%.1f clips/s), accuracy at T=1 %.3f", name, len(frame), seconds,
+                     len(frame) / max(seconds, 1e-9), acc)
+            frames[name] = frame
+    return frames
+

@@ -1,0 +1,1 @@
+"""Reports: evaluation on test, the reference systems, the multi-seed summary, the conditions report, reliability plots."""

@@ -1,0 +1,499 @@
+"""The conditions report: robustness of every system under acoustic conditions, calibrated and not.
+
+Reads the variants' metadata (``data/processed/conditions/conditions_metadata.csv``, written by
+``conditions_render``) and every system's scores of them, all produced by the same predict code:
+
+- ``predictions/conditions/seed_<seed>/conditions.csv`` for each seed of ``params.yaml: seeds`` (fine-tuned),
+- ``predictions/conditions/zeroshot/conditions.csv`` (the base model, no adapter),
+- ``predictions/baselines_conditions/<detector>/conditions.csv`` for each VAD baseline, where present.
+
+Each system's DEV-fitted calibrator (``models/calibrators/seed_<seed>.json``; the zero-shot model's and
+the baselines' under ``models/calibrators/references/``) is applied unchanged, so the calibrated
+columns measure calibration under distribution shift. A baseline that the references stage did not
+calibrate is reported uncalibrated only.
+
+Writes:
+
+- ``metrics/conditions.json``: headline figures per system (BA_clip, BA_conditions, DT50 and SNR50;
+  the fine-tuned entry averages its seeds), for ``dvc metrics`` / ``dvc exp show``;
+- ``metrics/conditions/per_condition.csv``: per system, condition and level (and ``all``), uncalibrated
+  and calibrated: n, accuracy, balanced accuracy, recall of each class, ECE (top-label, equal-width
+  ``evaluate.n_bins`` bins) and NLL;
+- ``metrics/conditions/thresholds.csv``: DT50/DT75/DT90 (ms) and SNR50/SNR75 (dB) per system and seed,
+  with 95% intervals from a bootstrap over base clips; a threshold outside the tested range is censored
+  (``< 20 ms``, ``> 20 dB``), never extrapolated;
+- ``metrics/conditions/psychometric_fits.csv``: intercept and slope of every fitted curve;
+- ``metrics/conditions/paired_tests.csv``: every pair of systems, over all variants and per dimension:
+  exact McNemar with Holm correction across the whole table, and the accuracy difference with a
+  clustered-bootstrap interval;
+- ``plots/conditions/*.csv`` (``dvc plots`` data, one series per system) and ``*.png``.
+
+Definitions. A system *answers SPEECH* when ``logit_A >= logit_B`` (its own answer); psychometric curves
+and paired tests use that answer. ``BA_clip`` is the balanced accuracy over all variants (clean
+included); ``BA_conditions`` is the mean over the four dimensions of each dimension's mean per-level
+balanced accuracy. Psychometric curves: ``P(answer SPEECH)`` against log10 duration and against SNR,
+fitted by a logistic model (:mod:`speech_calibration.stats.psychometric`) for speech clips (hits; thresholds) and
+non-speech clips (false SPEECH; curve only). Caveat: McNemar treats the variants as independent;
+the bootstrap intervals resample base clips and do not.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from speech_calibration import layout
+from speech_calibration import params as params_mod
+from speech_calibration.calibration import calibrators
+from speech_calibration.data import schema
+from speech_calibration.data.schema import BASE_CLIP_ID, CLEAN, CONDITION, DIMENSIONS, LEVEL, level_text
+from speech_calibration.errors import UserError
+from speech_calibration.fileio import atomic_path, write_csv, write_json
+from speech_calibration.layout import SystemFiles
+from speech_calibration.stats import metrics, paired_tests, psychometric
+
+log = logging.getLogger(__name__)
+
+ALL = "all"
+UNCALIBRATED, CALIBRATED = "uncalibrated", "calibrated"
+FINETUNED = "finetuned"
+# psychometric dimensions: the level as a number on the fitted axis, and how a threshold is written
+DURATION_CRITERIA = (0.5, 0.75, 0.9)
+SNR_CRITERIA = (0.5, 0.75)
+LEVEL_UNITS = {"duration": "ms", "snr": "dB", "reverb": "s", "band": ""}
+
+
+def fmt_ms(x: float) -> str:
+    v = 10.0 ** x
+    return f"{v:.0f} ms" if v >= 10 else f"{v:.1f} ms"
+
+
+def fmt_db(x: float) -> str:
+    return f"{x:.1f} dB"
+
+
+@dataclass(frozen=True)
+class Axis:
+    dimension: str
+    column: str  # plot data column
+    name: str  # threshold name prefix: DT / SNR
+    unit: str
+    criteria: tuple[float, ...]
+    fmt: object
+
+    def x(self, levels: Sequence[str]) -> np.ndarray:
+        values = np.array([float(v) for v in levels])
+        return np.log10(values) if self.dimension == "duration" else values
+
+    def display(self, x: float) -> float:
+        return 10.0 ** x if self.dimension == "duration" else x
+
+
+AXES = (Axis("duration", "duration_ms", "DT", "ms", DURATION_CRITERIA, fmt_ms),
+        Axis("snr", "snr_db", "SNR", "dB", SNR_CRITERIA, fmt_db))
+
+
+@dataclass
+class System:
+    name: str  # seed_42 | zeroshot | <detector>
+    kind: str  # finetuned | zeroshot | baseline
+    seed: int | None
+    predictions: Path
+    calibration: Path | None
+
+
+@dataclass
+class Scored:
+    """One system's scores aligned to the metadata rows."""
+
+    system: System
+    p: np.ndarray  # p(SPEECH) at temperature 1
+    p_cal: np.ndarray | None  # calibrated p(SPEECH), None without a calibrator
+    threshold_cal: float
+
+
+# ---------------------------------------------------------------------------------------- inputs
+def discover_systems(seeds: Sequence[int]) -> list[System]:
+    """The fine-tuned seeds and the zero-shot model (both required), and every baseline that scored the variants.
+
+    A baseline's calibrator is the one the references stage fitted, where it did; else it is reported
+    uncalibrated only.
+    """
+    name = layout.CONDITIONS_SET
+
+    def csv(system: str):
+        return layout.conditions_predictions_dir(system) / f"{name}.csv"
+
+    systems = [System(layout.seed_system(s), FINETUNED, s, csv(layout.seed_system(s)), layout.seed_files(s).calibrator)
+               for s in seeds]
+    systems.append(System(layout.ZEROSHOT, "zeroshot", None, csv(layout.ZEROSHOT),
+                          SystemFiles(layout.ZEROSHOT, reference=True).calibrator))
+    baselines_dir = layout.baselines_set_dir(name)
+    if baselines_dir.is_dir():
+        for folder in sorted(p for p in baselines_dir.iterdir() if p.is_dir()):
+            if (folder / f"{name}.csv").is_file():
+                calibrator = SystemFiles(f"{layout.BASELINES}/{folder.name}", reference=True).calibrator
+                systems.append(System(folder.name, "baseline", None, folder / f"{name}.csv",
+                                      calibrator if calibrator.is_file() else None))
+    return systems
+
+
+def read_variants(path: Path) -> pd.DataFrame:
+    """The variants' metadata, validated by the data contract, with condition and level as text."""
+    meta = schema.read_metadata(path, check_audio=False)
+    missing = [c for c in (BASE_CLIP_ID, CONDITION, LEVEL) if c not in meta.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; re-run the conditions_render stage")
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=[BASE_CLIP_ID, CONDITION, LEVEL])
+    for col in (BASE_CLIP_ID, CONDITION, LEVEL):
+        meta[col] = raw[col].to_numpy()
+    bad = ~meta[CONDITION].isin((CLEAN, *DIMENSIONS)).to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0]) + 1
+        raise UserError(f"{path} row {row}: condition '{meta[CONDITION].iloc[row - 1]}' is not one of "
+                        f"{', '.join((CLEAN, *DIMENSIONS))}")
+    return meta
+
+
+def score_system(system: System, meta: pd.DataFrame) -> Scored:
+    """Read one system's predictions, check they cover exactly the variants, and apply its calibrator."""
+    preds = schema.read_predictions(system.predictions)
+    ids = meta[schema.CLIP_ID]
+    missing = sorted(set(ids) - set(preds[schema.CLIP_ID]))
+    extra = sorted(set(preds[schema.CLIP_ID]) - set(ids))
+    if missing or extra:
+        what = f"lacks clip '{missing[0]}'" if missing else f"has clip '{extra[0]}' not in the variants"
+        raise UserError(f"{system.predictions}: {what} ({len(missing)} missing, {len(extra)} extra); the predictions "
+                        "are stale, re-run the predict_conditions stages (dvc repro)")
+    preds = preds.set_index(schema.CLIP_ID).loc[ids.to_numpy()]
+    mismatch = preds[schema.LABEL].to_numpy() != meta[schema.LABEL].to_numpy()
+    if mismatch.any():
+        cid = ids.iloc[int(np.flatnonzero(mismatch)[0])]
+        raise UserError(f"{system.predictions}: clip '{cid}' has a different label than the variants' metadata; "
+                        "re-run the predict_conditions stages")
+    a, b = preds[schema.LOGIT_A].to_numpy(float), preds[schema.LOGIT_B].to_numpy(float)
+    p = metrics.p_speech_from_logits(a, b)
+    p_cal, thr = None, 0.5
+    if system.calibration is not None:
+        cal = calibrators.load(system.calibration)
+        p_cal = np.asarray(cal.predict_proba(a, b), dtype=float)
+        thr = cal.threshold
+    return Scored(system, p, p_cal, thr)
+
+
+# -------------------------------------------------------------------------------------- metrics
+def variant_order(meta: pd.DataFrame, cfg: params_mod.Conditions) -> list[tuple[str, str]]:
+    """(condition, level) in report order, only those present: clean, then each dimension's levels as configured."""
+    wanted = [(CLEAN, CLEAN)]
+    wanted += [("duration", level_text(v)) for v in cfg.durations_ms]
+    wanted += [("snr", level_text(v)) for v in cfg.snr_db]
+    wanted += [("reverb", level_text(v)) for v in cfg.t60_s]
+    wanted += [("band", v) for v in cfg.band]
+    present = set(zip(meta[CONDITION], meta[LEVEL]))
+    order = [w for w in wanted if w in present]
+    unknown = sorted(present - set(order))
+    if unknown:
+        raise UserError(f"variants {unknown[0][0]} {unknown[0][1]} are not among the levels of params.yaml: conditions; "
+                        "re-run the conditions_render stage")
+    return order
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float, n_bins: int) -> dict[str, float]:
+    pred = metrics.predict(p, threshold)
+    conf, correct = metrics.top_label(y, p, threshold)
+    return {
+        "n": int(len(y)), "n_speech": int(np.sum(y == 1)), "n_nonspeech": int(np.sum(y == 0)),
+        "accuracy": float(metrics.accuracy(y, pred)),
+        "balanced_accuracy": float(metrics.balanced_accuracy(y, pred)),
+        "recall_speech": float(metrics.class_accuracy(y, pred, 1)),
+        "recall_nonspeech": float(metrics.class_accuracy(y, pred, 0)),
+        "ece": float(metrics.ece(conf, correct, n_bins)),
+        "nll": float(metrics.nll(y, p)),
+    }
+
+
+def per_condition_table(y: np.ndarray, conditions: np.ndarray, levels: np.ndarray, order: list[tuple[str, str]],
+                        probs: dict[str, tuple[np.ndarray, float]], n_bins: int) -> pd.DataFrame:
+    """Rows per (calibration, condition, level) in ``order`` plus ``all``; ``probs``: {calibration: (p, threshold)}."""
+    rows = []
+    for calibration, (p, thr) in probs.items():
+        for condition, level in [*order, (ALL, ALL)]:
+            mask = np.ones(len(y), bool) if condition == ALL else (conditions == condition) & (levels == level)
+            rows.append({"calibration": calibration, "condition": condition, "level": level,
+                         **classification_metrics(y[mask], p[mask], thr, n_bins)})
+    return pd.DataFrame(rows)
+
+
+def ba_summary(table: pd.DataFrame) -> dict[str, float]:
+    """BA_clip (balanced accuracy over all variants) and BA_conditions (mean over dimensions of the mean per-level BA)."""
+    ba_clip = table.loc[table["condition"] == ALL, "balanced_accuracy"]
+    dims = table[table["condition"].isin(DIMENSIONS)].groupby("condition")["balanced_accuracy"].mean()
+    return {"BA_clip": float(ba_clip.iloc[0]) if len(ba_clip) else math.nan,
+            "BA_conditions": float(dims.mean()) if len(dims) else math.nan}
+
+
+# ---------------------------------------------------------------------------------- psychometric
+def response_matrix(base: np.ndarray, levels: np.ndarray, answers: np.ndarray,
+                    level_order: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(clusters x levels) answers (1 SPEECH, 0 not, NaN missing) and the cluster ids, from long rows."""
+    clusters, ci = np.unique(base, return_inverse=True)
+    index = {lv: j for j, lv in enumerate(level_order)}
+    out = np.full((len(clusters), len(level_order)), np.nan)
+    out[ci, [index[lv] for lv in levels]] = answers
+    return out, clusters
+
+
+def stable_rng(seed: int, *keys: str) -> np.random.Generator:
+    return np.random.default_rng([seed, *(zlib.crc32(k.encode()) for k in keys)])
+
+
+def psychometric_curves(meta: pd.DataFrame, answers: np.ndarray, order: list[tuple[str, str]],
+                        cfg: params_mod.Conditions, ci: float, system_name: str) -> dict[tuple[str, str], psychometric.Curve]:
+    """{(dimension, label): Curve} for speech clips (with thresholds) and non-speech clips (false SPEECH)."""
+    curves = {}
+    for axis in AXES:
+        lv_order = [lv for c, lv in order if c == axis.dimension]
+        if len(lv_order) < 2:
+            continue
+        for label in (schema.SPEECH, schema.NONSPEECH):
+            mask = ((meta[CONDITION] == axis.dimension) & (meta[schema.LABEL] == label)).to_numpy()
+            if not mask.any():
+                continue
+            resp, _ = response_matrix(meta[BASE_CLIP_ID].to_numpy()[mask], meta[LEVEL].to_numpy()[mask],
+                                      answers[mask], lv_order)
+            criteria = axis.criteria if label == schema.SPEECH else ()
+            curves[(axis.dimension, label)] = psychometric.fit_curve(
+                axis.x(lv_order), resp, criteria, n_boot=cfg.n_bootstrap, ci=ci,
+                rng=stable_rng(cfg.bootstrap_seed, "psychometric", system_name, axis.dimension, label))
+    return curves
+
+
+def threshold_rows(system: System, curves: dict, ci: float) -> list[dict]:
+    rows = []
+    for axis in AXES:
+        curve = curves.get((axis.dimension, schema.SPEECH))
+        if curve is None:
+            continue
+        valid = curve.levels[curve.n > 0]
+        x_min, x_max = float(valid.min()), float(valid.max())
+        for t in curve.thresholds:
+            def text(v):
+                return psychometric.describe(v, x_min, x_max, axis.fmt)
+
+            finite = math.isfinite(t.value)
+            rows.append({
+                "system": system.name, "kind": system.kind, "seed": system.seed,
+                "threshold": f"{axis.name}{round(100 * t.q)}", "unit": axis.unit,
+                "value": axis.display(t.value) if finite else math.nan,
+                "censored": "" if finite else ("below" if t.value < 0 else "above"),
+                "lo": axis.display(t.lo) if math.isfinite(t.lo) else math.nan,
+                "hi": axis.display(t.hi) if math.isfinite(t.hi) else math.nan,
+                "text": text(t.value), "ci_text": f"[{text(t.lo)}, {text(t.hi)}]", "ci": ci,
+            })
+    return rows
+
+
+# ------------------------------------------------------------------------------------ paired tests
+def paired_table(meta: pd.DataFrame, correct: dict[str, np.ndarray], cfg: params_mod.Conditions, ci: float) -> pd.DataFrame:
+    """Every pair of systems over all variants and per dimension; Holm across the whole table."""
+    rows = []
+    base = meta[BASE_CLIP_ID].to_numpy()
+    cond = meta[CONDITION].to_numpy()
+    scopes = [ALL] + [d for d in DIMENSIONS if (cond == d).any()]
+    for s1, s2 in itertools.combinations(correct, 2):
+        for scope in scopes:
+            mask = np.ones(len(cond), bool) if scope == ALL else cond == scope
+            c1, c2 = correct[s1][mask], correct[s2][mask]
+            test = paired_tests.mcnemar_exact(c1, c2)
+            diff, lo, hi = paired_tests.clustered_bootstrap_difference(
+                c1, c2, base[mask], n_boot=cfg.n_bootstrap, ci=ci,
+                rng=stable_rng(cfg.bootstrap_seed, "paired", s1, s2, scope))
+            rows.append({"system_1": s1, "system_2": s2, "scope": scope, "n": int(mask.sum()),
+                         "accuracy_1": float(c1.mean()), "accuracy_2": float(c2.mean()),
+                         "only_1_right": test.only_1, "only_2_right": test.only_2, "both_right": test.both,
+                         "both_wrong": test.neither, "p_mcnemar": test.p_value,
+                         "accuracy_difference": diff, "diff_lo": lo, "diff_hi": hi, "ci": ci})
+    table = pd.DataFrame(rows)
+    if len(table):
+        table.insert(table.columns.get_loc("p_mcnemar") + 1, "p_holm", paired_tests.holm(table["p_mcnemar"].to_numpy()))
+    return table
+
+
+# ---------------------------------------------------------------------------------- headline JSON
+def headline(per_system: dict[str, dict], systems: list[System]) -> dict:
+    """metrics/conditions.json: per system BA_clip, BA_conditions, DT50, SNR50 (+ text); fine-tuned seeds averaged."""
+    out = {s.name: per_system[s.name] for s in systems}
+    tuned = [per_system[s.name] for s in systems if s.kind == FINETUNED]
+    if tuned:
+        agg = {"n_seeds": len(tuned)}
+        for key in tuned[0]:
+            values = [t.get(key) for t in tuned]
+            if all(isinstance(v, (int, float)) and v is not None and math.isfinite(v) for v in values):
+                agg[key] = float(np.mean(values))
+            elif key.endswith("_text"):
+                agg[key] = "; ".join(str(v) for v in values)
+            else:
+                agg[key] = None  # censored (or undefined) in some seed: no mean
+        out[FINETUNED] = agg
+    return out
+
+
+# --------------------------------------------------------------------------------------- plots
+def variant_label(condition: str, level: str) -> str:
+    if condition in (CLEAN, ALL):
+        return condition
+    unit = LEVEL_UNITS[condition]
+    return f"{condition} {level}{' ' + unit if unit else ''}"
+
+
+def series_name(system: System) -> str:
+    return FINETUNED if system.kind == FINETUNED else system.name
+
+
+def psychometric_plot_data(curves: dict[str, dict], systems: list[System], axis: Axis) -> pd.DataFrame:
+    """One row per (series, level): observed hit rate, false-SPEECH rate and the fitted hit curve (seeds averaged)."""
+    rows = []
+    for s in systems:
+        hit = curves[s.name].get((axis.dimension, schema.SPEECH))
+        false = curves[s.name].get((axis.dimension, schema.NONSPEECH))
+        if hit is None:
+            continue
+        for j, x in enumerate(hit.levels):
+            rows.append({"system": series_name(s), "member": s.name, axis.column: axis.display(x),
+                         "p_answer_speech": hit.observed[j], "fitted": float(hit.fitted(x)),
+                         "p_false_speech": false.observed[j] if false is not None and j < len(false.levels) else math.nan})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=["system", axis.column, "p_answer_speech", "p_false_speech", "fitted", "n_members"])
+    out = frame.groupby(["system", axis.column], sort=False).agg(
+        p_answer_speech=("p_answer_speech", "mean"), p_false_speech=("p_false_speech", "mean"),
+        fitted=("fitted", "mean"), n_members=("member", "nunique")).reset_index()
+    return out
+
+
+def per_condition_plot_data(tables: dict[str, pd.DataFrame], systems: list[System]) -> pd.DataFrame:
+    rows = []
+    for s in systems:
+        t = tables[s.name]
+        for _, r in t.iterrows():
+            rows.append({"system": series_name(s), "member": s.name, "calibration": r["calibration"],
+                         "variant": variant_label(r["condition"], r["level"]), "balanced_accuracy": r["balanced_accuracy"]})
+    frame = pd.DataFrame(rows)
+    wide = frame.pivot_table(index=["system", "variant"], columns="calibration", values="balanced_accuracy",
+                             aggfunc="mean", sort=False).reset_index()
+    wide = wide.rename(columns={UNCALIBRATED: "balanced_accuracy", CALIBRATED: "balanced_accuracy_calibrated"})
+    if "balanced_accuracy_calibrated" not in wide:
+        wide["balanced_accuracy_calibrated"] = math.nan
+    return wide[["system", "variant", "balanced_accuracy", "balanced_accuracy_calibrated"]]
+
+
+def save_pngs(curves: dict[str, dict], systems: list[System], per_condition: pd.DataFrame, out_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(series_name(s) for s in systems))
+    colours = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
+    for axis in AXES:
+        fig, ax = plt.subplots(figsize=(7.5, 4.2))
+        drawn = set()
+        for s in systems:
+            hit = curves[s.name].get((axis.dimension, schema.SPEECH))
+            if hit is None:
+                continue
+            false = curves[s.name].get((axis.dimension, schema.NONSPEECH))
+            name, col = series_name(s), colours[series_name(s)]
+            grid = np.linspace(hit.levels.min(), hit.levels.max(), 200)
+            label = None if name in drawn else name
+            drawn.add(name)
+            ax.plot(axis.display(grid), hit.fitted(grid), color=col, lw=1.6, label=label)
+            ax.plot(axis.display(hit.levels), hit.observed, "o", color=col, ms=3.5)
+            if false is not None:
+                ax.plot(axis.display(grid), false.fitted(grid), "--", color=col, lw=1.0)
+        if axis.dimension == "duration":
+            ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(f"{axis.dimension} ({axis.unit})")
+        ax.set_ylabel("P(answer SPEECH)")
+        ax.set_title(f"Psychometric curve vs {axis.dimension}: speech clips (solid), non-speech (dashed)", fontsize=9)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        fig.tight_layout()
+        with atomic_path(out_dir / f"psychometric_{axis.dimension}.png") as tmp:
+            fig.savefig(tmp, dpi=120)
+        plt.close(fig)
+    variants = list(dict.fromkeys(per_condition["variant"]))
+    fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(variants) + 1.5))
+    height = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        sub = per_condition[per_condition["system"] == name].set_index("variant").reindex(variants)
+        ax.barh(np.arange(len(variants)) + i * height, sub["balanced_accuracy"], height, color=colours[name], label=name)
+    ax.set_yticks(np.arange(len(variants)) + 0.4 - height / 2, variants, fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("balanced accuracy (uncalibrated answer)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    with atomic_path(out_dir / "per_condition.png") as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------- stage
+def report(meta: pd.DataFrame, scored: list[Scored], cfg: params_mod.Conditions, n_bins: int, ci: float) -> dict:
+    """Write every table, plot and the headline JSON of the conditions report (see the module doc)."""
+    tables_dir, plots_dir = layout.CONDITIONS_TABLES_DIR, layout.CONDITIONS_PLOTS_DIR
+    order = variant_order(meta, cfg)
+    y = schema.label_to_int(meta[schema.LABEL])
+    cond, lev = meta[CONDITION].to_numpy(), meta[LEVEL].to_numpy()
+    systems = [s.system for s in scored]
+    tables, curves, per_system, correct, thr_rows, fit_rows = {}, {}, {}, {}, [], []
+    for sc in scored:
+        s = sc.system
+        probs = {UNCALIBRATED: (sc.p, 0.5)}
+        if sc.p_cal is not None:
+            probs[CALIBRATED] = (sc.p_cal, sc.threshold_cal)
+        table = per_condition_table(y, cond, lev, order, probs, n_bins)
+        tables[s.name] = table
+        answers = metrics.predict(sc.p, 0.5).astype(float)
+        correct[s.name] = answers == y
+        curves[s.name] = psychometric_curves(meta, answers, order, cfg, ci, s.name)
+        entry = ba_summary(table[table["calibration"] == UNCALIBRATED])
+        if sc.p_cal is not None:
+            entry.update({f"{k}_calibrated": v for k, v in ba_summary(table[table["calibration"] == CALIBRATED]).items()})
+        rows = threshold_rows(s, curves[s.name], ci)
+        thr_rows += rows
+        for r in rows:
+            key = f"{r['threshold']}_{r['unit']}"
+            entry[key] = r["value"]
+            entry[f"{r['threshold']}_text"] = f"{r['text']} {r['ci_text']}"
+        per_system[s.name] = entry
+        for (dimension, label), c in curves[s.name].items():
+            fit_rows.append({"system": s.name, "kind": s.kind, "seed": s.seed, "dimension": dimension,
+                             "clips": label, "intercept": c.a, "slope": c.b,
+                             "x": "log10(duration_ms)" if dimension == "duration" else "snr_db"})
+    long = pd.concat([t.assign(system=n, kind=s.kind, seed=s.seed) for (n, t), s in zip(tables.items(), systems)],
+                     ignore_index=True)
+    long = long[["system", "kind", "seed", *[c for c in long.columns if c not in ("system", "kind", "seed")]]]
+    pairs = paired_table(meta, correct, cfg, ci)
+    per_cond_plot = per_condition_plot_data(tables, systems)
+
+    write_csv(tables_dir / "per_condition.csv", long)
+    write_csv(tables_dir / "thresholds.csv", pd.DataFrame(thr_rows))
+    write_csv(tables_dir / "psychometric_fits.csv", pd.DataFrame(fit_rows))
+    write_csv(tables_dir / "paired_tests.csv", pairs)
+    for axis in AXES:
+        write_csv(plots_dir / f"psychometric_{axis.dimension}.csv", psychometric_plot_data(curves, systems, axis))
+    write_csv(plots_dir / "per_condition.csv", per_cond_plot)
+    save_pngs(curves, systems, per_cond_plot, plots_dir)
+    head = headline(per_system, systems)
+    write_json(layout.CONDITIONS_JSON, head)
+    return head

@@ -1,0 +1,263 @@
+"""The multi-seed summary: the fine-tuned seeds together, beside the zero-shot model and the VAD baselines.
+
+Reads ``metrics/test/seed_<seed>.json`` and ``metrics/calibration/seed_<seed>.json`` for every seed
+(all required), ``metrics/references/{test,calibration}/<system>.json`` for every system of
+``evaluate.references`` (absent ones are skipped with a log line), and ``evaluation/seed_<seed>/test_calibrated.csv``.
+:func:`aggregate` writes:
+
+* ``metrics/summary.json`` (for ``dvc metrics diff``): per metric and series (uncalibrated / calibrated)
+  the mean, SD and Student-t interval across seeds; the fitted parameters and paired deltas per seed;
+  the reference systems' metrics;
+* ``metrics/summary.txt``: the study's summary lines (``Overall:   83.3% ± 0.0%``, ``SPEECH:``,
+  ``NONSPEECH:``, ``ECE:``, ``ROC-AUC:``) per series, the paired calibration effect per seed, and one
+  table of every system with the same columns;
+* ``plots/summary/reliability_pooled.csv`` / ``.png``: reliability of the test clips of all seeds pooled;
+* ``plots/summary/per_seed.csv`` / ``.png``: accuracy, ECE and NLL per seed, uncalibrated vs calibrated.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+import pandas as pd
+
+from speech_calibration import layout
+from speech_calibration.errors import UserError
+from speech_calibration.fileio import write_csv, write_json, write_text
+from speech_calibration.layout import SystemFiles
+from speech_calibration.report.reliability import plot_per_seed, plot_reliability, reliability_rows, rows_frame
+from speech_calibration.stats import metrics
+from speech_calibration.stats.resampling import t_interval
+
+log = logging.getLogger(__name__)
+
+SERIES = ("uncalibrated", "calibrated")
+AGG_KEYS = ("accuracy", "acc_speech", "acc_nonspeech", "balanced_accuracy", "roc_auc", "brier", "nll", "ece",
+            "ece_mass", "ece_debiased", "ece_smooth", "mce", "brier_reliability", "brier_resolution")
+PERCENT = {"accuracy", "acc_speech", "acc_nonspeech", "balanced_accuracy"}
+BOUNDED = PERCENT | {"roc_auc", "brier", "ece", "ece_mass", "ece_debiased", "ece_smooth", "mce"}  # metrics in [0, 1]
+# (label, key) of the study's summary lines, in the study's order
+STUDY_LINES = (("Overall", "accuracy"), ("SPEECH", "acc_speech"), ("NONSPEECH", "acc_nonspeech"), ("ECE", "ece"),
+               ("ROC-AUC", "roc_auc"))
+EXTRA_LINES = (("Balanced", "balanced_accuracy"), ("smECE", "ece_smooth"), ("ECE(mass)", "ece_mass"),
+               ("RMSCE(db)", "ece_debiased"), ("NLL", "nll"), ("Brier", "brier"))
+TABLE_COLUMNS = (("Overall", "accuracy"), ("SPEECH", "acc_speech"), ("NONSPEECH", "acc_nonspeech"),
+                 ("ROC-AUC", "roc_auc"), ("ECE", "ece"), ("smECE", "ece_smooth"), ("NLL", "nll"), ("Brier", "brier"))
+ESTIMATORS_NOTE = ("Calibration error estimators (on small samples they disagree, so all are shown): ECE = equal-width "
+                   "bins (evaluate.n_bins) of the top-label confidence; ECE(mass) = equal-mass bins; RMSCE(db) = the "
+                   "debiased root-mean-square error of Kumar et al. 2019 (bin sampling noise subtracted, so near 0 when "
+                   "the miscalibration is within noise); smECE = smooth ECE of Blasiok & Nakkiran 2024 (no bins).")
+TEMPERATURE_NOTE = ("Note: temperature scaling divides both answer logits by T > 0, which never changes which is larger: "
+                    "two-token accuracy, per-class accuracy and ROC-AUC are unchanged by construction. Only a method that "
+                    "moves the decision boundary (platt, beta, isotonic, contextual) or a dev-tuned threshold can change them.")
+
+
+# ------------------------------------------------------------------------------------------ formatting
+def fmt_value(key: str, value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{100 * value:.1f}%" if key in PERCENT else f"{value:.3f}"
+
+
+def fmt_mean_sd(key: str, mean: float, sd: float | None) -> str:
+    """``83.3% ± 0.0%`` for accuracies, ``0.170 ± 0.010`` otherwise; ``± n/a`` when the SD is undefined (one seed)."""
+    sd_text = "n/a" if sd is None or (isinstance(sd, float) and math.isnan(sd)) else fmt_value(key, sd)
+    return f"{fmt_value(key, mean)} ± {sd_text}"
+
+
+def study_lines(per_seed: Sequence[Mapping[str, float]], *, ci: float = 0.95, extra: bool = False,
+                with_interval: bool = False) -> list[str]:
+    """The study's summary lines (``Overall:   83.3% ± 0.0%`` ...) from one metrics dict per seed."""
+    lines = []
+    for label, key in STUDY_LINES + (EXTRA_LINES if extra else ()):
+        t = t_interval([_num(m.get(key)) for m in per_seed], ci)
+        text = f"{label + ':':<11}{fmt_mean_sd(key, t['mean'], t['sd'])}"
+        if with_interval and t["k"] >= 2:
+            lo, hi = t["lo"], t["hi"]
+            if key in BOUNDED:  # a t-interval ignores the metric's range; show it clipped to [0, 1]
+                lo, hi = max(lo, 0.0), min(hi, 1.0)
+            text = f"{text:<28}[{int(round(100 * ci))}% t-CI {fmt_value(key, lo)}, {fmt_value(key, hi)}]"
+        lines.append(text)
+    return lines
+
+
+def _num(v) -> float:
+    return math.nan if v is None else float(v)
+
+
+# ------------------------------------------------------------------------------------------ reading
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found; {what}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON ({err}); re-run the stage that writes it") from None
+
+
+def _block(result: dict, path: Path, series: str) -> dict:
+    if not isinstance(result.get(series), dict):
+        raise UserError(f"{path}: no '{series}' block; re-run the evaluate stage")
+    return result[series]
+
+
+def aggregate(seeds: Sequence[int], references: Sequence[str], *, ci: float = 0.95, n_bins: int = 15) -> dict:
+    """Build and write the summary files; return the summary JSON."""
+    seed_results, seed_cal = {}, {}
+    for s in seeds:
+        lay = layout.seed_files(s)
+        seed_results[lay.system] = _read_json(lay.test_json, f"run the evaluate stage for seed {s}")
+        seed_cal[lay.system] = _read_json(lay.calibration_json, f"run the calibrate stage for seed {s}")
+    ref_results, skipped = {}, {}
+    for name in references:
+        lay = SystemFiles(name, reference=True)
+        if lay.test_json.is_file():
+            ref_results[name] = {"test": _read_json(lay.test_json, ""),
+                                 "calibration": _read_json(lay.calibration_json, "re-run the references stage")}
+        else:
+            skipped[name] = f"{lay.test_json} absent"
+            log.info("reference %s skipped: %s (its predictions are absent, e.g. a switched-off detector)", name,
+                     skipped[name])
+
+    fitted = sorted({r.get("method_fitted", "?") for r in seed_results.values()})
+    requested = sorted({c.get("method_requested", "?") for c in seed_cal.values()})
+    summary: dict = {"seeds": list(seeds), "method_requested": requested[0] if len(requested) == 1 else requested,
+                     "method_fitted": fitted, "fine_tuned": {}, "per_seed": {}, "references": {}}
+    for series in SERIES:
+        summary["fine_tuned"][series] = {}
+        for key in AGG_KEYS:
+            vals = [_num(_block(r, SystemFiles(n).test_json, series).get(key)) for n, r in seed_results.items()]
+            t = t_interval(vals, ci)
+            summary["fine_tuned"][series][key] = {k: (round(v, 6) if isinstance(v, float) else v)
+                                                  for k, v in t.items() if k != "k"}
+    tuned = [r["tuned_threshold"] for r in seed_results.values() if "tuned_threshold" in r]
+    if tuned:
+        summary["fine_tuned"]["tuned_threshold"] = {
+            key: {k: round(v, 6) for k, v in t_interval([_num(t[key]) for t in tuned], ci).items() if k != "k"}
+            for key in ("threshold", "accuracy", "acc_speech", "acc_nonspeech", "balanced_accuracy")}
+    for name, r in seed_results.items():
+        summary["per_seed"][name] = {
+            "params": seed_cal[name].get("params", {}), "method_fitted": seed_cal[name].get("method_fitted"),
+            **{series: {k: r[series].get(k) for k in ("accuracy", "acc_speech", "acc_nonspeech", "roc_auc", "ece",
+                                                       "ece_smooth", "nll", "brier")} for series in SERIES},
+            "delta_ci": r.get("delta_ci", {})}
+    for name, rr in ref_results.items():
+        r = rr["test"]
+        summary["references"][name] = {
+            "method_fitted": r.get("method_fitted"), "params": rr["calibration"].get("params", {}),
+            **{series: {k: _block(r, Path(name), series).get(k) for k in AGG_KEYS} for series in SERIES}}
+    summary["skipped"] = skipped
+    write_json(layout.SUMMARY_JSON, summary)
+    write_text(layout.SUMMARY_TXT, summary_text(summary, seed_results, seed_cal, ref_results, ci))
+    _plots(seed_results, n_bins)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------ text
+def _series_title(series: str, summary: dict, seed_cal: dict) -> str:
+    if series == "uncalibrated":
+        return "Uncalibrated (T = 1.0, the model's own softmax over A/B)"
+    fitted = {c.get("method_fitted") for c in seed_cal.values()}
+    params = "; ".join(f"{n}: " + ", ".join(f"{k}={v:.4g}" for k, v in c.get("params", {}).items())
+                       for n, c in seed_cal.items())
+    return f"Calibrated ({summary['method_requested']} -> {', '.join(sorted(map(str, fitted)))}, fitted on dev; {params})"
+
+
+def summary_text(summary: dict, seed_results: dict, seed_cal: dict, ref_results: dict, ci: float) -> str:
+    first = next(iter(seed_results.values()))
+    k = len(seed_results)
+    pct = int(round(100 * ci))
+    out = [f"Multi-seed summary: fine-tuned, seeds {', '.join(str(s) for s in summary['seeds'])} (k={k}); "
+           f"test split: {first.get('n')} clips ({first.get('n_speech')} SPEECH, {first.get('n') - first.get('n_speech')} "
+           f"NONSPEECH) in {first.get('n_groups', '?')} groups",
+           f"Values: mean ± SD across seeds, [{pct}% Student-t interval across seeds, clipped to the metric's range]",
+           ""]
+    for series in SERIES:
+        out.append(_series_title(series, summary, seed_cal))
+        out += study_lines([r[series] for r in seed_results.values()], ci=ci, extra=True, with_interval=True)
+        out.append("")
+    if "tuned_threshold" in summary["fine_tuned"]:
+        t = summary["fine_tuned"]["tuned_threshold"]
+        out.append("Calibrated with the dev-tuned decision threshold (reported separately)")
+        out.append(f"{'Threshold:':<11}{t['threshold']['mean']:.3f} ± {fmt_value('x', t['threshold']['sd'])}")
+        for label, key in (("Overall", "accuracy"), ("SPEECH", "acc_speech"), ("NONSPEECH", "acc_nonspeech")):
+            out.append(f"{label + ':':<11}{fmt_mean_sd(key, t[key]['mean'], t[key]['sd'])}")
+        out.append("")
+    out.append(f"Calibrated minus uncalibrated on the same test clips (paired bootstrap, {pct}% interval):")
+    for name, r in seed_results.items():
+        parts = []
+        for key, label in (("ece", "ECE"), ("nll", "NLL"), ("brier", "Brier"), ("accuracy", "accuracy")):
+            d = r.get("delta_ci", {}).get(key)
+            if d:
+                scale, unit = (100.0, " pts") if key == "accuracy" else (1.0, "")
+                parts.append(f"{label} {scale * d['delta']:+.3f}{unit} [{scale * d['lo']:+.3f}, {scale * d['hi']:+.3f}] "
+                             f"{d['verdict']}")
+        out.append(f"  {name:<10} " + "; ".join(parts))
+    out += ["", ESTIMATORS_NOTE]
+    if "temperature" in summary.get("method_fitted", []) or summary.get("method_requested") == "temperature":
+        out += ["", TEMPERATURE_NOTE]
+    out += ["", "All systems on test (fine-tuned: mean ± SD over seeds; reference systems: one run each)"]
+    out += _table(summary, seed_results, ref_results)
+    for name, reason in summary.get("skipped", {}).items():
+        out.append(f"  (skipped {name}: {reason})")
+    out += ["", f"Caveat: bootstrap intervals resample test clips; clips of one group (speaker / recording) are "
+                f"correlated and the test split has {first.get('n_groups', '?')} groups, so they understate the "
+                f"uncertainty for new groups. The t-interval across {k} seeds covers training randomness only."]
+    return "\n".join(out) + "\n"
+
+
+def _table(summary: dict, seed_results: dict, ref_results: dict) -> list[str]:
+    header = f"{'system':<20}{'series':<18}" + "".join(f"{label:>16}" for label, _ in TABLE_COLUMNS)
+    lines = [header, "-" * len(header)]
+    k = len(seed_results)
+    for series in SERIES:
+        cells = []
+        for _, key in TABLE_COLUMNS:
+            agg = summary["fine_tuned"][series][key]
+            cells.append(fmt_mean_sd(key, agg["mean"], agg["sd"]) if k > 1 else fmt_value(key, agg["mean"]))
+        lines.append(f"{f'fine-tuned (k={k})':<20}{series:<18}" + "".join(f"{c:>16}" for c in cells))
+    for name, rr in ref_results.items():
+        for series in SERIES:
+            block = rr["test"][series]
+            label = series if series == "uncalibrated" else f"cal:{rr['test'].get('method_fitted')}"
+            lines.append(f"{name:<20}{label:<18}" + "".join(f"{fmt_value(key, _num(block.get(key))):>16}"
+                                                              for _, key in TABLE_COLUMNS))
+    return lines
+
+
+# ------------------------------------------------------------------------------------------ plots
+def _plots(seed_results: dict, n_bins: int) -> None:
+    ys, pu, pc = [], [], []
+    for name in seed_results:
+        path = SystemFiles(name).test_calibrated_csv
+        if not path.is_file():
+            raise UserError(f"{path}: file not found; run the evaluate stage for {name}")
+        df = pd.read_csv(path, dtype={"label": str})
+        missing = [c for c in ("label", "p_speech_uncalibrated", "p_speech") if c not in df.columns]
+        if missing:
+            raise UserError(f"{path}: missing column(s) {', '.join(missing)}; re-run the evaluate stage")
+        ys.append((df["label"] == "SPEECH").to_numpy(np.int64))
+        pu.append(df["p_speech_uncalibrated"].to_numpy(float))
+        pc.append(df["p_speech"].to_numpy(float))
+    y = np.concatenate(ys)
+    series = {"uncalibrated": np.concatenate(pu), "calibrated": np.concatenate(pc)}
+    rows = reliability_rows("fine-tuned (pooled seeds)", series, y, n_bins=n_bins)
+    write_csv(layout.SUMMARY_PLOTS_DIR / "reliability_pooled.csv", rows_frame(rows))
+    # "system" = seed and series, so that dvc's by-system bar template shows one bar per seed and series
+    table = [{"system": f"{name} {series_name}", "seed": name, "series": series_name, "metric": key,
+              "value": r[series_name].get(key)}
+             for name, r in seed_results.items() for series_name in SERIES
+             for key in ("accuracy", "acc_speech", "acc_nonspeech", "roc_auc", "ece", "ece_smooth", "brier", "nll")]
+    plots = layout.SUMMARY_PLOTS_DIR
+    write_csv(plots / "per_seed.csv", pd.DataFrame([row for row in table if row["metric"] != "nll"]))  # [0, 1] metrics
+    legend = {k: f"{k} (pooled ECE {float(metrics.ece(*metrics.top_label(y, p), n_bins)):.3f})" for k, p in series.items()}
+    plot_reliability(plots / "reliability_pooled.png", rows, kinds=("predicted", "SPEECH", "NONSPEECH"),
+                     title=f"Test reliability, {len(seed_results)} seeds pooled ({len(y)} predictions)", legend=legend)
+    plot_per_seed(plots / "per_seed.png", table, title="Per seed: uncalibrated vs calibrated (test)",
+                  metrics_to_plot=(("accuracy", "accuracy"), ("acc_speech", "SPEECH accuracy"), ("ece", "ECE"),
+                                   ("nll", "NLL")))
