@@ -15,6 +15,7 @@ from speech_calibration.data import degrade
 from speech_calibration.data import schema
 from speech_calibration import params as params_mod
 from speech_calibration.data.audio import load_audio, write_audio
+from speech_calibration.data.signal import rms
 from speech_calibration.errors import UserError
 from speech_calibration.data.variants import render_clip, variant_id
 import stages.conditions_render as conditions_render
@@ -48,7 +49,7 @@ def test_duration_cut_is_exact_length_and_centred(ms):
     assert abs(centre_in - (len(x) - 1) / 2) <= 1  # ... centred on the clip's middle sample
     assert abs((start + (start + n - 1)) / 2 - (len(out) - 1) / 2) <= 1  # and in the container's middle
     pad = np.concatenate([out[:start], out[start + n:]])
-    assert abs(20 * np.log10(degrade.rms(pad)) - (-60.0)) < 0.5  # low-level noise around it
+    assert abs(20 * np.log10(rms(pad)) - (-60.0)) < 0.5  # low-level noise around it
 
 
 def test_duration_longer_than_clip_is_rejected_and_skipped():
@@ -69,7 +70,7 @@ def test_snr_measured_over_signal_segment(snr):
     y = degrade.add_noise_at_snr(x, snr, np.random.default_rng(snr + 100), seg)
     assert abs(degrade.measure_snr(x, y, seg) - snr) < 0.1
     # the noise covers the whole clip, silence included
-    assert degrade.rms(y[:seg.start] - x[:seg.start]) > 0
+    assert rms(y[:seg.start] - x[:seg.start]) > 0
 
 
 def test_rendered_snr_variants_within_a_tenth_of_a_db():
@@ -90,7 +91,7 @@ def tone_gain_db(sos, f, seconds=2.0):
     tone = np.sin(2 * np.pi * f * t)
     out = degrade.band_limit(tone, sos)
     steady = slice(len(t) // 2, None)  # after the filter's transient
-    return 20 * np.log10(degrade.rms(out[steady]) / degrade.rms(tone[steady]))
+    return 20 * np.log10(rms(out[steady]) / rms(tone[steady]))
 
 
 @pytest.mark.parametrize("kind,f", [("telephone", 100), ("telephone", 6000), ("telephone", 1000),
@@ -137,7 +138,7 @@ def test_reverberate_is_convolution_with_the_rir():
     out = degrade.reverberate(impulse, rir)
     n = len(rir)
     assert np.allclose(out[:n] / out[0], rir / rir[0])
-    assert abs(degrade.rms(out) - degrade.rms(impulse)) < 1e-12  # same RMS as the input
+    assert abs(rms(out) - rms(impulse)) < 1e-12  # same RMS as the input
 
 
 # -------------------------------------------------------------------------------------- stage

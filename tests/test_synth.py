@@ -1,4 +1,4 @@
-"""stages/synth.py: the embedded corpus. Real eSpeak NG speech, real rendered files.
+"""data/corpus.py and its parts (espeak, scenes, signal): real eSpeak NG speech, real rendered files.
 
 The central checks: a SPEECH clip really carries the synthesized voice (syllabic 2-8 Hz modulation of
 the 100-4000 Hz band that its session's background-only clips lack; a foreground that matches the
@@ -15,7 +15,7 @@ from scipy.signal import correlate
 
 from speech_calibration import params
 from speech_calibration.data import schema
-from speech_calibration.data import synth
+from speech_calibration.data import corpus, espeak, scenes, signal
 from speech_calibration.data.audio import load_audio
 from speech_calibration.errors import UserError
 
@@ -46,7 +46,7 @@ def clean_corpus(tmp_path_factory):
     cfg = config(SMALL_SYNTHETIC | {"snr_db": [20.0], "event_fraction": 0.0, "min_duration_s": 1.5,
                                     "max_duration_s": 2.5})
     root = tmp_path_factory.mktemp("clean")
-    frames = synth.write_corpus(cfg, root, RATE)
+    frames = corpus.write_corpus(cfg, root, RATE)
     return cfg, root, pd.concat(frames.values(), ignore_index=True)
 
 
@@ -64,18 +64,18 @@ def test_speech_clips_carry_syllabic_voice_energy_their_sessions_background_lack
 
 def test_speech_foreground_is_the_espeak_utterance_at_the_recorded_snr(clean_corpus):
     cfg, _, _ = clean_corpus
-    sessions, plans = synth.plan_corpus(cfg, RATE)
+    sessions, plans = corpus.plan_corpus(cfg, RATE)
     plan = next(p for p in plans if p.label == schema.SPEECH)
     session = sessions[plan.split][plan.group]
-    request = synth.SpeechRequest(session.voice, plan.text, session.rate_wpm, session.pitch)
-    _, (voice,) = synth.synthesize_batch([request], seed=cfg.seed, sample_rate=RATE)
-    parts = synth.render_parts(session, plan, cfg, RATE, voice)
+    request = espeak.SpeechRequest(session.voice, plan.text, session.rate_wpm, session.pitch)
+    _, (voice,) = espeak.synthesize_batch([request], seed=cfg.seed, sample_rate=RATE)
+    parts = corpus.render_parts(session, plan, cfg, RATE, voice)
     fg, bg, region = parts.foreground, parts.background, parts.region
     snr = 10 * np.log10(np.mean(fg[region] ** 2) / np.mean(bg**2))
     assert snr == pytest.approx(plan.snr_db, abs=1e-6)
     # the dry segment is a window of the utterance: the (reverberant) foreground correlates with it
     dry = fg[region] / np.linalg.norm(fg[region])
-    utterance = synth.trim_silence(voice)
+    utterance = corpus.trim_silence(voice)
     energy = np.concatenate([[0.0], np.cumsum(utterance.astype(np.float64) ** 2)])
     window_energy = energy[len(dry):] - energy[: len(energy) - len(dry)]
     corr = correlate(utterance, dry, mode="valid", method="fft") / np.sqrt(window_energy + 1e-12)
@@ -84,9 +84,9 @@ def test_speech_foreground_is_the_espeak_utterance_at_the_recorded_snr(clean_cor
 
 def test_nonspeech_without_event_is_background_alone(clean_corpus):
     cfg, _, _ = clean_corpus
-    sessions, plans = synth.plan_corpus(cfg, RATE)
+    sessions, plans = corpus.plan_corpus(cfg, RATE)
     plan = next(p for p in plans if p.label == schema.NONSPEECH)
-    parts = synth.render_parts(sessions[plan.split][plan.group], plan, cfg, RATE)
+    parts = corpus.render_parts(sessions[plan.split][plan.group], plan, cfg, RATE)
     assert parts.foreground is None and np.isnan(plan.snr_db)
     assert np.sqrt(np.mean(parts.background**2)) == pytest.approx(1.0, rel=1e-6)
 
@@ -115,7 +115,7 @@ def test_both_classes_share_each_sessions_background(clean_corpus):
 # ------------------------------------------------------------------------------------------- plan
 def test_plan_matches_the_configured_sizes_and_keeps_test_unseen():
     cfg = params.SyntheticData()  # the defaults: 64/6, 72/4, 24/3
-    sessions, plans = synth.plan_corpus(cfg, RATE)
+    sessions, plans = corpus.plan_corpus(cfg, RATE)
     df = pd.DataFrame([{"split": p.split, "group": sessions[p.split][p.group].group_id, "label": p.label,
                         "n": p.n_samples} for p in plans])
     for split, size in cfg.sizes.items():
@@ -132,50 +132,50 @@ def test_plan_matches_the_configured_sizes_and_keeps_test_unseen():
 
 
 def test_plan_is_deterministic_and_seeded():
-    a, b, c = (list(map(repr, synth.plan_corpus(params.SyntheticData(seed=seed), RATE)[1])) for seed in (1, 1, 99))
+    a, b, c = (list(map(repr, corpus.plan_corpus(params.SyntheticData(seed=seed), RATE)[1])) for seed in (1, 1, 99))
     assert a == b and a != c  # (compared as text: NaN != NaN)
 
 
 def test_speech_counts_spread_the_total_and_keep_both_classes():
-    assert synth._speech_counts([11, 11, 11, 11, 10, 10], 0.5) == [6, 6, 5, 5, 5, 5]
-    assert synth._speech_counts([2, 2, 2], 0.9) == [1, 1, 1]
-    assert sum(synth._speech_counts([18, 18, 18, 18], 0.25)) == 18
+    assert corpus._speech_counts([11, 11, 11, 11, 10, 10], 0.5) == [6, 6, 5, 5, 5, 5]
+    assert corpus._speech_counts([2, 2, 2], 0.9) == [1, 1, 1]
+    assert sum(corpus._speech_counts([18, 18, 18, 18], 0.25)) == 18
 
 
 def test_sentence_is_varied_english_and_seeded():
     rng = np.random.default_rng(0)
-    texts = [synth.sentence(rng, 12) for _ in range(20)]
+    texts = [corpus.sentence(rng, 12) for _ in range(20)]
     assert len(set(texts)) == 20
     assert all(len(t.split()) >= 12 and t[0].isupper() and t.endswith(".") for t in texts)
-    assert synth.sentence(np.random.default_rng(5), 8) == synth.sentence(np.random.default_rng(5), 8)
+    assert corpus.sentence(np.random.default_rng(5), 8) == corpus.sentence(np.random.default_rng(5), 8)
 
 
 # ------------------------------------------------------------------------------------ components
-@pytest.mark.parametrize("family", sorted(synth.BACKGROUNDS))
+@pytest.mark.parametrize("family", sorted(scenes.BACKGROUNDS))
 def test_every_background_renders_finite_unit_rms_and_seeded(family):
-    scene = synth.BACKGROUNDS[family].scene(np.random.default_rng(1))
-    a = synth.render_background(family, scene, np.random.default_rng(2), 8000, RATE)
-    b = synth.render_background(family, scene, np.random.default_rng(2), 8000, RATE)
+    scene = scenes.BACKGROUNDS[family].scene(np.random.default_rng(1))
+    a = scenes.render_background(family, scene, np.random.default_rng(2), 8000, RATE)
+    b = scenes.render_background(family, scene, np.random.default_rng(2), 8000, RATE)
     assert a.shape == (8000,) and np.isfinite(a).all()
     assert np.sqrt(np.mean(a.astype(np.float64) ** 2)) == pytest.approx(1.0, rel=1e-4)
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("event", sorted(synth.EVENTS))
+@pytest.mark.parametrize("event", sorted(scenes.EVENTS))
 def test_every_event_renders_finite_and_audible(event):
-    x = synth.EVENTS[event](np.random.default_rng(3), 12000, RATE)
+    x = scenes.EVENTS[event](np.random.default_rng(3), 12000, RATE)
     assert x.shape == (12000,) and np.isfinite(x).all() and np.abs(x).max() > 0.01
 
 
 def test_room_response_decays_60_db_over_rt60():
     rt60 = 0.5
-    h = synth.room_response(np.random.default_rng(0), rt60, drr_db=5.0, sr=RATE)
+    h = signal.room_response(np.random.default_rng(0), rt60, drr_db=5.0, sr=RATE)
     assert h[0] == 1.0 and len(h) == int(rt60 * RATE)
     tail = h[1:].astype(np.float64) ** 2
     assert 10 * np.log10(1.0 / tail.sum()) == pytest.approx(5.0, abs=1e-3)  # direct-to-reverberant ratio
     early, late = tail[: RATE // 50].mean(), tail[-RATE // 50:].mean()  # first and last 20 ms
     assert 10 * np.log10(early / late) == pytest.approx(60 * (1 - 0.04 / rt60), abs=3.0)
-    np.testing.assert_array_equal(synth.room_response(np.random.default_rng(0), 0.01, 5.0, RATE), [1.0])
+    np.testing.assert_array_equal(signal.room_response(np.random.default_rng(0), 0.01, 5.0, RATE), [1.0])
 
 
 def test_scale_to_snr_closed_form():
@@ -183,30 +183,41 @@ def test_scale_to_snr_closed_form():
     bg, fg = rng.standard_normal(1000), np.zeros(1000)
     fg[200:400] = rng.standard_normal(200) * 7
     for snr in (-5.0, 0.0, 12.5):
-        scaled = synth.scale_to_snr(bg, fg, slice(200, 400), snr)
+        scaled = signal.scale_to_snr(bg, fg, slice(200, 400), snr)
         assert 10 * np.log10(np.mean(scaled[200:400] ** 2) / np.mean(bg**2)) == pytest.approx(snr)
+
+
+def test_snr_gain_closed_form_on_either_side():
+    p_signal, p_noise = 3.0, 0.5
+    for snr in (-5.0, 0.0, 12.5):
+        g = signal.snr_gain(p_signal, p_noise, snr, scale="signal")
+        assert 10 * np.log10(g**2 * p_signal / p_noise) == pytest.approx(snr)
+        g = signal.snr_gain(p_signal, p_noise, snr, scale="noise")
+        assert 10 * np.log10(p_signal / (g**2 * p_noise)) == pytest.approx(snr)
+    with pytest.raises(ValueError, match="scale must be 'signal' or 'noise'"):
+        signal.snr_gain(p_signal, p_noise, 0.0, scale="both")
 
 
 def test_mix_normalises_level_and_never_clips():
     rng = np.random.default_rng(0)
-    x = synth.mix(synth.ClipParts(rng.standard_normal(4000)), -30.0)
+    x = corpus.mix(corpus.ClipParts(rng.standard_normal(4000)), -30.0)
     assert 20 * np.log10(np.sqrt(np.mean(x.astype(np.float64) ** 2))) == pytest.approx(-30.0, abs=1e-3)
     spiky = np.zeros(4000)
     spiky[100] = 1.0
-    assert np.abs(synth.mix(synth.ClipParts(spiky), -10.0)).max() <= 0.99 + 1e-6
+    assert np.abs(corpus.mix(corpus.ClipParts(spiky), -10.0)).max() <= 0.99 + 1e-6
 
 
 # ---------------------------------------------------------------------------------------- eSpeak
 def test_espeak_batch_is_deterministic_and_reports_bad_voices():
-    requests = [synth.SpeechRequest("en-us+f5", "The quick brown fox jumps over the lazy dog.", 175, 50),
-                synth.SpeechRequest("en+m3", "A second sentence, spoken by another voice.", 160, 40)]
-    errors, a = synth.synthesize_batch(requests, seed=1, sample_rate=RATE, check_voices=["en-us+f5", "en+m3"])
-    _, b = synth.synthesize_batch(requests, seed=1, sample_rate=RATE)
+    requests = [espeak.SpeechRequest("en-us+f5", "The quick brown fox jumps over the lazy dog.", 175, 50),
+                espeak.SpeechRequest("en+m3", "A second sentence, spoken by another voice.", 160, 40)]
+    errors, a = espeak.synthesize_batch(requests, seed=1, sample_rate=RATE, check_voices=["en-us+f5", "en+m3"])
+    _, b = espeak.synthesize_batch(requests, seed=1, sample_rate=RATE)
     assert errors == {} and len(a) == 2
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)  # breathy variants draw noise: same seed, same samples
         assert 1.0 < len(x) / RATE < 5.0 and syllabic_modulation(x) > 0.4
-    errors, audio = synth.synthesize_batch(requests, seed=1, sample_rate=RATE,
+    errors, audio = espeak.synthesize_batch(requests, seed=1, sample_rate=RATE,
                                            check_voices=["xx-nowhere", "en-us+nosuchvariant", "en-us+m1"])
     assert set(errors) == {"xx-nowhere", "en-us+nosuchvariant"} and audio == []
     assert "no language voice 'xx-nowhere'" in errors["xx-nowhere"]
@@ -228,8 +239,8 @@ def test_test_split_must_be_unseen_in_train(small_synthetic, table, value, key):
 def test_unknown_background_and_event_names(small_synthetic):
     small_synthetic["backgrounds"]["dev"] = ["rain", "thunder"]
     with pytest.raises(UserError, match=r"^data\.synthetic\.backgrounds\.dev\[1\]: unknown background 'thunder'"):
-        synth.check_names(config(small_synthetic))
+        corpus.check_names(config(small_synthetic))
     small_synthetic["backgrounds"]["dev"] = ["rain"]
     small_synthetic["events"] = ["tone", "sneeze"]
     with pytest.raises(UserError, match=r"^data\.synthetic\.events\[1\]: unknown event 'sneeze'"):
-        synth.check_names(config(small_synthetic))
+        corpus.check_names(config(small_synthetic))

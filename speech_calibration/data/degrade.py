@@ -15,29 +15,17 @@ Every function takes float arrays (mono samples) and returns arrays; randomness 
 - **Band-limiting**: a Butterworth filter (``scipy.signal.butter``, second-order sections) applied
   once, causally (``sosfilt``), so the magnitude response is exactly ``|H(f)|`` of the design
   (``filtfilt`` would square it).
+
+Levels, SNR gains and the decaying-noise tail come from :mod:`speech_calibration.data.signal`, shared with
+the synthetic corpus (``fit_peak`` is imported here for :mod:`speech_calibration.data.variants`).
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import signal
 
-LN1000 = 3.0 * np.log(10.0)  # amplitude envelope exp(-LN1000 * t / T60) falls 60 dB at t = T60
-
-
-def rms(x: np.ndarray) -> float:
-    x = np.asarray(x, dtype=np.float64)
-    return float(np.sqrt(np.mean(x * x))) if x.size else 0.0
-
-
-def db_to_amplitude(db: float) -> float:
-    return float(10.0 ** (db / 20.0))
-
-
-def fit_peak(y: np.ndarray, peak: float = 0.99) -> np.ndarray:
-    """Scale ``y`` down (never up) so that ``max |y| <= peak``; a scale keeps every SNR and T60 intact."""
-    y = np.asarray(y, dtype=np.float64)
-    top = float(np.max(np.abs(y))) if y.size else 0.0
-    return y * (peak / top) if top > peak else y
+from speech_calibration.data.signal import db_to_amplitude, decaying_noise, power, rms, snr_gain
+from speech_calibration.data.signal import fit_peak  # noqa: F401  (variants calls degrade.fit_peak)
 
 
 # ------------------------------------------------------------------------------------------ duration
@@ -106,12 +94,10 @@ def add_noise_at_snr(x: np.ndarray, snr_db: float, rng: np.random.Generator,
     x = np.asarray(x, dtype=np.float64)
     seg = segment if segment is not None else slice(0, len(x))
     noise = rng.standard_normal(len(x))
-    p_signal = float(np.mean(x[seg] ** 2))
-    p_noise = float(np.mean(noise[seg] ** 2))
+    p_signal, p_noise = power(x, seg), power(noise, seg)
     if p_signal <= 0:
         raise ValueError("the signal segment is digital silence; an SNR is undefined")
-    scale = np.sqrt(p_signal / (p_noise * 10.0 ** (snr_db / 10.0)))
-    return x + scale * noise
+    return x + snr_gain(p_signal, p_noise, snr_db, scale="noise") * noise
 
 
 def measure_snr(clean: np.ndarray, noisy: np.ndarray, segment: slice | None = None) -> float:
@@ -119,7 +105,7 @@ def measure_snr(clean: np.ndarray, noisy: np.ndarray, segment: slice | None = No
     clean = np.asarray(clean, dtype=np.float64)
     noise = np.asarray(noisy, dtype=np.float64) - clean
     seg = segment if segment is not None else slice(0, len(clean))
-    return float(10.0 * np.log10(np.mean(clean[seg] ** 2) / np.mean(noise[seg] ** 2)))
+    return float(10.0 * np.log10(power(clean, seg) / power(noise, seg)))
 
 
 # ------------------------------------------------------------------------------------- reverberation
@@ -131,9 +117,7 @@ def synthetic_rir(t60_s: float, sample_rate: int, rng: np.random.Generator, leng
     """
     if t60_s <= 0:
         raise ValueError(f"T60 must be positive, got {t60_s}")
-    n = max(2, int(round(length_factor * t60_s * sample_rate)))
-    t = np.arange(n) / sample_rate
-    h = rng.standard_normal(n) * np.exp(-LN1000 * t / t60_s)
+    h = decaying_noise(rng, max(2, int(round(length_factor * t60_s * sample_rate))), sample_rate, t60_s)
     return h / np.sqrt(np.sum(h * h))
 
 

@@ -32,7 +32,7 @@ import pandas as pd
 
 from speech_calibration import layout
 from speech_calibration.data import schema
-from speech_calibration.data import synth
+from speech_calibration.data import corpus
 from speech_calibration.data.audio import probe_audio
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv
@@ -176,7 +176,7 @@ def prepare(data: Data, out_dir: str | os.PathLike = layout.SPLIT_DIR) -> dict[s
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         if data.source == "synthetic":
-            frames = synth.write_corpus(data.synthetic, tmp, data.sample_rate)
+            frames = corpus.write_corpus(data.synthetic, tmp, data.sample_rate)
         elif data.source == "csv":
             frames = from_csv(data, out_dir)
         else:
