@@ -4,7 +4,7 @@ Clones the repository's committed state into a temporary folder and, with this P
 ``dvc``, measures: the first ``dvc repro`` (every stage, three seeds), a second ``dvc repro`` (nothing to
 do), a calibration-only ``dvc exp run -S calibration.method=platt``, and one seed's ``calibrate`` and
 ``evaluate`` stages run directly; it also reads each seed's training time from ``train_info.json``.
-Prints JSON and a table. The targets (issue 9): ``dvc repro`` <= 5 min on 2 CPU cores, the
+Prints JSON and a table. The targets: ``dvc repro`` <= 5 min on 2 CPU cores, the
 calibration-only experiment <= 20 s. Run it on an otherwise idle machine: other work on the cores
 shows up in every figure.
 

@@ -1,4 +1,4 @@
-"""The study's multi-seed aggregation command line: a thin wrapper over ``stages.metrics`` / ``stages.aggregate``.
+"""The study's multi-seed aggregation command line: a thin wrapper over :mod:`speech_calibration.stats.metrics` and :mod:`speech_calibration.report.summary`.
 
     python scripts/aggregate_multi_seed.py --model_name calibrated_v1 --seeds 42 123 456 \\
         --predictions_dir results/calibration --test_pattern "seed_{seed}_test_calibrated.csv" \\

@@ -1,4 +1,4 @@
-"""The study's temperature-calibration command line: a thin wrapper over ``stages.calibration``.
+"""The study's temperature-calibration command line: a thin wrapper over :mod:`speech_calibration.calibration.fitting`.
 
     python scripts/calibrate_temperature.py \\
         --predictions_csv results/calibration/seed_42_dev_uncalibrated.csv \\

@@ -1,4 +1,4 @@
-"""The study's training command line, kept for people migrating from it: a thin wrapper over ``stages.train``.
+"""The study's training command line, kept for people migrating from it: a thin wrapper over :mod:`speech_calibration.model.training`.
 
     python scripts/finetune_qwen_audio.py --seed 42 --output_dir checkpoints/calibrated_v1/seed_42 --add_mlp_targets
 

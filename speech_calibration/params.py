@@ -1,5 +1,9 @@
 """One typed loader for ``params.yaml``.
 
+``params.yaml`` is the one source of the study's settings: every dataclass default below equals its value
+there (``tests/test_params.py`` checks it), so code that builds params from a partial mapping runs the
+same study as ``dvc repro``.
+
 Every section is a frozen dataclass. Loading checks that every key is known, every value has the
 declared type, and every value is possible (``validate``); a mistake is a :class:`UserError` that
 names the key, e.g. ``params.yaml: train.learning_rate: expected a number, got 'fast'``.
@@ -18,6 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
+from speech_calibration.calibration.methods import METHODS as CALIBRATION_METHODS
 from speech_calibration.errors import UserError
 
 LABELS = ("SPEECH", "NONSPEECH")
@@ -49,7 +54,7 @@ class SyntheticData:
         "train": ["en-us+m1", "en-us+f2", "en+m3", "en+f4", "en-us+m7", "en-us+f1"],
         "dev": ["en+m2", "en-us+f3", "en-us+m4", "en-gb-scotland+f1"],
         "test": ["en-us+m6", "en-gb-x-rp+f5", "en-029+croak"]})
-    # background families per split (stages/synth.py BACKGROUNDS lists them); group i gets family i (cycling).
+    # background families per split (speech_calibration/data/scenes.py BACKGROUNDS lists them); group i gets family i (cycling).
     # Test voices and families must be unseen in train.
     backgrounds: dict[str, list[str]] = field(default_factory=lambda: {
         "train": ["white", "pink", "hum", "music"], "dev": ["brown", "rain", "fan", "music"],
@@ -57,7 +62,7 @@ class SyntheticData:
     snr_db: list[float] = field(default_factory=lambda: [-5.0, 0.0, 5.0, 10.0, 15.0, 20.0])
     min_duration_s: float = 0.2
     max_duration_s: float = 5.0
-    # non-speech foreground events (stages/synth.py EVENTS) and the share of NONSPEECH clips that carry one;
+    # non-speech foreground events (speech_calibration/data/scenes.py EVENTS) and the share of NONSPEECH clips that carry one;
     # the rest are the background alone. Events sit at an event-to-background ratio drawn from snr_db.
     events: list[str] = field(default_factory=lambda: ["tone", "chirp", "clicks", "beeps", "melody"])
     event_fraction: float = 0.5
@@ -144,7 +149,7 @@ class Model:
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     load_in_4bit: bool = False  # bitsandbytes NF4 base weights (GPU only)
     # Fast path: run the audio encoder on a window cut to the batch's longest clip (same features,
-    # see stages/modeling.py); false runs the model's own full-window forward.
+    # see speech_calibration/model/forward.py); false runs the model's own full-window forward.
     trim_audio_window: bool = True
     # Fast path, scoring only: run the prompt text before the audio (the same for every clip) once and
     # let every batch attend to its cached keys and values. Needs trim_audio_window.
@@ -153,11 +158,11 @@ class Model:
 
 @dataclass(frozen=True)
 class TinyModel:
-    """The embedded default: a tiny randomly initialised Qwen2-Audio built by ``stages.tiny_model``."""
+    """The embedded default: a tiny randomly initialised Qwen2-Audio built by the ``tiny_model`` stage (:mod:`speech_calibration.model.tiny`)."""
 
     seed: int = 0
     window_s: float = 6.0  # audio window (the real model's is 30 s); no shorter than the longest clip
-    init_std: float = 0.02  # std of the random init (transformers' initializer_range)
+    init_std: float = 0.1  # std of the random init; transformers' 0.02 passes audio through too faintly
     num_mel_bins: int = 128
     encoder_layers: int = 2
     encoder_d_model: int = 64
@@ -194,7 +199,7 @@ class Lora:
     alpha: int = 32
     dropout: float = 0.05
     mlp_targets: bool = True  # also the language model's MLP projections (the study's --add_mlp_targets)
-    encoder_targets: bool = False  # also the audio encoder's attention projections
+    encoder_targets: bool = True  # also the audio encoder's attention projections (the tiny model's encoder is random)
 
     def validate(self, key: str) -> None:
         _check(self.r >= 1, key + ".r", "must be at least 1")
@@ -203,8 +208,8 @@ class Lora:
 
 @dataclass(frozen=True)
 class Train:
-    learning_rate: float = 2e-4
-    epochs: int = 3
+    learning_rate: float = 2e-3
+    epochs: int = 20
     batch_size: int = 8
     grad_accum: int = 1
     warmup_ratio: float = 0.1
@@ -240,7 +245,7 @@ WEBRTC_FRAME_MS = (10, 20, 30)  # the frame lengths WebRTC VAD accepts
 
 @dataclass(frozen=True)
 class Baselines:
-    """Reference detectors scored beside the audio LLM (``stages.baselines``; scores in ``stages/vad.py``)."""
+    """Reference detectors scored beside the audio LLM (the ``baselines`` stage; scores in :mod:`speech_calibration.vad.detectors`)."""
 
     silero: bool = True  # Silero VAD (bundled JIT weights); false: no predictions/baselines/silero
     webrtc: bool = True  # WebRTC VAD; false: no predictions/baselines/webrtc
@@ -249,7 +254,7 @@ class Baselines:
     window_ms: float = 200.0  # clip score: the best mean frame score over any window this long
     # condition sets under data/processed/conditions (<name>_metadata.csv) to score as well;
     # a list so that [] drops the baselines_conditions stage, and its dependency, from dvc.yaml
-    score_conditions: list[str] = field(default_factory=list)
+    score_conditions: list[str] = field(default_factory=lambda: ["conditions"])
 
     def validate(self, key: str) -> None:
         _check(self.webrtc_mode in (0, 1, 2, 3), key + ".webrtc_mode", "must be 0, 1, 2 or 3")
@@ -265,7 +270,7 @@ class Baselines:
 # ---------------------------------------------------------------------------------------- analysis
 @dataclass(frozen=True)
 class Calibration:
-    method: Literal["temperature", "platt", "beta", "isotonic", "contextual", "none", "auto"] = "temperature"
+    method: Literal[CALIBRATION_METHODS] = "temperature"
     tune_threshold: bool = False  # also tune a decision threshold on dev (reported separately)
     temperature_bounds: list[float] = field(default_factory=lambda: [0.01, 100.0])
 
@@ -301,7 +306,7 @@ BAND_FILTERS = ("telephone", "lowpass", "highpass")
 
 @dataclass(frozen=True)
 class Conditions:
-    """Robustness variants of the test clips (``stages.conditions_render``) and their report (``stages.conditions``).
+    """Robustness variants of the test clips (the ``conditions_render`` stage) and their report (the ``conditions`` stage).
 
     Each dimension is varied alone around the clean clip; an empty level list leaves a dimension out.
     """
@@ -349,7 +354,6 @@ class Params:
     predict: Predict = field(default_factory=Predict)
     calibration: Calibration = field(default_factory=Calibration)
     evaluate: Evaluate = field(default_factory=Evaluate)
-    # Sections owned by later stages are parsed as plain mappings until they get a dataclass here.
     baselines: Baselines = field(default_factory=Baselines)
     conditions: Conditions = field(default_factory=Conditions)
 

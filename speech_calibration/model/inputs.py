@@ -130,7 +130,7 @@ class InputBuilder:
         """Inputs for ``audios``; with ``labels``, each row ends with its answer token, the only supervised one.
 
         ``shared_prefix`` leaves the prompt text before the audio (the same for every clip) out of the rows,
-        for a model that has it in a :class:`stages.forward.PrefixCache`; positions still count it.
+        for a model that has it in a :class:`speech_calibration.model.forward.PrefixCache`; positions still count it.
         """
         features, feature_mask = self.features(audios, trim=trim, device=feature_device)
         n_audio = num_audio_tokens(feature_mask.sum(-1)).tolist()

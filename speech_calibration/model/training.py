@@ -39,7 +39,7 @@ def answer_loss(model, builder, audios, labels, *, trim: bool, device, dtype, pr
     """One micro-batch: build the training inputs, forward, cross-entropy on the answer token only.
 
     The answer token is the last of each (left-padded) row; it is predicted at the position before it.
-    ``prefix`` (a trainable :class:`stages.forward.PrefixCache`) runs the prompt text that every row
+    ``prefix`` (a trainable :class:`speech_calibration.model.forward.PrefixCache`) runs the prompt text that every row
     shares once for the batch instead of once per row. Returns (loss, vocabulary logits at the answer
     position, target token ids).
     """

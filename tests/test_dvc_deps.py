@@ -1,0 +1,158 @@
+"""``dvc.yaml`` tells the truth: each stage's code deps are exactly what its script executes, and its paths are
+the ones ``speech_calibration/layout.py`` spells.
+
+The static checks read the source and ``dvc.yaml`` (quick tier). The slow ones run the real ``dvc`` on the
+shrunk study (``study`` fixture, tests/conftest.py): editing one library module makes ``dvc status`` name
+exactly the stages that import it, and a ``tiny_model.*`` change leaves a study on another model up to date.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from speech_calibration import layout, params
+from tests.dvc_helpers import commit_all, copy_repo, dvc, edit_params
+from tests.import_graph import ROOT, module_closure, relative
+
+CODE_PREFIXES = ("speech_calibration/", "stages/")
+STAGE_SCRIPT = re.compile(r"python -m stages\.(\w+)")
+
+
+def stage_definitions(dvc_yaml: Path = ROOT / "dvc.yaml") -> dict[str, dict]:
+    """Each stage's definition (a ``foreach`` stage's ``do`` block), by name."""
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    return {name: spec.get("do", spec) for name, spec in stages.items()}
+
+
+def script_of(spec: dict) -> Path:
+    match = STAGE_SCRIPT.search(spec["cmd"])
+    assert match, f"cmd {spec['cmd']!r} does not run a stage script (python -m stages.<name>)"
+    return ROOT / "stages" / f"{match.group(1)}.py"
+
+
+def code_dep_problems(dvc_yaml: Path = ROOT / "dvc.yaml") -> list[str]:
+    """Every stage whose code deps differ from its script's import closure, with the lines to add or drop."""
+    problems = []
+    for name, spec in stage_definitions(dvc_yaml).items():
+        declared = {d for d in spec.get("deps", []) if isinstance(d, str) and d.startswith(CODE_PREFIXES)}
+        needed = set(relative(module_closure(script_of(spec))))
+        if missing := sorted(needed - declared):
+            problems.append(f"{name}: add to deps {missing}")
+        if extra := sorted(declared - needed):
+            problems.append(f"{name}: drop from deps {extra} (its script never imports them)")
+    return problems
+
+
+def test_every_stage_depends_on_exactly_the_code_it_runs():
+    assert code_dep_problems() == []
+
+
+def test_a_missing_or_extra_code_dep_is_caught(tmp_path):
+    """The check fails on a deliberate break: one dep dropped, one module the stage never imports added."""
+    text = (ROOT / "dvc.yaml").read_text()
+    broken = yaml.safe_load(text)
+    evaluate = broken["stages"]["evaluate"]["do"]
+    evaluate["deps"].remove("speech_calibration/stats/metrics.py")
+    evaluate["deps"].append("speech_calibration/model/training.py")
+    path = tmp_path / "dvc.yaml"
+    path.write_text(yaml.safe_dump(broken, sort_keys=False))
+    problems = code_dep_problems(path)
+    assert "evaluate: add to deps ['speech_calibration/stats/metrics.py']" in problems
+    assert any(p.startswith("evaluate: drop from deps ['speech_calibration/model/training.py']") for p in problems)
+
+
+def _expand(path: str, item: str) -> str:
+    defaults = params.load(ROOT / "params.yaml")
+    return path.replace("${item}", item).replace("${model.name_or_path}", defaults.model.name_or_path)
+
+
+def _declared_paths(spec: dict) -> list[str]:
+    out = [d for d in spec.get("deps", []) if not d.startswith(CODE_PREFIXES)]
+    for key in ("outs", "metrics", "plots"):
+        out += [next(iter(e)) if isinstance(e, dict) else e for e in spec.get(key, [])]
+    return out
+
+
+def layout_paths(seed: int, set_name: str) -> set[str]:
+    """Every file or folder the layout module spells for one seed, the reference systems and one extra set."""
+    seed_files = layout.seed_files(seed)
+    names = {layout.seed_system(seed), layout.ZEROSHOT}
+    paths = {
+        layout.SPLIT_DIR, layout.DATA_METRICS, layout.CONDITIONS_DIR, layout.conditions_csv(), layout.TINY_MODEL_DIR,
+        layout.adapter_dir(seed), layout.train_live_dir(seed) / "metrics.json", layout.train_live_dir(seed) / "plots/metrics",
+        layout.BASELINES_DIR, layout.baselines_set_dir(set_name), layout.CONDITIONS_PREDICTIONS_DIR,
+        layout.CALIBRATORS_DIR, layout.REFERENCE_CALIBRATORS_DIR, layout.REFERENCES_METRICS_DIR,
+        layout.REFERENCES_EVALUATION_DIR, layout.EVALUATION_DIR, layout.SUMMARY_JSON, layout.SUMMARY_TXT,
+        layout.CONDITIONS_JSON, layout.CONDITIONS_TABLES_DIR,
+        seed_files.calibrator, seed_files.calibration_json, seed_files.optimal_temp, seed_files.test_json,
+        seed_files.calibration_json.parent, seed_files.test_json.parent, seed_files.evaluation_dir,
+        seed_files.predictions("dev"), seed_files.predictions("test"), seed_files.content_free("dev"),
+        seed_files.reliability("dev", "csv"), seed_files.reliability("dev", "png"),
+        seed_files.reliability("test", "csv"), seed_files.reliability("test", "png"),
+    }
+    paths |= {layout.predictions_dir(n) for n in names} | {layout.conditions_predictions_dir(n) for n in names}
+    paths |= {layout.SUMMARY_PLOTS_DIR / f"{n}.{e}" for n in ("reliability_pooled", "per_seed") for e in ("csv", "png")}
+    paths |= {layout.CONDITIONS_PLOTS_DIR / f"{n}.{e}" for n in ("psychometric_duration", "psychometric_snr",
+                                                                  "per_condition") for e in ("csv", "png")}
+    return {Path(p).as_posix() for p in paths}
+
+
+def test_dvc_yaml_paths_are_the_layout_modules():
+    seed, set_name = 42, layout.CONDITIONS_SET
+    known = layout_paths(seed, set_name)
+    strays = []
+    for name, spec in stage_definitions().items():
+        item = set_name if name.startswith("baselines_") else str(seed)
+        strays += [f"{name}: {p}" for p in _declared_paths(spec) if _expand(p, item) not in known]
+    assert strays == [], "dvc.yaml names paths that speech_calibration/layout.py does not spell"
+
+
+def test_the_embedded_model_is_the_tiny_model_stage_output():
+    assert params.load(ROOT / "params.yaml").model.name_or_path == layout.TINY_MODEL_DIR.as_posix()
+    assert stage_definitions()["tiny_model"]["outs"] == [layout.TINY_MODEL_DIR.as_posix()]
+
+
+# ------------------------------------------------------------------------------------ real dvc
+def changed_stages(repo: Path) -> set[str]:
+    """The stages ``dvc status`` reports as changed."""
+    out = dvc("status", "--json", cwd=repo).stdout
+    return set(json.loads(out[out.index("{"):]) if "{" in out else {})
+
+
+def importers(repo: Path, module: str) -> set[str]:
+    """The stage names (``train@42`` ...) whose script's import closure holds ``module``."""
+    listed = dvc("stage", "list", "--name-only", cwd=repo).stdout.split()
+    definitions = stage_definitions(repo / "dvc.yaml")
+    return {name for name in listed
+            if module in relative(module_closure(script_of(definitions[name.split("@")[0]])))}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["speech_calibration/calibration/fitting.py", "speech_calibration/model/forward.py",
+                                    "speech_calibration/stats/resampling.py", "speech_calibration/data/schema.py"])
+def test_editing_a_library_module_reruns_exactly_its_importers(study, tmp_path, module):
+    repo = copy_repo(study, tmp_path / "repo")
+    assert changed_stages(repo) == set()
+    with (repo / module).open("a") as f:
+        f.write("\n# an edit that DVC must notice\n")
+    expected = importers(repo, module)
+    assert expected, f"no stage imports {module}"
+    assert changed_stages(repo) == expected
+
+
+@pytest.mark.slow
+def test_tiny_model_change_leaves_a_study_on_another_model_up_to_date(study, tmp_path):
+    repo = copy_repo(study, tmp_path / "repo")
+    shutil.copytree(repo / layout.TINY_MODEL_DIR, repo / "models/other-qwen2-audio")
+    edit_params(repo, {"model.name_or_path": "models/other-qwen2-audio"})
+    # The other folder holds the same model, so every output stands; record the new dependency without re-running.
+    dvc("commit", "--force", cwd=repo)
+    commit_all(repo, "study on another local model folder")
+    assert changed_stages(repo) == set()
+    edit_params(repo, {"tiny_model.window_s": 8.0})
+    assert changed_stages(repo) == {"tiny_model"}

@@ -1,0 +1,68 @@
+"""``params.yaml`` is the one source of the study's settings.
+
+The dataclass defaults of ``speech_calibration.params`` equal ``params.yaml``, so code that builds params
+from a partial mapping (a test, a notebook) runs the study ``dvc repro`` runs; and the calibration
+methods that ``params.yaml`` may name are exactly the registry's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import yaml
+
+from speech_calibration import params
+from speech_calibration.calibration.calibrators import REGISTRY
+from speech_calibration.calibration.methods import AUTO, FITTED, METHODS
+from tests.import_graph import ROOT
+
+
+def differences(a, b, key: str = "") -> list[str]:
+    """Dotted keys where two params trees differ, with both values."""
+    if dataclasses.is_dataclass(a):
+        return [d for f in dataclasses.fields(a)
+                for d in differences(getattr(a, f.name), getattr(b, f.name), f"{key}.{f.name}".lstrip("."))]
+    if isinstance(a, dict) and isinstance(b, dict) and set(a) == set(b):
+        return [d for k in a for d in differences(a[k], b[k], f"{key}.{k}")]
+    return [] if a == b else [f"{key}: default {a!r}, params.yaml {b!r}"]
+
+
+def test_dataclass_defaults_equal_params_yaml():
+    assert differences(params.parse(params.Params, {}, ""), params.load(ROOT / "params.yaml")) == []
+
+
+def test_a_changed_default_is_caught(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["train"]["epochs"] = 3
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert differences(params.parse(params.Params, {}, ""), params.load(path)) == [
+        "train.epochs: default 20, params.yaml 3"]
+
+
+def test_params_yaml_sets_every_key():
+    """Every key the loader knows is written out in params.yaml, so a reader sees the whole study there."""
+    def keys(cls, prefix=""):
+        out = []
+        for f in dataclasses.fields(cls):
+            tp = typing.get_type_hints(cls)[f.name]
+            out += keys(tp, f"{prefix}{f.name}.") if dataclasses.is_dataclass(tp) else [prefix + f.name]
+        return out
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+    def present(key: str) -> bool:
+        node = raw
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    assert [k for k in keys(params.Params) if not present(k)] == []
+
+
+def test_calibration_methods_are_the_registrys():
+    assert tuple(REGISTRY) == FITTED
+    assert set(METHODS) == set(FITTED) | {AUTO}
+    assert set(typing.get_args(typing.get_type_hints(params.Calibration)["method"])) == set(METHODS)
