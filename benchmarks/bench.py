@@ -1,9 +1,10 @@
 """Throughput of the pipeline's own scoring and training code, beside the slow paths it replaces.
 
 For one model configuration, in one run, it measures and prints (JSON and a table):
-- scoring: our ``predict`` path (trimmed audio window, length-sorted batches, two output-head rows,
-  inference mode) at several batch sizes; the model's own full-window batched forward; naive per-clip
-  ``generate()`` of a few tokens; the ratios between them; per clip duration (1, 5, 30 s by default);
+- scoring: our ``predict`` path (the library's scoring loop ``speech_calibration.model.scoring.score_audio``:
+  trimmed audio window, length-sorted batches, two output-head rows, inference mode) at several batch
+  sizes; the same loop over the model's own full window; naive per-clip ``generate()`` of a few tokens;
+  the ratios between them; per clip duration (1, 5, 30 s by default);
 - equivalence: max |trimmed - full| of the A/B logits at batch N, beside the full path's own
   max |batch 1 - batch N| (in bf16 the first should be no larger than the second);
 - training: our ``train`` step (LoRA rank 16 on the decoder's attention + MLP) in clips/s and peak GPU
@@ -28,9 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from speech_calibration.data import schema
 from speech_calibration.model import forward, loading
 from speech_calibration.params import Lora, Model, Prompt, TinyModel
 from speech_calibration.model.inputs import InputBuilder
+from speech_calibration.model.scoring import score_audio
 from speech_calibration.model.training import answer_loss
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16 spec sheets
@@ -100,17 +103,10 @@ def sync(device):
 
 
 def time_scoring(model, builder, audios, batch_size, *, trim, device, dtype, prefix=None, warmup=2) -> float:
-    """Clips per second of the scoring loop (inputs built, forward, A/B logits back on the CPU)."""
-    feature_device = "cuda" if device.type == "cuda" else "cpu"
-    autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
-
+    """Clips per second of the library's scoring loop (inputs built, forward, A/B logits and log-sum-exp on the CPU)."""
     def run(items):
-        with torch.inference_mode(), autocast:
-            for start in range(0, len(items), batch_size):
-                batch = builder.build(items[start:start + batch_size], trim=trim, feature_device=feature_device,
-                                      shared_prefix=prefix is not None).to(device, dtype)
-                hidden = forward.last_hidden(model, batch, trim=trim, prefix=prefix)[:, -1]
-                forward.answer_logits(model, hidden, builder.answer_ids).cpu()
+        score_audio(model, builder, items, batch_size=batch_size, device=device, dtype=dtype, trim=trim, prefix=prefix,
+                    progress=False)
 
     run(audios[: batch_size * warmup])
     sync(device)
@@ -141,20 +137,16 @@ def equivalence(model, builder, device, dtype, n=8) -> dict:
     """max |trimmed - full| at batch n, beside the full path's own max |batch 1 - batch n|."""
     rng = np.random.default_rng(1)
     audios = [(0.1 * rng.standard_normal(int(s * 16000))).astype(np.float32) for s in np.linspace(0.3, 5.0, n)]
-    feature_device = "cuda" if device.type == "cuda" else "cpu"
-    autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
 
-    def logits(items, trim):
-        with torch.inference_mode(), autocast:
-            batch = builder.build(items, trim=trim, feature_device=feature_device).to(device, dtype)
-            return forward.answer_logits(model, forward.last_hidden(model, batch, trim=trim)[:, -1],
-                                          builder.answer_ids).cpu()
+    def logits(trim, batch_size):
+        s = score_audio(model, builder, audios, batch_size=batch_size, device=device, dtype=dtype, trim=trim,
+                        progress=False)
+        return np.stack([s[schema.LOGIT_A], s[schema.LOGIT_B]], axis=1)
 
-    full_n, trim_n = logits(audios, False), logits(audios, True)
-    full_1 = torch.cat([logits([a], False) for a in audios])
-    return {"max_abs_trim_vs_full_batchN": float((trim_n - full_n).abs().max()),
-            "max_abs_full_batch1_vs_batchN": float((full_1 - full_n).abs().max()),
-            "logit_scale": float(full_n.abs().mean())}
+    full_n, trim_n, full_1 = logits(False, n), logits(True, n), logits(False, 1)
+    return {"max_abs_trim_vs_full_batchN": float(np.abs(trim_n - full_n).max()),
+            "max_abs_full_batch1_vs_batchN": float(np.abs(full_1 - full_n).max()),
+            "logit_scale": float(np.abs(full_n).mean())}
 
 
 def time_training(model, builder, audios, batch_size, steps, *, checkpointing, dropout, shared_prefix, device,

@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from speech_calibration import params as params_mod
+from speech_calibration.calibration.calibrators import TemperatureScaling
 from speech_calibration.data.audio import load_clips
 from speech_calibration.data import schema
 from speech_calibration.errors import UserError  # noqa: E402
@@ -39,7 +38,8 @@ def main(argv=None) -> None:
     scorer = Scorer(params, None if args.checkpoint == "none" else Path(args.checkpoint))
     meta = schema.read_metadata(args.test_csv, require_both_classes=False)
     frame = predictions_frame(meta, scorer.score(load_clips(list(meta["audio_file"]), 16000)), params.prompt)
-    frame[schema.P_SPEECH] = 1.0 / (1.0 + np.exp(-(frame[schema.LOGIT_A] - frame[schema.LOGIT_B]) / args.temperature))
+    frame[schema.P_SPEECH] = TemperatureScaling({"temperature": args.temperature}).predict_proba(
+        frame[schema.LOGIT_A], frame[schema.LOGIT_B])
     frame["temperature"] = args.temperature
     write_csv(args.output_csv, frame)
     correct = frame[schema.PREDICTED_TOKEN] == frame[schema.GROUND_TRUTH_TOKEN]

@@ -1,4 +1,4 @@
-"""stages.metrics: every estimator against a hand-computed example or an independent reference."""
+"""speech_calibration.stats.metrics: every estimator against a hand-computed example or an independent reference."""
 from __future__ import annotations
 
 import math
@@ -141,6 +141,23 @@ def test_one_class_absent_gives_documented_nan_not_a_crash():
     assert np.isfinite(m["ece"]) and np.isfinite(m["nll"]) and np.isfinite(m["ece_smooth"])
     empty = M.binary_metrics(np.zeros(0, dtype=int), np.zeros(0))
     assert all(math.isnan(float(v)) or float(v) == 0.0 for v in empty.values())
+
+
+def test_sigmoid_and_logit_closed_forms():
+    assert M.sigmoid(0.0) == 0.5 and M.logit(0.5) == 0.0
+    assert M.sigmoid(math.log(3.0)) == pytest.approx(0.75, rel=1e-15)  # odds 3 : 1
+    assert M.logit(0.75) == pytest.approx(math.log(3.0), rel=1e-15)
+    assert M.logit(0.1) == pytest.approx(-math.log(9.0), rel=1e-15)
+    assert M.logit(1e-300) == pytest.approx(math.log(1e-300), rel=1e-15)  # log1p keeps the tail exact
+    with np.errstate(divide="ignore"):
+        assert M.logit(0.0) == -np.inf and M.logit(1.0) == np.inf
+    z = np.linspace(-30.0, 30.0, 601)
+    assert M.sigmoid(z) == pytest.approx(1.0 / (1.0 + np.exp(-z)), rel=1e-3, abs=1e-15)
+    np.testing.assert_allclose(M.logit(M.sigmoid(z[np.abs(z) <= 15])), z[np.abs(z) <= 15], atol=1e-9)  # inverses
+    p = np.linspace(0.001, 0.999, 999)
+    np.testing.assert_allclose(M.sigmoid(M.logit(p)), p, rtol=1e-12)
+    np.testing.assert_allclose(M.sigmoid(-z) + M.sigmoid(z), 1.0, rtol=0, atol=1e-15)  # sigmoid(-z) = 1 - sigmoid(z)
+    assert M.p_speech_from_logits(2.0, 2.0 - math.log(3.0)) == pytest.approx(0.75, rel=1e-15)
 
 
 def test_proper_scores():

@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from speech_calibration.stats import paired_tests as pt
-from speech_calibration.stats.psychometric import cluster_counts
+from speech_calibration.stats.resampling import cluster_counts
 
 
 def table_vectors(both, only_1, only_2, neither):

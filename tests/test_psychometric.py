@@ -112,15 +112,6 @@ def test_separable_data_gives_a_finite_steep_curve_between_the_levels():
     assert DURATIONS[3] < curve.thresholds[0].value < DURATIONS[4]
 
 
-def test_cluster_counts_and_percentile_interval():
-    w = ps.cluster_counts(7, 50, np.random.default_rng(0))
-    assert w.shape == (50, 7) and np.all(w.sum(axis=1) == 7)
-    lo, hi = ps.percentile_interval(np.array([-np.inf] * 10 + list(range(80)) + [np.inf] * 10), 0.95)
-    assert lo == -np.inf and hi == np.inf
-    lo, hi = ps.percentile_interval(np.arange(1001.0), 0.95)
-    assert (lo, hi) == (25.0, 975.0)
-
-
 def test_bad_shape_is_rejected():
     with pytest.raises(ValueError):
         ps.fit_curve(DURATIONS, np.ones((3, 5)))

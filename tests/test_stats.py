@@ -1,14 +1,16 @@
-"""stages.stats: bootstrap (plain and paired) and t-intervals."""
+"""speech_calibration.stats.resampling: bootstrap (plain, paired, clustered), percentile and t-intervals, keyed generators."""
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 
 from speech_calibration.stats import metrics
-from speech_calibration.stats.resampling import bootstrap_replicates, interval_summary, paired_difference, percentile_interval, t_interval
+from speech_calibration.stats.resampling import (bootstrap_replicates, cluster_counts, interval_summary, keyed_rng,
+                                                  paired_difference, percentile_interval, t_interval)
 
 
 def test_t_interval_matches_closed_form():
@@ -52,6 +54,51 @@ def test_percentile_interval_covers_the_mean():
         lo, hi = percentile_interval(reps["m"], 0.95)
         hits += lo <= 1.0 <= hi
     assert 0.88 <= hits / 200 <= 0.99
+
+
+def test_percentile_interval_is_numpys_quantile_without_the_nans():
+    rng = np.random.default_rng(4)
+    r = rng.normal(size=501)
+    assert percentile_interval(r, 0.9) == tuple(np.quantile(r, [0.05, 0.95]))
+    with_nan = np.concatenate([r[:200], [np.nan] * 7, r[200:]])
+    assert percentile_interval(with_nan, 0.9) == percentile_interval(r, 0.9)
+    assert percentile_interval(np.arange(101.0), 0.9) == pytest.approx((5.0, 95.0))
+    assert percentile_interval(np.array([0.0, 1.0]), 0.5) == (0.25, 0.75)  # interpolated between the two
+    assert all(math.isnan(v) for v in percentile_interval(np.array([np.nan, np.nan])))
+
+
+def test_percentile_interval_without_interpolation_takes_order_statistics_outward():
+    # n = 1001 sorted values 0..1000: (n-1) q = 25 and 975 exactly
+    assert percentile_interval(np.arange(1001.0)[::-1], 0.95, interpolate=False) == (25.0, 975.0)
+    # n = 4: (n-1) q = 0.75 and 2.25 -> floor 0, ceil 3: the widest bracket, never interpolated
+    assert percentile_interval(np.array([3.0, 1.0, 4.0, 2.0]), 0.5, interpolate=False) == (1.0, 4.0)
+    # censored replicates sort at the ends and a bound that lands on one is itself censored
+    censored = np.array([-np.inf] * 10 + list(range(80)) + [np.inf] * 10)
+    assert percentile_interval(censored, 0.95, interpolate=False) == (-np.inf, np.inf)
+    assert percentile_interval(censored, 0.5, interpolate=False) == (14.0, 65.0)  # floor(24.75) - 10, ceil(74.25) - 10
+    # NaN replicates are left out here too
+    assert percentile_interval(np.array([np.nan, 3.0, 1.0, 4.0, 2.0]), 0.5, interpolate=False) == (1.0, 4.0)
+
+
+def test_cluster_counts_are_multinomial_draws_of_every_cluster():
+    w = cluster_counts(7, 50, np.random.default_rng(0))
+    assert w.shape == (50, 7) and w.dtype == np.float64 and np.all(w.sum(axis=1) == 7)
+    assert np.all(w >= 0) and np.all(w == np.round(w))
+    np.testing.assert_array_equal(w, cluster_counts(7, 50, np.random.default_rng(0)))
+    mean = cluster_counts(4, 20000, np.random.default_rng(1)).mean(axis=0)
+    np.testing.assert_allclose(mean, 1.0, atol=0.03)  # each cluster is drawn once per resample on average
+
+
+def test_keyed_rng_depends_on_the_seed_and_every_key_only():
+    draw = keyed_rng(7, "clip_001", "snr", "10").random(4)
+    np.testing.assert_array_equal(draw, keyed_rng(7, "clip_001", "snr", "10").random(4))  # deterministic
+    reference = np.random.default_rng([7, *(zlib.crc32(k.encode()) for k in ("clip_001", "snr", "10"))]).random(4)
+    np.testing.assert_array_equal(draw, reference)  # the documented seeding
+    others = [keyed_rng(8, "clip_001", "snr", "10"), keyed_rng(7, "clip_002", "snr", "10"),
+              keyed_rng(7, "clip_001", "reverb", "10"), keyed_rng(7, "clip_001", "snr", "20"),
+              keyed_rng(7, "snr", "clip_001", "10"), keyed_rng(7, "clip_001", "snr")]
+    for rng in others:
+        assert not np.array_equal(draw, rng.random(4))
 
 
 def test_interval_reports_undefined_resamples():

@@ -318,8 +318,7 @@ class IsotonicCalibration(Calibrator):
         return np.clip(np.interp(z, q["x"], q["y"]), q["eps"], 1.0 - q["eps"])
 
     def _log_odds(self, z):
-        p = self._proba(z)
-        return np.log(p) - np.log1p(-p)
+        return metrics.logit(self._proba(z))
 
     def predict_proba(self, logit_a, logit_b) -> np.ndarray:
         return self._proba(logit_difference(logit_a, logit_b))  # exact, without a round trip through the logit

@@ -20,7 +20,6 @@ Outputs ``data/processed/conditions/`` (written whole, atomically): ``audio/<cli
 from __future__ import annotations
 
 import logging
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from speech_calibration.data.audio import load_audio, write_audio
 from speech_calibration import layout
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv
+from speech_calibration.stats.resampling import keyed_rng
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,6 @@ def variant_id(base: str, condition: str, level: str) -> str:
     return f"{base}__{CLEAN}" if condition == CLEAN else f"{base}__{condition}_{level}{unit}"
 
 
-def variant_rng(seed: int, clip_id: str, condition: str, level: str) -> np.random.Generator:
-    """A generator that depends only on the seed, the clip and the variant (not on row order)."""
-    key = [zlib.crc32(s.encode()) for s in (clip_id, condition, level)]
-    return np.random.default_rng([seed, *key])
-
-
 def render_clip(x: np.ndarray, clip_id: str, cfg: params_mod.Conditions, rate: int) -> list[tuple[str, str, np.ndarray]]:
     """Every variant of one clip as ``(condition, level, samples)``; the clean reference first."""
     out: list[tuple[str, str, np.ndarray]] = [(CLEAN, CLEAN, np.asarray(x, dtype=np.float64))]
@@ -58,16 +52,16 @@ def render_clip(x: np.ndarray, clip_id: str, cfg: params_mod.Conditions, rate: i
         if degrade.n_samples(ms, rate) > len(x):
             continue
         y, _, _ = degrade.duration_variant(x, rate, ms, cfg.container_s, cfg.container_noise_dbfs,
-                                           variant_rng(cfg.seed, clip_id, "duration", level))
+                                           keyed_rng(cfg.seed, clip_id, "duration", level))
         out.append(("duration", level, degrade.fit_peak(y)))
     segment = degrade.signal_segment(x, rate)
     for snr in cfg.snr_db:
         level = level_text(snr)
-        y = degrade.add_noise_at_snr(x, snr, variant_rng(cfg.seed, clip_id, "snr", level), segment)
+        y = degrade.add_noise_at_snr(x, snr, keyed_rng(cfg.seed, clip_id, "snr", level), segment)
         out.append(("snr", level, degrade.fit_peak(y)))
     for t60 in cfg.t60_s:
         level = level_text(t60)
-        rir = degrade.synthetic_rir(t60, rate, variant_rng(cfg.seed, clip_id, "reverb", level))
+        rir = degrade.synthetic_rir(t60, rate, keyed_rng(cfg.seed, clip_id, "reverb", level))
         out.append(("reverb", level, degrade.fit_peak(degrade.reverberate(x, rir))))
     for kind in cfg.band:
         sos = degrade.band_filter_sos(kind, rate, cfg.band_low_hz, cfg.band_high_hz, cfg.filter_order)

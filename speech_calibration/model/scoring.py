@@ -1,7 +1,8 @@
 """Scoring clips: the A/B answer logits of every clip, one batched forward pass, no text generation.
 
 A :class:`Scorer` holds the base model and (optionally) a seed's adapter, loaded once; :func:`score_csvs`
-scores several metadata CSVs in one process. The logits of
+scores several metadata CSVs in one process; :func:`score_audio` is the scoring loop itself (the
+benchmark times it on models it builds). The logits of
 the two answer tokens come from the decoder's last hidden state at the answer position against just
 those two rows of the output head; the log-sum-exp of the whole vocabulary at that one position is
 kept too, so a report can say how much probability falls outside A/B. Clips are sorted by length so
@@ -26,6 +27,7 @@ from speech_calibration.data import schema
 from speech_calibration import params as params_mod
 from speech_calibration.data.audio import load_clips
 from speech_calibration.fileio import atomic_dir, write_csv
+from speech_calibration.stats.metrics import p_speech_from_logits
 
 log = logging.getLogger(__name__)
 CONTENT_FREE_INPUTS = ("silence", "noise")
@@ -48,28 +50,40 @@ class Scorer:
         self.trim = p.model.trim_audio_window
         self.prefix = (forward.PrefixCache(self.model, self.builder.prefix_ids)
                        if self.trim and p.model.cache_prompt_prefix else None)
-        self.feature_device = "cuda" if self.device.type == "cuda" else "cpu"
 
     def score(self, audios: Sequence[np.ndarray], desc: str = "score") -> dict[str, np.ndarray]:
         """logit_A, logit_B and the vocabulary log-sum-exp for every clip, in the order given."""
-        from tqdm import tqdm
+        return score_audio(self.model, self.builder, audios, batch_size=self.p.predict.batch_size, device=self.device,
+                           dtype=self.dtype, trim=self.trim, prefix=self.prefix, desc=desc)
 
-        order = np.argsort([len(a) for a in audios], kind="stable")
-        out = np.zeros((len(audios), 3), dtype=np.float64)
-        size = self.p.predict.batch_size
-        autocast = torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
-        with torch.inference_mode(), autocast, tqdm(total=len(audios), desc=desc, unit="clip") as bar:
-            for start in range(0, len(order), size):
-                idx = order[start:start + size]
-                batch = self.builder.build([audios[i] for i in idx], trim=self.trim, feature_device=self.feature_device,
-                                           shared_prefix=self.prefix is not None).to(self.device, self.dtype)
-                hidden = forward.last_hidden(self.model, batch, trim=self.trim, prefix=self.prefix)[:, -1]
-                pair = forward.answer_logits(self.model, hidden, self.builder.answer_ids)
-                lse = forward.vocab_logsumexp(self.model, hidden)
-                out[idx, :2] = pair.cpu().numpy()
-                out[idx, 2] = lse.cpu().numpy()
-                bar.update(len(idx))
-        return {schema.LOGIT_A: out[:, 0], schema.LOGIT_B: out[:, 1], schema.LOGSUMEXP_VOCAB: out[:, 2]}
+
+def score_audio(model, builder, audios: Sequence[np.ndarray], *, batch_size: int, device: torch.device,
+                dtype: torch.dtype, trim: bool = True, prefix: forward.PrefixCache | None = None, desc: str = "score",
+                progress: bool = True) -> dict[str, np.ndarray]:
+    """The scoring loop: logit_A, logit_B and the vocabulary log-sum-exp of every clip, in the order given.
+
+    Clips are sorted by length and scored ``batch_size`` at a time in inference mode (autocast to ``dtype``
+    unless it is float32); ``trim`` cuts the audio window to the batch's longest clip, ``prefix`` (a
+    :class:`forward.PrefixCache`) runs the shared prompt prefix once. ``progress``: show a progress bar.
+    """
+    from tqdm import tqdm
+
+    feature_device = "cuda" if device.type == "cuda" else "cpu"
+    order = np.argsort([len(a) for a in audios], kind="stable")
+    out = np.zeros((len(audios), 3), dtype=np.float64)
+    autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
+    with torch.inference_mode(), autocast, tqdm(total=len(audios), desc=desc, unit="clip", disable=not progress) as bar:
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = builder.build([audios[i] for i in idx], trim=trim, feature_device=feature_device,
+                                  shared_prefix=prefix is not None).to(device, dtype)
+            hidden = forward.last_hidden(model, batch, trim=trim, prefix=prefix)[:, -1]
+            pair = forward.answer_logits(model, hidden, builder.answer_ids)
+            lse = forward.vocab_logsumexp(model, hidden)
+            out[idx, :2] = pair.cpu().numpy()
+            out[idx, 2] = lse.cpu().numpy()
+            bar.update(len(idx))
+    return {schema.LOGIT_A: out[:, 0], schema.LOGIT_B: out[:, 1], schema.LOGSUMEXP_VOCAB: out[:, 2]}
 
 
 def predictions_frame(meta: pd.DataFrame, scores: dict[str, np.ndarray], prompt: params_mod.Prompt) -> pd.DataFrame:
@@ -83,7 +97,7 @@ def predictions_frame(meta: pd.DataFrame, scores: dict[str, np.ndarray], prompt:
                                             prompt.nonspeech_answer),
         schema.LOGIT_A: a,
         schema.LOGIT_B: b,
-        schema.P_SPEECH: 1.0 / (1.0 + np.exp(-(a - b))),
+        schema.P_SPEECH: p_speech_from_logits(a, b),
         schema.PREDICTED_TOKEN: np.where(a >= b, prompt.speech_answer, prompt.nonspeech_answer),
         schema.LOGSUMEXP_VOCAB: scores[schema.LOGSUMEXP_VOCAB],
     })
@@ -108,7 +122,7 @@ def score_csvs(p: params_mod.Params, scorer: Scorer, csvs: dict[str, Path], out_
     free = scorer.score(free_audio, desc="content-free")
     free_frame = pd.DataFrame({"input": CONTENT_FREE_INPUTS, schema.LOGIT_A: free[schema.LOGIT_A],
                                schema.LOGIT_B: free[schema.LOGIT_B]})
-    free_frame[schema.P_SPEECH] = 1.0 / (1.0 + np.exp(-(free_frame[schema.LOGIT_A] - free_frame[schema.LOGIT_B])))
+    free_frame[schema.P_SPEECH] = p_speech_from_logits(free_frame[schema.LOGIT_A], free_frame[schema.LOGIT_B])
     free_frame[schema.LOGSUMEXP_VOCAB] = free[schema.LOGSUMEXP_VOCAB]
     frames = {}
     with atomic_dir(out_dir) as tmp:

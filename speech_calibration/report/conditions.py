@@ -41,7 +41,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +57,7 @@ from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_path, write_csv, write_json
 from speech_calibration.layout import SystemFiles
 from speech_calibration.stats import metrics, paired_tests, psychometric
+from speech_calibration.stats.resampling import keyed_rng
 
 log = logging.getLogger(__name__)
 
@@ -250,10 +250,6 @@ def response_matrix(base: np.ndarray, levels: np.ndarray, answers: np.ndarray,
     return out, clusters
 
 
-def stable_rng(seed: int, *keys: str) -> np.random.Generator:
-    return np.random.default_rng([seed, *(zlib.crc32(k.encode()) for k in keys)])
-
-
 def psychometric_curves(meta: pd.DataFrame, answers: np.ndarray, order: list[tuple[str, str]],
                         cfg: params_mod.Conditions, ci: float, system_name: str) -> dict[tuple[str, str], psychometric.Curve]:
     """{(dimension, label): Curve} for speech clips (with thresholds) and non-speech clips (false SPEECH)."""
@@ -271,7 +267,7 @@ def psychometric_curves(meta: pd.DataFrame, answers: np.ndarray, order: list[tup
             criteria = axis.criteria if label == schema.SPEECH else ()
             curves[(axis.dimension, label)] = psychometric.fit_curve(
                 axis.x(lv_order), resp, criteria, n_boot=cfg.n_bootstrap, ci=ci,
-                rng=stable_rng(cfg.bootstrap_seed, "psychometric", system_name, axis.dimension, label))
+                rng=keyed_rng(cfg.bootstrap_seed, "psychometric", system_name, axis.dimension, label))
     return curves
 
 
@@ -314,7 +310,7 @@ def paired_table(meta: pd.DataFrame, correct: dict[str, np.ndarray], cfg: params
             test = paired_tests.mcnemar_exact(c1, c2)
             diff, lo, hi = paired_tests.clustered_bootstrap_difference(
                 c1, c2, base[mask], n_boot=cfg.n_bootstrap, ci=ci,
-                rng=stable_rng(cfg.bootstrap_seed, "paired", s1, s2, scope))
+                rng=keyed_rng(cfg.bootstrap_seed, "paired", s1, s2, scope))
             rows.append({"system_1": s1, "system_2": s2, "scope": scope, "n": int(mask.sum()),
                          "accuracy_1": float(c1.mean()), "accuracy_2": float(c2.mean()),
                          "only_1_right": test.only_1, "only_2_right": test.only_2, "both_right": test.both,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from speech_calibration.stats.psychometric import cluster_counts, percentile_interval
+from speech_calibration.stats.resampling import cluster_counts, percentile_interval
 
 
 @dataclass(frozen=True)
@@ -68,5 +68,5 @@ def clustered_bootstrap_difference(correct_1: np.ndarray, correct_2: np.ndarray,
     rng = rng if rng is not None else np.random.default_rng(0)
     w = cluster_counts(len(n_c), n_boot, rng)
     boot = (w @ d_c) / (w @ n_c)
-    lo, hi = percentile_interval(boot, ci)
-    return float(diff.mean()), float(lo), float(hi)
+    lo, hi = percentile_interval(boot, ci, interpolate=False)
+    return float(diff.mean()), lo, hi

@@ -23,23 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from speech_calibration.stats.metrics import sigmoid
+from speech_calibration.stats.resampling import cluster_counts, percentile_interval
+
 RIDGE = 1e-3
-
-
-def cluster_counts(n_clusters: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap weights, shape ``(n_boot, n_clusters)``: how often each cluster is drawn (multinomial, sum ``n_clusters``)."""
-    return rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), size=n_boot).astype(np.float64)
-
-
-def percentile_interval(values: np.ndarray, ci: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper percentile bounds; ``values`` may hold ``-inf``/``+inf`` (censored), which sort at the ends."""
-    alpha = (1.0 - ci) / 2.0
-    values = np.sort(np.asarray(values, dtype=np.float64), axis=axis)
-    n = values.shape[axis]
-    # "lower"/"higher" order statistics keep infinities exact (no interpolation between inf and a number)
-    lo = np.take(values, int(np.floor(alpha * (n - 1))), axis=axis)
-    hi = np.take(values, int(np.ceil((1.0 - alpha) * (n - 1))), axis=axis)
-    return lo, hi
 
 
 def fit_logistic(x: np.ndarray, k: np.ndarray, n: np.ndarray, ridge: float = RIDGE,
@@ -81,7 +68,8 @@ def fit_logistic(x: np.ndarray, k: np.ndarray, n: np.ndarray, ridge: float = RID
 
 
 def logistic(x: np.ndarray, a: float, b: float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-(a + b * np.asarray(x, dtype=np.float64))))
+    """The fitted curve ``sigmoid(a + b x)`` at levels ``x``."""
+    return sigmoid(a + b * np.asarray(x, dtype=np.float64))
 
 
 def thresholds(a: np.ndarray, b: np.ndarray, q: float, x_min: float, x_max: float) -> np.ndarray:
@@ -145,8 +133,8 @@ def fit_curve(levels: np.ndarray, responses: np.ndarray, criteria: tuple[float, 
         a_b, b_b = fit_logistic(levels, w @ hits, w @ present.astype(np.float64))
         for q in criteria:
             value = float(thresholds(a, b, q, x_min, x_max))
-            lo, hi = percentile_interval(thresholds(a_b, b_b, q, x_min, x_max), ci)
-            found.append(Threshold(q, value, float(lo), float(hi)))
+            lo, hi = percentile_interval(thresholds(a_b, b_b, q, x_min, x_max), ci, interpolate=False)
+            found.append(Threshold(q, value, lo, hi))
     return Curve(levels, k, n, a, b, tuple(found))
 
 

@@ -1,11 +1,13 @@
-"""Uncertainty of metrics: clip-level bootstrap (plain and paired) and Student-t intervals across seeds.
+"""Uncertainty of metrics: clip-level and clustered bootstrap (plain and paired), Student-t intervals across seeds.
 
-The bootstrap is vectorised: all resamples are one ``(B, n)`` index matrix, and the metric functions of
-:mod:`stages.metrics` reduce over the last axis, so ``B`` resamples cost one call, not ``B`` calls.
+The bootstrap is vectorised: all resamples are one ``(B, n)`` index matrix (:func:`bootstrap_indices`),
+or one ``(B, clusters)`` matrix of draw counts (:func:`cluster_counts`), and the metric functions of
+:mod:`speech_calibration.stats.metrics` reduce over the last axis, so ``B`` resamples cost one call, not ``B`` calls.
 
 Intervals are percentile intervals (the ``(1-ci)/2`` and ``(1+ci)/2`` quantiles of the replicates). A
 *paired* bootstrap evaluates two systems on the same resampled clips, so the interval of their difference
-accounts for the correlation between them (both are scored on the same clips).
+accounts for the correlation between them (both are scored on the same clips). :func:`keyed_rng` gives
+each resampling its own generator, named by text keys, so a result does not depend on what ran before it.
 
 Caveat, stated in the reports: clips of one group (speaker or recording) are not independent, so a
 clip-level bootstrap over a test split of few groups understates the uncertainty of a new group.
@@ -13,6 +15,7 @@ clip-level bootstrap over a test split of few groups understates the uncertainty
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -20,11 +23,24 @@ import numpy as np
 StatFn = Callable[[np.ndarray], Mapping[str, np.ndarray]]
 
 
+def keyed_rng(seed: int, *keys: str) -> np.random.Generator:
+    """A generator that depends only on ``seed`` and the text ``keys`` (in order), not on what drew before it.
+
+    Seeded with ``[seed, crc32(key_1), crc32(key_2), ...]`` (UTF-8 keys), e.g. ``keyed_rng(7, clip_id, "snr", "10")``.
+    """
+    return np.random.default_rng([seed, *(zlib.crc32(k.encode()) for k in keys)])
+
+
 def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
     """A ``(n_boot, n)`` matrix of clip indices drawn with replacement (one resample per row)."""
     if n < 1:
         raise ValueError("bootstrap needs at least one item")
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def cluster_counts(n_clusters: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap weights, shape ``(n_boot, n_clusters)``: how often each cluster is drawn (multinomial, sum ``n_clusters``)."""
+    return rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), size=n_boot).astype(np.float64)
 
 
 def bootstrap_replicates(stat: StatFn, n: int, *, n_boot: int = 2000, seed: int = 0, chunk: int = 2000) -> dict[str, np.ndarray]:
@@ -42,13 +58,24 @@ def bootstrap_replicates(stat: StatFn, n: int, *, n_boot: int = 2000, seed: int 
     return {name: np.concatenate(v) for name, v in parts.items()}
 
 
-def percentile_interval(replicates: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
-    """The percentile interval of bootstrap replicates, ignoring NaN replicates (NaN if all are NaN)."""
+def percentile_interval(replicates: np.ndarray, ci: float = 0.95, *, interpolate: bool = True) -> tuple[float, float]:
+    """The ``(1-ci)/2`` and ``(1+ci)/2`` quantiles of bootstrap replicates, ignoring NaN replicates (NaN if all are NaN).
+
+    ``interpolate=True``: linear interpolation between order statistics (``np.quantile``'s default).
+    ``interpolate=False``: the order statistics themselves, at index ``floor(q (n-1))`` for the lower bound
+    and ``ceil(q (n-1))`` for the upper one (of the ``n`` sorted replicates), so the interval never shrinks;
+    replicates may then be ``-inf``/``+inf`` (censored below/above, sorting at the ends), and a bound
+    that lands on one is itself censored, never interpolated between infinity and a number.
+    """
     r = np.asarray(replicates, dtype=float)
     r = r[~np.isnan(r)]
     if r.size == 0:
         return math.nan, math.nan
-    lo, hi = np.quantile(r, [(1.0 - ci) / 2.0, (1.0 + ci) / 2.0])
+    q_lo, q_hi = (1.0 - ci) / 2.0, (1.0 + ci) / 2.0
+    if interpolate:
+        lo, hi = np.quantile(r, [q_lo, q_hi])
+    else:
+        lo, hi = np.quantile(r, q_lo, method="lower"), np.quantile(r, q_hi, method="higher")
     return float(lo), float(hi)
 
 

@@ -48,6 +48,8 @@ from importlib import resources
 
 import numpy as np
 
+from speech_calibration.stats.metrics import logit
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # both detectors run at 16 kHz here; stages.audio.load_audio delivers it
@@ -153,5 +155,4 @@ def webrtc_score(samples: np.ndarray, mode: int, frame_ms: int, window_ms: float
 # ----------------------------------------------------------------------------------------- scores
 def score_to_logit(s: np.ndarray, eps: float = 1e-4) -> np.ndarray:
     """``log(s / (1 - s))`` with ``s`` clipped to ``[eps, 1 - eps]`` (so 0 and 1 stay finite, +-9.21)."""
-    s = np.clip(np.asarray(s, dtype=np.float64), eps, 1.0 - eps)
-    return np.log(s) - np.log1p(-s)
+    return logit(np.clip(np.asarray(s, dtype=np.float64), eps, 1.0 - eps))
