@@ -1,4 +1,4 @@
-"""The study's scoring command line, kept for people migrating from it: a thin wrapper over ``stages.predict``.
+"""The study's scoring command line, kept for people migrating from it: a thin wrapper over :mod:`speech_calibration.model.scoring`.
 
     python scripts/evaluate_with_logits.py --checkpoint checkpoints/calibrated_v1/seed_42/final \\
         --test_csv data/processed/grouped_split/dev_metadata.csv --temperature 1.0 \\
@@ -8,6 +8,8 @@ Writes the predictions CSV of the pipeline (clip_id, group_id, label, ground_tru
 logit_B, p_speech, predicted_token, ...) with ``p_speech`` at the given temperature, and prints the
 study's summary lines. A temperature never changes ``predicted_token`` (dividing both logits by T > 0
 keeps the larger one larger). ``--checkpoint none`` scores the base model (zero-shot).
+``--calibrator models/calibrators/seed_42.json`` applies a calibrator the pipeline fitted (any method)
+instead of a temperature; its decision threshold then sets ``predicted_token``.
 """
 from __future__ import annotations
 
@@ -15,10 +17,10 @@ import argparse
 from pathlib import Path
 
 from speech_calibration import params as params_mod
-from speech_calibration.calibration.calibrators import TemperatureScaling
+from speech_calibration.calibration import calibrators
 from speech_calibration.data.audio import load_clips
 from speech_calibration.data import schema
-from speech_calibration.errors import UserError  # noqa: E402
+from speech_calibration.errors import UserError
 from speech_calibration.cli import run
 from speech_calibration.fileio import write_csv
 from speech_calibration.model.scoring import Scorer, predictions_frame
@@ -28,7 +30,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="adapter folder, or 'none' for the base model")
     p.add_argument("--test_csv", type=Path, required=True, help="a metadata CSV (data contract)")
-    p.add_argument("--temperature", type=float, default=1.0)
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--temperature", type=float, default=1.0, help="divide both logits by T (default: %(default)s)")
+    how.add_argument("--calibrator", type=Path, help="apply a calibrator file the calibrate stage wrote")
     p.add_argument("--output_csv", type=Path, required=True)
     p.add_argument("--params", default="params.yaml")
     args = p.parse_args(argv)
@@ -37,10 +41,16 @@ def main(argv=None) -> None:
     params = params_mod.load(args.params)
     scorer = Scorer(params, None if args.checkpoint == "none" else Path(args.checkpoint))
     meta = schema.read_metadata(args.test_csv, require_both_classes=False)
-    frame = predictions_frame(meta, scorer.score(load_clips(list(meta["audio_file"]), 16000)), params.prompt)
-    frame[schema.P_SPEECH] = TemperatureScaling({"temperature": args.temperature}).predict_proba(
-        frame[schema.LOGIT_A], frame[schema.LOGIT_B])
-    frame["temperature"] = args.temperature
+    cal = (calibrators.load(args.calibrator) if args.calibrator is not None
+           else calibrators.TemperatureScaling({"temperature": args.temperature}))
+    audios = load_clips(list(meta["audio_file"]), scorer.builder.sampling_rate)
+    frame = predictions_frame(meta, scorer.score(audios), params.prompt)
+    frame[schema.P_SPEECH] = cal.predict_proba(frame[schema.LOGIT_A], frame[schema.LOGIT_B])
+    frame["temperature"] = cal.temperature
+    if args.calibrator is not None:
+        speech = cal.predict(frame[schema.LOGIT_A], frame[schema.LOGIT_B]) == 1
+        frame[schema.PREDICTED_TOKEN] = [params.prompt.speech_answer if s else params.prompt.nonspeech_answer
+                                         for s in speech]
     write_csv(args.output_csv, frame)
     correct = frame[schema.PREDICTED_TOKEN] == frame[schema.GROUND_TRUTH_TOKEN]
     print(f"Overall:   {100 * correct.mean():.1f}% ({int(correct.sum())}/{len(frame)})")
