@@ -53,15 +53,21 @@ def _looks_local(name: str) -> bool:
             or Path(parts[0]).is_dir())
 
 
-def load_processor(cfg: Model):
-    from transformers import AutoProcessor
-
+def _pretrained(auto_class, cfg: Model, what: str):
+    """``auto_class.from_pretrained(model.name_or_path)``, with a one-line error naming the key."""
     _check_base_exists(cfg.name_or_path)
     try:
-        processor = AutoProcessor.from_pretrained(cfg.name_or_path, trust_remote_code=False)
+        return auto_class.from_pretrained(cfg.name_or_path, trust_remote_code=False)
     except (OSError, ValueError) as err:
-        raise UserError(f"model.name_or_path: cannot load a processor from {cfg.name_or_path!r} "
+        raise UserError(f"model.name_or_path: cannot load a {what} from {cfg.name_or_path!r} "
                         f"({str(err).splitlines()[0]})") from None
+
+
+def load_processor(cfg: Model):
+    """The model's processor (feature extractor + tokenizer), padding on the left for batched scoring."""
+    from transformers import AutoProcessor
+
+    processor = _pretrained(AutoProcessor, cfg, "processor")
     processor.tokenizer.padding_side = "left"
     return processor
 
@@ -143,10 +149,5 @@ def audio_window_s(cfg: Model) -> float:
     """The model's audio window in seconds, as its feature extractor defines it (``n_samples / sampling_rate``)."""
     from transformers import AutoFeatureExtractor
 
-    _check_base_exists(cfg.name_or_path)
-    try:
-        extractor = AutoFeatureExtractor.from_pretrained(cfg.name_or_path, trust_remote_code=False)
-    except (OSError, ValueError) as err:
-        raise UserError(f"model.name_or_path: cannot load a feature extractor from {cfg.name_or_path!r} "
-                        f"({str(err).splitlines()[0]})") from None
+    extractor = _pretrained(AutoFeatureExtractor, cfg, "feature extractor")
     return extractor.n_samples / extractor.sampling_rate
