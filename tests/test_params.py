@@ -66,3 +66,19 @@ def test_calibration_methods_are_the_registrys():
     assert tuple(REGISTRY) == FITTED
     assert set(METHODS) == set(FITTED) | {AUTO}
     assert set(typing.get_args(typing.get_type_hints(params.Calibration)["method"])) == set(METHODS)
+
+
+def test_an_experiments_set_param_changes_one_line_of_params_yaml(tmp_path):
+    """``dvc exp run -S key=value`` rewrites params.yaml through DVC's own override writer; it must change
+    the one line of that key and keep every other line (comments and blank lines included)."""
+    from dvc.utils.hydra import apply_overrides
+
+    original = (ROOT / "params.yaml").read_text().splitlines()
+    for override, line in [("calibration.method=platt", "  method: platt"), ("train.epochs=3", "  epochs: 3"),
+                           ("evaluate.n_bootstrap=500", "  n_bootstrap: 500")]:
+        path = tmp_path / "params.yaml"
+        path.write_text((ROOT / "params.yaml").read_text())
+        apply_overrides(str(path), [override])
+        changed = [(a, b) for a, b in zip(original, path.read_text().splitlines()) if a != b]
+        assert len(path.read_text().splitlines()) == len(original), override
+        assert len(changed) == 1 and changed[0][1] == line, (override, changed)
