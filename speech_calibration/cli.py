@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from speech_calibration.errors import UserError
@@ -17,6 +18,18 @@ log = logging.getLogger("speech_calibration")
 
 
 def setup_logging() -> None:
+    """INFO logs of our own modules, quieter third-party loggers, and no warnings we know to be harmless.
+
+    Progress bars (tqdm, ``disable=None``) draw only when stderr is a terminal, so ``dvc queue logs`` and CI
+    logs get the log lines without thousands of carriage-return updates.
+    """
+    # transformers 5 warns that `is_gradient_checkpointing` is deprecated on every from_pretrained of a
+    # Qwen2-Audio model (its own code calls it); nothing here uses it.
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*deprecated", category=FutureWarning)
+    if not sys.stderr.isatty():  # Hugging Face's own bars ("Loading weights") follow the same rule
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
     level = os.environ.get("STAGES_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     # Libraries are chatty at INFO; keep our own messages readable.

@@ -293,7 +293,7 @@ def write_corpus(cfg: SyntheticData, out_dir: str | Path, sample_rate: int) -> d
     log.info("synthesised %d utterances with eSpeak NG (%d voices)", len(requests), len(set(voices)))
     voice_of = {p.clip_id: a for p, a in zip(speech, audio)}
     rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
-    for plan in tqdm(plans, desc="prepare: rendering clips", unit="clip", leave=False):
+    for plan in tqdm(plans, desc="prepare: rendering clips", unit="clip", leave=False, disable=None):
         session = sessions[plan.split][plan.group]
         samples = render_clip(session, plan, cfg, sample_rate, voice_of.get(plan.clip_id))
         rel = Path("audio") / plan.split / f"{plan.clip_id}.wav"

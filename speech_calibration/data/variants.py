@@ -85,7 +85,7 @@ def render(metadata: pd.DataFrame, cfg: params_mod.Conditions, rate: int, out_di
     from tqdm import tqdm
 
     rows, skipped = [], 0
-    for rec in tqdm(metadata.to_dict("records"), desc="render conditions", unit="clip"):
+    for rec in tqdm(metadata.to_dict("records"), desc="render conditions", unit="clip", disable=None):
         x = load_audio(rec["audio_file"], rate).astype(np.float64)
         if len(x) > window_s * rate:
             raise UserError(f"{rec['audio_file']}: clip of {len(x) / rate:.2f} s is longer than the model's "

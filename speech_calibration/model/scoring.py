@@ -72,7 +72,8 @@ def score_audio(model, builder, audios: Sequence[np.ndarray], *, batch_size: int
     order = np.argsort([len(a) for a in audios], kind="stable")
     out = np.zeros((len(audios), 3), dtype=np.float64)
     autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
-    with torch.inference_mode(), autocast, tqdm(total=len(audios), desc=desc, unit="clip", disable=not progress) as bar:
+    bar = tqdm(total=len(audios), desc=desc, unit="clip", disable=None if progress else True)  # None: a terminal only
+    with torch.inference_mode(), autocast, bar:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             batch = builder.build([audios[i] for i in idx], trim=trim, feature_device=feature_device,

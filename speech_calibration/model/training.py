@@ -115,7 +115,7 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
     started = time.perf_counter()
     step, last_loss = 0, float("nan")
     with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        bar = tqdm(total=total_steps, desc=f"train seed {seed}", unit="step")
+        bar = tqdm(total=total_steps, desc=f"train seed {seed}", unit="step", disable=None)
         for epoch in range(cfg.epochs):
             perm = torch.randperm(len(frame), generator=order).tolist()
             correct, seen, window_loss = 0, 0, []

@@ -67,7 +67,7 @@ def predictions_frame(meta: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
 def score_clips(audio_files: Sequence[str], detectors: Mapping[str, Detector], desc: str) -> dict[str, np.ndarray]:
     """Each detector's score of each clip; every clip is loaded once (mono, 16 kHz)."""
     scores = {name: np.empty(len(audio_files)) for name in detectors}
-    for i, file in enumerate(tqdm(audio_files, desc=desc, unit="clip", leave=False)):
+    for i, file in enumerate(tqdm(audio_files, desc=desc, unit="clip", leave=False, disable=None)):
         samples = load_audio(file, vad.SAMPLE_RATE)
         for name, detect in detectors.items():
             scores[name][i] = detect(samples)
