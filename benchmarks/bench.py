@@ -31,10 +31,10 @@ import torch
 
 from speech_calibration.data import schema
 from speech_calibration.model import forward, loading
-from speech_calibration.params import Lora, Model, Prompt, TinyModel
 from speech_calibration.model.inputs import InputBuilder
 from speech_calibration.model.scoring import score_audio
 from speech_calibration.model.training import answer_loss
+from speech_calibration.params import Lora, Model, Prompt, TinyModel
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16 spec sheets
 

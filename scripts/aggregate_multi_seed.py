@@ -20,12 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python s
 
 import numpy as np  # noqa: E402
 
-from speech_calibration.stats import metrics  # noqa: E402
-from speech_calibration.report.summary import study_lines  # noqa: E402
+from speech_calibration.cli import run  # noqa: E402
 from speech_calibration.data.schema import read_logits_table  # noqa: E402
 from speech_calibration.errors import UserError  # noqa: E402
-from speech_calibration.cli import run  # noqa: E402
 from speech_calibration.fileio import write_text  # noqa: E402
+from speech_calibration.report.summary import study_lines  # noqa: E402
+from speech_calibration.stats import metrics  # noqa: E402
 
 
 def seed_metrics(path: Path, n_bins: int) -> dict[str, float]:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from speech_calibration import params as params_mod
 from speech_calibration.calibration import calibrators
-from speech_calibration.data.audio import load_clips
-from speech_calibration.data import schema
-from speech_calibration.errors import UserError
 from speech_calibration.cli import run
+from speech_calibration.data import schema
+from speech_calibration.data.audio import load_clips
+from speech_calibration.errors import UserError
 from speech_calibration.fileio import write_csv
 from speech_calibration.model.scoring import Scorer, predictions_frame
 

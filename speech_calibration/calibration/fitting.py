@@ -10,13 +10,15 @@ import logging
 
 import numpy as np
 
-from speech_calibration.calibration.calibrators import (DEFAULT_TEMPERATURE_BOUNDS, REGISTRY, Calibrator,
-                                                        logit_difference)
+from speech_calibration.calibration.calibrators import (
+    DEFAULT_TEMPERATURE_BOUNDS,
+    REGISTRY,
+    Calibrator,
+    logit_difference,
+)
 from speech_calibration.calibration.methods import AUTO, LABEL_FREE, METHODS
 from speech_calibration.errors import UserError
 from speech_calibration.stats import metrics
-
-log = logging.getLogger(__name__)
 
 
 def _fit_one(method: str, z: np.ndarray, y: np.ndarray, content_free, bounds) -> Calibrator:

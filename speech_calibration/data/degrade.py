@@ -24,8 +24,14 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal
 
-from speech_calibration.data.signal import db_to_amplitude, decaying_noise, power, rms, snr_gain
-from speech_calibration.data.signal import fit_peak  # noqa: F401  (variants calls degrade.fit_peak)
+from speech_calibration.data.signal import (
+    db_to_amplitude,
+    decaying_noise,
+    fit_peak,  # noqa: F401  (variants calls degrade.fit_peak)
+    power,
+    rms,
+    snr_gain,
+)
 
 
 # ------------------------------------------------------------------------------------------ duration

@@ -14,8 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import fftconvolve
 
-from speech_calibration.data.signal import (band, db_to_amplitude, fade, harmonic_tone, lowpass, shaped_noise,
-                                            smooth_envelope, unit_rms)
+from speech_calibration.data.signal import (
+    band,
+    db_to_amplitude,
+    fade,
+    harmonic_tone,
+    lowpass,
+    shaped_noise,
+    smooth_envelope,
+    unit_rms,
+)
 
 _MAJOR, _MINOR = (0, 2, 4, 5, 7, 9, 11), (0, 2, 3, 5, 7, 8, 10)
 

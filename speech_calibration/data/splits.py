@@ -31,8 +31,7 @@ import numpy as np
 import pandas as pd
 
 from speech_calibration import layout
-from speech_calibration.data import schema
-from speech_calibration.data import corpus
+from speech_calibration.data import corpus, schema
 from speech_calibration.data.audio import probe_audio
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv

@@ -25,12 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from speech_calibration.data import degrade
-from speech_calibration.data import schema
-from speech_calibration.data.schema import BASE_CLIP_ID, CLEAN, CONDITION, DIMENSIONS, LEVEL, level_text
-from speech_calibration import params as params_mod
-from speech_calibration.data.audio import load_audio, write_audio
 from speech_calibration import layout
+from speech_calibration import params as params_mod
+from speech_calibration.data import degrade, schema
+from speech_calibration.data.audio import load_audio, write_audio
+from speech_calibration.data.schema import BASE_CLIP_ID, CLEAN, CONDITION, DIMENSIONS, LEVEL, level_text
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv
 from speech_calibration.stats.resampling import keyed_rng

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from speech_calibration.data.schema import LABELS, NONSPEECH, SPEECH
 from speech_calibration.errors import UserError
 from speech_calibration.params import Prompt
-from speech_calibration.data.schema import LABELS, NONSPEECH, SPEECH
 
 IGNORE_INDEX = -100
 # Mel frames kept past a batch's longest clip when the audio window is trimmed: the encoder's two

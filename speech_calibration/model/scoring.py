@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from speech_calibration.model import forward, loading
-from speech_calibration.data import schema
 from speech_calibration import params as params_mod
+from speech_calibration.data import schema
 from speech_calibration.data.audio import load_clips
 from speech_calibration.fileio import atomic_dir, write_csv
+from speech_calibration.model import forward, loading
 from speech_calibration.stats.metrics import p_speech_from_logits
 
 log = logging.getLogger(__name__)

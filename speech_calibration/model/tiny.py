@@ -52,8 +52,12 @@ def build_tokenizer(vocab_size: int = 384):
 def build(cfg: params_mod.TinyModel, out: Path) -> None:
     """Build and save the tiny model, tokenizer and processor into ``out`` (atomically)."""
     import torch
-    from transformers import (Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor,
-                              WhisperFeatureExtractor)
+    from transformers import (
+        Qwen2AudioConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2AudioProcessor,
+        WhisperFeatureExtractor,
+    )
 
     tokenizer = build_tokenizer()
     window = int(round(cfg.window_s))

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from speech_calibration import params as params_mod
 from speech_calibration import layout
+from speech_calibration import params as params_mod
 from speech_calibration.fileio import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,9 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
     from tqdm import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    from speech_calibration.model import forward, loading
     from speech_calibration.data import schema
     from speech_calibration.data.audio import load_clips
+    from speech_calibration.model import forward, loading
     from speech_calibration.model.inputs import InputBuilder
 
     cfg = p.train

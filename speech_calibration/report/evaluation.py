@@ -19,10 +19,20 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-
 import pandas as pd
 
 from speech_calibration.calibration import calibrators
+from speech_calibration.data.schema import (
+    GROUND_TRUTH_TOKEN,
+    GROUP_ID,
+    LABEL,
+    LOGIT_A,
+    LOGIT_B,
+    NONSPEECH,
+    SPEECH,
+    label_to_int,
+    read_predictions,
+)
 from speech_calibration.fileio import write_csv, write_json
 from speech_calibration.layout import SystemFiles
 from speech_calibration.params import Evaluate
@@ -83,9 +93,6 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
 
 def evaluate_system(files: SystemFiles, cfg: Evaluate) -> dict:
     """Evaluate one system on test with its dev-fitted calibrator; write its files (see the module doc)."""
-    from speech_calibration.data.schema import (GROUND_TRUTH_TOKEN, GROUP_ID, LABEL, LOGIT_A, LOGIT_B, NONSPEECH,
-                                                SPEECH, label_to_int, read_predictions)
-
     cal = calibrators.load(files.calibrator)
     path = files.predictions("test")
     df = read_predictions(path)

@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from speech_calibration.stats import metrics
 from speech_calibration.fileio import atomic_path
+from speech_calibration.stats import metrics
 
 COLUMNS = ("system", "series", "kind", "bin_lo", "bin_hi", "confidence", "observed", "count")
 KINDS = ("predicted", "SPEECH", "NONSPEECH")

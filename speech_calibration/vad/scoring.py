@@ -21,9 +21,9 @@ from tqdm import tqdm
 
 from speech_calibration import params as params_mod
 from speech_calibration.data import schema
-from speech_calibration.vad import detectors as vad
 from speech_calibration.data.audio import load_audio
 from speech_calibration.fileio import atomic_dir, write_csv
+from speech_calibration.vad import detectors as vad
 
 log = logging.getLogger(__name__)
 
