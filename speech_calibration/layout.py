@@ -104,7 +104,7 @@ class SystemFiles:
 
     @property
     def calibrator(self) -> Path:
-        """The fitted calibrator (``Calibrator.save`` / ``calibration.load``)."""
+        """The fitted calibrator (``Calibrator.save`` / ``calibrators.load``)."""
         root = REFERENCE_CALIBRATORS_DIR if self.reference else CALIBRATORS_DIR
         return root / f"{self.system}.json"
 

@@ -1,7 +1,9 @@
-"""Shared fixtures: temporary params files, real audio files, and a small synthetic corpus config."""
+"""Shared fixtures: temporary params files, real audio files, a small synthetic corpus config, and the shrunk
+study reproduced once by the real ``dvc`` (``study``, for the slow tier)."""
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +62,19 @@ def make_audio(tmp_path):
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory) -> Path:
+    """The shrunk study (tests/dvc_helpers.SHRINK) in a temporary git repository, reproduced once by ``dvc repro``
+    and committed (dvc.lock, uncached metrics and plots). Shared by every test of the session: read it, or
+    change a copy (``dvc_helpers.copy_repo``)."""
+    from tests.dvc_helpers import SHRINK, commit_all, dvc, init_project, stages_run
+
+    repo = init_project(tmp_path_factory.mktemp("study") / "repo", SHRINK)
+    started = time.perf_counter()
+    out = dvc("repro", cwd=repo).stdout
+    print(f"\nfirst dvc repro of the shrunk study: {time.perf_counter() - started:.1f} s")
+    assert "train@42" in stages_run(out)
+    commit_all(repo, "dvc repro")
+    return repo

@@ -2,9 +2,11 @@
 
 A temporary project is a copy of this repository's files (what `git ls-files` lists: tracked files
 plus untracked ones that git does not ignore, so a test run sees the working tree you are about to
-commit), initialised as its own git repository with one commit. `shrink_params` makes the embedded
-default smaller so the suite stays fast; the stages, dvc.yaml and the commands under test are the
-real ones.
+commit: the library `speech_calibration/`, the stage scripts `stages/`, dvc.yaml, params.yaml and the
+plot templates under `.dvc/plots/`), initialised as its own git repository with one commit. `SHRINK`
+makes the embedded default smaller so the suite stays fast; the stages, dvc.yaml and the commands under
+test are the real ones. A stage run there (`python -m stages.X`, from the copy's root) imports the copy's
+`speech_calibration`, not this checkout's.
 """
 from __future__ import annotations
 
@@ -118,10 +120,19 @@ def edit_params(repo: Path, changes: Mapping[str, Any]) -> list[str]:
     return done
 
 
+# What a copy must hold for every stage of dvc.yaml to run: checked by init_project, so a file layout change
+# that project_files misses fails here with a clear message instead of inside `dvc repro`.
+REQUIRED = ("dvc.yaml", "params.yaml", "speech_calibration/__init__.py", "speech_calibration/layout.py",
+            "stages/__init__.py", "stages/prepare.py", ".dvc/plots/reliability.json", ".dvc/plots/by_system_bar.json")
+
+
 def init_project(dest: Path, params: Mapping[str, Any] | None = None) -> Path:
     """Copy the project into dest, apply params edits, `git init` and commit. Returns dest."""
     dest.mkdir(parents=True, exist_ok=True)
-    for rel in project_files():
+    files = project_files()
+    missing = [f for f in REQUIRED if f not in files]
+    assert not missing, f"project_files() lacks {missing}: the temporary project could not run the pipeline"
+    for rel in files:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT / rel, target)

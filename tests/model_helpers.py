@@ -38,7 +38,8 @@ def toy_clips(seed: int = 0, durations=(0.2, 1.0, 2.5, 5.0)) -> list[np.ndarray]
 
 @functools.lru_cache(maxsize=None)
 def tiny_model_dir(cache_root: str) -> Path:
-    """Build the tiny model once per test session, as the repo's params.yaml builds it."""
+    """Build the tiny model once per test session, as the repo's params.yaml builds it (``dvc repro tiny_model``)
+    under ``<cache_root>/tiny-qwen2-audio``; pass ``str(tmp_path_factory.getbasetemp())``."""
     from speech_calibration.model.tiny import build
 
     out = Path(cache_root) / "tiny-qwen2-audio"
@@ -64,6 +65,16 @@ def make_project(root: Path, model_dir: Path, *, sizes=(("train", 24, 4), ("dev"
                          "label": "SPEECH" if speech else "NONSPEECH", "group_id": f"{split}_g{i % groups}",
                          "duration_s": round(seconds, 3)})
         pd.DataFrame(rows).to_csv(split_dir / f"{split}_metadata.csv", index=False)
+    write_params(root / "params.yaml", model_dir, overrides)
+    return root
+
+
+def write_params(path: Path, model_dir: Path, overrides: dict | None = None) -> Path:
+    """The repo's params.yaml with ``model.name_or_path`` naming ``model_dir`` and dotted-key ``overrides``
+    (e.g. ``{"train.epochs": 2}``: the defaults are the full study's), written to ``path``.
+
+    What a test of a stage that reads the model folder needs (train, predict, and conditions_render, whose
+    audio window comes from the model's feature extractor)."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["model"]["name_or_path"] = str(model_dir)
     for dotted, value in (overrides or {}).items():
@@ -72,8 +83,8 @@ def make_project(root: Path, model_dir: Path, *, sizes=(("train", 24, 4), ("dev"
         for key in parents:
             node = node[key]
         node[leaf] = value
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    return root
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
 
 
 def copy_tree(src: Path, dst: Path) -> Path:

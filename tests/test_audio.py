@@ -1,5 +1,5 @@
-"""stages/audio.py on real files: every format, rate and channel layout in, mono float32 at 16 kHz out;
-every bad file out with a one-line error naming it."""
+"""speech_calibration/data/audio.py on real files: every format, rate and channel layout in, mono float32 at
+16 kHz out; every bad file out with a one-line error naming it."""
 from __future__ import annotations
 
 import numpy as np

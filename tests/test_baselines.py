@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from speech_calibration.vad import scoring as baselines
-from speech_calibration.data import schema
+from speech_calibration import layout
 from speech_calibration import params as params_mod
-from speech_calibration.data.audio import write_audio
 from speech_calibration.cli import run
+from speech_calibration.data import schema
+from speech_calibration.data.audio import write_audio
+from stages import baselines
 from test_vad import pink_noise, speech_in_noise, white_noise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,11 +64,11 @@ def _write_params(path: Path, **baselines_kw) -> Path:
 def project(tmp_path_factory) -> Path:
     """A folder laid out like the project: split CSVs and conditions CSV with real WAV files."""
     root = tmp_path_factory.mktemp("project")
-    split_dir = root / schema.SPLIT_DIR
+    split_dir = root / layout.SPLIT_DIR
     for split, n, seed in (("dev", 12, 1), ("test", 8, 2)):
         _write_metadata(split_dir, split, _clips(split, n, seed))
     rows = _clips("cond", 4, 3)
-    _write_metadata(root / baselines.CONDITIONS_DIR, "conditions", rows,
+    _write_metadata(root / layout.CONDITIONS_DIR, "conditions", rows,
                     {"base_clip_id": ["test_000", "test_000", "test_001", "test_001"],
                      "condition": ["clean", "snr", "clean", "snr"], "level": ["clean", "-5", "clean", "-5"]})
     return root
@@ -103,7 +104,7 @@ def test_stage_writes_one_row_per_clip_in_the_predictions_schema(in_project):
     for det in DETECTORS:
         assert sorted(p.name for p in (out / det).iterdir()) == ["dev.csv", "test.csv"]
         for split in ("dev", "test"):
-            meta = schema.read_metadata(schema.split_csv(split))
+            meta = schema.read_metadata(layout.split_csv(split))
             pred = schema.read_predictions(out / det / f"{split}.csv")
             assert list(pred.columns[:len(schema.PREDICTIONS_COLUMNS)]) == list(schema.PREDICTIONS_COLUMNS)
             assert list(pred[schema.CLIP_ID]) == list(meta[schema.CLIP_ID])
@@ -143,7 +144,8 @@ def test_a_detector_switched_off_has_no_folder(in_project, off):
 def test_both_detectors_off_leave_an_empty_folder(in_project, caplog):
     baselines.main(["--params", str(_write_params(in_project / "params.yaml", silero=False, webrtc=False))])
     assert list((in_project / "predictions/baselines").iterdir()) == []  # an empty out, which dvc accepts
-    assert "every detector is switched off" in caplog.text
+    warned = [r for r in caplog.records if "every detector is switched off" in r.getMessage()]
+    assert [r.name for r in warned] == ["speech_calibration.vad.scoring"]  # library loggers are named by module
 
 
 def test_conditions_are_scored_into_their_own_folder_with_their_columns(in_project):
@@ -189,10 +191,11 @@ def test_missing_inputs_give_one_line_errors(in_project, capsys):
     params = str(_write_params(in_project / "params.yaml"))
     assert "conditions/other_metadata.csv: file not found" in _run_cli(["--params", params, "--conditions", "other"], capsys)
     assert "expected a plain name" in _run_cli(["--params", params, "--conditions", "../x"], capsys)
-    (in_project / schema.split_csv("test")).unlink()
+    (in_project / layout.split_csv("test")).unlink()
     assert "test_metadata.csv: file not found" in _run_cli(["--params", params], capsys)
 
 
+@pytest.mark.slow
 def test_the_cli_runs_as_a_module(in_project):
     _write_params(in_project / "params.yaml", webrtc_mode=4)
     out = subprocess.run([sys.executable, "-m", "stages.baselines"], cwd=in_project, capture_output=True, text=True,
@@ -215,9 +218,10 @@ def _project_params(work: Path, score_conditions: list[str]) -> None:
 
 
 def _dvc_project(project: Path, work: Path, score_conditions: list[str]) -> None:
-    """A git + dvc repo holding the stage code, the data, and this project's own baselines stages."""
+    """A git + dvc repo holding the stage scripts, the library, the data, and this project's own baselines stages."""
     shutil.copytree(project, work)
-    shutil.copytree(ROOT / "stages", work / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for code in ("stages", "speech_calibration"):
+        shutil.copytree(ROOT / code, work / code, ignore=shutil.ignore_patterns("__pycache__"))
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     (work / "dvc.yaml").write_text(yaml.safe_dump({"stages": {k: spec[k] for k in ("baselines", "baselines_conditions")}}))
     _project_params(work, score_conditions)

@@ -1,5 +1,8 @@
-"""The calibrate, evaluate, references and aggregate stages and the study wrappers, run as real processes
-on simulated predictions CSVs (the predictions contract of stages/schema.py)."""
+"""The calibrate, evaluate, references and aggregate stages and the study wrappers on simulated predictions CSVs
+(the predictions contract of speech_calibration/data/schema.py).
+
+The quick tests run each stage's ``main`` (and, for errors, its command line through ``cli.run``) in this
+process; the tests marked slow run the same command lines as real processes, as ``dvc repro`` does."""
 from __future__ import annotations
 
 import json
@@ -13,6 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
+from speech_calibration import layout
+from speech_calibration.calibration import calibrators
+from speech_calibration.cli import run as cli_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (42, 123, 456)
@@ -38,18 +45,31 @@ def write_predictions(root: Path, system: str, split: str, n: int, groups: int, 
                       "logit_B": [9.0 - shift, 9.5 - shift]}).to_csv(d / f"{split}_content_free.csv", index=False)
 
 
-@pytest.fixture
-def project(tmp_path):
+def make_project(root: Path) -> Path:
     """A folder with predictions for three seeds, zeroshot and silero (webrtc switched off), and params.yaml."""
     rng = np.random.default_rng(0)
     for s in SEEDS:
-        write_predictions(tmp_path, f"seed_{s}", "dev", 72, 4, rng)
-        write_predictions(tmp_path, f"seed_{s}", "test", 24, 3, rng)
+        write_predictions(root, f"seed_{s}", "dev", 72, 4, rng)
+        write_predictions(root, f"seed_{s}", "test", 24, 3, rng)
     for split, n, g in (("dev", 72, 4), ("test", 24, 3)):
-        write_predictions(tmp_path, "zeroshot", split, n, g, rng, shift=1.0, scale=0.5)
-        write_predictions(tmp_path, "baselines/silero", split, n, g, rng, shift=0.5, scale=2.0, content_free=False)
-    set_params(tmp_path)
-    return tmp_path
+        write_predictions(root, "zeroshot", split, n, g, rng, shift=1.0, scale=0.5)
+        write_predictions(root, "baselines/silero", split, n, g, rng, shift=0.5, scale=2.0, content_free=False)
+    set_params(root)
+    return root
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A fresh project folder (see :func:`make_project`) for a test that changes it."""
+    return make_project(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A project through every stage once (temperature scaling), shared by the tests that only read it."""
+    root = make_project(tmp_path_factory.mktemp("study"))
+    run_all(root)
+    return root
 
 
 def set_params(root: Path, calibration: dict | None = None, **evaluate) -> None:
@@ -82,30 +102,59 @@ def inproc(root: Path, name: str, *args: str) -> None:
         os.chdir(cwd)
 
 
+def inproc_cli(root: Path, capsys, name: str, *args: str) -> subprocess.CompletedProcess:
+    """A stage's command line in this process (``python -m stages.<name>`` runs the same ``run(main)``): its exit
+    status and stderr, as a CompletedProcess like :func:`stage`'s."""
+    import importlib
+
+    capsys.readouterr()
+    cwd = Path.cwd()
+    os.chdir(root)
+    try:
+        cli_run(importlib.import_module(f"stages.{name}").main, list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        os.chdir(cwd)
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess([name, *args], code, out.out, out.err)
+
+
 def run_all(root: Path, references: bool = True) -> None:
     for s in SEEDS:
         inproc(root, "calibrate", "--seed", str(s))
         inproc(root, "evaluate", "--seed", str(s))
     if references:
-        inproc(root, "evaluate", "--references")
+        inproc(root, "references")
     inproc(root, "aggregate")
 
 
+# files every run of the four stages writes (besides the PNGs), compared between in-process and real runs
+WRITTEN = ["models/calibrators/seed_42.json", "metrics/calibration/seed_42.json",
+           "metrics/calibration/seed_42_optimal_temp.txt", "metrics/test/seed_123.json",
+           "models/calibrators/references/zeroshot.json", "metrics/references/systems.json",
+           "metrics/references/test/baselines/silero.json", "metrics/summary.json", "metrics/summary.txt",
+           "evaluation/seed_456/test_calibrated.csv", "plots/summary/per_seed.csv"]
+
+
 # ------------------------------------------------------------------------------------------ end to end
-def test_pipeline_writes_every_promised_file(project):
-    for s in SEEDS:  # the real command lines, once
-        stage(project, "calibrate", "--seed", str(s))
-        stage(project, "evaluate", "--seed", str(s))
-    stage(project, "evaluate", "--references")
-    stage(project, "aggregate")
+def test_pipeline_writes_every_promised_file(study):
+    project = study
     cal = json.loads((project / "metrics/calibration/seed_42.json").read_text())
-    assert cal["method"] == "temperature" and cal["fitted_method"] == "temperature"
+    assert cal["method_requested"] == "temperature" and cal["method_fitted"] == "temperature"
+    assert "calibrator" not in cal  # the calibrator is its own artifact
     assert set(cal["dev"]["uncalibrated"]) >= {"nll", "ece", "brier", "accuracy"}
     t = float((project / "metrics/calibration/seed_42_optimal_temp.txt").read_text())
     assert re.fullmatch(r"\d+\.\d{6}\n", (project / "metrics/calibration/seed_42_optimal_temp.txt").read_text())
     assert t == pytest.approx(cal["params"]["temperature"], abs=1e-6)
+    # the calibrator file: what evaluate and conditions apply
+    fitted = calibrators.load(project / layout.seed_files(42).calibrator)
+    assert isinstance(fitted, calibrators.TemperatureScaling)
+    assert fitted.temperature == pytest.approx(cal["params"]["temperature"], abs=1e-12) and fitted.threshold == 0.5
 
     res = json.loads((project / "metrics/test/seed_42.json").read_text())
+    assert res["method_fitted"] == "temperature"
     for series in ("uncalibrated", "calibrated"):
         block = res[series]
         for key in ("accuracy", "acc_speech", "acc_nonspeech", "balanced_accuracy", "roc_auc", "brier",
@@ -135,6 +184,9 @@ def test_pipeline_writes_every_promised_file(project):
     index = json.loads((project / "metrics/references/systems.json").read_text())
     assert index["evaluated"] == ["zeroshot", "baselines/silero"] and "baselines/webrtc" in index["skipped"]
     assert (project / "metrics/references/test/baselines/silero.json").is_file()
+    for system in ("zeroshot", "baselines/silero"):
+        assert calibrators.load(project / "models/calibrators/references" / f"{system}.json").method == "temperature"
+    assert not (project / "models/calibrators/references/baselines/webrtc.json").exists()
 
     summary = (project / "metrics/summary.txt").read_text()
     for label in ("Overall:", "SPEECH:", "NONSPEECH:", "ECE:", "ROC-AUC:"):
@@ -143,15 +195,40 @@ def test_pipeline_writes_every_promised_file(project):
     assert "zeroshot" in summary and "baselines/silero" in summary and "skipped baselines/webrtc" in summary
     assert "never changes" in summary  # the temperature note
     js = json.loads((project / "metrics/summary.json").read_text())
+    assert js["method_requested"] == "temperature" and js["method_fitted"] == ["temperature"]
     assert set(js["fine_tuned"]["calibrated"]["accuracy"]) == {"mean", "sd", "lo", "hi"}
     assert set(js["per_seed"]) == {"seed_42", "seed_123", "seed_456"}
+    assert {e["method_fitted"] for e in js["per_seed"].values()} == {"temperature"}
     assert set(js["references"]) == {"zeroshot", "baselines/silero"}
+    assert {e["method_fitted"] for e in js["references"].values()} == {"temperature"}
 
 
-def test_platt_moves_the_boundary_temperature_does_not(project):
+@pytest.mark.slow
+def test_the_stage_command_lines_write_the_same_files(project, study):
+    """The real command lines, as dvc.yaml runs them, write what the in-process run writes, byte for byte."""
+    twin = study
+    for s in SEEDS:
+        stage(project, "calibrate", "--seed", str(s))
+        stage(project, "evaluate", "--seed", str(s))
+    stage(project, "references")
+    stage(project, "aggregate")
+    for rel in WRITTEN:
+        assert (project / rel).read_bytes() == (twin / rel).read_bytes(), rel
+    for png in ("plots/calibration/seed_42_dev_reliability.png", "plots/summary/per_seed.png"):
+        assert (project / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    for name in ("calibrate", "evaluate", "references", "aggregate"):
+        res = stage(project, name, "--help")
+        assert res.returncode == 0 and "usage" in res.stdout
+    bad = stage(project, "evaluate", "--seed", "7", check=False)
+    _one_line_error(bad, "models/calibrators/seed_7.json", "calibrate")
+
+
+def test_platt_moves_the_boundary_temperature_does_not(study, tmp_path):
     """The simulated seeds put the boundary inside the SPEECH clips (shift -2): platt raises SPEECH accuracy."""
-    run_all(project, references=False)
-    temp = json.loads((project / "metrics/summary.json").read_text())["fine_tuned"]
+    import shutil
+
+    temp = json.loads((study / "metrics/summary.json").read_text())["fine_tuned"]
+    project = shutil.copytree(study, tmp_path / "platt")
     set_params(project, {"method": "platt"})
     run_all(project, references=False)
     platt = json.loads((project / "metrics/summary.json").read_text())["fine_tuned"]
@@ -165,41 +242,47 @@ def test_every_method_runs_and_is_recorded(project, method):
     inproc(project, "calibrate", "--seed", "42")
     inproc(project, "evaluate", "--seed", "42")
     cal = json.loads((project / "metrics/calibration/seed_42.json").read_text())
-    assert cal["method"] == method
+    fitted = calibrators.load(project / "models/calibrators/seed_42.json")
+    assert cal["method_requested"] == method and cal["method_fitted"] == fitted.method
+    assert cal["threshold"] == fitted.threshold
     temp_txt = (project / "metrics/calibration/seed_42_optimal_temp.txt").read_text().strip()
     if method == "auto":
-        assert "reason" in cal["calibrator"]["info"] and cal["fitted_method"] in cal["calibrator"]["info"]["cv_nll"]
+        assert "reason" in fitted.info and cal["method_fitted"] in fitted.info["cv_nll"]
     else:
-        assert cal["fitted_method"] == method
+        assert type(fitted) is calibrators.REGISTRY[method]
         assert temp_txt == ("1.000000" if method == "none" else "nan")
     res = json.loads((project / "metrics/test/seed_42.json").read_text())
+    assert res["method_fitted"] == cal["method_fitted"]
     assert "tuned_threshold" in res or cal["threshold"] == 0.5
     # a VAD baseline has no content-free inputs: contextual falls back to none, recorded
     if method == "contextual":
-        inproc(project, "evaluate", "--references")
+        inproc(project, "references")
         silero = json.loads((project / "metrics/references/calibration/baselines/silero.json").read_text())
-        assert silero["fitted_method"] == "none" and "fallback" in silero["calibrator"]["info"]
+        assert silero["method_requested"] == "contextual" and silero["method_fitted"] == "none"
+        fallback = calibrators.load(project / "models/calibrators/references/baselines/silero.json")
+        assert fallback.method == "none" and "fallback" in fallback.info
 
 
 # ------------------------------------------------------------------------------ dev only, never test
 def test_calibration_never_reads_test(project):
+    written = ("metrics/calibration/seed_42.json", "models/calibrators/seed_42.json")
     inproc(project, "calibrate", "--seed", "42")
-    first = (project / "metrics/calibration/seed_42.json").read_bytes()
+    first = [(project / f).read_bytes() for f in written]
     test_csv = project / "predictions/seed_42/test.csv"
     # change the test split beyond recognition, then remove it and leave an unreadable directory in its place
     df = pd.read_csv(test_csv)
     df["logit_A"] = -df["logit_A"]
     df.to_csv(test_csv, index=False)
     inproc(project, "calibrate", "--seed", "42")
-    assert (project / "metrics/calibration/seed_42.json").read_bytes() == first
+    assert [(project / f).read_bytes() for f in written] == first
     test_csv.unlink()
     test_csv.mkdir()
     test_csv.chmod(0)
     try:
-        stage(project, "calibrate", "--seed", "42")
+        inproc(project, "calibrate", "--seed", "42")
     finally:
         test_csv.chmod(0o700)
-    assert (project / "metrics/calibration/seed_42.json").read_bytes() == first
+    assert [(project / f).read_bytes() for f in written] == first
 
 
 # ---------------------------------------------------------------------------------------- bad input
@@ -211,38 +294,43 @@ def _one_line_error(res: subprocess.CompletedProcess, *fragments: str) -> None:
         assert f in lines[0], lines[0]
 
 
-def test_bad_inputs_end_in_one_line_and_exit_2(project):
+def test_bad_inputs_end_in_one_line_and_exit_2(project, capsys):
+    def cli(name, *args):
+        return inproc_cli(project, capsys, name, *args)
+
     dev = project / "predictions/seed_42/dev.csv"
     df = pd.read_csv(dev)
     df.loc[3, "label"] = "speech?"
     df.to_csv(dev, index=False)
-    _one_line_error(stage(project, "calibrate", "--seed", "42", check=False), "dev.csv row 4", "speech?")
-    _one_line_error(stage(project, "calibrate", "--seed", "7", check=False), "predictions/seed_7/dev.csv", "not found")
-    _one_line_error(stage(project, "evaluate", "--seed", "123", check=False), "metrics/calibration/seed_123.json",
-                    "calibrate")
+    _one_line_error(cli("calibrate", "--seed", "42"), "dev.csv row 4", "speech?")
+    _one_line_error(cli("calibrate", "--seed", "7"), "predictions/seed_7/dev.csv", "not found")
+    _one_line_error(cli("evaluate", "--seed", "123"), "models/calibrators/seed_123.json", "calibrate")
     (project / "predictions/seed_123/dev_content_free.csv").unlink()
     set_params(project, {"method": "contextual"})
-    _one_line_error(stage(project, "calibrate", "--seed", "123", check=False), "dev_content_free.csv", "contextual")
+    _one_line_error(cli("calibrate", "--seed", "123"), "dev_content_free.csv", "contextual")
     set_params(project, {"method": "temperatures"})
-    _one_line_error(stage(project, "calibrate", "--seed", "123", check=False), "calibration.method", "temperatures")
+    _one_line_error(cli("calibrate", "--seed", "123"), "calibration.method", "temperatures")
     set_params(project, {"temperature_bounds": [1.0, 0.5]})
-    _one_line_error(stage(project, "calibrate", "--seed", "123", check=False), "temperature_bounds")
+    _one_line_error(cli("calibrate", "--seed", "123"), "temperature_bounds")
     set_params(project)
-    (project / "metrics/calibration").mkdir(parents=True, exist_ok=True)
-    (project / "metrics/calibration/seed_456.json").write_text("{not json")
-    _one_line_error(stage(project, "evaluate", "--seed", "456", check=False), "seed_456.json")
-    _one_line_error(stage(project, "aggregate", check=False), "metrics/test/seed_42.json", "evaluate")
-    res = stage(project, "calibrate", check=False)  # neither --seed nor --system: argparse's usage + one error line
-    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].startswith("calibrate.py: error:") or "error" in res.stderr
+    (project / "models/calibrators").mkdir(parents=True, exist_ok=True)
+    (project / "models/calibrators/seed_456.json").write_text("{not json")
+    _one_line_error(cli("evaluate", "--seed", "456"), "models/calibrators/seed_456.json", "not valid JSON")
+    (project / "models/calibrators/seed_456.json").write_text(json.dumps({"method": "platt", "params": {"slope": 1}}))
+    _one_line_error(cli("evaluate", "--seed", "456"), "models/calibrators/seed_456.json", "bias")
+    _one_line_error(cli("aggregate"), "metrics/test/seed_42.json", "evaluate")
+    res = cli("calibrate")  # no --seed: argparse's usage and one error line
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].endswith("arguments are required: --seed")
 
 
-@pytest.mark.parametrize("name", ["calibrate", "evaluate", "aggregate"])
-def test_help(project, name):
-    res = stage(project, name, "--help")
+@pytest.mark.parametrize("name", ["calibrate", "evaluate", "references", "aggregate"])
+def test_help(project, capsys, name):
+    res = inproc_cli(project, capsys, name, "--help")
     assert res.returncode == 0 and "usage" in res.stdout
 
 
 # ------------------------------------------------------------------------------------ study wrappers
+@pytest.mark.slow
 def test_study_wrappers(project):
     res = run(project, str(ROOT / "scripts/calibrate_temperature.py"), "--predictions_csv",
               "predictions/seed_42/dev.csv", "--output_temp", "results/seed_42_optimal_temp.txt", "--plot",

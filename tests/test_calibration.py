@@ -1,4 +1,4 @@
-"""stages.calibration: each method recovers known parameters; what temperature can and cannot do."""
+"""speech_calibration.calibration: each method recovers known parameters; what temperature can and cannot do."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from speech_calibration.calibration import calibrators as C
+from speech_calibration.calibration.fitting import fit
+from speech_calibration.calibration.methods import AUTO, FITTED, METHODS
 from speech_calibration.stats import metrics as M
 from speech_calibration.errors import UserError
 
@@ -32,7 +34,7 @@ def test_temperature_recovers_the_temperature_data_were_drawn_with(true_t):
     rng = np.random.default_rng(0)
     z, y = draw(20000, rng)
     # the model's logits are the true log-odds times T: dividing by T gives the truth back
-    cal = C.fit("temperature", z * true_t + 5.0, np.full(z.size, 5.0), y)
+    cal = fit("temperature", z * true_t + 5.0, np.full(z.size, 5.0), y)
     assert cal.params["temperature"] == pytest.approx(true_t, rel=0.05)
     assert cal.method == "temperature" and cal.threshold == 0.5
 
@@ -40,16 +42,16 @@ def test_temperature_recovers_the_temperature_data_were_drawn_with(true_t):
 def test_platt_and_beta_recover_known_maps():
     rng = np.random.default_rng(1)
     z, y = draw(20000, rng)
-    cal = C.fit("platt", 2.0 * z - 1.5, np.zeros(z.size), y)  # truth: z = 0.5 * z_obs + 0.75
+    cal = fit("platt", 2.0 * z - 1.5, np.zeros(z.size), y)  # truth: z = 0.5 * z_obs + 0.75
     assert cal.params["slope"] == pytest.approx(0.5, rel=0.05)
     assert cal.params["bias"] == pytest.approx(0.75, abs=0.1)
-    beta = C.fit("beta", z, np.zeros(z.size), y)  # already calibrated: the fitted map is close to the identity
+    beta = fit("beta", z, np.zeros(z.size), y)  # already calibrated: the fitted map is close to the identity
     grid = np.linspace(-6, 6, 101)
     np.testing.assert_allclose(beta.predict_proba(grid, np.zeros(101)), M.sigmoid(grid), atol=0.03)
     # data drawn from a beta map with a = 2, b = 0.5, c = 0.3 give those parameters back
     p = M.sigmoid(z)
     y2 = (rng.uniform(size=z.size) < M.sigmoid(0.3 + 2 * np.log(p) - 0.5 * np.log1p(-p))).astype(np.int64)
-    beta2 = C.fit("beta", z, np.zeros(z.size), y2)
+    beta2 = fit("beta", z, np.zeros(z.size), y2)
     assert (beta2.params["a"], beta2.params["b"], beta2.params["c"]) == pytest.approx((2, 0.5, 0.3), abs=0.15)
 
 
@@ -59,7 +61,7 @@ def test_temperature_never_changes_the_decision_accuracy_or_ranking():
     y = rng.integers(0, 2, 500)
     p1 = M.p_speech_from_logits(a, b)
     for t in (0.3, 0.5, 0.9, 1.7, 25.0):  # (far smaller T saturate p to exactly 0.0 / 1.0 in float64: ties)
-        pt = C.Calibrator("temperature", {"temperature": t}).predict_proba(a, b)
+        pt = C.TemperatureScaling({"temperature": t}).predict_proba(a, b)
         np.testing.assert_array_equal(M.predict(pt), M.predict(p1))
         assert M.accuracy(y, M.predict(pt)) == M.accuracy(y, M.predict(p1))
         assert M.roc_auc(y, pt) == pytest.approx(M.roc_auc(y, p1), abs=1e-12)
@@ -73,30 +75,30 @@ def test_shifted_threshold_is_fixed_by_platt_not_by_temperature():
     assert M.roc_auc(ty, p_raw) > 0.99
     assert 0.3 < M.class_accuracy(ty, M.predict(p_raw), 1) < 0.7  # SPEECH accuracy around 50%
 
-    temp = C.fit("temperature", a, b, y)
+    temp = fit("temperature", a, b, y)
     acc_temp = M.class_accuracy(ty, temp.predict(ta, tb), 1)
     assert acc_temp == M.class_accuracy(ty, M.predict(p_raw), 1)  # unchanged, whatever T
 
-    platt = C.fit("platt", a, b, y)
+    platt = fit("platt", a, b, y)
     assert platt.params["bias"] > 1.0  # the bias moved the boundary towards NONSPEECH
     assert M.class_accuracy(ty, platt.predict(ta, tb), 1) > 0.95
     assert M.accuracy(ty, platt.predict(ta, tb)) > 0.95
     assert M.nll(ty, platt.predict_proba(ta, tb)) < M.nll(ty, temp.predict_proba(ta, tb))
 
     # a dev-tuned threshold fixes the decision as well, reported on top of temperature scaling
-    tuned = C.fit("temperature", a, b, y, tune_threshold=True)
+    tuned = fit("temperature", a, b, y, tune_threshold=True)
     assert tuned.threshold < 0.5
     assert M.class_accuracy(ty, tuned.predict(ta, tb), 1) > 0.95
     assert tuned.info["threshold"]["dev_balanced_accuracy_tuned"] > tuned.info["threshold"]["dev_balanced_accuracy_at_0.5"]
 
     # contextual calibration: content-free inputs (silence, noise) that the model also pushes towards B
     cf = (np.array([10.0, 11.0]), np.array([12.0, 13.0]))  # z = -2 on both
-    ctx = C.fit("contextual", a, b, y, content_free=cf)
+    ctx = fit("contextual", a, b, y, content_free=cf)
     assert ctx.params["bias"] == pytest.approx(-2.0, abs=1e-9)
     assert M.class_accuracy(ty, ctx.predict(ta, tb), 1) > 0.95
 
     # auto: leave-one-group-out picks a boundary-moving method, and says why
-    auto = C.fit("auto", a, b, y, groups=groups, content_free=cf)
+    auto = fit("auto", a, b, y, groups=groups, content_free=cf)
     assert auto.method in ("platt", "beta", "isotonic", "contextual")
     assert auto.info["selected_by"] == "auto" and auto.info["cv_scheme"] == "leave-one-group-out"
     assert set(auto.info["cv_nll"]) == {"none", "temperature", "platt", "beta", "isotonic", "contextual"}
@@ -109,7 +111,7 @@ def test_isotonic_matches_sklearn_and_is_clipped():
 
     rng = np.random.default_rng(4)
     z, y = draw(300, rng)
-    cal = C.fit("isotonic", z, np.zeros(z.size), y)
+    cal = fit("isotonic", z, np.zeros(z.size), y)
     ref = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(z, y).predict(np.linspace(-12, 12, 200))
     got = cal.predict_proba(np.linspace(-12, 12, 200), np.zeros(200))
     np.testing.assert_allclose(got, np.clip(ref, C.ISOTONIC_EPS, 1 - C.ISOTONIC_EPS), atol=1e-12)
@@ -119,43 +121,78 @@ def test_none_is_identity_and_round_trip_through_json():
     rng = np.random.default_rng(5)
     a, b = rng.normal(0, 2, 50), rng.normal(0, 2, 50)
     z, y = draw(200, rng)
-    np.testing.assert_allclose(C.fit("none", a, b, y[:50]).predict_proba(a, b), M.p_speech_from_logits(a, b))
+    np.testing.assert_allclose(fit("none", a, b, y[:50]).predict_proba(a, b), M.p_speech_from_logits(a, b))
     for method in ("temperature", "platt", "beta", "isotonic"):
-        cal = C.fit(method, z, np.zeros(z.size), y, tune_threshold=True)
+        cal = fit(method, z, np.zeros(z.size), y, tune_threshold=True)
         back = C.Calibrator.from_dict(json.loads(json.dumps(cal.to_dict())))
         np.testing.assert_allclose(back.predict_proba(a, b), cal.predict_proba(a, b))
         assert back.threshold == cal.threshold and back.method == method
+
+
+def test_registry_holds_one_class_per_fitted_method_and_the_artifact_file_round_trips(tmp_path):
+    assert tuple(C.REGISTRY) == FITTED and set(METHODS) == set(FITTED) | {AUTO}
+    for method, cls in C.REGISTRY.items():
+        assert cls.method == method and issubclass(cls, C.Calibrator)
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(0, 2, 50), rng.normal(0, 2, 50)
+    z, y = draw(200, rng)
+    cf = (np.array([1.0, 2.0]), np.array([2.0, 2.5]))
+    for method in FITTED:
+        cal = fit(method, z, np.zeros(z.size), y, content_free=cf, tune_threshold=method != "none")
+        assert type(cal) is C.REGISTRY[method]
+        path = tmp_path / "models/calibrators" / f"{method}.json"
+        cal.save(path)
+        back = C.load(path)
+        assert type(back) is type(cal) and back.threshold == cal.threshold and back.params == cal.params
+        np.testing.assert_array_equal(back.predict_proba(a, b), cal.predict_proba(a, b))
+    assert C.TemperatureScaling({"temperature": 2.0}).temperature == 2.0
+    assert C.NoCalibration().temperature == 1.0 and np.isnan(C.PlattScaling({"slope": 1, "bias": 0}).temperature)
+
+
+def test_loading_a_bad_calibrator_file_is_a_clear_error(tmp_path):
+    missing = tmp_path / "seed_1.json"
+    with pytest.raises(UserError, match="seed_1.json: file not found; run the calibrate stage"):
+        C.load(missing)
+    missing.write_text("{not json")
+    with pytest.raises(UserError, match="seed_1.json: not valid JSON"):
+        C.load(missing)
+    missing.write_text(json.dumps({"method": "platt", "params": {"slope": 1.0}}))
+    with pytest.raises(UserError, match="seed_1.json: calibrator: method 'platt' needs parameter"):
+        C.load(missing)
+    missing.write_text(json.dumps({"method": "temperature", "params": {"temperature": 1.0}, "threshold": 1.5}))
+    with pytest.raises(UserError, match="threshold 1.5 is not in"):
+        C.load(missing)
 
 
 def test_bad_inputs_are_clear_errors():
     rng = np.random.default_rng(6)
     z, y = draw(40, rng)
     with pytest.raises(UserError, match="content-free"):
-        C.fit("contextual", z, np.zeros(40), y)
+        fit("contextual", z, np.zeros(40), y)
     with pytest.raises(UserError, match="only SPEECH"):
-        C.fit("temperature", z, np.zeros(40), np.ones(40, dtype=int))
+        fit("temperature", z, np.zeros(40), np.ones(40, dtype=int))
     with pytest.raises(UserError, match="not one of"):
-        C.fit("vector", z, np.zeros(40), y)
+        fit("vector", z, np.zeros(40), y)
     with pytest.raises(UserError, match="finite"):
-        C.fit("platt", np.r_[z[:-1], np.nan], np.zeros(40), y)
+        fit("platt", np.r_[z[:-1], np.nan], np.zeros(40), y)
     with pytest.raises(UserError, match="0 \\(NONSPEECH\\) or 1"):
-        C.fit("platt", z, np.zeros(40), y * 2)
+        fit("platt", z, np.zeros(40), y * 2)
     with pytest.raises(UserError, match="temperature_bounds"):
-        C.fit("temperature", z, np.zeros(40), y, temperature_bounds=(0.0, 10.0))
+        fit("temperature", z, np.zeros(40), y, temperature_bounds=(0.0, 10.0))
     with pytest.raises(UserError, match="needs parameter"):
         C.Calibrator.from_dict({"method": "platt", "params": {"slope": 1.0}})
     with pytest.raises(UserError, match="not one of"):
         C.Calibrator.from_dict({"method": "magic"})
     # label-free methods do not need both classes
-    assert C.fit("none", z, np.zeros(40), np.ones(40, dtype=int)).method == "none"
+    assert fit("none", z, np.zeros(40), np.ones(40, dtype=int)).method == "none"
 
 
 def test_temperature_at_a_bound_is_reported():
     # perfectly separated dev: the NLL keeps falling as T -> 0, so the fit hits the lower bound
     z = np.r_[np.linspace(1, 3, 20), -np.linspace(1, 3, 20)]
     y = np.r_[np.ones(20, dtype=int), np.zeros(20, dtype=int)]
-    cal = C.fit("temperature", z, np.zeros(40), y, temperature_bounds=(0.05, 10.0))
+    cal = fit("temperature", z, np.zeros(40), y, temperature_bounds=(0.05, 10.0))
     assert cal.params["temperature"] == pytest.approx(0.05, rel=1e-3)
     assert cal.info["at_bound"] is True
-    platt = C.fit("platt", z, np.zeros(40), y)  # Platt's smoothed targets keep the fit finite
+    platt = fit("platt", z, np.zeros(40), y)  # Platt's smoothed targets keep the fit finite
     assert np.isfinite(platt.params["slope"]) and platt.params["slope"] < C.PARAM_BOUND

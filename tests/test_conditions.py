@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from speech_calibration.report import conditions
-from speech_calibration.calibration.calibrators import Calibrator
+from speech_calibration import layout
+from speech_calibration.calibration.calibrators import PlattScaling, TemperatureScaling
+from speech_calibration.cli import run
 from speech_calibration.data.variants import variant_id
+from speech_calibration.report import conditions
+from stages import conditions as conditions_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 DURATIONS = [20, 40, 60, 80, 100, 200, 500, 1000]
@@ -61,11 +61,6 @@ def write_predictions(path: Path, meta: pd.DataFrame, z: np.ndarray) -> None:
     frame.sample(frac=1.0, random_state=0).to_csv(path, index=False)  # order must not matter
 
 
-def write_calibration(path: Path, cal: Calibrator) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"calibrator": cal.to_dict()}))
-
-
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A working folder with the variants' metadata, three seeds, zero-shot and one baseline."""
@@ -76,11 +71,9 @@ def project(tmp_path, monkeypatch):
     for seed in (42, 123, 456):
         write_predictions(tmp_path / f"predictions/conditions/seed_{seed}/conditions.csv", meta,
                           logit_difference(meta, "finetuned", seed))
-        write_calibration(tmp_path / f"metrics/calibration/seed_{seed}.json",
-                          Calibrator("temperature", {"temperature": 2.0}))
+        TemperatureScaling({"temperature": 2.0}).save(tmp_path / layout.seed_files(seed).calibrator)
     write_predictions(tmp_path / "predictions/conditions/zeroshot/conditions.csv", meta, logit_difference(meta, "zeroshot"))
-    write_calibration(tmp_path / "metrics/references/calibration/zeroshot.json",
-                      Calibrator("platt", {"slope": 1.0, "bias": 3.5}))
+    PlattScaling({"slope": 1.0, "bias": 3.5}).save(tmp_path / "models/calibrators/references/zeroshot.json")
     write_predictions(tmp_path / "predictions/baselines_conditions/silero/conditions.csv", meta,
                       np.where(meta["label"] == "SPEECH", 1.0, -1.0) * np.where(meta["condition"] == "snr", -1.0, 1.0))
     monkeypatch.chdir(tmp_path)
@@ -88,7 +81,7 @@ def project(tmp_path, monkeypatch):
 
 
 def test_report_end_to_end(project):
-    conditions.main(["--params", str(ROOT / "params.yaml")])
+    conditions_stage.main(["--params", str(ROOT / "params.yaml")])
     head = json.loads(Path("metrics/conditions.json").read_text())
     assert set(head) == {"seed_42", "seed_123", "seed_456", "zeroshot", "silero", "finetuned"}
 
@@ -151,47 +144,49 @@ def test_ba_summary_by_hand():
     assert out["BA_conditions"] == pytest.approx((0.6 + 0.8 + 0.6 + 0.9) / 4)
 
 
-def run_cli(cwd: Path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "stages.conditions", "--params", str(ROOT / "params.yaml"), "--no-png"],
-                          cwd=cwd, capture_output=True, text=True, env=env)
+def run_cli(capsys) -> tuple[int, str]:
+    """The stage's command line in this process (``python -m stages.conditions`` runs the same ``run(main)``):
+    (exit status, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        run(conditions_stage.main, ["--params", str(ROOT / "params.yaml")])
+    return exit_info.value.code, capsys.readouterr().err
 
 
-def test_stale_predictions_are_one_line_exit_2(project):
+def test_stale_predictions_are_one_line_exit_2(project, capsys):
     path = project / "predictions/conditions/seed_123/conditions.csv"
     frame = pd.read_csv(path)
     frame.iloc[1:].to_csv(path, index=False)
-    res = run_cli(project)
-    assert res.returncode == 2, res.stderr
-    assert res.stderr.startswith("error: ") and res.stderr.strip().count("\n") == 0
-    assert "seed_123/conditions.csv" in res.stderr and "predict_conditions" in res.stderr
+    code, err = run_cli(capsys)
+    assert code == 2, err
+    assert err.startswith("error: ") and err.strip().count("\n") == 0
+    assert "seed_123/conditions.csv" in err and "predict_conditions" in err
 
 
-def test_missing_calibration_is_one_line_exit_2(project):
-    (project / "metrics/calibration/seed_456.json").unlink()
-    res = run_cli(project)
-    assert res.returncode == 2 and "seed_456.json" in res.stderr and "calibrate" in res.stderr
-    assert res.stderr.strip().count("\n") == 0
+def test_missing_calibrator_is_one_line_exit_2(project, capsys):
+    (project / "models/calibrators/seed_456.json").unlink()
+    code, err = run_cli(capsys)
+    assert code == 2 and "models/calibrators/seed_456.json" in err and "calibrate" in err
+    assert err.strip().count("\n") == 0
 
 
-def test_metadata_without_condition_column_is_rejected(project):
+def test_metadata_without_condition_column_is_rejected(project, capsys):
     path = project / "data/processed/conditions/conditions_metadata.csv"
     pd.read_csv(path).drop(columns=["condition"]).to_csv(path, index=False)
-    res = run_cli(project)
-    assert res.returncode == 2 and "condition" in res.stderr and "conditions_render" in res.stderr
-    assert res.stderr.strip().count("\n") == 0
+    code, err = run_cli(capsys)
+    assert code == 2 and "condition" in err and "conditions_render" in err
+    assert err.strip().count("\n") == 0
 
 
-def test_unknown_condition_is_rejected(project):
+def test_unknown_condition_is_rejected(project, capsys):
     path = project / "data/processed/conditions/conditions_metadata.csv"
     frame = pd.read_csv(path)
     frame.loc[3, "condition"] = "underwater"
     frame.to_csv(path, index=False)
-    res = run_cli(project)
-    assert res.returncode == 2 and "row 4" in res.stderr and "underwater" in res.stderr
+    code, err = run_cli(capsys)
+    assert code == 2 and "row 4" in err and "underwater" in err
 
 
-def test_full_size_report_covers_every_system(tmp_path):
+def test_full_size_report_covers_every_system(tmp_path, monkeypatch):
     """The default size: 24 base clips x 21 variants x 6 systems, 1000 bootstrap resamples (its time is part
     of the pipeline's that ``python -m benchmarks.cpu_pipeline`` measures)."""
     meta = variants_frame(24)
@@ -205,8 +200,9 @@ def test_full_size_report_covers_every_system(tmp_path):
         p = 1 / (1 + np.exp(-z))
         system = conditions.System(name, "finetuned" if name.startswith("seed") else "baseline", i, Path("x"), None)
         scored.append(conditions.Scored(system, p, 1 / (1 + np.exp(-z / 2)), 0.5))
-    conditions.report(meta, scored, cfg, 15, 0.95, tmp_path / "t", tmp_path / "p", tmp_path / "m.json", pngs=False)
-    head = json.loads((tmp_path / "m.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    conditions.report(meta, scored, cfg, 15, 0.95)
+    head = json.loads((tmp_path / layout.CONDITIONS_JSON).read_text())
     # every system was simulated as the fine-tuned one (DT50 100 ms, SNR50 0 dB): each recovers it
     assert set(head) == {"seed_1", "seed_2", "seed_3", "zeroshot", "silero", "webrtc", "finetuned"}
     assert head["finetuned"]["n_seeds"] == 3

@@ -1,8 +1,6 @@
 """Each robustness variant is what it claims: exact duration cut, SNR, band-limiting, T60; the render stage end to end."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +9,15 @@ import pytest
 import yaml
 from scipy import signal
 
-from speech_calibration.data import degrade
-from speech_calibration.data import schema
+import stages.conditions_render as conditions_render
+from speech_calibration import cli
 from speech_calibration import params as params_mod
+from speech_calibration.data import degrade, schema
 from speech_calibration.data.audio import load_audio, write_audio
 from speech_calibration.data.signal import rms
-from speech_calibration.errors import UserError
 from speech_calibration.data.variants import render_clip, variant_id
-import stages.conditions_render as conditions_render
+from speech_calibration.errors import UserError
+from tests.model_helpers import tiny_model_dir, write_params
 
 SR = 16000
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,10 +167,27 @@ def make_test_split(folder: Path) -> Path:
     return path
 
 
-def test_render_stage_writes_valid_metadata(tmp_path):
+@pytest.fixture(scope="module")
+def params_with_model(tmp_path_factory) -> Path:
+    """The repo's params.yaml pointed at a built tiny model: the stage reads its audio window from the model."""
+    root = tmp_path_factory.mktemp("render")
+    return write_params(root / "params.yaml", tiny_model_dir(str(tmp_path_factory.getbasetemp())))
+
+
+def run_stage(capsys, *args) -> tuple[int, str]:
+    """Run the conditions_render stage in this process as its command line does; (exit code, stderr)."""
+    try:
+        cli.run(conditions_render.main, list(args))
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+def test_render_stage_writes_valid_metadata(tmp_path, params_with_model, capsys):
     src = make_test_split(tmp_path)
     out = tmp_path / "conditions"
-    conditions_render.main(["--input", str(src), "--out-dir", str(out), "--params", str(ROOT / "params.yaml")])
+    assert run_stage(capsys, "--input", str(src), "--out-dir", str(out), "--params", str(params_with_model))[0] == 0
     meta = schema.read_metadata(out / "conditions_metadata.csv")  # the data contract, audio included
     assert {"base_clip_id", "condition", "level"} <= set(meta.columns)
     assert len(meta) == 4 * 21
@@ -183,26 +199,25 @@ def test_render_stage_writes_valid_metadata(tmp_path):
     assert (meta.groupby("base_clip_id")["label"].nunique() == 1).all()
 
 
-def run_cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "stages.conditions_render", *args], cwd=cwd,
-                          capture_output=True, text=True)
+def test_cli_missing_input_is_one_line_exit_2(tmp_path, params_with_model, capsys):
+    code, err = run_stage(capsys, "--params", str(params_with_model), "--input", str(tmp_path / "nope.csv"),
+                          "--out-dir", str(tmp_path / "o"))
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "nope.csv" in err and "not found" in err
 
 
-def test_cli_missing_input_is_one_line_exit_2(tmp_path):
-    res = run_cli("--input", str(tmp_path / "nope.csv"), "--out-dir", str(tmp_path / "o"))
-    assert res.returncode == 2
-    assert res.stderr.strip().count("\n") == 0 and "nope.csv" in res.stderr and "not found" in res.stderr
-
-
-def test_cli_container_longer_than_window_is_rejected(tmp_path):
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+def test_cli_container_longer_than_window_is_rejected(tmp_path, params_with_model, capsys):
+    """The window comes from the model's own feature extractor (6 s for the tiny model), not from a path."""
+    raw = yaml.safe_load(params_with_model.read_text())
     raw["conditions"]["container_s"] = 8.0
     raw["conditions"]["durations_ms"] = [20, 40]
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw))
-    res = run_cli("--params", str(params), "--input", str(make_test_split(tmp_path)), "--out-dir", str(tmp_path / "o"))
-    assert res.returncode == 2 and res.stderr.startswith("error: ")
-    assert "conditions.container_s" in res.stderr and res.stderr.strip().count("\n") == 0
+    code, err = run_stage(capsys, "--params", str(params), "--input", str(make_test_split(tmp_path)),
+                          "--out-dir", str(tmp_path / "o"))
+    assert code == 2 and err.startswith("error: ")
+    assert "conditions.container_s" in err and "6 s audio window" in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("key,value,message", [

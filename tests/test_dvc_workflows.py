@@ -1,7 +1,7 @@
 """DVC workflows end to end: the real `dvc` on a temporary copy of this project.
 
-One module fixture (`study`) copies the project into a temporary git repository, shrinks the
-embedded default (two seeds, two epochs, a smaller corpus: tests/dvc_helpers.SHRINK) and runs
+One session fixture (`study`, tests/conftest.py) copies the project into a temporary git repository,
+shrinks the embedded default (two seeds, two epochs, a smaller corpus: tests/dvc_helpers.SHRINK) and runs
 `dvc repro` once; tests that change anything work on a full copy of it (`work`). What is checked:
 
 * a second `dvc repro` does nothing, and a run never edits dvc.yaml; dvclive writes where dvc.yaml says;
@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dvc_helpers import (PROJECT, SHRINK, commit_all, copy_repo, dvc, dvc_env, edit_params, exp_show_json, git,
-                         init_project, metrics_json, stage_names, stages_run, tree_digest)
+from tests.dvc_helpers import (PROJECT, SHRINK, commit_all, copy_repo, dvc, dvc_env, edit_params, exp_show_json, git,
+                               metrics_json, project_files, stage_names, stages_run, tree_digest)
 
 UP_TO_DATE = "Data and pipelines are up to date"
 # Stages a calibration change must never re-run (whatever else the pipeline grows).
@@ -55,17 +55,7 @@ def analysis_stages(repo: Path) -> set[str]:
 # fixtures
 # ---------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    """The shrunk study, reproduced once and committed (dvc.lock, uncached metrics and plots)."""
-    repo = init_project(tmp_path_factory.mktemp("study") / "repo", SHRINK)
-    started = time.perf_counter()
-    out = dvc("repro", cwd=repo).stdout
-    print(f"\nfirst dvc repro of the shrunk study: {time.perf_counter() - started:.1f} s")
-    assert "train@42" in stages_run(out)
-    commit_all(repo, "dvc repro")
-    return repo
-
+# `study` (tests/conftest.py): the shrunk study, reproduced once per session and committed.
 
 @pytest.fixture
 def work(study, tmp_path) -> Path:
@@ -461,6 +451,24 @@ def test_per_seed_stages_use_per_seed_paths():
         for kind in ("outs", "metrics", "plots"):
             for path, _ in _entries(block, kind):
                 assert "${item}" in path, f"dvc.yaml stage {name}: {kind} {path} has no per-seed path"
+
+
+def test_the_temporary_project_holds_every_code_dep_and_plot_template():
+    """What init_project copies (project_files) holds each stage's script and library modules and every plot
+    template dvc.yaml names, so `dvc repro` in the copy runs this checkout's code."""
+    files = set(project_files())
+    templates = set()
+    for name, stage in _stage_blocks().items():
+        block = stage.get("do", stage)
+        for dep in block.get("deps", []):
+            if dep.startswith(("stages/", "speech_calibration/")):
+                assert dep in files, f"dvc.yaml stage {name}: code dep {dep} is not copied into the temporary project"
+        templates |= {props["template"] for _, props in _entries(block, "plots") if "template" in props}
+    for entry in yaml.safe_load((PROJECT / "dvc.yaml").read_text()).get("plots", []):
+        templates |= {props["template"] for props in entry.values() if "template" in (props or {})}
+    assert templates, "dvc.yaml names no plot template"
+    for template in templates:
+        assert f".dvc/plots/{template}.json" in files, template
 
 
 def test_dvc_version_is_pinned_for_templated_top_level_sections():

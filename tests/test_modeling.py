@@ -115,6 +115,21 @@ def test_lora_targets_exactly_the_named_modules(tiny, mlp, encoder):
     assert not any("multi_modal_projector" in n or "lm_head" in n for n in names)
 
 
+def test_audio_window_is_read_from_the_models_feature_extractor(tiny, tmp_path):
+    from speech_calibration import params as params_mod
+    from tests.model_helpers import ROOT
+
+    cfg, processor, _, _ = tiny
+    window = loading.audio_window_s(cfg)
+    assert window == params_mod.load(ROOT / "params.yaml").tiny_model.window_s  # what the tiny model was built with
+    assert window == processor.feature_extractor.n_samples / 16000
+    with pytest.raises(UserError, match="does not exist"):
+        loading.audio_window_s(Model(name_or_path=str(tmp_path / "nope")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="model.name_or_path: cannot load a feature extractor"):
+        loading.audio_window_s(Model(name_or_path=str(tmp_path / "empty")))
+
+
 def test_missing_base_model_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="model.name_or_path: .*does not exist; build the embedded model"):
         loading.load_base(Model(name_or_path=str(tmp_path / "nope")))

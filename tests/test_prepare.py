@@ -1,6 +1,7 @@
 """The ``prepare`` stage end to end, for all three sources: real eSpeak NG, real audio files, the real CLI."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,19 +16,40 @@ import soundfile as sf
 import yaml
 from conftest import ROOT, SMALL_SYNTHETIC
 
-from speech_calibration import cli
-from speech_calibration.data import splits as prepare
-from speech_calibration.data import schema
+from speech_calibration import cli, layout
+from speech_calibration import params as params_mod
+from speech_calibration.data import schema, splits
 from speech_calibration.errors import UserError
+from stages import prepare as stage
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str]:
-    """Run the stage in this process; return (exit status, stderr)."""
+@contextlib.contextmanager
+def inside(folder: Path):
+    """Run with ``folder`` (created if needed) as the working directory: the stage writes relative to it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    old = os.getcwd()
+    os.chdir(folder)
     try:
-        cli.run(prepare.main, list(argv))
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
+        yield folder
+    finally:
+        os.chdir(old)
+
+
+def prepare_in(folder: Path, params: Path) -> tuple[Path, Path]:
+    """Run the stage with ``folder`` as the project root; return (its split folder, its metrics file)."""
+    with inside(folder):
+        stage.main(["--params", str(params)])
+    return folder / layout.SPLIT_DIR, folder / layout.DATA_METRICS
+
+
+def run_cli(capsys, folder: Path, params: Path) -> tuple[int, str]:
+    """Run the stage's command line in this process with ``folder`` as the project root; (exit status, stderr)."""
+    with inside(folder):
+        try:
+            cli.run(stage.main, ["--params", str(params)])
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code
     return code, capsys.readouterr().err
 
 
@@ -48,6 +70,8 @@ def digest(folder: Path) -> dict[str, str]:
 
 def leftovers(out: Path) -> list[str]:
     """Temporary folders that atomic_dir would leave beside ``out`` after a crash."""
+    if not out.parent.is_dir():
+        return []
     return [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
 
 
@@ -58,15 +82,13 @@ def synthetic_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     params = root / "params.yaml"
     params.write_text(yaml.safe_dump({"data": {"synthetic": SMALL_SYNTHETIC}}))
-    out, metrics = root / "a" / "grouped_split", root / "a" / "data.json"
-    cli.run(prepare.main, ["--params", str(params), "--out", str(out), "--metrics", str(metrics)])
+    out, metrics = prepare_in(root / "a", params)
     return params, out, metrics
 
 
 def test_synthetic_is_byte_identical_across_runs_into_different_folders(synthetic_run, tmp_path):
     params, out, metrics = synthetic_run
-    out2, metrics2 = tmp_path / "b" / "grouped_split", tmp_path / "b" / "data.json"
-    prepare.main(["--params", str(params), "--out", str(out2), "--metrics", str(metrics2)])
+    out2, metrics2 = prepare_in(tmp_path / "b", params)
     first, second = digest(out), digest(out2)
     assert len(first) == 20 + 3 and first == second  # 20 clips and 3 CSVs, every byte the same
     assert metrics.read_bytes() == metrics2.read_bytes()
@@ -96,13 +118,13 @@ def test_synthetic_output_follows_the_contract(synthetic_run):
 
 def test_failed_run_leaves_the_previous_output_untouched(synthetic_run, make_params, small_synthetic, tmp_path, capsys):
     _, out, metrics = synthetic_run
-    before = digest(out)
+    before, metrics_before = digest(out), metrics.read_bytes()
     small_synthetic["voices"]["dev"] = ["xx-nowhere"]
     params = make_params({"data": {"synthetic": small_synthetic}})
-    code, err = run_cli(capsys, "--params", str(params), "--out", str(out), "--metrics", str(tmp_path / "m.json"))
+    code, err = run_cli(capsys, out.parents[2], params)  # the same project folder as the good run
     one_line_error(code, err, f"{params}: data.synthetic.voices.dev[0]: eSpeak NG has no language voice 'xx-nowhere'")
     assert digest(out) == before and leftovers(out) == []
-    assert not (tmp_path / "m.json").exists()
+    assert metrics.read_bytes() == metrics_before
 
 
 @pytest.mark.parametrize("data, words", [
@@ -119,18 +141,29 @@ def test_failed_run_leaves_the_previous_output_untouched(synthetic_run, make_par
 ])
 def test_bad_params_end_with_one_line_and_exit_2(make_params, tmp_path, capsys, data, words):
     params = make_params({"data": data})
-    code, err = run_cli(capsys, "--params", str(params), "--out", str(tmp_path / "out"),
-                        "--metrics", str(tmp_path / "m.json"))
+    project = tmp_path / "project"
+    code, err = run_cli(capsys, project, params)
     one_line_error(code, err, str(params), *words)
-    assert not (tmp_path / "out").exists() and leftovers(tmp_path / "out") == []
+    out = project / layout.SPLIT_DIR
+    assert not out.exists() and leftovers(out) == [] and not (project / layout.DATA_METRICS).exists()
 
 
+def test_cli_help_names_the_sources_and_what_it_writes(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        stage.main(["--help"])
+    assert exit_info.value.code == 0
+    shown = capsys.readouterr().out
+    for word in ("synthetic", "csv", "presplit", "--params", str(layout.SPLIT_DIR), str(layout.DATA_METRICS)):
+        assert word in shown
+
+
+@pytest.mark.slow
 def test_cli_help_and_exit_status_as_a_real_process(make_params):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     shown = subprocess.run([sys.executable, "-m", "stages.prepare", "--help"], capture_output=True, text=True,
                            cwd=ROOT, env=env)
     assert shown.returncode == 0
-    for word in ("synthetic", "csv", "presplit", "--params", "--out", "--metrics", "metrics/data.json"):
+    for word in ("synthetic", "csv", "presplit", "--params", "data/processed/grouped_split", "metrics/data.json"):
         assert word in shown.stdout
     params = make_params({"data": {"split_seed": "zero"}})
     bad = subprocess.run([sys.executable, "-m", "stages.prepare", "--params", str(params)], capture_output=True,
@@ -161,10 +194,11 @@ def user_corpus(tmp_path, make_audio):
 
 
 def run_csv(make_params, user_corpus, tmp_path, name="out", **csv_params):
+    """The library's prepare into ``<tmp>/<name>/grouped_split`` (a folder of the test's choosing)."""
     out = tmp_path / name / "grouped_split"
     params = make_params({"data": {"source": "csv", "split_seed": csv_params.pop("split_seed", 0),
                                    "csv": {"path": str(user_corpus), **csv_params}}}, f"{name}.yaml")
-    prepare.main(["--params", str(params), "--out", str(out), "--metrics", str(tmp_path / name / "data.json")])
+    splits.prepare(params_mod.load(params).data, out)
     return out
 
 
@@ -181,7 +215,7 @@ def test_csv_is_split_by_group_with_both_classes_everywhere(make_params, user_co
     paths = dict(zip(every[schema.CLIP_ID], every[schema.AUDIO_PATH]))
     assert paths["g0_c0"] == source["audio_path"][0]  # absolute stays absolute
     assert paths["g1_c1"] == "../../corpus/audio/g1_c1.ogg"  # relative is rebased onto the new folder
-    metrics = json.loads((tmp_path / "out" / "data.json").read_text())
+    metrics = splits.data_metrics(frames)
     assert metrics["total"]["clips"] == 30 and metrics["test"]["groups"] == 2
 
 
@@ -200,16 +234,14 @@ def test_csv_with_no_valid_split_is_rejected(tmp_path, make_audio, make_params, 
     csv = tmp_path / "all.csv"
     csv.write_text("clip_id,audio_path,label,group_id\n" + "\n".join(rows) + "\n")
     params = make_params({"data": {"source": "csv", "csv": {"path": str(csv), "dev_groups": 1, "test_groups": 1}}})
-    code, err = run_cli(capsys, "--params", str(params), "--out", str(tmp_path / "out"), "--metrics",
-                        str(tmp_path / "m.json"))
+    code, err = run_cli(capsys, tmp_path / "project", params)
     one_line_error(code, err, str(csv), "no split of the corpus's 4 groups", "both SPEECH and NONSPEECH")
 
 
 def test_csv_asking_for_too_many_groups_is_rejected(make_params, user_corpus, tmp_path, capsys):
     params = make_params({"data": {"source": "csv", "csv": {"path": str(user_corpus), "dev_groups": 5,
                                                             "test_groups": 5}}})
-    code, err = run_cli(capsys, "--params", str(params), "--out", str(tmp_path / "o"), "--metrics",
-                        str(tmp_path / "m.json"))
+    code, err = run_cli(capsys, tmp_path / "project", params)
     one_line_error(code, err, f"{params}: data.csv.dev_groups/test_groups", "5 + 5 of the corpus's 10 groups")
 
 
@@ -218,29 +250,28 @@ def test_csv_with_a_bad_row_names_file_and_row(make_params, user_corpus, tmp_pat
     text[5] = text[5].replace("SPEECH", "speech?").replace("NONspeech?", "speech?")
     user_corpus.write_text("\n".join(text) + "\n")
     params = make_params({"data": {"source": "csv", "csv": {"path": str(user_corpus)}}})
-    code, err = run_cli(capsys, "--params", str(params), "--out", str(tmp_path / "o"), "--metrics",
-                        str(tmp_path / "m.json"))
+    code, err = run_cli(capsys, tmp_path / "project", params)
     one_line_error(code, err, f"{user_corpus} row 5: label 'speech?'")
 
 
 def test_csv_inside_the_output_folder_is_refused(make_params, tmp_path, capsys):
-    out = tmp_path / "grouped_split"
-    out.mkdir()
+    out = tmp_path / layout.SPLIT_DIR
+    out.mkdir(parents=True)
     (out / "mine.csv").write_text("clip_id,audio_path,label,group_id\n")
     params = make_params({"data": {"source": "csv", "csv": {"path": str(out / "mine.csv")}}})
-    code, err = run_cli(capsys, "--params", str(params), "--out", str(out), "--metrics", str(tmp_path / "m.json"))
+    code, err = run_cli(capsys, tmp_path, params)
     one_line_error(code, err, "data.csv.path", "inside the output folder")
 
 
 def test_group_split_helpers():
-    assert prepare.group_counts(10, 0.2, 0.2) == (2, 2)
-    assert prepare.group_counts(10, 1, 3) == (1, 3)
-    assert prepare.group_counts(3, 0.1, 0.1) == (1, 1)  # a fraction still gives at least one group
+    assert splits.group_counts(10, 0.2, 0.2) == (2, 2)
+    assert splits.group_counts(10, 1, 3) == (1, 3)
+    assert splits.group_counts(3, 0.1, 0.1) == (1, 1)  # a fraction still gives at least one group
     with pytest.raises(UserError, match="leave at least one group for train"):
-        prepare.group_counts(4, 2, 2)
+        splits.group_counts(4, 2, 2)
     df = pd.DataFrame({schema.GROUP_ID: [f"g{i // 2}" for i in range(20)],
                        schema.LABEL: [schema.SPEECH, schema.NONSPEECH] * 10})
-    frames = prepare.split_groups(df, 2, 3, seed=0)
+    frames = splits.split_groups(df, 2, 3, seed=0)
     groups = {s: set(f[schema.GROUP_ID]) for s, f in frames.items()}
     assert [len(groups[s]) for s in ("train", "dev", "test")] == [5, 2, 3]
     assert not (groups["train"] & groups["dev"] or groups["train"] & groups["test"] or groups["dev"] & groups["test"])
@@ -250,7 +281,7 @@ def test_group_split_helpers():
 def test_data_metrics_counts():
     frames = {s: pd.DataFrame({schema.GROUP_ID: ["a", "a", "b"], schema.LABEL: ["SPEECH", "NONSPEECH", "SPEECH"],
                                schema.DURATION_S: [1.0, 2.0, 3.0]}) for s in ("train", "dev", "test")}
-    m = prepare.data_metrics(frames)
+    m = splits.data_metrics(frames)
     assert m["train"] == {"clips": 3, "groups": 2, "speech": 2, "nonspeech": 1, "speech_fraction": 2 / 3,
                           "duration_s_total": 6.0, "duration_s_mean": 2.0, "duration_s_min": 1.0, "duration_s_max": 3.0}
     assert m["total"]["clips"] == 9 and m["total"]["groups"] == 2
@@ -273,20 +304,18 @@ def presplit_corpus(tmp_path, make_audio):
 
 def test_presplit_is_validated_and_copied_with_rebased_paths(make_params, presplit_corpus, tmp_path):
     params = make_params({"data": {"source": "presplit", "presplit": {s: str(p) for s, p in presplit_corpus.items()}}})
-    out = tmp_path / "data" / "grouped_split"
-    prepare.main(["--params", str(params), "--out", str(out), "--metrics", str(tmp_path / "m.json")])
+    out, metrics = prepare_in(tmp_path, params)  # tmp_path/data/processed/grouped_split, tmp_path/metrics/data.json
     frames = schema.read_splits(out)
-    assert list(frames["dev"][schema.AUDIO_PATH]) == ["../../mine/audio/dev0.flac", "../../mine/audio/dev1.flac"]
+    assert list(frames["dev"][schema.AUDIO_PATH]) == ["../../../mine/audio/dev0.flac", "../../../mine/audio/dev1.flac"]
     assert frames["test"][schema.DURATION_S].tolist() == pytest.approx([0.5, 0.5])
-    assert json.loads((tmp_path / "m.json").read_text())["test"]["clips"] == 2
+    assert json.loads(metrics.read_text())["test"]["clips"] == 2
 
 
 def test_presplit_group_in_two_splits_is_rejected(make_params, presplit_corpus, tmp_path, capsys):
     test_csv = presplit_corpus["test"]
     test_csv.write_text(test_csv.read_text().replace("grp2", "grp0"))
     params = make_params({"data": {"source": "presplit", "presplit": {s: str(p) for s, p in presplit_corpus.items()}}})
-    code, err = run_cli(capsys, "--params", str(params), "--out", str(tmp_path / "o"), "--metrics",
-                        str(tmp_path / "m.json"))
+    code, err = run_cli(capsys, tmp_path / "project", params)
     one_line_error(code, err, f"{test_csv} row 1: group 'grp0' is also in train", "move all its clips to one split")
 
 
@@ -294,8 +323,7 @@ def test_presplit_with_one_class_split_is_rejected(make_params, presplit_corpus,
     dev_csv = presplit_corpus["dev"]
     dev_csv.write_text(dev_csv.read_text().replace("NONSPEECH", "SPEECH"))
     params = make_params({"data": {"source": "presplit", "presplit": {s: str(p) for s, p in presplit_corpus.items()}}})
-    code, err = run_cli(capsys, "--params", str(params), "--out", str(tmp_path / "o"), "--metrics",
-                        str(tmp_path / "m.json"))
+    code, err = run_cli(capsys, tmp_path / "project", params)
     one_line_error(code, err, str(dev_csv), "only SPEECH")
 
 
@@ -304,9 +332,7 @@ def test_presplit_with_one_class_split_is_rejected(make_params, presplit_corpus,
 def test_default_corpus_has_the_study_sizes(tmp_path):
     """The default params: the study's 64/6, 72/4, 24/3 split, half speech (its time is part of
     the ``dvc repro`` that benchmarks.cpu_pipeline measures)."""
-    prepare.main(["--params", str(ROOT / "params.yaml"), "--out", str(tmp_path / "gs"),
-                  "--metrics", str(tmp_path / "data.json")])
-    data = json.loads((tmp_path / "data.json").read_text())
+    data = splits.data_metrics(splits.prepare(params_mod.load(ROOT / "params.yaml").data, tmp_path / "gs"))
     assert {s: (data[s]["clips"], data[s]["groups"]) for s in ("train", "dev", "test")} == {
         "train": (64, 6), "dev": (72, 4), "test": (24, 3)}
     assert np.isclose(data["total"]["speech_fraction"], 0.5)

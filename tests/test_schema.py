@@ -1,5 +1,5 @@
-"""The data contract (stages/schema.py): valid metadata reads; every malformed one is rejected with one
-line that names the file, the row and the fix."""
+"""The data contract (speech_calibration/data/schema.py): valid metadata reads; every malformed one is rejected
+with one line that names the file, the row and the fix."""
 from __future__ import annotations
 
 import numpy as np
@@ -30,10 +30,10 @@ GOOD = ["c1,audio/a.wav,SPEECH,g1,0.5,10,synthetic:x", "c2,audio/b.wav,NONSPEECH
         "c3,audio/c.wav,SPEECH,g2,0.5,-5,synthetic:y", "c4,audio/d.wav,NONSPEECH,g2,,,"]
 
 
-def rejected(path, *words: str) -> str:
-    """Read ``path``, expect a one-line UserError naming the file and ``words``; return the message."""
+def rejected(path, *words: str, read=schema.read_metadata) -> str:
+    """Read ``path`` (with ``read``), expect a one-line UserError naming the file and ``words``; return the message."""
     with pytest.raises(UserError) as err:
-        schema.read_metadata(path)
+        read(path)
     message = str(err.value)
     assert "\n" not in message
     assert str(path) in message
@@ -144,3 +144,39 @@ def test_read_splits_reads_all_three(corpus, tmp_path):
 
 def test_label_to_int():
     np.testing.assert_array_equal(schema.label_to_int(pd.Series(["SPEECH", "NONSPEECH", "SPEECH"])), [1, 0, 1])
+
+
+def test_content_free_logits_read_and_checked(tmp_path):
+    path = tmp_path / "dev_content_free.csv"
+    assert schema.read_content_free(path) is None  # absent: a system without content-free inputs
+    path.write_text("input,logit_A,logit_B\nsilence,1.5,2.0\nnoise,0.5,-1.0\n")
+    a, b = schema.read_content_free(path)
+    np.testing.assert_array_equal(a, [1.5, 0.5])
+    np.testing.assert_array_equal(b, [2.0, -1.0])
+    for text, message in (("input,logit_A\nsilence,1\n", "missing column(s) logit_B"),
+                          ("input,logit_A,logit_B\n", "no rows"),
+                          ("input,logit_A,logit_B\nsilence,1,2\nnoise,inf,0\n",
+                           "row 2: logit_A / logit_B is not a finite")):
+        path.write_text(text)
+        rejected(path, message, read=schema.read_content_free)
+
+
+def test_study_logits_tables_read_leniently_and_checked(tmp_path):
+    path = tmp_path / "seed_42_test.csv"
+    path.write_text("clip_id,ground_truth_token,logit_A,logit_B\nc1,A,2.0,1.0\nc2,B,0.0,1.5\n")
+    _, a, b, y = schema.read_logits_table(path)
+    np.testing.assert_array_equal(a - b, [1.0, -1.5])
+    np.testing.assert_array_equal(y, [1, 0])
+    path.write_text("clip_id,label,p_speech\nc1,SPEECH,0.5\nc2,nonspeech,0.25\n")  # a probability, a lower-case label
+    _, a, b, y = schema.read_logits_table(path)
+    np.testing.assert_allclose(a - b, [0.0, np.log(1 / 3)])
+    np.testing.assert_array_equal(y, [1, 0])
+    for text, message in (("clip_id,logit_A,logit_B\nc1,1,2\n", "no ground_truth_token (or label) column"),
+                          ("ground_truth_token,logit_A,logit_B\nA,1,2\nC,1,2\n",
+                           "row 2: ground_truth_token 'C' is not one of"),
+                          ("ground_truth_token,score\nA,1\n", "no logit_A and logit_B (or p_speech / prob_A) columns"),
+                          ("ground_truth_token,logit_A,logit_B\nA,1,x\n",
+                           "row 1: logit_A / logit_B is not a finite number")):
+        path.write_text(text)
+        rejected(path, message, read=schema.read_logits_table)
+    rejected(tmp_path / "nope.csv", "file not found", read=schema.read_logits_table)

@@ -1,4 +1,5 @@
-"""Tests of stages/vad.py: the clip score's closed forms, and both detectors on real synthesized speech.
+"""Tests of speech_calibration/vad/detectors.py: the clip score's closed forms, and both detectors on real
+synthesized speech.
 
 Speech comes from eSpeak NG (the ``espeakng-loader`` wheel's library, driven through ctypes by the
 small helper below), so the detectors hear real formants and syllables, not a toy tone.
@@ -198,7 +199,7 @@ def test_silero_loads_from_the_wheel_without_network_and_keeps_torch_threads():
         "def refuse(*a, **k): raise RuntimeError('network access attempted')\n"
         "socket.socket.connect = refuse; socket.create_connection = refuse\n"
         "torch.set_num_threads(2)\n"
-        "from stages import vad\n"
+        "from speech_calibration.vad import detectors as vad\n"
         "m = vad.load_silero()\n"
         "assert torch.get_num_threads() == 2, torch.get_num_threads()\n"
         "import numpy as np\n"
