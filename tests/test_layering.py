@@ -78,3 +78,14 @@ def test_every_stage_script_is_a_thin_command_line():
         assert "main" in functions, f"{path.name}: no main()"
         assert not classes, f"{path.name}: defines classes {classes}; they belong in speech_calibration/"
         assert len(path.read_text().splitlines()) <= 150, f"{path.name}: longer than 150 lines"
+
+
+@pytest.mark.parametrize("script", [p.stem for p in python_files(ROOT / "stages") if p.name != "__init__.py"])
+def test_every_stage_answers_help(script, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as done:
+        importlib.import_module(f"stages.{script}").main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:") and "--params" in out and f"python -m stages.{script}" in out
