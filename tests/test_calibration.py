@@ -196,3 +196,31 @@ def test_temperature_at_a_bound_is_reported():
     assert cal.info["at_bound"] is True
     platt = fit("platt", z, np.zeros(40), y)  # Platt's smoothed targets keep the fit finite
     assert np.isfinite(platt.params["slope"]) and platt.params["slope"] < C.PARAM_BOUND
+
+
+# ------------------------------------------------------------------------------- degenerate fits, in words
+def _dev_report(method, a, y):
+    from speech_calibration.calibration.dev import dev_summary, fit_notes
+
+    cal = fit(method, a, np.zeros_like(a), y)
+    p_before, p_after = M.sigmoid(a), cal.predict_proba(a, np.zeros_like(a))
+    return fit_notes(cal.method, p_after, y, dev_summary(y, p_before, 15), dev_summary(y, p_after, 15))
+
+
+def test_a_fit_that_collapses_to_a_constant_is_explained():
+    """Logits that rank the classes the wrong way: the best non-decreasing map is a constant (slope 0)."""
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1], 40)
+    a = np.where(y == 1, -1.0, 1.0) + rng.normal(0, 1.0, y.size)  # SPEECH clips get the lower logits
+    notes = _dev_report("platt", a, y)
+    assert len(notes) >= 1 and "collapsed to a constant p(SPEECH) = 0.500" in notes[0]
+    assert "wrong way" in notes[0] and "< 0.5" in notes[0]
+
+
+def test_a_fit_that_raises_dev_nll_is_explained_and_temperature_never_does():
+    """A model already confident and right on dev: Platt's smoothed targets cost NLL; temperature cannot."""
+    y = np.repeat([0, 1], 30)
+    a = np.where(y == 1, 12.0, -12.0) + np.linspace(-1, 1, y.size)
+    notes = _dev_report("platt", a, y)
+    assert any("raised the dev NLL" in n and "smoothed targets" in n for n in notes)
+    assert _dev_report("temperature", a, y) == []

@@ -7,7 +7,8 @@ systems: see :class:`speech_calibration.layout.SystemFiles`):
 * ``models/calibrators/<system>.json``: the fitted calibrator, the artifact that evaluate, conditions and
   the study's wrappers apply (:func:`speech_calibration.calibration.calibrators.load`);
 * ``metrics/calibration/<system>.json``: ``method_requested``, ``method_fitted``, the scalar ``params``,
-  and dev NLL / ECE / Brier / accuracy ``uncalibrated`` and ``calibrated`` (metrics only);
+  dev NLL / ECE / Brier / accuracy ``uncalibrated`` and ``calibrated``, and ``notes``: a sentence for a
+  degenerate fit (a constant map, or a dev NLL above the uncalibrated one) saying what happened and why;
 * ``metrics/calibration/<system>_optimal_temp.txt``: the temperature as ``%.6f`` (the study's file);
   ``1.000000`` for ``none``; ``nan`` when the method has no temperature (platt, beta, isotonic, contextual);
 * ``plots/calibration/<system>_dev_reliability.csv`` and ``.png``: dev reliability before/after.
@@ -41,6 +42,37 @@ def temperature_text(cal: Calibrator) -> str:
 def dev_summary(y: np.ndarray, p: np.ndarray, n_bins: int, threshold: float = 0.5) -> dict[str, float]:
     m = metrics.binary_metrics(y, p, n_bins=n_bins, threshold=threshold, decomposition=False)
     return {k: round(float(m[k]), 6) for k in DEV_SUMMARY_KEYS}
+
+
+# Why a fitted map can end above the uncalibrated dev NLL, by method (temperature and none cannot: T = 1 is
+# inside the bounds the fit searches, and none is the identity).
+WORSE_NLL_REASON = {
+    "platt": "platt fits Platt's smoothed targets, not the 0/1 labels, so it pulls confident right answers "
+             "away from 0 and 1",
+    "beta": "beta fits Platt's smoothed targets, not the 0/1 labels, so it pulls confident right answers "
+            "away from 0 and 1",
+    "isotonic": "isotonic minimises squared error (pool adjacent violators), not NLL, and clips to [eps, 1 - eps]",
+    "contextual": "contextual uses no labels: it removes the A/B prior of the content-free inputs, whatever "
+                  "dev says",
+}
+CONSTANT_SPREAD = 1e-6  # a calibrated p(SPEECH) whose range on dev is below this is reported as constant
+
+
+def fit_notes(method: str, p_after: np.ndarray, y: np.ndarray, before: dict, after: dict) -> list[str]:
+    """Sentences for the report when a fit is degenerate: constant on dev, or worse than no calibration there."""
+    notes = []
+    if p_after.size and float(np.ptp(p_after)) < CONSTANT_SPREAD:
+        if before["roc_auc"] < 0.5:
+            why = (f"the dev logits rank the classes the wrong way (dev ROC-AUC {before['roc_auc']:.3f} < 0.5) and no "
+                   "method here may turn them round (each is non-decreasing in logit_A - logit_B)")
+        else:
+            why = f"the dev logits carry no ranking the map could use (dev ROC-AUC {before['roc_auc']:.3f})"
+        notes.append(f"{method} collapsed to a constant p(SPEECH) = {float(p_after[0]):.3f} on dev: {why}; every "
+                     f"clip gets the same answer, so its calibrated ROC-AUC is 0.5 (ties) and one class is never chosen")
+    if after["nll"] > before["nll"] + 1e-9 and method in WORSE_NLL_REASON:
+        notes.append(f"{method} raised the dev NLL from {before['nll']:.4f} to {after['nll']:.4f}: "
+                     f"{WORSE_NLL_REASON[method]}")
+    return notes
 
 
 def calibrate_system(files: SystemFiles, cfg: Calibration, n_bins: int, *, allow_fallback: bool = False) -> dict:
@@ -79,6 +111,11 @@ def calibrate_system(files: SystemFiles, cfg: Calibration, n_bins: int, *, allow
     }
     if cal.threshold != 0.5 or cfg.tune_threshold:
         result["dev"]["tuned_threshold"] = dev_summary(y, p_after, n_bins, cal.threshold)
+    notes = fit_notes(cal.method, p_after, y, result["dev"]["uncalibrated"], result["dev"]["calibrated"])
+    if notes:
+        result["notes"] = notes
+        for note in notes:
+            log.warning("%s: %s", files.system, note)
     cal.save(files.calibrator)
     write_json(files.calibration_json, result)
     write_text(files.optimal_temp, temperature_text(cal))

@@ -204,6 +204,10 @@ def summary_text(summary: dict, seed_results: dict, seed_cal: dict, ref_results:
     out += _table(summary, seed_results, ref_results)
     for name, reason in summary.get("skipped", {}).items():
         out.append(f"  (skipped {name}: {reason})")
+    notes = [(name, note) for name, c in seed_cal.items() for note in c.get("notes", [])]
+    notes += [(name, note) for name, rr in ref_results.items() for note in rr["calibration"].get("notes", [])]
+    if notes:
+        out += ["", "Notes on the dev fits:"] + [f"  {name}: {note}" for name, note in notes]
     out += ["", f"Caveat: bootstrap intervals resample test clips; clips of one group (speaker / recording) are "
                 f"correlated and the test split has {first.get('n_groups', '?')} groups, so they understate the "
                 f"uncertainty for new groups. The t-interval across {k} seeds covers training randomness only."]
