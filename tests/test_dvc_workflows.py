@@ -240,6 +240,23 @@ def test_exp_run_calibration_only(platt):
 
 
 @pytest.mark.slow
+def test_keep_an_experiment_as_a_branch_then_return_to_the_baseline(platt, tmp_path):
+    """The README's lifecycle: dvc exp branch keeps the experiment; git checkout + dvc checkout go back to the
+    committed baseline; dvc exp remove forgets it; git and DVC then both report nothing to do."""
+    repo = copy_repo(platt["repo"], tmp_path / "repo")
+    assert git("status", "--porcelain", cwd=repo).stdout.strip()  # the experiment's results are in the workspace
+    dvc("exp", "branch", "platt", "exp-platt", cwd=repo)
+    assert "method: platt" in git("show", "exp-platt:params.yaml", cwd=repo).stdout
+    git("checkout", "--", ".", cwd=repo)
+    dvc("checkout", cwd=repo)
+    dvc("exp", "remove", "platt", cwd=repo)
+    assert git("status", "--porcelain", cwd=repo).stdout == ""
+    assert UP_TO_DATE in dvc("status", cwd=repo).stdout
+    assert "method: temperature" in (repo / "params.yaml").read_text()
+    assert "platt" not in dvc("exp", "list", "--name-only", cwd=repo).stdout
+
+
+@pytest.mark.slow
 def test_exp_show_lists_the_experiment_with_its_metrics(platt):
     repo = platt["repo"]
     rows = exp_show_json(repo)
