@@ -193,9 +193,19 @@ def test_temperature_at_a_bound_is_reported():
     y = np.r_[np.ones(20, dtype=int), np.zeros(20, dtype=int)]
     cal = fit("temperature", z, np.zeros(40), y, temperature_bounds=(0.05, 10.0))
     assert cal.params["temperature"] == pytest.approx(0.05, rel=1e-3)
-    assert cal.info["at_bound"] is True
+    assert cal.info["at_bound"] is True and cal.info["bound"] == "lower"
     platt = fit("platt", z, np.zeros(40), y)  # Platt's smoothed targets keep the fit finite
     assert np.isfinite(platt.params["slope"]) and platt.params["slope"] < C.PARAM_BOUND
+
+
+def test_temperature_at_the_upper_bound_blames_the_ranking_not_separation(caplog):
+    """Logits that point the wrong way on dev: the NLL keeps falling as T grows (p -> 0.5), the upper bound."""
+    z = np.r_[-np.linspace(1, 3, 20), np.linspace(1, 3, 20)]
+    y = np.r_[np.ones(20, dtype=int), np.zeros(20, dtype=int)]
+    cal = fit("temperature", z, np.zeros(40), y, temperature_bounds=(0.05, 10.0))
+    assert cal.params["temperature"] == pytest.approx(10.0, rel=1e-3)
+    assert cal.info["bound"] == "upper"
+    assert "wrong way" in caplog.text and "separated" not in caplog.text
 
 
 # ------------------------------------------------------------------------------- degenerate fits, in words

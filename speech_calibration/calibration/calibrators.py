@@ -243,10 +243,15 @@ class TemperatureScaling(Calibrator):
         t = float(math.exp(res.x))
         self.params = {"temperature": t}
         if min(res.x - lo, hi - res.x) < 1e-3:
+            lower = res.x - lo < hi - res.x
             self.info["at_bound"] = True
-            log.warning("temperature %.4g is at a bound of calibration.temperature_bounds %s: the dev NLL keeps falling "
-                        "beyond it (e.g. dev is perfectly separated); widen the bounds or choose another method", t,
-                        list(bounds))
+            self.info["bound"] = "lower" if lower else "upper"
+            why = ("sharper is always better on dev: every dev clip is on the right side (the classes are separated), "
+                   "so the fit wants T -> 0" if lower else
+                   "flatter is always better on dev: the logits rank the dev classes no better than chance or the "
+                   "wrong way (check the dev ROC-AUC), so the fit wants p(SPEECH) -> 0.5")
+            log.warning("temperature %.4g is at the %s bound of calibration.temperature_bounds %s: %s; widen the bounds "
+                        "or choose another method", t, self.info["bound"], list(bounds), why)
 
     def _log_odds(self, z):
         return z / self.params["temperature"]

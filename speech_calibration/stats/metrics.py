@@ -18,7 +18,9 @@ Conventions used by every function here:
 Estimators of the calibration error (all ``>= 0``; 0 is perfect calibration):
 
 ``ece``           equal-width binned ECE, ``sum_b n_b/n * |mean conf_b - mean outcome_b|`` over ``n_bins`` bins of [0, 1]
-                  (bins ``[lo, hi)``, the last one closed; identical to torchmetrics' ``BinaryCalibrationError`` for l1)
+                  (bins ``[lo, hi)``, the last one closed). On ``(p, y)`` it equals torchmetrics'
+                  ``binary_calibration_error``; on the top-label pair that the headline ECE uses it equals its
+                  ``multiclass_calibration_error`` with two classes (tests/test_metrics.py, l1, l2 and max norms)
 ``ece_mass``      the same with equal-mass bins (sorted by confidence, split into ``n_bins`` groups of (almost) equal size)
 ``ece_debiased``  Kumar, Liang & Ma (2019) debiased estimate of the l2 (RMS) calibration error over equal-mass bins:
                   ``sqrt(max(0, sum_b n_b/n * [(mean outcome_b - mean conf_b)^2 - ybar_b (1 - ybar_b) / (n_b - 1)]))``
@@ -292,7 +294,9 @@ def smooth_ece(prob, outcome) -> np.ndarray:
     bandwidth ``s`` is ``smECE_s = int_0^1 |(1/n) sum_i r_i K_s(t, prob_i)| dt`` (the kernel-smoothed residual
     weighted by the kernel density estimate). SmoothECE is ``smECE_s*`` at the fixed point ``smECE_s* = s*``
     (unique, since ``smECE_s`` decreases in ``s``); below ``s = 0.001`` the value at 0.001 is returned, as
-    ``relplot.smECE`` does. Agrees with ``relplot.smECE`` to about 1e-3 (tests/test_metrics.py).
+    ``relplot.smECE`` does. Within 2e-3 of ``relplot.smECE`` on forecasts spread over (0, 1)
+    (tests/test_metrics.py); where forecasts pile up near 0 or 1 the two differ, since relplot evaluates its
+    reflected kernel on a grid and loses part of its mass at the edges: the value here is the formula above.
 
     Rows of a 2-D input (bootstrap resamples) are evaluated together: the kernel is computed once per
     distinct (prob, outcome) pair and a bandwidth grid (coarse, then refined around the crossings) is
