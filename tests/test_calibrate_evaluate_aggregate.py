@@ -364,3 +364,29 @@ def test_study_wrappers(project):
     bad = run(project, str(ROOT / "scripts/calibrate_temperature.py"), "--predictions_csv", "results/o.csv",
               "--output_temp", "t.txt", check=False)
     _one_line_error(bad, "results/o.csv")
+
+
+def test_summary_json_and_txt_clip_bounded_intervals_alike():
+    """A t-interval across seeds ignores a metric's range: both files clip [0, 1] metrics to [0, 1], and only those."""
+    from speech_calibration.report.summary import BOUNDED, seed_interval, study_lines
+
+    raw = seed_interval([0.9, 1.0, 1.0], "accuracy", 0.95)
+    assert raw["hi"] == 1.0 and raw["lo"] < 0.9
+    nll = seed_interval([0.05, 0.01, 0.02, 1.5], "nll", 0.95)
+    assert nll["lo"] == 0.0 and nll["hi"] > 1.0  # NLL lives in [0, inf): clipped below only
+    assert seed_interval([0.5, 0.6, 0.7], "accuracy", 0.95) == seed_interval([0.5, 0.6, 0.7], "nll", 0.95)  # inside
+    line = study_lines([{"accuracy": v} for v in (0.9, 1.0, 1.0)], with_interval=True)[0]
+    assert line.endswith(", 100.0%]")
+    assert "accuracy" in BOUNDED and "nll" not in BOUNDED
+
+
+def test_summary_json_intervals_stay_in_range(study):
+    from speech_calibration.report.summary import BOUNDED, NONNEGATIVE
+
+    js = json.loads((study / "metrics/summary.json").read_text())
+    for series in ("uncalibrated", "calibrated"):
+        for key, agg in js["fine_tuned"][series].items():
+            if (key in BOUNDED or key in NONNEGATIVE) and agg["lo"] is not None:
+                assert 0.0 <= agg["lo"] <= agg["mean"] <= agg["hi"], (series, key, agg)
+            if key in BOUNDED and agg["hi"] is not None:
+                assert agg["hi"] <= 1.0, (series, key, agg)

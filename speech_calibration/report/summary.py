@@ -69,18 +69,29 @@ def fmt_mean_sd(key: str, mean: float, sd: float | None) -> str:
     return f"{fmt_value(key, mean)} ± {sd_text}"
 
 
+NONNEGATIVE = {"nll", "brier_reliability", "brier_resolution"}  # metrics in [0, inf)
+
+
+def seed_interval(values: Sequence[float], key: str, ci: float) -> dict[str, float]:
+    """Mean, SD and Student-t interval across seeds, clipped to the metric's range ([0, 1] for ``BOUNDED``, [0, inf)
+    for ``NONNEGATIVE``), since a t-interval ignores it. summary.txt and summary.json both use it."""
+    t = t_interval(values, ci)
+    if key in BOUNDED or key in NONNEGATIVE:
+        t["lo"] = max(t["lo"], 0.0)
+    if key in BOUNDED:
+        t["hi"] = min(t["hi"], 1.0)
+    return t
+
+
 def study_lines(per_seed: Sequence[Mapping[str, float]], *, ci: float = 0.95, extra: bool = False,
                 with_interval: bool = False) -> list[str]:
     """The study's summary lines (``Overall:   83.3% ± 0.0%`` ...) from one metrics dict per seed."""
     lines = []
     for label, key in STUDY_LINES + (EXTRA_LINES if extra else ()):
-        t = t_interval([_num(m.get(key)) for m in per_seed], ci)
+        t = seed_interval([_num(m.get(key)) for m in per_seed], key, ci)
         text = f"{label + ':':<11}{fmt_mean_sd(key, t['mean'], t['sd'])}"
         if with_interval and t["k"] >= 2:
-            lo, hi = t["lo"], t["hi"]
-            if key in BOUNDED:  # a t-interval ignores the metric's range; show it clipped to [0, 1]
-                lo, hi = max(lo, 0.0), min(hi, 1.0)
-            text = f"{text:<28}[{int(round(100 * ci))}% t-CI {fmt_value(key, lo)}, {fmt_value(key, hi)}]"
+            text = f"{text:<28}[{int(round(100 * ci))}% t-CI {fmt_value(key, t['lo'])}, {fmt_value(key, t['hi'])}]"
         lines.append(text)
     return lines
 
@@ -131,13 +142,13 @@ def aggregate(seeds: Sequence[int], references: Sequence[str], *, ci: float = 0.
         summary["fine_tuned"][series] = {}
         for key in AGG_KEYS:
             vals = [_num(_block(r, SystemFiles(n).test_json, series).get(key)) for n, r in seed_results.items()]
-            t = t_interval(vals, ci)
+            t = seed_interval(vals, key, ci)
             summary["fine_tuned"][series][key] = {k: (round(v, 6) if isinstance(v, float) else v)
                                                   for k, v in t.items() if k != "k"}
     tuned = [r["tuned_threshold"] for r in seed_results.values() if "tuned_threshold" in r]
     if tuned:
         summary["fine_tuned"]["tuned_threshold"] = {
-            key: {k: round(v, 6) for k, v in t_interval([_num(t[key]) for t in tuned], ci).items() if k != "k"}
+            key: {k: round(v, 6) for k, v in seed_interval([_num(t[key]) for t in tuned], key, ci).items() if k != "k"}
             for key in ("threshold", "accuracy", "acc_speech", "acc_nonspeech", "balanced_accuracy")}
     for name, r in seed_results.items():
         summary["per_seed"][name] = {
