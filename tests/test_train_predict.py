@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -124,6 +125,26 @@ def test_predict_writes_the_contract_and_scores_are_order_independent(project, t
                  project / "models/seed_42").score(audios)
     np.testing.assert_allclose(one["logit_A"], frames["test"]["logit_A"], atol=1e-5)
     np.testing.assert_allclose(one["logit_B"], frames["test"]["logit_B"], atol=1e-5)
+
+
+def test_a_set_with_a_clip_longer_than_the_window_is_refused_before_scoring(project, trained, tmp_path, monkeypatch):
+    """7 s of audio against the tiny model's 6 s window: one line naming the CSV row, and no predictions written."""
+    from speech_calibration.data.audio import write_audio
+
+    p, _ = trained
+    monkeypatch.chdir(project)
+    meta = pd.read_csv(schema.split_csv("test"))
+    meta["audio_path"] = [str(Path(f).resolve()) for f in schema.read_metadata(schema.split_csv("test"))["audio_file"]]
+    write_audio(tmp_path / "long.wav", np.random.default_rng(0).standard_normal(7 * 16000).astype(np.float32) * 0.05)
+    long_row = {**meta.iloc[0].to_dict(), "clip_id": "long_clip", "audio_path": str(tmp_path / "long.wav"),
+                "duration_s": 7.0}
+    csv = tmp_path / "extra_metadata.csv"
+    pd.concat([meta, pd.DataFrame([long_row])], ignore_index=True).to_csv(csv, index=False)
+    out = tmp_path / "predictions"
+    with pytest.raises(UserError, match=rf"^{csv} row {len(meta) + 1} \(long_clip\): clip of 7\.00 s is longer than "
+                                        r"the model's 6 s audio window"):
+        score_csvs(p, Scorer(p, project / "models/seed_42"), {"dev": schema.split_csv("dev"), "extra": csv}, out)
+    assert not out.exists()
 
 
 def _raw(project):

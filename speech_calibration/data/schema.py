@@ -179,6 +179,11 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+def clip_places(csv: str | os.PathLike, meta: pd.DataFrame) -> list[str]:
+    """``<csv> row <n> (<clip_id>)`` for every clip of a metadata frame (rows counted as in the file), for errors."""
+    return [f"{csv} row {i + 1} ({cid})" for i, cid in enumerate(meta[CLIP_ID])]
+
+
 def label_to_int(labels) -> np.ndarray:
     """SPEECH -> 1, NONSPEECH -> 0 (the positive class of every metric is SPEECH)."""
     return (np.asarray(labels) == SPEECH).astype(np.int64)

@@ -119,6 +119,9 @@ def content_free_audio(p: params_mod.Predict, sample_rate: int) -> list[np.ndarr
 def score_csvs(p: params_mod.Params, scorer: Scorer, csvs: dict[str, Path], out_dir: Path) -> dict[str, pd.DataFrame]:
     """Score every named metadata CSV into ``out_dir/<name>.csv`` (+ ``<name>_content_free.csv``), atomically."""
     metas = {name: schema.read_metadata(path, require_both_classes=False) for name, path in csvs.items()}
+    audios = {name: load_clips(list(meta["audio_file"]), scorer.builder.sampling_rate) for name, meta in metas.items()}
+    for name, meta in metas.items():  # every set, before any scoring: no clip is cut silently
+        scorer.builder.check_window(audios[name], schema.clip_places(csvs[name], meta))
     free_audio = content_free_audio(p.predict, scorer.builder.sampling_rate)
     free = scorer.score(free_audio, desc="content-free")
     free_frame = pd.DataFrame({"input": CONTENT_FREE_INPUTS, schema.LOGIT_A: free[schema.LOGIT_A],
@@ -129,8 +132,7 @@ def score_csvs(p: params_mod.Params, scorer: Scorer, csvs: dict[str, Path], out_
     with atomic_dir(out_dir) as tmp:
         for name, meta in metas.items():
             started = time.perf_counter()
-            audios = load_clips(list(meta["audio_file"]), scorer.builder.sampling_rate)
-            frame = predictions_frame(meta, scorer.score(audios, desc=name), p.prompt)
+            frame = predictions_frame(meta, scorer.score(audios[name], desc=name), p.prompt)
             write_csv(tmp / f"{name}.csv", frame)
             write_csv(tmp / f"{name}_content_free.csv", free_frame)
             seconds = time.perf_counter() - started

@@ -82,6 +82,7 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
     builder = InputBuilder(processor, p.prompt)
     frame = schema.read_metadata(layout.split_csv("train"))
     audios = load_clips(list(frame["audio_file"]), builder.sampling_rate)
+    builder.check_window(audios, schema.clip_places(layout.split_csv("train"), frame))
     labels = list(frame[schema.LABEL])
 
     base = loading.load_base(p.model, device)
