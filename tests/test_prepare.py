@@ -228,6 +228,22 @@ def test_csv_split_is_reproducible_from_split_seed(make_params, user_corpus, tmp
     assert (a / test_csv).read_bytes() != (c / test_csv).read_bytes()
 
 
+def test_csv_with_a_nan_wav_is_rejected_at_prepare_naming_its_row(user_corpus, make_params, tmp_path, capsys):
+    """A WAV whose header is fine but whose samples are NaN stops prepare (not train, later), naming the CSV row."""
+    import soundfile as sf
+
+    source = pd.read_csv(user_corpus)
+    bad = user_corpus.parent / "audio" / "nan.wav"
+    sf.write(str(bad), np.full(4000, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
+    source.loc[4, "audio_path"] = "audio/nan.wav"
+    source.to_csv(user_corpus, index=False)
+    params = make_params({"data": {"source": "csv", "csv": {"path": str(user_corpus)}}})
+    code, err = run_cli(capsys, tmp_path / "project", params)
+    one_line_error(code, err, f"{user_corpus} row 5 ({source.loc[4, 'clip_id']})", str(bad), "NaN or infinite samples")
+    processed = tmp_path / "project" / "data" / "processed"
+    assert not processed.exists() or list(processed.iterdir()) == []  # nothing half-written
+
+
 def test_csv_with_no_valid_split_is_rejected(tmp_path, make_audio, make_params, capsys):
     rows = [f"c{g},{make_audio(f'a{g}.wav')},{label},spk{g}" for g, label in
             enumerate(["SPEECH", "SPEECH", "NONSPEECH", "NONSPEECH"])]

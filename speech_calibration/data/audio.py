@@ -38,13 +38,24 @@ def load_audio(path: str | os.PathLike, sample_rate: int = MODEL_RATE) -> np.nda
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
-def load_clips(files, sample_rate: int = MODEL_RATE) -> list[np.ndarray]:
-    """Decode many files (threads: decoding and resampling release the GIL), in order."""
+def load_clips(files, sample_rate: int = MODEL_RATE, places=None) -> list[np.ndarray]:
+    """Decode many files (threads: decoding and resampling release the GIL), in order.
+
+    ``places`` names each file for an error (``<csv> row <n> (<clip_id>)``), which then leads the message.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     files = list(files)
+    places = list(places) if places is not None else [None] * len(files)
+
+    def load(i: int) -> np.ndarray:
+        try:
+            return load_audio(files[i], sample_rate)
+        except UserError as err:
+            raise UserError(f"{places[i]}: {err}" if places[i] else str(err)) from None
+
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(lambda f: load_audio(f, sample_rate), files))
+        return list(pool.map(load, range(len(files))))
 
 
 def probe_audio(path: str | os.PathLike) -> sf._SoundFileInfo:

@@ -106,7 +106,7 @@ def _check_ids_and_labels(df: pd.DataFrame, path: Path) -> None:
 def resolve_audio_path(audio_path: str, csv_path: str | os.PathLike) -> Path:
     """An absolute ``audio_path`` as is; a relative one against the CSV's folder."""
     p = Path(audio_path)
-    return p if p.is_absolute() else Path(csv_path).parent / p
+    return p if p.is_absolute() else Path(os.path.normpath(Path(csv_path).parent / p))
 
 
 def read_metadata(path: str | os.PathLike, *, check_audio: bool = True, require_both_classes: bool = True) -> pd.DataFrame:

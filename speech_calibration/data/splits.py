@@ -32,7 +32,7 @@ import pandas as pd
 
 from speech_calibration import layout
 from speech_calibration.data import corpus, schema
-from speech_calibration.data.audio import probe_audio
+from speech_calibration.data.audio import load_clips, probe_audio
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv
 from speech_calibration.params import SPLITS, Data
@@ -104,6 +104,12 @@ def rebase_audio_paths(df: pd.DataFrame, out_dir: str | os.PathLike) -> pd.DataF
     return df.drop(columns=["audio_file"]).assign(**{schema.AUDIO_PATH: paths})
 
 
+def check_decodable(df: pd.DataFrame, csv: str | os.PathLike) -> None:
+    """Decode every clip once: a file whose header is fine but whose samples are not (NaN, infinite, truncated)
+    stops here, naming its CSV row, instead of in train or predict."""
+    load_clips(list(df["audio_file"]), places=schema.clip_places(csv, df))
+
+
 def with_durations(df: pd.DataFrame) -> pd.DataFrame:
     """Fill missing ``duration_s`` values from the audio files' headers (needs the ``audio_file`` column)."""
     durations = df[schema.DURATION_S] if schema.DURATION_S in df.columns else pd.Series(np.nan, index=df.index)
@@ -133,6 +139,7 @@ def from_csv(data: Data, out_dir: Path) -> dict[str, pd.DataFrame]:
     path = Path(data.csv.path)
     _check_outside(path, out_dir, "data.csv.path")
     df = with_durations(schema.read_metadata(path))
+    check_decodable(df, path)
     n_dev, n_test = group_counts(df[schema.GROUP_ID].nunique(), data.csv.dev_groups, data.csv.test_groups)
     try:
         frames = split_groups(df, n_dev, n_test, data.split_seed)
@@ -148,6 +155,8 @@ def from_presplit(data: Data, out_dir: Path) -> dict[str, pd.DataFrame]:
         _check_outside(path, out_dir, f"data.presplit.{split}")
     frames = {split: schema.read_metadata(path) for split, path in paths.items()}
     schema.check_disjoint_groups(frames, paths)
+    for split, frame in frames.items():
+        check_decodable(frame, paths[split])
     return {split: _columns(rebase_audio_paths(with_durations(frame), out_dir)) for split, frame in frames.items()}
 
 

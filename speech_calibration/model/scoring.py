@@ -119,7 +119,8 @@ def content_free_audio(p: params_mod.Predict, sample_rate: int) -> list[np.ndarr
 def score_csvs(p: params_mod.Params, scorer: Scorer, csvs: dict[str, Path], out_dir: Path) -> dict[str, pd.DataFrame]:
     """Score every named metadata CSV into ``out_dir/<name>.csv`` (+ ``<name>_content_free.csv``), atomically."""
     metas = {name: schema.read_metadata(path, require_both_classes=False) for name, path in csvs.items()}
-    audios = {name: load_clips(list(meta["audio_file"]), scorer.builder.sampling_rate) for name, meta in metas.items()}
+    audios = {name: load_clips(list(meta["audio_file"]), scorer.builder.sampling_rate, schema.clip_places(csvs[name], meta))
+              for name, meta in metas.items()}
     for name, meta in metas.items():  # every set, before any scoring: no clip is cut silently
         scorer.builder.check_window(audios[name], schema.clip_places(csvs[name], meta))
     free_audio = content_free_audio(p.predict, scorer.builder.sampling_rate)

@@ -81,8 +81,9 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
     processor = loading.load_processor(p.model)
     builder = InputBuilder(processor, p.prompt)
     frame = schema.read_metadata(layout.split_csv("train"))
-    audios = load_clips(list(frame["audio_file"]), builder.sampling_rate)
-    builder.check_window(audios, schema.clip_places(layout.split_csv("train"), frame))
+    places = schema.clip_places(layout.split_csv("train"), frame)
+    audios = load_clips(list(frame["audio_file"]), builder.sampling_rate, places)
+    builder.check_window(audios, places)
     labels = list(frame[schema.LABEL])
 
     base = loading.load_base(p.model, device)
