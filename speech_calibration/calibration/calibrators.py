@@ -140,8 +140,13 @@ class Calibrator:
         return metrics.sigmoid(self.log_odds(logit_a, logit_b))
 
     def predict(self, logit_a, logit_b) -> np.ndarray:
-        """Predicted class, 1 = SPEECH where the calibrated p(SPEECH) >= ``threshold``."""
-        return metrics.predict(self.predict_proba(logit_a, logit_b), self.threshold)
+        """Predicted class, 1 = SPEECH where the calibrated p(SPEECH) >= ``threshold``.
+
+        Decided on the log-odds scale (log-odds >= logit(threshold)), where a logit difference too small for a
+        float64 probability near 0.5 still decides by its sign (tests/test_invariants.py).
+        """
+        cut = 0.0 if self.threshold == 0.5 else float(metrics.logit(self.threshold))
+        return (self.log_odds(logit_a, logit_b) >= cut).astype(np.int64)
 
     # ---- reporting
     def describe(self) -> str:
