@@ -195,3 +195,31 @@ def test_reliability_table():
     np.testing.assert_array_equal(t["count"], [1, 3])
     np.testing.assert_allclose(t["confidence"], [0.1, 2.2 / 3])
     np.testing.assert_allclose(t["observed"], [0.0, 2 / 3])
+
+
+def _smooth_ece_by_quadrature(f: np.ndarray, y: np.ndarray) -> float:
+    """An independent smooth ECE: the formula of metrics.smooth_ece's docstring integrated on a dense grid
+    (trapezoid, 10 001 points) and the fixed point smECE_s = s found by brentq."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    t = np.linspace(0.0, 1.0, 10001)
+    r = y - f
+
+    def sm(s: float) -> float:
+        k = norm.pdf(t[:, None], f[None, :], s) + norm.pdf(t[:, None], -f[None, :], s) + norm.pdf(t[:, None], 2 - f[None, :], s)
+        return float(np.trapezoid(np.abs(k @ r) / len(f), t))
+
+    if sm(1e-3) <= 1e-3:
+        return sm(1e-3)
+    return sm(brentq(lambda s: sm(s) - s, 1e-3, 1.0, xtol=1e-10))
+
+
+@pytest.mark.parametrize("case", ["spread", "near_one"])
+def test_smooth_ece_equals_an_exact_computation_also_near_one(case):
+    """Where relplot's grid loses kernel mass (confidences piled up near 1, like a confident VAD's), the value
+    here still equals the formula computed independently."""
+    rng = np.random.default_rng(11)
+    f = rng.uniform(0, 1, 60) if case == "spread" else 1 - rng.exponential(0.01, 60).clip(0, 0.2)
+    y = (rng.uniform(size=60) < np.clip(f - 0.05, 0, 1)).astype(float)
+    assert M.smooth_ece(f, y) == pytest.approx(_smooth_ece_by_quadrature(f, y), abs=2e-4)
