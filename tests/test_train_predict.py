@@ -196,6 +196,18 @@ def test_study_command_lines_reproduce_the_stages(project, trained):
     np.testing.assert_allclose(out["logit_A"], ref["logit_A"], atol=1e-6)
     np.testing.assert_allclose(out["p_speech"], 1 / (1 + np.exp(-(out["logit_A"] - out["logit_B"]) / 2.0)), rtol=1e-6)
     assert (out["predicted_token"] == np.where(out["logit_A"] >= out["logit_B"], "A", "B")).all()
+    # a calibrator file the pipeline would write, through the one load: a platt map with a tuned threshold
+    from speech_calibration.calibration.calibrators import PlattScaling
+
+    PlattScaling({"slope": 0.5, "bias": -1.0}, threshold=0.3).save(project / "results/platt.json")
+    done = _wrapper(project, "evaluate_with_logits.py", "--checkpoint", "checkpoints/seed_42/final", "--test_csv",
+                    "data/processed/grouped_split/test_metadata.csv", "--calibrator", "results/platt.json",
+                    "--output_csv", "results/seed_42_test_platt.csv")
+    assert done.returncode == 0, done.stderr[-1500:]
+    platt = pd.read_csv(project / "results/seed_42_test_platt.csv")
+    z = platt["logit_A"] - platt["logit_B"]
+    np.testing.assert_allclose(platt["p_speech"], 1 / (1 + np.exp(-(0.5 * z - 1.0))), rtol=1e-6)
+    assert (platt["predicted_token"] == np.where(platt["p_speech"] >= 0.3, "A", "B")).all()
     bad = _wrapper(project, "evaluate_with_logits.py", "--checkpoint", "none", "--test_csv", "x.csv",
                    "--temperature", "-1", "--output_csv", "y.csv")
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --temperature: -1.0 must be positive"
