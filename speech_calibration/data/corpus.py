@@ -38,7 +38,14 @@ from speech_calibration.data import schema
 from speech_calibration.data.audio import write_audio
 from speech_calibration.data.espeak import SpeechRequest, synthesize_batch
 from speech_calibration.data.scenes import BACKGROUNDS, EVENTS, render_background
-from speech_calibration.data.signal import db_to_amplitude, fade, fit_peak, room_response, scale_to_snr, unit_rms
+from speech_calibration.data.signal import (
+    db_to_amplitude,
+    fade,
+    fit_peak,
+    room_response,
+    scale_to_snr,
+    unit_rms,
+)
 from speech_calibration.errors import UserError
 from speech_calibration.params import SPLITS, SyntheticData
 

@@ -17,7 +17,7 @@ Every function takes float arrays (mono samples) and returns arrays; randomness 
   (``filtfilt`` would square it).
 
 Levels, SNR gains and the decaying-noise tail come from :mod:`speech_calibration.data.signal`, shared with
-the synthetic corpus (``fit_peak`` is imported here for :mod:`speech_calibration.data.variants`).
+the synthetic corpus.
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ from scipy import signal
 from speech_calibration.data.signal import (
     db_to_amplitude,
     decaying_noise,
-    fit_peak,  # noqa: F401  (variants calls degrade.fit_peak)
     power,
     rms,
     snr_gain,

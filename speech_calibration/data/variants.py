@@ -29,7 +29,15 @@ from speech_calibration import layout
 from speech_calibration import params as params_mod
 from speech_calibration.data import degrade, schema
 from speech_calibration.data.audio import load_audio, write_audio
-from speech_calibration.data.schema import BASE_CLIP_ID, CLEAN, CONDITION, DIMENSIONS, LEVEL, level_text
+from speech_calibration.data.schema import (
+    BASE_CLIP_ID,
+    CLEAN,
+    CONDITION,
+    DIMENSIONS,
+    LEVEL,
+    level_text,
+)
+from speech_calibration.data.signal import fit_peak
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv
 from speech_calibration.stats.resampling import keyed_rng
@@ -52,19 +60,19 @@ def render_clip(x: np.ndarray, clip_id: str, cfg: params_mod.Conditions, rate: i
             continue
         y, _, _ = degrade.duration_variant(x, rate, ms, cfg.container_s, cfg.container_noise_dbfs,
                                            keyed_rng(cfg.seed, clip_id, "duration", level))
-        out.append(("duration", level, degrade.fit_peak(y)))
+        out.append(("duration", level, fit_peak(y)))
     segment = degrade.signal_segment(x, rate)
     for snr in cfg.snr_db:
         level = level_text(snr)
         y = degrade.add_noise_at_snr(x, snr, keyed_rng(cfg.seed, clip_id, "snr", level), segment)
-        out.append(("snr", level, degrade.fit_peak(y)))
+        out.append(("snr", level, fit_peak(y)))
     for t60 in cfg.t60_s:
         level = level_text(t60)
         rir = degrade.synthetic_rir(t60, rate, keyed_rng(cfg.seed, clip_id, "reverb", level))
-        out.append(("reverb", level, degrade.fit_peak(degrade.reverberate(x, rir))))
+        out.append(("reverb", level, fit_peak(degrade.reverberate(x, rir))))
     for kind in cfg.band:
         sos = degrade.band_filter_sos(kind, rate, cfg.band_low_hz, cfg.band_high_hz, cfg.filter_order)
-        out.append(("band", kind, degrade.fit_peak(degrade.band_limit(x, sos))))
+        out.append(("band", kind, fit_peak(degrade.band_limit(x, sos))))
     return out
 
 
