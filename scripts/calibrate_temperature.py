@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python s
 
 from speech_calibration.calibration.fitting import fit  # noqa: E402
 from speech_calibration.cli import run  # noqa: E402
-from speech_calibration.data.schema import read_logits_table  # noqa: E402
+from speech_calibration.data.study_tables import read_logits_table  # noqa: E402
 from speech_calibration.errors import UserError  # noqa: E402
 from speech_calibration.fileio import write_text  # noqa: E402
 from speech_calibration.stats import metrics  # noqa: E402

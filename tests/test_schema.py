@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from speech_calibration.data import schema
+from speech_calibration.data.study_tables import read_logits_table
 from speech_calibration.errors import UserError
 
 HEADER = "clip_id,audio_path,label,group_id,duration_s,snr_db,source"
@@ -164,11 +165,11 @@ def test_content_free_logits_read_and_checked(tmp_path):
 def test_study_logits_tables_read_leniently_and_checked(tmp_path):
     path = tmp_path / "seed_42_test.csv"
     path.write_text("clip_id,ground_truth_token,logit_A,logit_B\nc1,A,2.0,1.0\nc2,B,0.0,1.5\n")
-    _, a, b, y = schema.read_logits_table(path)
+    _, a, b, y = read_logits_table(path)
     np.testing.assert_array_equal(a - b, [1.0, -1.5])
     np.testing.assert_array_equal(y, [1, 0])
     path.write_text("clip_id,label,p_speech\nc1,SPEECH,0.5\nc2,nonspeech,0.25\n")  # a probability, a lower-case label
-    _, a, b, y = schema.read_logits_table(path)
+    _, a, b, y = read_logits_table(path)
     np.testing.assert_allclose(a - b, [0.0, np.log(1 / 3)])
     np.testing.assert_array_equal(y, [1, 0])
     for text, message in (("clip_id,logit_A,logit_B\nc1,1,2\n", "no ground_truth_token (or label) column"),
@@ -178,5 +179,5 @@ def test_study_logits_tables_read_leniently_and_checked(tmp_path):
                           ("ground_truth_token,logit_A,logit_B\nA,1,x\n",
                            "row 1: logit_A / logit_B is not a finite number")):
         path.write_text(text)
-        rejected(path, message, read=schema.read_logits_table)
-    rejected(tmp_path / "nope.csv", "file not found", read=schema.read_logits_table)
+        rejected(path, message, read=read_logits_table)
+    rejected(tmp_path / "nope.csv", "file not found", read=read_logits_table)

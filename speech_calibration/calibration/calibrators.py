@@ -356,7 +356,7 @@ class ContextualCalibration(Calibrator):
             raise UserError("contextual calibration: the content-free logits must be one or more pairs of finite numbers")
         p_a = float(np.mean(metrics.p_speech_from_logits(a, b)))  # Zhao et al. average the answer distributions
         p_a = min(max(p_a, 1e-12), 1.0 - 1e-12)
-        self.params = {"bias": math.log(p_a) - math.log1p(-p_a), "p_speech_content_free": p_a}
+        self.params = {"bias": float(metrics.logit(p_a)), "p_speech_content_free": p_a}
         self.info = {"n_content_free": int(a.size)}
 
     def _log_odds(self, z):

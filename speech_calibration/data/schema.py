@@ -189,15 +189,12 @@ def label_to_int(labels) -> np.ndarray:
     return (np.asarray(labels) == SPEECH).astype(np.int64)
 
 
-# ---- content-free logits and the study's looser logits tables
+# ---- content-free logits
 def read_content_free(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """The (logit_A, logit_B) of the content-free inputs, or None when the file does not exist."""
     if not path.is_file():
         return None
-    try:
-        df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+    df = _read_csv(path)
     missing = [c for c in ("logit_A", "logit_B") if c not in df.columns]
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(missing)}; the header must include input, logit_A, logit_B")
@@ -210,45 +207,3 @@ def read_content_free(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
         raise UserError(f"{path} row {int(np.flatnonzero(bad)[0]) + 1}: logit_A / logit_B is not a finite number; "
                         "re-run the predict stage")
     return a, b
-
-
-def read_logits_table(path: str | Path):
-    """Read a study-style predictions CSV leniently: (logit_A, logit_B, y) plus the frame.
-
-    Needs the truth as ``ground_truth_token`` (A / B, or SPEECH / NONSPEECH) or ``label``, and the score
-    as ``logit_A`` and ``logit_B``, else ``p_speech`` or ``prob_A`` (turned into ``logit_A = log(p / (1 - p))``,
-    ``logit_B = 0``, p clipped to [1e-12, 1 - 1e-12]).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        df = pd.read_csv(path, dtype={"ground_truth_token": str, "label": str, "predicted_token": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
-    truth_col = next((c for c in ("ground_truth_token", "label") if c in df.columns), None)
-    if truth_col is None:
-        raise UserError(f"{path}: no ground_truth_token (or label) column; the study's CSVs carry logit_A, logit_B, "
-                        "ground_truth_token")
-    truth = df[truth_col].astype(str).str.strip().str.upper()
-    ok = truth.isin(["A", "B", "SPEECH", "NONSPEECH"]).to_numpy()
-    if not ok.all():
-        row = int(np.flatnonzero(~ok)[0])
-        raise UserError(f"{path} row {row + 1}: {truth_col} '{df[truth_col].iloc[row]}' is not one of A, B, SPEECH, NONSPEECH")
-    y = truth.isin(["A", "SPEECH"]).to_numpy().astype(np.int64)
-    if "logit_A" in df.columns and "logit_B" in df.columns:
-        a = pd.to_numeric(df["logit_A"], errors="coerce").to_numpy(float)
-        b = pd.to_numeric(df["logit_B"], errors="coerce").to_numpy(float)
-        cols = "logit_A / logit_B"
-    else:
-        col = next((c for c in ("p_speech", "prob_A") if c in df.columns), None)
-        if col is None:
-            raise UserError(f"{path}: no logit_A and logit_B (or p_speech / prob_A) columns")
-        p = np.clip(pd.to_numeric(df[col], errors="coerce").to_numpy(float), 1e-12, 1 - 1e-12)
-        a, b, cols = np.log(p) - np.log1p(-p), np.zeros(len(p)), col
-    bad = ~(np.isfinite(a) & np.isfinite(b))
-    if bad.any():
-        raise UserError(f"{path} row {int(np.flatnonzero(bad)[0]) + 1}: {cols} is not a finite number")
-    if len(df) == 0:
-        raise UserError(f"{path}: no rows")
-    return df, a, b, y
