@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from speech_calibration.data import schema
+from speech_calibration import layout
 from speech_calibration import params as params_mod
+from speech_calibration.data import schema
 from speech_calibration.data.audio import load_clips
 from speech_calibration.errors import UserError
 from speech_calibration.model.scoring import Scorer, score_csvs
@@ -71,7 +72,7 @@ def test_same_seed_gives_the_same_adapter_bit_for_bit(project, trained, monkeypa
 def test_reloaded_adapter_gives_identical_logits_and_generation_agrees(project, trained, monkeypatch):
     p, _ = trained
     monkeypatch.chdir(project)
-    meta = schema.read_metadata(schema.split_csv("dev"))
+    meta = schema.read_metadata(layout.split_csv("dev"))
     audios = load_clips(list(meta["audio_file"]), 16000)
     first = Scorer(p, project / "models/seed_42").score(audios)
     scorer = Scorer(p, project / "models/seed_42")
@@ -108,7 +109,7 @@ def test_predict_writes_the_contract_and_scores_are_order_independent(project, t
     p, _ = trained
     monkeypatch.chdir(project)
     scorer = Scorer(p, project / "models/seed_42")
-    frames = score_csvs(p, scorer, {"dev": schema.split_csv("dev"), "test": schema.split_csv("test")},
+    frames = score_csvs(p, scorer, {"dev": layout.split_csv("dev"), "test": layout.split_csv("test")},
                         project / "predictions/seed_42")
     dev = schema.read_predictions(project / "predictions/seed_42/dev.csv")
     assert list(dev.columns[:9]) == list(schema.PREDICTIONS_COLUMNS)
@@ -119,7 +120,7 @@ def test_predict_writes_the_contract_and_scores_are_order_independent(project, t
     free = pd.read_csv(project / "predictions/seed_42/dev_content_free.csv")
     assert list(free["input"]) == ["silence", "noise"]
     # batch size does not change any clip's logits (clips of 0.2 to 5 s share batches)
-    meta = schema.read_metadata(schema.split_csv("test"))
+    meta = schema.read_metadata(layout.split_csv("test"))
     audios = load_clips(list(meta["audio_file"]), 16000)
     one = Scorer(params_mod.parse(params_mod.Params, {**_raw(project), "predict": {"batch_size": 1}}, ""),
                  project / "models/seed_42").score(audios)
@@ -133,8 +134,8 @@ def test_a_set_with_a_clip_longer_than_the_window_is_refused_before_scoring(proj
 
     p, _ = trained
     monkeypatch.chdir(project)
-    meta = pd.read_csv(schema.split_csv("test"))
-    meta["audio_path"] = [str(Path(f).resolve()) for f in schema.read_metadata(schema.split_csv("test"))["audio_file"]]
+    meta = pd.read_csv(layout.split_csv("test"))
+    meta["audio_path"] = [str(Path(f).resolve()) for f in schema.read_metadata(layout.split_csv("test"))["audio_file"]]
     write_audio(tmp_path / "long.wav", np.random.default_rng(0).standard_normal(7 * 16000).astype(np.float32) * 0.05)
     long_row = {**meta.iloc[0].to_dict(), "clip_id": "long_clip", "audio_path": str(tmp_path / "long.wav"),
                 "duration_s": 7.0}
@@ -143,7 +144,7 @@ def test_a_set_with_a_clip_longer_than_the_window_is_refused_before_scoring(proj
     out = tmp_path / "predictions"
     with pytest.raises(UserError, match=rf"^{csv} row {len(meta) + 1} \(long_clip\): clip of 7\.00 s is longer than "
                                         r"the model's 6 s audio window"):
-        score_csvs(p, Scorer(p, project / "models/seed_42"), {"dev": schema.split_csv("dev"), "extra": csv}, out)
+        score_csvs(p, Scorer(p, project / "models/seed_42"), {"dev": layout.split_csv("dev"), "extra": csv}, out)
     assert not out.exists()
 
 
