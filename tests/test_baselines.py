@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from test_vad import pink_noise, speech_in_noise, white_noise
 
 from speech_calibration import layout
 from speech_calibration import params as params_mod
@@ -18,6 +17,7 @@ from speech_calibration.cli import run
 from speech_calibration.data import schema
 from speech_calibration.data.audio import write_audio
 from stages import baselines
+from test_vad import pink_noise, speech_in_noise, white_noise
 
 ROOT = Path(__file__).resolve().parents[1]
 DETECTORS = ("silero", "webrtc")
