@@ -20,6 +20,7 @@ import yaml
 from speech_calibration import layout
 from speech_calibration.calibration import calibrators
 from speech_calibration.cli import run as cli_run
+from speech_calibration.report.summary import fmt_mean_sd
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (42, 123, 456)
@@ -171,7 +172,19 @@ def test_pipeline_writes_every_promised_file(study):
     out = pd.read_csv(project / "evaluation/seed_42/test_calibrated.csv")
     assert {"p_speech", "p_speech_uncalibrated", "predicted_token", "logit_A", "snr_db"} <= set(out.columns)
     assert len(out) == 24
-    assert len(pd.read_csv(project / "evaluation/seed_42/per_group.csv")) == 3
+    # the group-level view: 3 test groups are too few for an interval, so each says why; every metric per group
+    assert res["group_bootstrap"]["n_groups"] == 3
+    for series in ("uncalibrated", "calibrated"):
+        assert all(b["lo"] is None and b["reason"].startswith("3 groups: too few") for b in res[series]["ci_group"].values())
+    assert all(d["lo"] is None and d["verdict"].startswith("no interval") for d in res["delta_ci_group"].values())
+    per_group = pd.read_csv(project / "evaluation/seed_42/per_group.csv")
+    assert len(per_group) == 6 and sum(b["n"] for b in res["per_group"].values()) == 24
+    for g, block in res["per_group"].items():
+        clips = out[out["group_id"] == g]
+        right = (clips["predicted_token"] == clips["ground_truth_token"]).mean()
+        assert block["calibrated"]["accuracy"] == pytest.approx(right, abs=1e-6)
+        row = per_group[(per_group["group_id"] == g) & (per_group["series"] == "calibrated")].iloc[0]
+        assert row["accuracy"] == block["calibrated"]["accuracy"]
     rel = pd.read_csv(project / "plots/test/seed_42_test_reliability.csv")
     assert set(rel["series"]) == {"uncalibrated", "calibrated"}
     assert set(rel["kind"]) == {"predicted", "SPEECH", "NONSPEECH"}
@@ -201,6 +214,16 @@ def test_pipeline_writes_every_promised_file(study):
     assert {e["method_fitted"] for e in js["per_seed"].values()} == {"temperature"}
     assert set(js["references"]) == {"zeroshot", "baselines/silero"}
     assert {e["method_fitted"] for e in js["references"].values()} == {"temperature"}
+    # the group-level view, the same numbers in the text and the JSON
+    assert "No group-level interval: 3 groups: too few for a group-level interval" in summary
+    assert js["group_level"]["n_groups"] == 3 and set(js["group_level"]["systems"]) == {
+        "seed_42", "seed_123", "seed_456", "zeroshot", "baselines/silero"}
+    seeds = [json.loads((project / f"metrics/test/seed_{s}.json").read_text()) for s in SEEDS]
+    for g, block in js["per_group"]["fine_tuned"].items():
+        acc = block["calibrated"]["accuracy"]
+        assert acc["mean"] == pytest.approx(np.mean([r["per_group"][g]["calibrated"]["accuracy"] for r in seeds]), abs=1e-6)
+        cell = re.escape(fmt_mean_sd("accuracy", acc["mean"], acc["sd"]))
+        assert re.search(rf"^{g}\s.*fine-tuned \(k=3\)\s+calibrated\s+{cell}", summary, re.M), g
 
 
 @pytest.mark.slow

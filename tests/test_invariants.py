@@ -6,7 +6,9 @@
 - every calibrator, fitted on any dev data, gives probabilities in [0, 1] for any finite logits;
 - temperature scaling never changes a calibrator's decision: sign(z / T) = sign(z) for T > 0, on the float32
   logits a model emits and the temperatures ``calibration.temperature_bounds`` allows;
-- the paired difference of a system with itself is exactly 0, with a zero-width interval and no verdict.
+- the paired difference of a system with itself is exactly 0, with a zero-width interval and no verdict;
+- a cluster bootstrap with one clip per group (the groups named anyhow, in any order) gives exactly the clip
+  bootstrap's replicates with the same seed, for every metric.
 """
 from __future__ import annotations
 
@@ -21,6 +23,10 @@ from speech_calibration.calibration.fitting import fit
 from speech_calibration.calibration.methods import FITTED
 from speech_calibration.report.evaluation import evaluate_arrays
 from speech_calibration.stats import metrics
+from speech_calibration.stats.resampling import (
+    bootstrap_replicates,
+    cluster_bootstrap_replicates,
+)
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 probabilities = st.floats(0.0, 1.0, allow_nan=False)
@@ -85,6 +91,23 @@ def test_the_paired_difference_of_a_system_with_itself_is_zero(data):
             continue
         assert (d["delta"], d["lo"], d["hi"]) == (0.0, 0.0, 0.0), key
         assert d["verdict"] == "no clear difference", key
+
+
+@settings(max_examples=50, deadline=None)
+@given(forecasts(min_size=1, max_size=40), st.integers(0, 2 ** 32 - 1), st.randoms(use_true_random=False))
+def test_a_cluster_bootstrap_with_one_clip_per_group_is_the_clip_bootstrap(data, seed, random):
+    p, y = data
+    names = [f"speaker-{i}" for i in range(len(y))]
+    random.shuffle(names)  # group labels in no particular order: numbering follows the clips, not the names
+
+    def stat(idx):
+        return metrics.binary_metrics(y[idx], p[idx], n_bins=10, decomposition=False)
+
+    clip = bootstrap_replicates(stat, len(y), n_boot=60, seed=seed)
+    group = cluster_bootstrap_replicates(stat, np.array(names), n_boot=60, seed=seed)
+    assert clip.keys() == group.keys()
+    for key in clip:
+        np.testing.assert_array_equal(group[key], clip[key], err_msg=key)
 
 
 def test_the_decision_invariant_is_not_vacuous():

@@ -9,8 +9,22 @@ import pytest
 from scipy import stats as sps
 
 from speech_calibration.stats import metrics
-from speech_calibration.stats.resampling import (bootstrap_replicates, cluster_counts, interval_summary, keyed_rng,
-                                                  paired_difference, percentile_interval, t_interval)
+from speech_calibration.stats.resampling import (
+    MIN_CLUSTERS,
+    MIN_DISTINCT,
+    bootstrap_replicates,
+    class_strata,
+    cluster_bootstrap_replicates,
+    cluster_counts,
+    cluster_interval,
+    composition_strata,
+    interval_summary,
+    keyed_rng,
+    miss_probability,
+    paired_difference,
+    percentile_interval,
+    t_interval,
+)
 
 
 def test_t_interval_matches_closed_form():
@@ -134,3 +148,83 @@ def test_paired_bootstrap_sees_a_small_consistent_gain_that_unpaired_intervals_m
     assert ib[1] > ia[0]  # the separate intervals overlap
     d = paired_difference(metrics.brier(y, p1), metrics.brier(y, p2), reps["a"], reps["b"])
     assert d["verdict"] == "better"
+
+
+# ---------------------------------------------------------------------------------- cluster bootstrap
+def resampled(clusters, **kwargs) -> list[np.ndarray]:
+    """The index rows a cluster bootstrap hands its statistic, in resample order."""
+    rows = {}
+
+    def stat(idx):
+        key = len(rows)
+        rows[key] = idx
+        return {"row": np.arange(key * 1_000_000, key * 1_000_000 + len(idx))}
+
+    order = cluster_bootstrap_replicates(stat, clusters, **kwargs)["row"].astype(int)
+    return [rows[r // 1_000_000][r % 1_000_000] for r in order]
+
+
+def test_a_cluster_resample_holds_whole_clusters_as_often_as_drawn():
+    clusters = np.array(["a", "b", "b", "c", "c", "c", "d", "e", "e", "a"])  # sizes 2, 2, 3, 1, 2, unordered
+    members = {c: np.flatnonzero(clusters == c) for c in set(clusters)}
+    for idx in resampled(clusters, n_boot=300, seed=4):
+        counts = np.bincount(idx, minlength=len(clusters))
+        drawn = {c: counts[m[0]] for c, m in members.items()}
+        assert all((counts[m] == drawn[c]).all() for c, m in members.items())  # every item of a cluster, alike
+        assert sum(drawn.values()) == 5  # as many draws as clusters
+    again = resampled(clusters, n_boot=300, seed=4)
+    assert all(np.array_equal(np.sort(a), np.sort(b)) for a, b in zip(resampled(clusters, n_boot=300, seed=4), again))
+
+
+def test_strata_keep_each_stratum_s_cluster_count():
+    clusters = np.repeat(np.arange(7), 2)
+    strata = np.repeat(["speech"] * 3 + ["noise"] * 4, 2)
+    for idx in resampled(clusters, strata=strata, n_boot=200, seed=1):
+        drawn = clusters[idx][::2]
+        assert np.sum(drawn < 3) == 3 and np.sum(drawn >= 3) == 4
+    with pytest.raises(ValueError, match="constant within each cluster"):
+        cluster_bootstrap_replicates(lambda i: {"m": i.mean(-1)}, [0, 0, 1], strata=["x", "y", "y"], n_boot=5)
+
+
+def test_class_strata_only_where_a_resample_would_lose_a_class():
+    y = np.array([1] * 12 + [0] * 12)
+    one_class_groups = np.repeat(np.arange(6), 4)  # 3 speech-only and 3 non-speech-only groups
+    assert miss_probability(y, one_class_groups) == pytest.approx(0.5 ** 6)
+    assert list(class_strata(y, one_class_groups)) == ["1"] * 12 + ["0"] * 12
+    mixed = np.tile(np.arange(3), 8)  # every group holds both classes
+    assert miss_probability(y, mixed) == 0.0 and class_strata(y, mixed) is None
+    assert set(composition_strata(y, mixed)) == {"0+1"}
+    assert class_strata(y, np.arange(24)) is None  # one clip per group: 2 * 0.5^24 of losing a class
+    # the formula against the resamples themselves
+    lost = [len(set(y[idx])) < 2 for idx in resampled(one_class_groups, n_boot=20000, seed=0)]
+    assert np.mean(lost) == pytest.approx(2 * 0.5 ** 6, abs=0.006)
+
+
+def test_cluster_interval_says_why_when_the_groups_are_too_few():
+    three = cluster_interval(np.random.default_rng(0).normal(size=500), 3)
+    assert three["lo"] is None and three["reason"].startswith("3 groups: too few")
+    coarse = cluster_interval(np.repeat(np.arange(5.0), 100), 8)
+    assert coarse["lo"] is None and "5 distinct resampled values" in coarse["reason"]
+    assert cluster_interval(np.zeros(100), 8) == {"lo": 0.0, "hi": 0.0}  # cannot vary: zero width, honest
+    reps = np.random.default_rng(1).normal(size=400)
+    assert cluster_interval(reps, MIN_CLUSTERS) == dict(zip(("lo", "hi"), percentile_interval(reps)))
+    assert MIN_DISTINCT == 20
+    none = paired_difference(0.1, 0.2, np.zeros(50), np.ones(50) * 0.1 + np.arange(50) % 3, n_clusters=4)
+    assert none["lo"] is None and none["p"] is None and none["verdict"].startswith("no interval: 4 groups")
+
+
+def test_group_intervals_are_wider_than_clip_intervals_when_groups_differ():
+    """Ten groups, half of them hard: a clip bootstrap ignores that a new group may be hard; the group one does not."""
+    from speech_calibration.report.evaluation import evaluate_arrays
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat([f"g{i}" for i in range(10)], 20)
+    y = np.tile([0, 1], 100)
+    hard = np.repeat(np.arange(10) % 2 == 0, 20)
+    right = rng.random(200) < np.where(hard, 0.55, 0.97)
+    p = np.where(right == (y == 1), 0.8, 0.2)
+    res = evaluate_arrays(y, p, p, groups=groups, n_bootstrap=2000)
+    clip, group = res["uncalibrated"]["ci"]["accuracy"], res["uncalibrated"]["ci_group"]["accuracy"]
+    assert group["hi"] - group["lo"] > 1.5 * (clip["hi"] - clip["lo"])
+    assert res["group_bootstrap"]["n_groups"] == 10 and res["group_bootstrap"]["resampled"] == "whole test groups"
+    assert set(res["per_group"]) == {f"g{i}" for i in range(10)}

@@ -6,12 +6,14 @@ For ``<system>`` = ``seed_42`` (reference systems: ``metrics/references/test/<sy
 * ``metrics/test/<system>.json``: ``{"uncalibrated": {...}, "calibrated": {...}, "delta_ci": {...}}``;
   each block holds accuracy, acc_speech, acc_nonspeech, balanced_accuracy, roc_auc, brier (+ Murphy
   reliability / resolution / uncertainty / within_bin), nll, ece, ece_mass, ece_debiased, ece_smooth, mce
-  (estimators: :mod:`speech_calibration.stats.metrics`) and ``ci``: clip-bootstrap intervals of accuracy,
-  ROC-AUC and each ECE; ``delta_ci``: paired-bootstrap calibrated-minus-uncalibrated of ECE, smooth ECE,
-  NLL, Brier and accuracy with a verdict (better / worse / no clear difference); ``tuned_threshold`` when
-  a dev-tuned decision threshold exists;
+  (estimators: :mod:`speech_calibration.stats.metrics`), ``ci``: clip-bootstrap intervals of accuracy,
+  ROC-AUC and each ECE, and ``ci_group``: the same from a bootstrap over test groups, or the reason there
+  is none; ``delta_ci`` / ``delta_ci_group``: paired calibrated-minus-uncalibrated ECE, smooth ECE, NLL,
+  Brier and accuracy (clip / group bootstrap) with a verdict (better / worse / no clear difference);
+  ``group_bootstrap``: how the groups were resampled and the rule for an interval; ``per_group``: each
+  metric on each test group alone; ``tuned_threshold`` when a dev-tuned decision threshold exists;
 * ``evaluation/<system>/test_calibrated.csv``: the test predictions with uncalibrated and calibrated
-  p(SPEECH) and predicted tokens; ``evaluation/<system>/per_group.csv``: accuracy per group;
+  p(SPEECH) and predicted tokens; ``evaluation/<system>/per_group.csv``: the ``per_group`` block as a table;
 * ``plots/test/<system>_test_reliability.csv`` and ``.png``: reliability for the predicted class and per class.
 """
 from __future__ import annotations
@@ -38,22 +40,55 @@ from speech_calibration.layout import SystemFiles
 from speech_calibration.params import Evaluate
 from speech_calibration.report.reliability import plot_reliability, reliability_rows, rows_frame
 from speech_calibration.stats import metrics
-from speech_calibration.stats.resampling import bootstrap_replicates, interval_summary, paired_difference
+from speech_calibration.stats.resampling import (
+    MIN_CLUSTERS,
+    MIN_DISTINCT,
+    bootstrap_replicates,
+    class_strata,
+    cluster_bootstrap_replicates,
+    cluster_interval,
+    composition_strata,
+    interval_summary,
+    paired_difference,
+)
 
 log = logging.getLogger(__name__)
 
 CI_KEYS = ("accuracy", "roc_auc", "ece", "ece_mass", "ece_debiased", "ece_smooth")
 DELTA_KEYS = ("ece", "ece_smooth", "nll", "brier", "accuracy")
 SERIES = ("uncalibrated", "calibrated")
+CLASS_NAMES = {"0": NONSPEECH, "1": SPEECH}
+GROUP_KEYS = ("accuracy", "acc_speech", "acc_nonspeech", "balanced_accuracy", "roc_auc", "ece", "nll", "brier")
 
 
 def _r(x) -> float:
     return round(float(x), 6)
 
 
+def _rounded(block: dict) -> dict:
+    return {k: _r(v) if isinstance(v, float) else v for k, v in block.items()}
+
+
+def per_group_metrics(y: np.ndarray, series: dict[str, np.ndarray], groups: np.ndarray, *, n_bins: int = 15) -> dict:
+    """``{group: {"n", "n_speech", <series>: {metric: value}}}``: every ``GROUP_KEYS`` metric on each group's clips alone."""
+    out = {}
+    for g in dict.fromkeys(np.asarray(groups).tolist()):
+        idx = np.flatnonzero(np.asarray(groups) == g)
+        out[str(g)] = {"n": int(idx.size), "n_speech": int(np.sum(y[idx])), **{
+            name: {k: _r(v) for k, v in metrics.binary_metrics(y[idx], p[idx], n_bins=n_bins, decomposition=False).items()
+                   if k in GROUP_KEYS} for name, p in series.items()}}
+    return out
+
+
 def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, threshold: float = 0.5, n_bins: int = 15,
-                    n_bootstrap: int = 2000, ci: float = 0.95, seed: int = 0) -> dict:
-    """The metrics JSON of one system (see the module doc) from labels and the two p(SPEECH) columns."""
+                    n_bootstrap: int = 2000, ci: float = 0.95, seed: int = 0, groups: np.ndarray | None = None) -> dict:
+    """The metrics JSON of one system (see the module doc) from labels and the two p(SPEECH) columns.
+
+    With ``groups`` (each clip's group) also the group-level view: ``ci_group`` per series and
+    ``delta_ci_group`` from a bootstrap over groups (stratified by the classes a group holds where the
+    design needs it, :func:`~speech_calibration.stats.resampling.class_strata`), with the same seed, and
+    ``per_group``: every metric on each group alone.
+    """
     series = {"uncalibrated": np.asarray(p_uncal, float), "calibrated": np.asarray(p_cal, float)}
     tuned = threshold != 0.5
     point = {name: metrics.binary_metrics(y, p, n_bins=n_bins) for name, p in series.items()}
@@ -76,10 +111,30 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
                            interval_summary(reps[f"{name}/{k}"], ci).items()} for k in CI_KEYS}
         result[name] = block
     result["delta_ci"] = {
-        k: {kk: (_r(vv) if isinstance(vv, float) else vv) for kk, vv in paired_difference(
+        k: _rounded(paired_difference(
             point["uncalibrated"][k], point["calibrated"][k], reps[f"uncalibrated/{k}"], reps[f"calibrated/{k}"], ci=ci,
-            lower_is_better=k in metrics.LOWER_IS_BETTER).items()}
+            lower_is_better=k in metrics.LOWER_IS_BETTER))
         for k in DELTA_KEYS}
+    if groups is not None:
+        groups = np.asarray(groups)
+        n_groups = len(set(groups.tolist()))
+        strata = class_strata(y, groups)
+        greps = cluster_bootstrap_replicates(stat, groups, strata=strata, n_boot=n_bootstrap, seed=seed)
+        composition = composition_strata(y, groups)
+        result["group_bootstrap"] = {
+            "n_groups": n_groups,
+            "resampled": "whole test groups" + (", within strata of the classes a group holds" if strata is not None else ""),
+            "groups_holding": {"+".join(CLASS_NAMES[c] for c in k.split("+")): len(set(groups[composition == k].tolist()))
+                               for k in dict.fromkeys(composition.tolist())},
+            "rule": f"an interval needs >= {MIN_CLUSTERS} groups and >= {MIN_DISTINCT} distinct resampled values"}
+        for name in SERIES:
+            result[name]["ci_group"] = {k: _rounded(cluster_interval(greps[f"{name}/{k}"], n_groups, ci)) for k in CI_KEYS}
+        result["delta_ci_group"] = {
+            k: _rounded(paired_difference(
+                point["uncalibrated"][k], point["calibrated"][k], greps[f"uncalibrated/{k}"], greps[f"calibrated/{k}"],
+                ci=ci, lower_is_better=k in metrics.LOWER_IS_BETTER, n_clusters=n_groups))
+            for k in DELTA_KEYS}
+        result["per_group"] = per_group_metrics(y, series, groups, n_bins=n_bins)
     if tuned:
         pred = metrics.predict(series["calibrated"], threshold)
         result["tuned_threshold"] = {
@@ -103,9 +158,10 @@ def evaluate_system(files: SystemFiles, cfg: Evaluate) -> dict:
     a, b = df[LOGIT_A].to_numpy(float), df[LOGIT_B].to_numpy(float)
     p_uncal = metrics.p_speech_from_logits(a, b)
     p_cal = cal.predict_proba(a, b)
+    groups = df[GROUP_ID].astype(str).to_numpy()
     result = {"system": files.system, "method_fitted": cal.method, "n_groups": int(df[GROUP_ID].nunique()), **evaluate_arrays(
         y, p_uncal, p_cal, threshold=cal.threshold, n_bins=cfg.n_bins, n_bootstrap=cfg.n_bootstrap, ci=cfg.ci,
-        seed=cfg.bootstrap_seed)}
+        seed=cfg.bootstrap_seed, groups=groups)}
     write_json(files.test_json, result)
 
     # calibrated predictions, per clip
@@ -120,16 +176,15 @@ def evaluate_system(files: SystemFiles, cfg: Evaluate) -> dict:
         out["predicted_token_tuned"] = np.where(metrics.predict(p_cal, cal.threshold) == 1, tok_s, tok_n)
     write_csv(files.test_calibrated_csv, out)
 
-    # per group
+    # per group: one row per group and series (the metrics JSON's per_group block), tuned-threshold accuracy beside
     rows = []
-    for g, idx in df.groupby(GROUP_ID, sort=True).indices.items():
-        yy = y[idx]
-        row = {"group_id": g, "n": len(idx), "n_speech": int(yy.sum()),
-               "accuracy_uncalibrated": float(metrics.accuracy(yy, metrics.predict(p_uncal[idx]))),
-               "accuracy_calibrated": float(metrics.accuracy(yy, metrics.predict(p_cal[idx])))}
-        if cal.threshold != 0.5:
-            row["accuracy_tuned"] = float(metrics.accuracy(yy, metrics.predict(p_cal[idx], cal.threshold)))
-        rows.append(row)
+    for g, block in result["per_group"].items():
+        idx = np.flatnonzero(groups == g)
+        for name in SERIES:
+            row = {"group_id": g, "n": block["n"], "n_speech": block["n_speech"], "series": name, **block[name]}
+            if name == "calibrated" and cal.threshold != 0.5:
+                row["accuracy_tuned"] = float(metrics.accuracy(y[idx], metrics.predict(p_cal[idx], cal.threshold)))
+            rows.append(row)
     write_csv(files.per_group_csv, pd.DataFrame(rows))
 
     rel = reliability_rows(files.system, {"uncalibrated": p_uncal, "calibrated": p_cal}, y, n_bins=cfg.n_bins)

@@ -6,11 +6,14 @@ Reads ``metrics/test/seed_<seed>.json`` and ``metrics/calibration/seed_<seed>.js
 :func:`aggregate` writes:
 
 * ``metrics/summary.json`` (for ``dvc metrics diff``): per metric and series (uncalibrated / calibrated)
-  the mean, SD and Student-t interval across seeds; the fitted parameters and paired deltas per seed;
-  the reference systems' metrics;
+  the mean, SD and Student-t interval across seeds (clipped to the metric's range, as in the text);
+  the fitted parameters and paired deltas per seed; the reference systems' metrics; ``group_level``:
+  every system's group-bootstrap intervals, or the reason there are none; ``per_group``: each metric on
+  each test group (fine-tuned: mean, SD, t-interval over seeds);
 * ``metrics/summary.txt``: the study's summary lines (``Overall:   83.3% ± 0.0%``, ``SPEECH:``,
-  ``NONSPEECH:``, ``ECE:``, ``ROC-AUC:``) per series, the paired calibration effect per seed, and one
-  table of every system with the same columns;
+  ``NONSPEECH:``, ``ECE:``, ``ROC-AUC:``) per series, the paired calibration effect per seed, one
+  table of every system with the same columns, and the group-level view (intervals or why none, and
+  the per-group table) with the same numbers as the JSON;
 * ``plots/summary/reliability_pooled.csv`` / ``.png``: reliability of the test clips of all seeds pooled;
 * ``plots/summary/per_seed.csv`` / ``.png``: accuracy, ECE and NLL per seed, uncalibrated vs calibrated.
 """
@@ -29,7 +32,12 @@ from speech_calibration import layout
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import write_csv, write_json, write_text
 from speech_calibration.layout import SystemFiles
-from speech_calibration.report.reliability import plot_per_seed, plot_reliability, reliability_rows, rows_frame
+from speech_calibration.report.reliability import (
+    plot_per_seed,
+    plot_reliability,
+    reliability_rows,
+    rows_frame,
+)
 from speech_calibration.stats import metrics
 from speech_calibration.stats.resampling import t_interval
 
@@ -47,6 +55,8 @@ EXTRA_LINES = (("Balanced", "balanced_accuracy"), ("smECE", "ece_smooth"), ("ECE
                ("RMSCE(db)", "ece_debiased"), ("NLL", "nll"), ("Brier", "brier"))
 TABLE_COLUMNS = (("Overall", "accuracy"), ("SPEECH", "acc_speech"), ("NONSPEECH", "acc_nonspeech"),
                  ("ROC-AUC", "roc_auc"), ("ECE", "ece"), ("smECE", "ece_smooth"), ("NLL", "nll"), ("Brier", "brier"))
+GROUP_COLUMNS = (("Overall", "accuracy"), ("SPEECH", "acc_speech"), ("NONSPEECH", "acc_nonspeech"),
+                 ("ROC-AUC", "roc_auc"), ("ECE", "ece"), ("NLL", "nll"), ("Brier", "brier"))
 ESTIMATORS_NOTE = ("Calibration error estimators (on small samples they disagree, so all are shown): ECE = equal-width "
                    "bins (evaluate.n_bins) of the top-label confidence; ECE(mass) = equal-mass bins; RMSCE(db) = the "
                    "debiased root-mean-square error of Kumar et al. 2019 (bin sampling noise subtracted, so near 0 when "
@@ -162,10 +172,88 @@ def aggregate(seeds: Sequence[int], references: Sequence[str], *, ci: float = 0.
             "method_fitted": r.get("method_fitted"), "params": rr["calibration"].get("params", {}),
             **{series: {k: _block(r, Path(name), series).get(k) for k in AGG_KEYS} for series in SERIES}}
     summary["skipped"] = skipped
+    summary["group_level"] = group_level(seed_results, ref_results)
+    summary["per_group"] = per_group(seed_results, ref_results, ci)
     write_json(layout.SUMMARY_JSON, summary)
     write_text(layout.SUMMARY_TXT, summary_text(summary, seed_results, seed_cal, ref_results, ci))
     _plots(seed_results, n_bins)
     return summary
+
+
+# ------------------------------------------------------------------------------------------ groups
+def group_level(seed_results: dict, ref_results: dict) -> dict:
+    """Every system's group-bootstrap intervals (``ci_group``, ``delta_ci_group`` of its test metrics), as evaluate wrote them."""
+    systems = {**seed_results, **{name: rr["test"] for name, rr in ref_results.items()}}
+    first = next(iter(seed_results.values()))
+    return {**first.get("group_bootstrap", {}), "systems": {
+        name: {**{series: r[series].get("ci_group", {}) for series in SERIES}, "delta": r.get("delta_ci_group", {})}
+        for name, r in systems.items()}}
+
+
+def per_group(seed_results: dict, ref_results: dict, ci: float) -> dict:
+    """Each metric on each test group: the fine-tuned seeds' mean, SD and t-interval; each reference system's value."""
+    groups = next(iter(seed_results.values())).get("per_group", {})
+    tuned = {}
+    for g, block in groups.items():
+        tuned[g] = {"n": block["n"], "n_speech": block["n_speech"]}
+        for series in SERIES:
+            tuned[g][series] = {
+                key: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in seed_interval(
+                    [_num(r["per_group"][g][series].get(key)) for r in seed_results.values()], key, ci).items() if k != "k"}
+                for key in block[series]}
+    return {"fine_tuned": tuned, "references": {name: rr["test"].get("per_group", {}) for name, rr in ref_results.items()}}
+
+
+def _interval_text(key: str, block: dict | None) -> str:
+    if not block or block.get("lo") is None:
+        return "none"
+    return f"[{fmt_value(key, block['lo'])}, {fmt_value(key, block['hi'])}]"
+
+
+def group_lines(summary: dict, ci: float) -> list[str]:
+    """The group-level view: group-bootstrap intervals where the groups allow one, else why not; the per-group table."""
+    info = summary["group_level"]
+    n_groups = info.get("n_groups")
+    pct = int(round(100 * ci))
+    out = [f"Group-level view: a new speaker or recording is a new group, and the test split has {n_groups} groups"]
+    reasons = {b.get("reason") for sys in info["systems"].values() for series in SERIES
+               for b in sys[series].values() if b.get("reason")}
+    if n_groups is not None and all(b.get("lo") is None for sys in info["systems"].values() for series in SERIES
+                                    for b in sys[series].values()):
+        out += [f"  No group-level interval: {'; '.join(sorted(reasons))}.",
+                "  The table below (each metric on each group alone) is the group-level evidence."]
+    else:
+        out.append(f"  {pct}% group-bootstrap intervals ({info.get('resampled')}; {info.get('rule')}; 'none': see below)")
+        for name, sys in info["systems"].items():
+            for series in SERIES:
+                cells = [f"{label} {_interval_text(key, sys[series].get(key))}"
+                         for label, key in (("accuracy", "accuracy"), ("ROC-AUC", "roc_auc"), ("ECE", "ece"),
+                                            ("smECE", "ece_smooth"))]
+                out.append(f"  {name:<20}{series:<14}" + "; ".join(cells))
+            d = sys["delta"].get("ece")
+            if d:
+                out.append(f"  {name:<20}{'cal - uncal':<14}ECE {d['delta']:+.3f} "
+                           + (f"[{d['lo']:+.3f}, {d['hi']:+.3f}] {d['verdict']}" if d.get("lo") is not None
+                              else d["verdict"]))
+        if reasons:
+            out.append("  none: " + "; ".join(sorted(reasons)))
+    out += ["", "Per test group (fine-tuned: mean ± SD over seeds; reference systems: one run each)"]
+    header = f"{'group':<26}{'clips':>9}  {'system':<20}{'series':<14}" + "".join(f"{label:>16}" for label, _ in GROUP_COLUMNS)
+    out += [header, "-" * len(header)]
+    k = len(summary["seeds"])
+    for g, block in summary["per_group"]["fine_tuned"].items():
+        clips = f"{block['n']} ({block['n_speech']} S)"
+        for series in SERIES:
+            cells = [fmt_mean_sd(key, block[series][key]["mean"], block[series][key]["sd"]) if k > 1
+                     else fmt_value(key, block[series][key]["mean"]) for _, key in GROUP_COLUMNS]
+            out.append(f"{g:<26}{clips:>9}  {f'fine-tuned (k={k})':<20}{series:<14}" + "".join(f"{c:>16}" for c in cells))
+        for name, groups in summary["per_group"]["references"].items():
+            if g not in groups:
+                continue
+            for series in SERIES:
+                cells = [fmt_value(key, _num(groups[g][series].get(key))) for _, key in GROUP_COLUMNS]
+                out.append(f"{'':<26}{'':>9}  {name:<20}{series:<14}" + "".join(f"{c:>16}" for c in cells))
+    return out
 
 
 # ------------------------------------------------------------------------------------------ text
@@ -198,7 +286,7 @@ def summary_text(summary: dict, seed_results: dict, seed_cal: dict, ref_results:
         for label, key in (("Overall", "accuracy"), ("SPEECH", "acc_speech"), ("NONSPEECH", "acc_nonspeech")):
             out.append(f"{label + ':':<11}{fmt_mean_sd(key, t[key]['mean'], t[key]['sd'])}")
         out.append("")
-    out.append(f"Calibrated minus uncalibrated on the same test clips (paired bootstrap, {pct}% interval):")
+    out.append(f"Calibrated minus uncalibrated on the same test clips (paired clip bootstrap, {pct}% interval):")
     for name, r in seed_results.items():
         parts = []
         for key, label in (("ece", "ECE"), ("nll", "NLL"), ("brier", "Brier"), ("accuracy", "accuracy")):
@@ -219,9 +307,11 @@ def summary_text(summary: dict, seed_results: dict, seed_cal: dict, ref_results:
     notes += [(name, note) for name, rr in ref_results.items() for note in rr["calibration"].get("notes", [])]
     if notes:
         out += ["", "Notes on the dev fits:"] + [f"  {name}: {note}" for name, note in notes]
-    out += ["", f"Caveat: bootstrap intervals resample test clips; clips of one group (speaker / recording) are "
-                f"correlated and the test split has {first.get('n_groups', '?')} groups, so they understate the "
-                f"uncertainty for new groups. The t-interval across {k} seeds covers training randomness only."]
+    out += ["", *group_lines(summary, ci)]
+    out += ["", f"Caveat: the clip-bootstrap intervals above resample test clips; clips of one group (speaker / "
+                f"recording) are correlated and the test split has {first.get('n_groups', '?')} groups, so they "
+                "describe these groups, not a new one (the group-level view above does). The t-interval across "
+                f"{k} seeds covers training randomness only."]
     return "\n".join(out) + "\n"
 
 

@@ -9,8 +9,13 @@ Intervals are percentile intervals (the ``(1-ci)/2`` and ``(1+ci)/2`` quantiles 
 accounts for the correlation between them (both are scored on the same clips). :func:`keyed_rng` gives
 each resampling its own generator, named by text keys, so a result does not depend on what ran before it.
 
-Caveat, stated in the reports: clips of one group (speaker or recording) are not independent, so a
-clip-level bootstrap over a test split of few groups understates the uncertainty of a new group.
+Clips of one group (speaker or recording) are not independent, so a clip-level bootstrap describes
+the test groups at hand, not a new group. :func:`cluster_bootstrap_replicates` resamples whole groups
+instead (within strata where :func:`class_strata` finds that the design needs them: speech-only and
+non-speech-only groups separately, so every resample keeps both classes); with one clip per group and
+no strata it draws exactly the resamples of the clip-level bootstrap with the same seed. A group-level interval is honest only when the groups are
+many enough to vary: :func:`cluster_interval` gives one only from ``MIN_CLUSTERS`` groups and
+``MIN_DISTINCT`` distinct resampled values on (else it says why in words).
 """
 from __future__ import annotations
 
@@ -21,6 +26,10 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 StatFn = Callable[[np.ndarray], Mapping[str, np.ndarray]]
+
+MIN_CLUSTERS = 5  # fewer groups than this: no group-level interval, a sentence saying why
+MIN_DISTINCT = 20  # fewer distinct resampled values than this (but more than one): likewise
+MAX_MISS = 1e-3  # stratify a cluster bootstrap by class where a resample would otherwise lose a class more often
 
 
 def keyed_rng(seed: int, *keys: str) -> np.random.Generator:
@@ -58,6 +67,113 @@ def bootstrap_replicates(stat: StatFn, n: int, *, n_boot: int = 2000, seed: int 
     return {name: np.concatenate(v) for name, v in parts.items()}
 
 
+def _first_appearance_codes(labels) -> tuple[np.ndarray, int]:
+    """Integer codes ``0..k-1`` of ``labels``, numbered in order of first appearance, and ``k``."""
+    _, first, inverse = np.unique(np.asarray(labels), return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse.reshape(-1)], len(first)
+
+
+def cluster_bootstrap_replicates(stat: StatFn, clusters, *, strata=None, n_boot: int = 2000,
+                                 seed: int | np.random.Generator = 0) -> dict[str, np.ndarray]:
+    """Replicates of ``stat`` over ``n_boot`` resamples of whole clusters (groups), drawn with replacement.
+
+    ``clusters``: the cluster of each item (any labels); ``strata``: optionally the stratum of each item,
+    constant within a cluster; the clusters of each stratum are resampled among themselves, as many as
+    it has. A resample holds every item of every drawn cluster, as often as the cluster was drawn, so
+    with unequal cluster sizes resamples differ in length: ``stat(idx)`` is called once per distinct
+    length with the ``(b, length)`` index matrix of those resamples (the interface of
+    :func:`bootstrap_replicates`), and the replicates come back in resample order.
+
+    Clusters are numbered in order of first appearance and a stratum's draws are
+    ``rng.integers(0, k, (n_boot, k))`` for its ``k`` clusters, so one cluster per item and no strata
+    give exactly :func:`bootstrap_indices` with the same seed.
+    """
+    codes, n_clusters = _first_appearance_codes(clusters)
+    if n_clusters < 1:
+        raise ValueError("bootstrap needs at least one item")
+    rng = np.random.default_rng(seed)
+    if strata is None:
+        stratum_of = np.zeros(n_clusters, dtype=np.int64)
+    else:
+        s_codes, _ = _first_appearance_codes(strata)
+        stratum_of = np.full(n_clusters, -1, dtype=np.int64)
+        stratum_of[codes] = s_codes
+        if np.any(stratum_of[codes] != s_codes):
+            raise ValueError("strata must be constant within each cluster")
+    draws = np.concatenate([members[rng.integers(0, len(members), size=(n_boot, len(members)))]
+                            for members in (np.flatnonzero(stratum_of == s) for s in range(stratum_of.max() + 1))],
+                           axis=1)
+    order = np.argsort(codes, kind="stable")  # items grouped by cluster, in item order within one
+    sizes = np.bincount(codes, minlength=n_clusters)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    lengths = sizes[draws].sum(axis=1)
+    parts: dict[str, np.ndarray] = {}
+    for length in np.unique(lengths):
+        rows = np.flatnonzero(lengths == length)
+        d = draws[rows].reshape(-1)
+        first = np.repeat(starts[d] - np.concatenate([[0], np.cumsum(sizes[d])[:-1]]), sizes[d])
+        idx = order[first + np.arange(first.size)].reshape(len(rows), int(length))
+        for name, values in stat(idx).items():
+            out = parts.setdefault(name, np.full(n_boot, np.nan))
+            out[rows] = np.asarray(values, dtype=float)
+    return parts
+
+
+def composition_strata(labels, clusters) -> np.ndarray:
+    """Each item's stratum: the set of labels its cluster holds (``"0"``, ``"1"`` or ``"0+1"`` for 0/1 labels)."""
+    labels, clusters = np.asarray(labels), np.asarray(clusters)
+    codes, k = _first_appearance_codes(clusters)
+    held = [sorted({str(v) for v in labels[codes == c]}) for c in range(k)]
+    return np.array(["+".join(h) for h in held], dtype=object)[codes]
+
+
+def miss_probability(labels, clusters) -> float:
+    """The chance that one unstratified cluster resample holds no item of some label: ``max_c (1 - m_c / k)^k``,
+    with ``k`` clusters of which ``m_c`` hold label ``c``."""
+    labels, clusters = np.asarray(labels), np.asarray(clusters)
+    k = len(set(clusters.tolist()))
+    return max((1.0 - len(set(clusters[labels == c].tolist())) / k) ** k for c in set(labels.tolist()))
+
+
+def class_strata(labels, clusters, max_miss: float = MAX_MISS) -> np.ndarray | None:
+    """The strata a cluster bootstrap needs: :func:`composition_strata` where an unstratified resample would lose a
+    label with probability above ``max_miss`` (:func:`miss_probability`), else None (no strata).
+
+    So a design of speech-only speakers and non-speech-only sources is resampled within each kind (both
+    classes in every resample), while groups that each hold both classes, or many one-clip groups, are
+    resampled as they are.
+    """
+    return composition_strata(labels, clusters) if miss_probability(labels, clusters) > max_miss else None
+
+
+def cluster_interval(replicates: np.ndarray, n_clusters: int, ci: float = 0.95, *,
+                     unit: str = "groups") -> dict[str, float | None | str]:
+    """The percentile interval of cluster-bootstrap replicates, or ``lo = hi = None`` and the reason in words.
+
+    No interval from fewer than ``MIN_CLUSTERS`` clusters, nor when the replicates take more than one
+    but fewer than ``MIN_DISTINCT`` distinct values: the percentile interval of so coarse a
+    distribution says more about the few clusters than about a new one. Replicates that are all equal
+    (e.g. an accuracy difference that cannot change) give the zero-width interval.
+    """
+    r = np.asarray(replicates, dtype=float)
+    r = r[~np.isnan(r)]
+    distinct = int(np.unique(r).size)
+    if n_clusters < MIN_CLUSTERS:
+        reason = (f"{n_clusters} {unit}: too few for a {unit[:-1]}-level interval "
+                  f"(needs >= {MIN_CLUSTERS} {unit} and >= {MIN_DISTINCT} distinct resampled values)")
+    elif r.size == 0:
+        reason = "undefined in every resample"
+    elif 1 < distinct < MIN_DISTINCT:
+        reason = (f"{distinct} distinct resampled values from {n_clusters} {unit}: too coarse for an interval "
+                  f"(needs >= {MIN_DISTINCT})")
+    else:
+        lo, hi = percentile_interval(r, ci)
+        return {"lo": lo, "hi": hi}
+    return {"lo": None, "hi": None, "reason": reason}
+
+
 def percentile_interval(replicates: np.ndarray, ci: float = 0.95, *, interpolate: bool = True) -> tuple[float, float]:
     """The ``(1-ci)/2`` and ``(1+ci)/2`` quantiles of bootstrap replicates, ignoring NaN replicates (NaN if all are NaN).
 
@@ -90,17 +206,24 @@ def interval_summary(replicates: np.ndarray, ci: float = 0.95) -> dict[str, floa
 
 
 def paired_difference(point_a: float, point_b: float, rep_a: np.ndarray, rep_b: np.ndarray, *, ci: float = 0.95,
-                      lower_is_better: bool = True) -> dict[str, float | str]:
+                      lower_is_better: bool = True, n_clusters: int | None = None) -> dict[str, float | str | None]:
     """Paired bootstrap of ``b - a`` (e.g. calibrated minus uncalibrated) from replicates on the same resamples.
 
     Returns the observed difference, its percentile interval, a two-sided bootstrap p-value
     ``min(1, 2 min(P*(d <= 0), P*(d >= 0)))`` and a verdict: ``better`` / ``worse`` when the interval
     excludes 0 in the good / bad direction, ``no clear difference`` otherwise (also when every
     replicate difference is exactly 0, e.g. the accuracy of temperature scaling).
+
+    With ``n_clusters`` (replicates of a cluster bootstrap) the interval follows :func:`cluster_interval`:
+    where that gives none, ``lo``, ``hi`` and ``p`` are None and the verdict is ``no interval: <reason>``.
     """
     d = np.asarray(rep_b, dtype=float) - np.asarray(rep_a, dtype=float)
     d = d[~np.isnan(d)]
     delta = float(point_b - point_a)
+    if n_clusters is not None:
+        interval = cluster_interval(d, n_clusters, ci)
+        if interval["lo"] is None:
+            return {"delta": delta, "lo": None, "hi": None, "p": None, "verdict": f"no interval: {interval['reason']}"}
     lo, hi = percentile_interval(d, ci)
     if d.size == 0:
         return {"delta": delta, "lo": lo, "hi": hi, "p": math.nan, "verdict": "undefined"}
@@ -112,7 +235,9 @@ def paired_difference(point_a: float, point_b: float, rep_a: np.ndarray, rep_b: 
 
 
 def _t_quantile(q: float, df: int) -> float:
-    from scipy.special import stdtrit  # lazy: scipy.stats alone costs ~1 s of import time
+    from scipy.special import (
+        stdtrit,  # lazy: scipy.stats alone costs ~1 s of import time
+    )
 
     return float(stdtrit(df, q))
 
