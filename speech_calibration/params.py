@@ -315,7 +315,7 @@ class Conditions:
     container_s: float = 2.0  # duration variants: the segment sits in the middle of a container this long
     container_noise_dbfs: float = -60.0  # RMS level of the white noise that pads the container
     durations_ms: list[float] = field(default_factory=lambda: [20.0, 40.0, 60.0, 80.0, 100.0, 200.0, 500.0, 1000.0])
-    snr_db: list[float] = field(default_factory=lambda: [-10.0, -5.0, 0.0, 5.0, 10.0, 20.0])
+    snr_db: list[float] = field(default_factory=lambda: [-20.0, -15.0, -10.0, -5.0, 0.0, 5.0, 10.0, 20.0, 30.0, 40.0])
     t60_s: list[float] = field(default_factory=lambda: [0.3, 1.0, 2.5])
     band: list[str] = field(default_factory=lambda: list(BAND_FILTERS))
     band_low_hz: float = 300.0

@@ -3,8 +3,8 @@
 Reads the variants' metadata (``data/processed/conditions/conditions_metadata.csv``), every system's
 scores of them (the seeds, the zero-shot model and the VAD baselines that scored them) and each
 system's DEV-fitted calibrator, applied unchanged. Writes ``metrics/conditions.json`` (headline per
-system), the tables under ``metrics/conditions/`` (per condition and level, psychometric thresholds
-and fits, paired tests) and ``plots/conditions/`` (:mod:`speech_calibration.report.conditions`).
+system), the tables under ``metrics/conditions/`` (per condition and level, sensitivity and hit-rate
+thresholds, psychometric fits, paired tests clustered by base clip) and ``plots/conditions/`` (:mod:`speech_calibration.report.conditions`).
 Params: ``seeds``, ``conditions`` (levels and bootstrap), ``evaluate.n_bins``, ``evaluate.ci``.
 
     python -m stages.conditions
@@ -29,8 +29,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     scored = [score_system(s, meta) for s in discover_systems(config.seeds)]
     head = report(meta, scored, config.conditions, config.evaluate.n_bins, config.evaluate.ci)
     for name, entry in head.items():
-        log.info("%s: BA_clip %.3f, BA_conditions %.3f, DT50 %s, SNR50 %s", name, entry.get("BA_clip", math.nan),
-                 entry.get("BA_conditions", math.nan), entry.get("DT50_text"), entry.get("SNR50_text"))
+        log.info("%s: BA_clip %.3f, BA_conditions %.3f, DT75 %s, SNR75 %s", name, entry.get("BA_clip", math.nan),
+                 entry.get("BA_conditions", math.nan), entry.get("DT75_text"), entry.get("SNR75_text"))
 
 
 if __name__ == "__main__":

@@ -85,20 +85,24 @@ def test_report_end_to_end(project):
     head = json.loads(Path("metrics/conditions.json").read_text())
     assert set(head) == {"seed_42", "seed_123", "seed_456", "zeroshot", "silero", "finetuned"}
 
-    # thresholds: the fine-tuned system was simulated with DT50 = 100 ms and SNR50 = 0 dB
+    # thresholds: the fine-tuned system was simulated with hit rate 50 % at 100 ms and at 0 dB, and (almost) no
+    # false alarms, so balanced accuracy reaches 75 % there
+    thresholds = pd.read_csv("metrics/conditions/thresholds.csv")
     for seed in (42, 123, 456):
         entry = head[f"seed_{seed}"]
-        assert 60 < entry["DT50_ms"] < 160, entry
-        assert -3 < entry["SNR50_dB"] < 3, entry
-        assert entry["DT50_ms"] < entry["DT75_ms"] < entry["DT90_ms"]
+        assert 60 < entry["DT75_ms"] < 160, entry
+        assert -3 < entry["SNR75_dB"] < 3, entry
+        assert entry["DT75_ms"] < entry["DT90_ms"]
+        hit = thresholds[(thresholds["system"] == f"seed_{seed}") & (thresholds["measure"] == "p_speech_given_speech")]
+        assert set(hit["threshold"]) == {"DT50_hit", "DT75_hit", "DT90_hit", "SNR50_hit", "SNR75_hit"}
+        assert 60 < hit.set_index("threshold").loc["DT50_hit", "value"] < 160
     assert head["finetuned"]["n_seeds"] == 3
-    assert head["finetuned"]["DT50_ms"] == pytest.approx(np.mean([head[f"seed_{s}"]["DT50_ms"] for s in (42, 123, 456)]))
-    # zero-shot never answers SPEECH: censored above the range, no number
-    assert head["zeroshot"]["DT50_ms"] is None and head["zeroshot"]["DT50_text"].startswith("> 1000 ms")
-    assert head["zeroshot"]["SNR50_text"].startswith("> 20.0 dB")
-    thresholds = pd.read_csv("metrics/conditions/thresholds.csv")
-    zs = thresholds[(thresholds["system"] == "zeroshot") & (thresholds["threshold"] == "DT50")].iloc[0]
-    assert zs["censored"] == "above" and np.isnan(zs["value"])
+    assert head["finetuned"]["DT75_ms"] == pytest.approx(np.mean([head[f"seed_{s}"]["DT75_ms"] for s in (42, 123, 456)]))
+    # zero-shot never answers SPEECH: balanced accuracy stays at 1/2, not reached, no number
+    assert head["zeroshot"]["DT75_ms"] is None and head["zeroshot"]["DT75_text"].startswith("not reached by 1000 ms")
+    assert head["zeroshot"]["SNR75_text"].startswith("not reached by 20.0 dB")
+    zs = thresholds[(thresholds["system"] == "zeroshot") & (thresholds["threshold"] == "DT75")].iloc[0]
+    assert zs["censored"] == "not reached" and np.isnan(zs["value"]) and zs["measure"] == "balanced_accuracy"
 
     # per-condition table: BA_clip and BA_conditions recomputed by hand from it
     table = pd.read_csv("metrics/conditions/per_condition.csv", dtype={"level": str})
@@ -107,6 +111,12 @@ def test_report_end_to_end(project):
     dims = [t.loc[t["condition"] == d, "balanced_accuracy"].mean() for d in ("duration", "snr", "reverb", "band")]
     assert head["seed_42"]["BA_conditions"] == pytest.approx(np.mean(dims))
     assert len(t) == 1 + 8 + 6 + 3 + 3 + 1
+    # every row's unit is the base clip: 12 of them, in each level and in 'all', with an interval around the value
+    assert (t["n_clusters"] == 12).all() and (t.loc[t["condition"] == "all", "n"] == 12 * 21).all()
+    for key in ("balanced_accuracy", "ece"):
+        has = t[f"{key}_lo"].notna()
+        assert has.any() and ((t[f"{key}_lo"] <= t[key] + 1e-12) & (t[key] <= t[f"{key}_hi"] + 1e-12))[has].all()
+        assert (t.loc[~has, f"{key}_no_interval"].astype(str).str.len() > 0).all()
     assert {"accuracy", "balanced_accuracy", "recall_speech", "recall_nonspeech", "ece", "nll"} <= set(table.columns)
     # temperature scaling keeps the answers (same BA) and changes the probabilities (other NLL)
     cal = table[(table["system"] == "seed_42") & (table["calibration"] == "calibrated")]
@@ -121,7 +131,9 @@ def test_report_end_to_end(project):
     # paired tests: 5 systems -> 10 pairs, over all variants and 4 dimensions, Holm across all 50
     pairs = pd.read_csv("metrics/conditions/paired_tests.csv")
     assert len(pairs) == 10 * 5
-    assert (pairs["p_holm"] >= pairs["p_mcnemar"] - 1e-15).all() and (pairs["p_holm"] <= 1).all()
+    assert (pairs["p_holm"] >= pairs["p_clustered"] - 1e-15).all() and (pairs["p_holm"] <= 1).all()
+    assert (pairs["n_clusters"] == 12).all()  # base clips, not variants
+    assert (pairs.loc[pairs["scope"] == "all", "n_variants"] == 12 * 21).all()
     row = pairs[(pairs["system_1"] == "seed_42") & (pairs["system_2"] == "zeroshot") & (pairs["scope"] == "all")].iloc[0]
     assert row["diff_lo"] <= row["accuracy_difference"] <= row["diff_hi"]
     assert row["accuracy_difference"] == pytest.approx(row["accuracy_1"] - row["accuracy_2"])
@@ -130,6 +142,9 @@ def test_report_end_to_end(project):
     psy = pd.read_csv("plots/conditions/psychometric_duration.csv")
     assert set(psy["system"]) == {"finetuned", "zeroshot", "silero"} and (psy["n_members"][psy["system"] == "finetuned"] == 3).all()
     assert set(pd.read_csv("plots/conditions/per_condition.csv")["system"]) == {"finetuned", "zeroshot", "silero"}
+    sens = pd.read_csv("plots/conditions/sensitivity_duration.csv")
+    zs_ba = sens.loc[sens["system"] == "zeroshot", "balanced_accuracy"]
+    assert len(zs_ba) == 8 and (zs_ba == 0.5).all()  # one answer everywhere: chance
     for name in ("psychometric_duration.png", "psychometric_snr.png", "per_condition.png"):
         assert Path("plots/conditions", name).stat().st_size > 1000
 
@@ -203,8 +218,52 @@ def test_full_size_report_covers_every_system(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     conditions.report(meta, scored, cfg, 15, 0.95)
     head = json.loads((tmp_path / layout.CONDITIONS_JSON).read_text())
-    # every system was simulated as the fine-tuned one (DT50 100 ms, SNR50 0 dB): each recovers it
+    # every system was simulated as the fine-tuned one (balanced accuracy 75 % at 100 ms and 0 dB): each recovers it
     assert set(head) == {"seed_1", "seed_2", "seed_3", "zeroshot", "silero", "webrtc", "finetuned"}
     assert head["finetuned"]["n_seeds"] == 3
     for name, entry in head.items():
-        assert 80 < entry["DT50_ms"] < 125 and abs(entry["SNR50_dB"]) < 1.5, (name, entry)
+        assert 80 < entry["DT75_ms"] < 125 and abs(entry["SNR75_dB"]) < 1.5, (name, entry)
+
+
+def test_a_constant_answer_reaches_no_sensitivity_threshold(tmp_path, monkeypatch):
+    """A system that answers SPEECH to everything has every hit-rate threshold below the range ("< 20 ms": bias),
+    and no sensitivity threshold ("not reached"); one that answers NONSPEECH to everything likewise reaches none."""
+    from speech_calibration import params as params_mod
+
+    meta = variants_frame(12)
+    z = {"always_speech": np.full(len(meta), 3.0), "always_nonspeech": np.full(len(meta), -3.0),
+         "seed_1": logit_difference(meta, "finetuned", 1)}
+    scored = [conditions.Scored(conditions.System(name, "baseline", None, Path("x"), None), 1 / (1 + np.exp(-v)), None, 0.5)
+              for name, v in z.items()]
+    monkeypatch.chdir(tmp_path)
+    conditions.report(meta, scored, params_mod.Conditions(durations_ms=DURATIONS, snr_db=SNRS, n_bootstrap=200), 15, 0.95)
+    t = pd.read_csv(tmp_path / "metrics/conditions/thresholds.csv")
+    for name in ("always_speech", "always_nonspeech"):
+        ba = t[(t["system"] == name) & (t["measure"] == "balanced_accuracy")]
+        assert set(ba["threshold"]) == {"DT75", "DT90", "SNR75", "SNR90"}
+        assert (ba["censored"] == "not reached").all() and ba["text"].str.startswith("not reached").all(), ba
+        assert ba["ci_text"].str.fullmatch(r"\[not reached by [^,]+, not reached by [^\]]+\]").all()
+    biased = t[(t["system"] == "always_speech") & (t["measure"] == "p_speech_given_speech")]
+    assert (biased["text"].str.startswith("< ")).all()  # what the hit-rate thresholds say of a constant SPEECH
+    tuned = t[(t["system"] == "seed_1") & (t["threshold"] == "DT75")].iloc[0]
+    assert pd.isna(tuned["censored"]) and np.isfinite(tuned["value"])  # a real threshold, inside the range
+
+
+def test_paired_table_counts_base_clips_so_repeated_variants_change_nothing():
+    """paired_tests.csv: repeating every variant 22 times keeps n_clusters and p_clustered, and shrinks p_naive."""
+    from speech_calibration import params as params_mod
+
+    meta = variants_frame(12)
+    y = (meta["label"] == "SPEECH").to_numpy()
+    correct = {name: (logit_difference(meta, "finetuned", seed) >= 0) == y for name, seed in (("a", 1), ("b", 2))}
+    correct["zeroshot"] = (logit_difference(meta, "zeroshot") >= 0) == y
+    cfg = params_mod.Conditions(n_bootstrap=200)
+    once = conditions.paired_table(meta, correct, cfg, 0.95)
+    rep = meta.loc[meta.index.repeat(22)].reset_index(drop=True)
+    many = conditions.paired_table(rep, {k: np.repeat(v, 22) for k, v in correct.items()}, cfg, 0.95)
+    assert (once["n_clusters"] == 12).all() and (many["n_clusters"] == 12).all()
+    assert (many["n_variants"] == 22 * once["n_variants"]).all()
+    np.testing.assert_array_equal(many["p_clustered"].to_numpy(), once["p_clustered"].to_numpy())
+    np.testing.assert_array_equal(many["p_holm"].to_numpy(), once["p_holm"].to_numpy())
+    differs = once["only_1_right"] != once["only_2_right"]
+    assert differs.any() and (many["p_naive"][differs] < once["p_naive"][differs]).all()

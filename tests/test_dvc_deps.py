@@ -99,6 +99,7 @@ def layout_paths(seed: int, set_name: str) -> set[str]:
     paths |= {layout.SUMMARY_PLOTS_DIR / f"{n}.{e}" for n in ("reliability_pooled", "per_seed") for e in ("csv", "png")}
     paths |= {layout.CONDITIONS_PLOTS_DIR / f"{n}.{e}" for n in ("psychometric_duration", "psychometric_snr",
                                                                   "per_condition") for e in ("csv", "png")}
+    paths |= {layout.CONDITIONS_PLOTS_DIR / f"sensitivity_{d}.csv" for d in ("duration", "snr")}
     return {Path(p).as_posix() for p in paths}
 
 

@@ -57,7 +57,7 @@ def test_censored_below_and_above():
     curve = ps.fit_curve(SNRS, np.zeros((10, 6)), (0.5,), n_boot=200)
     t = curve.thresholds[0]
     assert t.value == np.inf and t.hi == np.inf
-    assert ps.describe(t.value, SNRS.min(), SNRS.max(), lambda x: f"{x:g} dB") == "> 20 dB"
+    assert ps.describe(t.value, SNRS.min(), SNRS.max(), lambda x: f"{x:g} dB") == "not reached by 20 dB"
 
 
 def test_curve_that_only_reaches_75_percent_censors_dt90():
@@ -66,7 +66,7 @@ def test_curve_that_only_reaches_75_percent_censors_dt90():
     resp = (np.random.default_rng(0).random((2000, 8)) < p).astype(float)
     curve = ps.fit_curve(DURATIONS, resp, (0.5, 0.9), n_boot=200)
     assert np.isfinite(curve.thresholds[0].value)
-    assert curve.thresholds[1].value == np.inf  # '> 1000 ms', not an extrapolated number
+    assert curve.thresholds[1].value == np.inf  # 'not reached by 1000 ms', not an extrapolated number
 
 
 def test_thresholds_function_edges():
@@ -115,3 +115,51 @@ def test_separable_data_gives_a_finite_steep_curve_between_the_levels():
 def test_bad_shape_is_rejected():
     with pytest.raises(ValueError):
         ps.fit_curve(DURATIONS, np.ones((3, 5)))
+
+
+# ------------------------------------------------------------------------------- sensitivity (balanced accuracy)
+def test_first_crossing_matches_brentq_on_a_closed_form_curve():
+    grid = np.linspace(0.0, 3.0, ps.GRID)
+    a1, b1, a0, b0 = -4.0, 3.0, -1.0, -1.5  # hits rise, false alarms fall
+
+    def ba(x):
+        return (ps.logistic(x, a1, b1) + 1.0 - ps.logistic(x, a0, b0)) / 2.0
+
+    for q in (0.6, 0.75, 0.9):
+        found = ps.first_crossing(ba(grid), grid, q)[0]
+        assert found == pytest.approx(optimize.brentq(lambda x: ba(x) - q, 0.0, 3.0), abs=1e-6)
+    assert ps.first_crossing(ba(grid), grid, 0.2)[0] == -np.inf  # already there at the lowest level
+    assert ps.first_crossing(ba(grid), grid, 0.999)[0] == np.inf  # never reached
+    # not monotone: the first crossing, not the last
+    bump = np.exp(-((grid - 1.0) ** 2) / 0.1)
+    assert ps.first_crossing(bump, grid, 0.5)[0] == pytest.approx(1.0 - np.sqrt(0.1 * np.log(2)), abs=1e-6)
+
+
+def test_sensitivity_threshold_recovered_from_hits_and_false_alarms():
+    """Hits rise with duration, false alarms fall: the fitted balanced accuracy crosses 75 % where the truth does."""
+    a1, b1, a0, b0 = -8.0, 4.5, 1.0, -1.5
+    speech = simulate(DURATIONS, a1, b1, clusters=800, seed=5)
+    nonspeech = simulate(DURATIONS, a0, b0, clusters=800, seed=6)
+    sens = ps.fit_sensitivity(DURATIONS, speech, nonspeech, (0.75, 0.9), n_boot=300, rng=np.random.default_rng(7))
+
+    def ba(x):
+        return (ps.logistic(x, a1, b1) + 1.0 - ps.logistic(x, a0, b0)) / 2.0
+
+    for t in sens.thresholds:
+        truth = optimize.brentq(lambda x: ba(x) - t.q, DURATIONS.min(), DURATIONS.max())
+        assert abs(10 ** t.value - 10 ** truth) / 10 ** truth < 0.1
+        assert t.lo <= truth <= t.hi
+    np.testing.assert_allclose(sens.observed, (speech.mean(0) + 1 - nonspeech.mean(0)) / 2)
+
+
+@pytest.mark.parametrize("answer", [1.0, 0.0])
+def test_a_constant_answer_never_reaches_a_sensitivity_threshold(answer):
+    """Always SPEECH: the hit-rate thresholds sit below the range (bias), balanced accuracy stays at 1/2."""
+    speech, nonspeech = np.full((12, 8), answer), np.full((12, 8), answer)
+    sens = ps.fit_sensitivity(DURATIONS, speech, nonspeech, (0.75, 0.9), n_boot=200)
+    assert np.allclose(sens.fitted(DURATIONS), 0.5, atol=1e-3)
+    for t in sens.thresholds:
+        assert t.value == t.lo == t.hi == np.inf
+        assert ps.describe(t.value, DURATIONS.min(), DURATIONS.max(), lambda x: f"{10 ** x:.0f} ms") == "not reached by 1000 ms"
+    hit = ps.fit_curve(DURATIONS, speech, (0.5,), n_boot=200)
+    assert hit.thresholds[0].value == (-np.inf if answer else np.inf)

@@ -14,27 +14,37 @@ calibrate is reported uncalibrated only.
 
 Writes:
 
-- ``metrics/conditions.json``: headline figures per system (BA_clip, BA_conditions, DT50 and SNR50;
-  the fine-tuned entry averages its seeds), for ``dvc metrics`` / ``dvc exp show``;
+- ``metrics/conditions.json``: headline figures per system (BA_clip, BA_conditions and the sensitivity
+  thresholds DT75, DT90 (ms), SNR75, SNR90 (dB) with their intervals; the fine-tuned entry averages its
+  seeds, and holds no mean where a seed's threshold is censored);
 - ``metrics/conditions/per_condition.csv``: per system, condition and level (and ``all``), uncalibrated
   and calibrated: n, accuracy, balanced accuracy, recall of each class, ECE (top-label, equal-width
-  ``evaluate.n_bins`` bins) and NLL;
-- ``metrics/conditions/thresholds.csv``: DT50/DT75/DT90 (ms) and SNR50/SNR75 (dB) per system and seed,
-  with 95% intervals from a bootstrap over base clips; a threshold outside the tested range is censored
-  (``< 20 ms``, ``> 20 dB``), never extrapolated;
+  ``evaluate.n_bins`` bins) and NLL; the number of base clips (``n_clusters``) and intervals of balanced
+  accuracy and ECE from a bootstrap over base clips (or, in ``*_no_interval``, why there is none);
+- ``metrics/conditions/thresholds.csv``: per system and seed, the *sensitivity* thresholds ``DT75``,
+  ``DT90``, ``SNR75``, ``SNR90``: the level where the fitted balanced accuracy reaches 75 % / 90 %
+  (measure ``balanced_accuracy``), and the *hit-rate* thresholds ``DT50_hit``, ``DT75_hit``, ``DT90_hit``,
+  ``SNR50_hit``, ``SNR75_hit``: where P(answer SPEECH | speech clip) reaches 50 / 75 / 90 % (measure
+  ``p_speech_given_speech``; a system biased towards SPEECH reaches them at any level). Intervals from a
+  bootstrap over base clips; a threshold outside the tested range is censored (``< 20 ms``; ``not reached
+  by 1000 ms``), never extrapolated;
 - ``metrics/conditions/psychometric_fits.csv``: intercept and slope of every fitted curve;
-- ``metrics/conditions/paired_tests.csv``: every pair of systems, over all variants and per dimension:
-  exact McNemar with Holm correction across the whole table, and the accuracy difference with a
-  clustered-bootstrap interval;
+- ``metrics/conditions/paired_tests.csv``: every pair of systems, over all variants and per dimension,
+  with the base clip as the unit: ``n_clusters`` base clips (of ``n_variants`` variants), the clustered
+  exact McNemar test (:mod:`speech_calibration.stats.paired_tests`) with Holm correction across the whole
+  table, the naive McNemar p-value that treats variants as independent (for contrast), and the accuracy
+  difference with a clustered-bootstrap interval;
 - ``plots/conditions/*.csv`` (``dvc plots`` data, one series per system) and ``*.png``.
 
 Definitions. A system *answers SPEECH* when ``logit_A >= logit_B`` (its own answer); psychometric curves
 and paired tests use that answer. ``BA_clip`` is the balanced accuracy over all variants (clean
 included); ``BA_conditions`` is the mean over the four dimensions of each dimension's mean per-level
-balanced accuracy. Psychometric curves: ``P(answer SPEECH)`` against log10 duration and against SNR,
-fitted by a logistic model (:mod:`speech_calibration.stats.psychometric`) for speech clips (hits; thresholds) and
-non-speech clips (false SPEECH; curve only). Caveat: McNemar treats the variants as independent;
-the bootstrap intervals resample base clips and do not.
+balanced accuracy. Psychometric curves (:mod:`speech_calibration.stats.psychometric`): ``P(answer
+SPEECH)`` against log10 duration and against SNR, fitted by a logistic model, for speech clips (hit
+rate) and non-speech clips (false alarms); the balanced accuracy ``(hit + 1 - false alarm) / 2`` of the
+two fitted curves gives the sensitivity thresholds. A system that gives one answer at every level
+holds it at 1/2, so its sensitivity thresholds are "not reached". Every interval resamples base clips
+(all variants of one clip together); the psychometric ones resample speech and non-speech clips apart.
 """
 from __future__ import annotations
 
@@ -52,12 +62,24 @@ from speech_calibration import layout
 from speech_calibration import params as params_mod
 from speech_calibration.calibration import calibrators
 from speech_calibration.data import schema
-from speech_calibration.data.schema import BASE_CLIP_ID, CLEAN, CONDITION, DIMENSIONS, LEVEL, level_text
+from speech_calibration.data.schema import (
+    BASE_CLIP_ID,
+    CLEAN,
+    CONDITION,
+    DIMENSIONS,
+    LEVEL,
+    level_text,
+)
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_path, write_csv, write_json
 from speech_calibration.layout import SystemFiles
 from speech_calibration.stats import metrics, paired_tests, psychometric
-from speech_calibration.stats.resampling import keyed_rng
+from speech_calibration.stats.resampling import (
+    class_strata,
+    cluster_bootstrap_replicates,
+    cluster_interval,
+    keyed_rng,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +87,9 @@ ALL = "all"
 UNCALIBRATED, CALIBRATED = "uncalibrated", "calibrated"
 FINETUNED = "finetuned"
 # psychometric dimensions: the level as a number on the fitted axis, and how a threshold is written
-DURATION_CRITERIA = (0.5, 0.75, 0.9)
-SNR_CRITERIA = (0.5, 0.75)
+HIT_CRITERIA = {"duration": (0.5, 0.75, 0.9), "snr": (0.5, 0.75)}  # P(answer SPEECH | speech clip)
+BA_CRITERIA = (0.75, 0.9)  # balanced accuracy: the sensitivity thresholds
+HIT, BALANCED = "p_speech_given_speech", "balanced_accuracy"  # what a threshold measures
 LEVEL_UNITS = {"duration": "ms", "snr": "dB", "reverb": "s", "band": ""}
 
 
@@ -85,7 +108,6 @@ class Axis:
     column: str  # plot data column
     name: str  # threshold name prefix: DT / SNR
     unit: str
-    criteria: tuple[float, ...]
     fmt: object
 
     def x(self, levels: Sequence[str]) -> np.ndarray:
@@ -96,8 +118,7 @@ class Axis:
         return 10.0 ** x if self.dimension == "duration" else x
 
 
-AXES = (Axis("duration", "duration_ms", "DT", "ms", DURATION_CRITERIA, fmt_ms),
-        Axis("snr", "snr_db", "SNR", "dB", SNR_CRITERIA, fmt_db))
+AXES = (Axis("duration", "duration_ms", "DT", "ms", fmt_ms), Axis("snr", "snr_db", "SNR", "dB", fmt_db))
 
 
 @dataclass
@@ -220,14 +241,35 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float, n_bin
 
 
 def per_condition_table(y: np.ndarray, conditions: np.ndarray, levels: np.ndarray, order: list[tuple[str, str]],
-                        probs: dict[str, tuple[np.ndarray, float]], n_bins: int) -> pd.DataFrame:
-    """Rows per (calibration, condition, level) in ``order`` plus ``all``; ``probs``: {calibration: (p, threshold)}."""
+                        probs: dict[str, tuple[np.ndarray, float]], n_bins: int, *, base: np.ndarray,
+                        n_boot: int, ci: float, seed: int, system_name: str) -> pd.DataFrame:
+    """Rows per (calibration, condition, level) in ``order`` plus ``all``; ``probs``: {calibration: (p, threshold)}.
+
+    Each row also gives its number of base clips (``n_clusters``) and intervals of balanced accuracy and
+    ECE from a bootstrap over base clips (by class where :func:`~speech_calibration.stats.resampling.class_strata`
+    needs it: a base clip is one class), or the reason there is none (:func:`~speech_calibration.stats.resampling.cluster_interval`).
+    """
     rows = []
     for calibration, (p, thr) in probs.items():
         for condition, level in [*order, (ALL, ALL)]:
             mask = np.ones(len(y), bool) if condition == ALL else (conditions == condition) & (levels == level)
-            rows.append({"calibration": calibration, "condition": condition, "level": level,
-                         **classification_metrics(y[mask], p[mask], thr, n_bins)})
+            yy, pp, bb = y[mask], p[mask], base[mask]
+
+            def stat(idx, yy=yy, pp=pp, thr=thr):
+                conf, correct = metrics.top_label(yy[idx], pp[idx], thr)
+                return {"balanced_accuracy": metrics.balanced_accuracy(yy[idx], metrics.predict(pp[idx], thr)),
+                        "ece": metrics.ece(conf, correct, n_bins)}
+
+            n_clusters = len(set(bb.tolist()))
+            reps = cluster_bootstrap_replicates(stat, bb, strata=class_strata(yy, bb), n_boot=n_boot,
+                                                seed=keyed_rng(seed, "per_condition", system_name, calibration, condition, level))
+            row = {"calibration": calibration, "condition": condition, "level": level, "n_clusters": n_clusters,
+                   **classification_metrics(yy, pp, thr, n_bins)}
+            for key in ("balanced_accuracy", "ece"):
+                interval = cluster_interval(reps[key], n_clusters, ci, unit="base clips")
+                row[f"{key}_lo"], row[f"{key}_hi"] = interval["lo"], interval["hi"]
+                row[f"{key}_no_interval"] = interval.get("reason", "")
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -250,55 +292,77 @@ def response_matrix(base: np.ndarray, levels: np.ndarray, answers: np.ndarray,
     return out, clusters
 
 
+def _responses(meta: pd.DataFrame, answers: np.ndarray, dimension: str, label: str,
+               lv_order: list[str]) -> np.ndarray | None:
+    mask = ((meta[CONDITION] == dimension) & (meta[schema.LABEL] == label)).to_numpy()
+    if not mask.any():
+        return None
+    resp, _ = response_matrix(meta[BASE_CLIP_ID].to_numpy()[mask], meta[LEVEL].to_numpy()[mask], answers[mask], lv_order)
+    return resp
+
+
 def psychometric_curves(meta: pd.DataFrame, answers: np.ndarray, order: list[tuple[str, str]],
-                        cfg: params_mod.Conditions, ci: float, system_name: str) -> dict[tuple[str, str], psychometric.Curve]:
-    """{(dimension, label): Curve} for speech clips (with thresholds) and non-speech clips (false SPEECH)."""
+                        cfg: params_mod.Conditions, ci: float, system_name: str) -> dict[tuple[str, str], object]:
+    """Per dimension: ``(dimension, SPEECH)`` and ``(dimension, NONSPEECH)``: the P(answer SPEECH) curve of speech clips
+    (hit rate, with ``HIT_CRITERIA`` thresholds) and of non-speech clips (false alarms); ``(dimension, BALANCED)``: the
+    balanced-accuracy :class:`~speech_calibration.stats.psychometric.Sensitivity` with ``BA_CRITERIA`` thresholds."""
     curves = {}
     for axis in AXES:
         lv_order = [lv for c, lv in order if c == axis.dimension]
         if len(lv_order) < 2:
             continue
-        for label in (schema.SPEECH, schema.NONSPEECH):
-            mask = ((meta[CONDITION] == axis.dimension) & (meta[schema.LABEL] == label)).to_numpy()
-            if not mask.any():
+        x = axis.x(lv_order)
+        resp = {label: _responses(meta, answers, axis.dimension, label, lv_order)
+                for label in (schema.SPEECH, schema.NONSPEECH)}
+        for label, r in resp.items():
+            if r is None:
                 continue
-            resp, _ = response_matrix(meta[BASE_CLIP_ID].to_numpy()[mask], meta[LEVEL].to_numpy()[mask],
-                                      answers[mask], lv_order)
-            criteria = axis.criteria if label == schema.SPEECH else ()
+            criteria = HIT_CRITERIA[axis.dimension] if label == schema.SPEECH else ()
             curves[(axis.dimension, label)] = psychometric.fit_curve(
-                axis.x(lv_order), resp, criteria, n_boot=cfg.n_bootstrap, ci=ci,
+                x, r, criteria, n_boot=cfg.n_bootstrap, ci=ci,
                 rng=keyed_rng(cfg.bootstrap_seed, "psychometric", system_name, axis.dimension, label))
+        if all(r is not None for r in resp.values()):
+            curves[(axis.dimension, BALANCED)] = psychometric.fit_sensitivity(
+                x, resp[schema.SPEECH], resp[schema.NONSPEECH], BA_CRITERIA, n_boot=cfg.n_bootstrap, ci=ci,
+                rng=keyed_rng(cfg.bootstrap_seed, "sensitivity", system_name, axis.dimension))
     return curves
 
 
 def threshold_rows(system: System, curves: dict, ci: float) -> list[dict]:
+    """thresholds.csv rows: the balanced-accuracy (sensitivity) thresholds ``DT75``..., then the hit-rate ones ``DT50_hit``..."""
     rows = []
     for axis in AXES:
-        curve = curves.get((axis.dimension, schema.SPEECH))
-        if curve is None:
-            continue
-        valid = curve.levels[curve.n > 0]
-        x_min, x_max = float(valid.min()), float(valid.max())
-        for t in curve.thresholds:
-            def text(v):
-                return psychometric.describe(v, x_min, x_max, axis.fmt)
+        for measure, key, suffix in ((BALANCED, BALANCED, ""), (HIT, schema.SPEECH, "_hit")):
+            curve = curves.get((axis.dimension, key))
+            if curve is None:
+                continue
+            valid = curve.levels[curve.hit.n > 0] if measure == BALANCED else curve.levels[curve.n > 0]
+            x_min, x_max = float(valid.min()), float(valid.max())
+            for t in curve.thresholds:
+                def text(v):
+                    return psychometric.describe(v, x_min, x_max, axis.fmt)
 
-            finite = math.isfinite(t.value)
-            rows.append({
-                "system": system.name, "kind": system.kind, "seed": system.seed,
-                "threshold": f"{axis.name}{round(100 * t.q)}", "unit": axis.unit,
-                "value": axis.display(t.value) if finite else math.nan,
-                "censored": "" if finite else ("below" if t.value < 0 else "above"),
-                "lo": axis.display(t.lo) if math.isfinite(t.lo) else math.nan,
-                "hi": axis.display(t.hi) if math.isfinite(t.hi) else math.nan,
-                "text": text(t.value), "ci_text": f"[{text(t.lo)}, {text(t.hi)}]", "ci": ci,
-            })
+                finite = math.isfinite(t.value)
+                rows.append({
+                    "system": system.name, "kind": system.kind, "seed": system.seed,
+                    "threshold": f"{axis.name}{round(100 * t.q)}{suffix}", "measure": measure, "unit": axis.unit,
+                    "value": axis.display(t.value) if finite else math.nan,
+                    "censored": "" if finite else ("below" if t.value < 0 else "not reached"),
+                    "lo": axis.display(t.lo) if math.isfinite(t.lo) else math.nan,
+                    "hi": axis.display(t.hi) if math.isfinite(t.hi) else math.nan,
+                    "text": text(t.value), "ci_text": f"[{text(t.lo)}, {text(t.hi)}]", "ci": ci,
+                })
     return rows
 
 
 # ------------------------------------------------------------------------------------ paired tests
 def paired_table(meta: pd.DataFrame, correct: dict[str, np.ndarray], cfg: params_mod.Conditions, ci: float) -> pd.DataFrame:
-    """Every pair of systems over all variants and per dimension; Holm across the whole table."""
+    """Every pair of systems over all variants and per dimension, clustered by base clip; Holm across the whole table.
+
+    ``n_clusters`` (base clips) is the sample size of ``p_clustered`` (the clustered exact McNemar test) and of
+    the bootstrap interval of the accuracy difference; ``p_naive`` is the plain McNemar test that counts the
+    ``n_variants`` variants as independent, shown for contrast only.
+    """
     rows = []
     base = meta[BASE_CLIP_ID].to_numpy()
     cond = meta[CONDITION].to_numpy()
@@ -307,24 +371,27 @@ def paired_table(meta: pd.DataFrame, correct: dict[str, np.ndarray], cfg: params
         for scope in scopes:
             mask = np.ones(len(cond), bool) if scope == ALL else cond == scope
             c1, c2 = correct[s1][mask], correct[s2][mask]
-            test = paired_tests.mcnemar_exact(c1, c2)
+            test = paired_tests.clustered_mcnemar(c1, c2, base[mask])
             diff, lo, hi = paired_tests.clustered_bootstrap_difference(
                 c1, c2, base[mask], n_boot=cfg.n_bootstrap, ci=ci,
                 rng=keyed_rng(cfg.bootstrap_seed, "paired", s1, s2, scope))
-            rows.append({"system_1": s1, "system_2": s2, "scope": scope, "n": int(mask.sum()),
-                         "accuracy_1": float(c1.mean()), "accuracy_2": float(c2.mean()),
+            rows.append({"system_1": s1, "system_2": s2, "scope": scope, "n_clusters": test.n_clusters,
+                         "n_variants": test.n_items, "accuracy_1": float(c1.mean()), "accuracy_2": float(c2.mean()),
                          "only_1_right": test.only_1, "only_2_right": test.only_2, "both_right": test.both,
-                         "both_wrong": test.neither, "p_mcnemar": test.p_value,
+                         "both_wrong": test.neither, "p_clustered": test.p_value,
+                         "p_naive": paired_tests.mcnemar_p(test.only_1, test.only_2),
                          "accuracy_difference": diff, "diff_lo": lo, "diff_hi": hi, "ci": ci})
     table = pd.DataFrame(rows)
     if len(table):
-        table.insert(table.columns.get_loc("p_mcnemar") + 1, "p_holm", paired_tests.holm(table["p_mcnemar"].to_numpy()))
+        table.insert(table.columns.get_loc("p_clustered") + 1, "p_holm",
+                     paired_tests.holm(table["p_clustered"].to_numpy()))
     return table
 
 
 # ---------------------------------------------------------------------------------- headline JSON
 def headline(per_system: dict[str, dict], systems: list[System]) -> dict:
-    """metrics/conditions.json: per system BA_clip, BA_conditions, DT50, SNR50 (+ text); fine-tuned seeds averaged."""
+    """metrics/conditions.json: per system BA_clip, BA_conditions and the balanced-accuracy thresholds (+ text);
+    fine-tuned seeds averaged."""
     out = {s.name: per_system[s.name] for s in systems}
     tuned = [per_system[s.name] for s in systems if s.kind == FINETUNED]
     if tuned:
@@ -353,6 +420,12 @@ def series_name(system: System) -> str:
     return FINETUNED if system.kind == FINETUNED else system.name
 
 
+def _seed_mean(frame: pd.DataFrame, column: str, values: dict[str, str]) -> pd.DataFrame:
+    """Average ``values`` ({out: in column}) over the members (seeds) of each series, per level."""
+    return frame.groupby(["system", column], sort=False).agg(
+        **{out: (col, "mean") for out, col in values.items()}, n_members=("member", "nunique")).reset_index()
+
+
 def psychometric_plot_data(curves: dict[str, dict], systems: list[System], axis: Axis) -> pd.DataFrame:
     """One row per (series, level): observed hit rate, false-SPEECH rate and the fitted hit curve (seeds averaged)."""
     rows = []
@@ -365,13 +438,25 @@ def psychometric_plot_data(curves: dict[str, dict], systems: list[System], axis:
             rows.append({"system": series_name(s), "member": s.name, axis.column: axis.display(x),
                          "p_answer_speech": hit.observed[j], "fitted": float(hit.fitted(x)),
                          "p_false_speech": false.observed[j] if false is not None and j < len(false.levels) else math.nan})
-    frame = pd.DataFrame(rows)
-    if frame.empty:
+    if not rows:
         return pd.DataFrame(columns=["system", axis.column, "p_answer_speech", "p_false_speech", "fitted", "n_members"])
-    out = frame.groupby(["system", axis.column], sort=False).agg(
-        p_answer_speech=("p_answer_speech", "mean"), p_false_speech=("p_false_speech", "mean"),
-        fitted=("fitted", "mean"), n_members=("member", "nunique")).reset_index()
-    return out
+    return _seed_mean(pd.DataFrame(rows), axis.column, {"p_answer_speech": "p_answer_speech",
+                                                          "p_false_speech": "p_false_speech", "fitted": "fitted"})
+
+
+def sensitivity_plot_data(curves: dict[str, dict], systems: list[System], axis: Axis) -> pd.DataFrame:
+    """One row per (series, level): observed and fitted balanced accuracy (seeds averaged)."""
+    rows = []
+    for s in systems:
+        sens = curves[s.name].get((axis.dimension, BALANCED))
+        if sens is None:
+            continue
+        for j, x in enumerate(sens.levels):
+            rows.append({"system": series_name(s), "member": s.name, axis.column: axis.display(x),
+                         "balanced_accuracy": sens.observed[j], "fitted": float(sens.fitted(x))})
+    if not rows:
+        return pd.DataFrame(columns=["system", axis.column, "balanced_accuracy", "fitted", "n_members"])
+    return _seed_mean(pd.DataFrame(rows), axis.column, {"balanced_accuracy": "balanced_accuracy", "fitted": "fitted"})
 
 
 def per_condition_plot_data(tables: dict[str, pd.DataFrame], systems: list[System]) -> pd.DataFrame:
@@ -399,13 +484,14 @@ def save_pngs(curves: dict[str, dict], systems: list[System], per_condition: pd.
     names = list(dict.fromkeys(series_name(s) for s in systems))
     colours = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
     for axis in AXES:
-        fig, ax = plt.subplots(figsize=(7.5, 4.2))
+        fig, (ax, ax_ba) = plt.subplots(1, 2, figsize=(11.5, 4.2))
         drawn = set()
         for s in systems:
             hit = curves[s.name].get((axis.dimension, schema.SPEECH))
             if hit is None:
                 continue
             false = curves[s.name].get((axis.dimension, schema.NONSPEECH))
+            sens = curves[s.name].get((axis.dimension, BALANCED))
             name, col = series_name(s), colours[series_name(s)]
             grid = np.linspace(hit.levels.min(), hit.levels.max(), 200)
             label = None if name in drawn else name
@@ -414,13 +500,22 @@ def save_pngs(curves: dict[str, dict], systems: list[System], per_condition: pd.
             ax.plot(axis.display(hit.levels), hit.observed, "o", color=col, ms=3.5)
             if false is not None:
                 ax.plot(axis.display(grid), false.fitted(grid), "--", color=col, lw=1.0)
-        if axis.dimension == "duration":
-            ax.set_xscale("log")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel(f"{axis.dimension} ({axis.unit})")
+            if sens is not None:
+                ax_ba.plot(axis.display(grid), sens.fitted(grid), color=col, lw=1.6, label=label)
+                ax_ba.plot(axis.display(sens.levels), sens.observed, "o", color=col, ms=3.5)
+        for q in BA_CRITERIA:
+            ax_ba.axhline(q, color="grey", lw=0.8, ls=":")
+        for a in (ax, ax_ba):
+            if axis.dimension == "duration":
+                a.set_xscale("log")
+            a.set_ylim(-0.02, 1.02)
+            a.set_xlabel(f"{axis.dimension} ({axis.unit})")
         ax.set_ylabel("P(answer SPEECH)")
-        ax.set_title(f"Psychometric curve vs {axis.dimension}: speech clips (solid), non-speech (dashed)", fontsize=9)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        ax.set_title("Answer SPEECH: speech clips (solid), non-speech (dashed)", fontsize=9)
+        ax_ba.set_ylabel("balanced accuracy")
+        ax_ba.set_title(f"Sensitivity: balanced accuracy (thresholds at {', '.join(f'{q:.0%}' for q in BA_CRITERIA)})",
+                        fontsize=9)
+        ax_ba.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         fig.tight_layout()
         with atomic_path(out_dir / f"psychometric_{axis.dimension}.png") as tmp:
             fig.savefig(tmp, dpi=120)
@@ -449,7 +544,7 @@ def report(meta: pd.DataFrame, scored: list[Scored], cfg: params_mod.Conditions,
     tables_dir, plots_dir = layout.CONDITIONS_TABLES_DIR, layout.CONDITIONS_PLOTS_DIR
     order = variant_order(meta, cfg)
     y = schema.label_to_int(meta[schema.LABEL])
-    cond, lev = meta[CONDITION].to_numpy(), meta[LEVEL].to_numpy()
+    cond, lev, base = meta[CONDITION].to_numpy(), meta[LEVEL].to_numpy(), meta[BASE_CLIP_ID].to_numpy()
     systems = [s.system for s in scored]
     tables, curves, per_system, correct, thr_rows, fit_rows = {}, {}, {}, {}, [], []
     for sc in scored:
@@ -457,7 +552,8 @@ def report(meta: pd.DataFrame, scored: list[Scored], cfg: params_mod.Conditions,
         probs = {UNCALIBRATED: (sc.p, 0.5)}
         if sc.p_cal is not None:
             probs[CALIBRATED] = (sc.p_cal, sc.threshold_cal)
-        table = per_condition_table(y, cond, lev, order, probs, n_bins)
+        table = per_condition_table(y, cond, lev, order, probs, n_bins, base=base, n_boot=cfg.n_bootstrap, ci=ci,
+                                    seed=cfg.bootstrap_seed, system_name=s.name)
         tables[s.name] = table
         answers = metrics.predict(sc.p, 0.5).astype(float)
         correct[s.name] = answers == y
@@ -467,12 +563,14 @@ def report(meta: pd.DataFrame, scored: list[Scored], cfg: params_mod.Conditions,
             entry.update({f"{k}_calibrated": v for k, v in ba_summary(table[table["calibration"] == CALIBRATED]).items()})
         rows = threshold_rows(s, curves[s.name], ci)
         thr_rows += rows
-        for r in rows:
+        for r in (r for r in rows if r["measure"] == BALANCED):  # the headline: sensitivity thresholds
             key = f"{r['threshold']}_{r['unit']}"
             entry[key] = r["value"]
             entry[f"{r['threshold']}_text"] = f"{r['text']} {r['ci_text']}"
         per_system[s.name] = entry
         for (dimension, label), c in curves[s.name].items():
+            if label == BALANCED:
+                continue  # built from the two curves below
             fit_rows.append({"system": s.name, "kind": s.kind, "seed": s.seed, "dimension": dimension,
                              "clips": label, "intercept": c.a, "slope": c.b,
                              "x": "log10(duration_ms)" if dimension == "duration" else "snr_db"})
@@ -488,6 +586,7 @@ def report(meta: pd.DataFrame, scored: list[Scored], cfg: params_mod.Conditions,
     write_csv(tables_dir / "paired_tests.csv", pairs)
     for axis in AXES:
         write_csv(plots_dir / f"psychometric_{axis.dimension}.csv", psychometric_plot_data(curves, systems, axis))
+        write_csv(plots_dir / f"sensitivity_{axis.dimension}.csv", sensitivity_plot_data(curves, systems, axis))
     write_csv(plots_dir / "per_condition.csv", per_cond_plot)
     save_pngs(curves, systems, per_cond_plot, plots_dir)
     head = headline(per_system, systems)

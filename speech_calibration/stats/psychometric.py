@@ -16,6 +16,16 @@ Intervals come from a clustered bootstrap: base clips (the clusters: every varia
 resampled with replacement, the per-level counts recomputed, the curve refitted; the interval is the
 percentile interval of the resampled thresholds on the extended real line (a censored resample counts
 as -inf or +inf, so an interval bound can itself be censored).
+
+A curve of P(answer SPEECH) on speech clips measures sensitivity and bias together: a system that
+answers SPEECH to everything sits at 1 at every level. :func:`fit_sensitivity` measures sensitivity:
+the hit rate ``H(x)`` (speech clips answered SPEECH) and the false-alarm rate ``F(x)`` (non-speech clips
+answered SPEECH) are each fitted as above, and the balanced accuracy is ``BA(x) = (H(x) + 1 - F(x)) / 2``,
+which a constant answer holds at exactly 1/2. Its threshold at ``q`` is the lowest level in
+``[x_min, x_max]`` where the fitted ``BA`` reaches ``q``: ``-inf`` when it already does at ``x_min``,
+``+inf`` (not reached) when it does not by ``x_max``, else found on ``GRID`` equally spaced levels with
+linear interpolation between the two around the first crossing. Speech and non-speech base clips are
+resampled separately (they are disjoint clusters), so every resample refits both curves.
 """
 from __future__ import annotations
 
@@ -27,6 +37,7 @@ from speech_calibration.stats.metrics import sigmoid
 from speech_calibration.stats.resampling import cluster_counts, percentile_interval
 
 RIDGE = 1e-3
+GRID = 4001  # levels on which a balanced-accuracy threshold is located
 
 
 def fit_logistic(x: np.ndarray, k: np.ndarray, n: np.ndarray, ridge: float = RIDGE,
@@ -138,12 +149,83 @@ def fit_curve(levels: np.ndarray, responses: np.ndarray, criteria: tuple[float, 
     return Curve(levels, k, n, a, b, tuple(found))
 
 
+def first_crossing(values: np.ndarray, grid: np.ndarray, q: float) -> np.ndarray:
+    """Per row of ``values`` (curves on ``grid``): the first level where the curve reaches ``q``, linearly interpolated.
+
+    ``-inf`` when the curve is already ``>= q`` at ``grid[0]``, ``+inf`` when it never reaches ``q``.
+    """
+    values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    reached = values >= q
+    j = np.argmax(reached, axis=1)
+    rows = np.arange(values.shape[0])
+    lo = np.maximum(j - 1, 0)
+    v0, v1 = values[rows, lo], values[rows, j]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(v1 > v0, (q - v0) / (v1 - v0), 1.0)
+    x = grid[lo] + frac * (grid[j] - grid[lo])
+    return np.where(~reached.any(axis=1), np.inf, np.where(j == 0, -np.inf, x))
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """Balanced accuracy against a level, from a fitted hit-rate and false-alarm curve, with its thresholds."""
+
+    hit: Curve  # P(answer SPEECH) of speech clips
+    false_alarm: Curve  # P(answer SPEECH) of non-speech clips
+    thresholds: tuple[Threshold, ...]
+
+    @property
+    def levels(self) -> np.ndarray:
+        return self.hit.levels
+
+    @property
+    def observed(self) -> np.ndarray:
+        return (self.hit.observed + 1.0 - self.false_alarm.observed) / 2.0
+
+    def fitted(self, x: np.ndarray | None = None) -> np.ndarray:
+        return (self.hit.fitted(x) + 1.0 - self.false_alarm.fitted(x)) / 2.0
+
+
+def _balanced(a1, b1, a0, b0, grid: np.ndarray) -> np.ndarray:
+    a1, b1, a0, b0 = (np.atleast_1d(np.asarray(v, dtype=np.float64))[:, None] for v in (a1, b1, a0, b0))
+    return (sigmoid(a1 + b1 * grid) + 1.0 - sigmoid(a0 + b0 * grid)) / 2.0
+
+
+def fit_sensitivity(levels: np.ndarray, speech: np.ndarray, nonspeech: np.ndarray, criteria: tuple[float, ...], *,
+                    n_boot: int = 1000, ci: float = 0.95, rng: np.random.Generator | None = None) -> Sensitivity:
+    """Balanced-accuracy thresholds (see the module doc) from the response matrices of speech and non-speech base clips.
+
+    ``speech``: ``(C_s, L)`` and ``nonspeech``: ``(C_n, L)``, each 1 where that base clip at that level was
+    answered SPEECH, 0 where not, NaN where the variant does not exist.
+    """
+    hit, false_alarm = fit_curve(levels, speech), fit_curve(levels, nonspeech)
+    valid = (hit.n > 0) & (false_alarm.n > 0)
+    if not valid.any():
+        raise ValueError("no level has both speech and non-speech clips")
+    grid = np.linspace(float(hit.levels[valid].min()), float(hit.levels[valid].max()), GRID)
+    rng = rng if rng is not None else np.random.default_rng(0)
+    boot = []
+    for responses in (speech, nonspeech):
+        r = np.asarray(responses, dtype=np.float64)
+        present = ~np.isnan(r)
+        w = cluster_counts(r.shape[0], n_boot, rng)
+        boot.append(fit_logistic(levels, w @ np.where(present, r, 0.0), w @ present.astype(np.float64)))
+    (a1_b, b1_b), (a0_b, b0_b) = boot
+    point = _balanced(hit.a, hit.b, false_alarm.a, false_alarm.b, grid)
+    replicates = _balanced(a1_b, b1_b, a0_b, b0_b, grid)
+    found = []
+    for q in criteria:
+        lo, hi = percentile_interval(first_crossing(replicates, grid, q), ci, interpolate=False)
+        found.append(Threshold(q, float(first_crossing(point, grid, q)[0]), lo, hi))
+    return Sensitivity(hit, false_alarm, tuple(found))
+
+
 def describe(value: float, x_min: float, x_max: float, fmt) -> str:
-    """A threshold as text: ``fmt(value)`` in range, ``'< ' + fmt(x_min)`` / ``'> ' + fmt(x_max)`` when censored."""
+    """A threshold as text: ``fmt(value)`` in range; censored: ``'< ' + fmt(x_min)`` below, ``'not reached by ' + fmt(x_max)`` above."""
     if value == -np.inf:
         return f"< {fmt(x_min)}"
     if value == np.inf:
-        return f"> {fmt(x_max)}"
+        return f"not reached by {fmt(x_max)}"
     if np.isnan(value):
         return "n/a"
     return fmt(value)
