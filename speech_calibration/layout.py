@@ -14,6 +14,10 @@ reference detector (``baselines/silero``).
     predictions/<system>/{dev,test}.csv (+ _content_free.csv)              predict, baselines
     predictions/conditions/<system>/conditions.csv                          predict_conditions
     predictions/baselines_<set>/<detector>/<set>.csv                        baselines_conditions
+    <your folder>/metadata.csv (+ audio)      an evaluation set (params eval_sets: {<name>: <your folder>})
+    data/eval_sets/<name>/metadata.csv        its validated manifest        eval_set
+    predictions/eval_sets/<name>/<system>/<name>.csv                        predict_eval_set*, baselines_eval_set
+    metrics/eval_sets/<name>.json             every system on the set      evaluate_eval_set
     metrics/ plots/ evaluation/               metrics, plot data and per-clip tables
 """
 from __future__ import annotations
@@ -37,6 +41,25 @@ def split_csv(split: str, root: str | Path = SPLIT_DIR) -> Path:
 def conditions_csv(name: str = CONDITIONS_SET, root: str | Path = CONDITIONS_DIR) -> Path:
     """``data/processed/conditions/<name>_metadata.csv``: the rendered condition variants."""
     return Path(root) / f"{name}_metadata.csv"
+
+
+EVAL_SET_INPUT_CSV = "metadata.csv"  # what an evaluation set's folder holds, beside (or above) its audio
+EVAL_SETS_DIR = Path("data/eval_sets")
+
+
+def eval_set_input_csv(folder: str | Path) -> Path:
+    """``<folder>/metadata.csv``: the metadata CSV of an evaluation set's own folder (``params.yaml: eval_sets``)."""
+    return Path(folder) / EVAL_SET_INPUT_CSV
+
+
+def eval_set_dir(name: str) -> Path:
+    """``data/eval_sets/<name>/``: the validated set (its manifest), written by the ``eval_set`` stage."""
+    return EVAL_SETS_DIR / name
+
+
+def eval_set_csv(name: str) -> Path:
+    """``data/eval_sets/<name>/metadata.csv``: the manifest every system scores (audio paths resolved, a hash per clip)."""
+    return eval_set_dir(name) / "metadata.csv"
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -81,6 +104,15 @@ def conditions_predictions_dir(system: str) -> Path:
 def baselines_set_dir(set_name: str) -> Path:
     """``predictions/baselines_<set>/``: the detectors' scores of an extra set (a DVC out of its own)."""
     return PREDICTIONS_DIR / f"{BASELINES}_{set_name}"
+
+
+EVAL_SETS_PREDICTIONS_DIR = PREDICTIONS_DIR / "eval_sets"
+
+
+def eval_set_predictions_dir(name: str, system: str) -> Path:
+    """``predictions/eval_sets/<name>/<system>/``: one system's scores of an evaluation set (``<name>.csv`` inside);
+    the detectors' under ``<system>`` = ``baselines/<detector>``, in the folder ``baselines`` of their stage."""
+    return EVAL_SETS_PREDICTIONS_DIR / name / system
 
 
 # ----------------------------------------------------------------------------------- per system
@@ -162,3 +194,10 @@ SUMMARY_PLOTS_DIR = Path("plots/summary")
 CONDITIONS_JSON = Path("metrics/conditions.json")
 CONDITIONS_TABLES_DIR = Path("metrics/conditions")
 CONDITIONS_PLOTS_DIR = Path("plots/conditions")
+
+EVAL_SETS_METRICS_DIR = Path("metrics/eval_sets")  # committed with a .gitkeep, so the aggregate stage's dep exists
+
+
+def eval_set_metrics(name: str) -> Path:
+    """``metrics/eval_sets/<name>.json``: every system on the evaluation set, uncalibrated beside calibrated."""
+    return EVAL_SETS_METRICS_DIR / f"{name}.json"

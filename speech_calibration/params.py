@@ -14,6 +14,7 @@ stage's params, so a change re-runs only what depends on it.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,6 +28,10 @@ from speech_calibration.errors import UserError
 
 LABELS = ("SPEECH", "NONSPEECH")
 SPLITS = ("train", "dev", "test")
+EVAL_SET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+RESERVED_SET_NAMES = (*SPLITS, "conditions")
+MOVED = {"predict.extra_csvs": "list your sets under eval_sets (name: a folder holding metadata.csv and its audio), "
+                               "where every system scores and reports them"}
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -229,8 +234,6 @@ class Train:
 @dataclass(frozen=True)
 class Predict:
     batch_size: int = 16
-    # more metadata CSVs to score beside dev and test: {name: path}; outputs predictions/<system>/<name>.csv
-    extra_csvs: dict[str, str] = field(default_factory=dict)
     # content-free inputs for contextual calibration: digital silence and a short white-noise clip
     content_free_duration_s: float = 1.0
     content_free_noise_dbfs: float = -30.0
@@ -342,6 +345,21 @@ class Conditions:
         _check(self.n_bootstrap >= 100, key + ".n_bootstrap", "must be at least 100")
 
 
+LONG_CLIPS = ("error", "truncate", "windows")
+
+
+@dataclass(frozen=True)
+class Audio:
+    """What happens to a clip longer than the model's audio window (:mod:`speech_calibration.data.long_clips`).
+
+    ``error``: stop, naming the CSV row; ``truncate``: keep the first window, counting and logging the clips
+    cut; ``windows``: score consecutive windows and keep the one with the largest SPEECH log-odds (training,
+    whose labels cover a whole clip, then keeps the first window, logged like truncate).
+    """
+
+    long_clips: Literal["error", "truncate", "windows"] = "error"
+
+
 @dataclass(frozen=True)
 class Params:
     seeds: list[int] = field(default_factory=lambda: [42, 123, 456])
@@ -356,9 +374,16 @@ class Params:
     evaluate: Evaluate = field(default_factory=Evaluate)
     baselines: Baselines = field(default_factory=Baselines)
     conditions: Conditions = field(default_factory=Conditions)
+    audio: Audio = field(default_factory=Audio)
+    # your own evaluation sets: {name: folder holding metadata.csv (the splits' columns) and its audio}
+    eval_sets: dict[str, str] = field(default_factory=dict)
 
     def validate(self, key: str) -> None:
         _check(len(self.seeds) > 0, "seeds", "must list at least one seed")
+        for name in self.eval_sets:
+            _check(EVAL_SET_NAME.fullmatch(name) is not None and name not in RESERVED_SET_NAMES, f"eval_sets.{name}",
+                   "a set name is letters, digits, '_' or '-', starting with a letter, and not "
+                   + " / ".join(RESERVED_SET_NAMES))
         _check(len(set(self.seeds)) == len(self.seeds), "seeds", "must not repeat a seed")
         _check(not self.train.share_prompt_prefix or self.model.trim_audio_window, "train.share_prompt_prefix",
                "needs model.trim_audio_window: true (the shared prefix is a fast-path feature); set one of them")
@@ -389,6 +414,8 @@ def parse(cls: type, raw: Any, key: str) -> Any:
     unknown = sorted(set(raw) - names)
     if unknown:
         where = f"{key}.{unknown[0]}" if key else unknown[0]
+        if where in MOVED:
+            raise UserError(f"{where}: no longer a key; {MOVED[where]}")
         raise UserError(f"{where}: unknown key (known keys: {', '.join(sorted(names))})")
     values = {name: _convert(hints[name], raw[name], f"{key}.{name}" if key else name) for name in raw}
     obj = cls(**values)

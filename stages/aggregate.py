@@ -3,8 +3,9 @@
 Reads every seed's test and calibration metrics and the reference systems'; writes
 ``metrics/summary.json`` (mean, SD and t-interval across seeds, for ``dvc metrics``),
 ``metrics/summary.txt`` (the study's summary lines and one table of every system) and the pooled
-reliability and per-seed plots (:mod:`speech_calibration.report.summary`). Params: ``seeds``,
-``evaluate.references``, ``evaluate.ci``, ``evaluate.n_bins``.
+reliability and per-seed plots (:mod:`speech_calibration.report.summary`), with a block per evaluation set
+(``metrics/eval_sets/<name>.json``). Params: ``seeds``, ``evaluate.references``, ``evaluate.ci``,
+``evaluate.n_bins``, ``eval_sets``.
 
     python -m stages.aggregate
 """
@@ -23,7 +24,8 @@ log = logging.getLogger("stages.aggregate")
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser(__doc__).parse_args(argv)
     config = params.load(args.params)
-    summary = aggregate(config.seeds, config.evaluate.references, ci=config.evaluate.ci, n_bins=config.evaluate.n_bins)
+    summary = aggregate(config.seeds, config.evaluate.references, ci=config.evaluate.ci, n_bins=config.evaluate.n_bins,
+                        eval_sets=list(config.eval_sets))
     log.info("wrote %s and %s (%d seeds, %d reference systems)", layout.SUMMARY_TXT, layout.SUMMARY_JSON,
              len(config.seeds), len(summary["references"]))
 

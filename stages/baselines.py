@@ -1,13 +1,14 @@
-"""Stage ``baselines`` (and ``baselines_conditions@<set>``): the reference detectors' scores, Silero VAD and WebRTC VAD.
+"""Stage ``baselines`` (and ``baselines_conditions@<set>``, ``baselines_eval_set@<name>``): the reference detectors' scores, Silero VAD and WebRTC VAD.
 
 Scores every dev and test clip, or with ``--conditions NAME`` the variants of
-``data/processed/conditions/NAME_metadata.csv``, with each detector switched on in ``params.yaml:
+``data/processed/conditions/NAME_metadata.csv``, or with ``--set NAME`` an evaluation set, with each detector switched on in ``params.yaml:
 baselines``, in the predictions schema (:mod:`speech_calibration.vad.scoring`), so the same
 calibration and metrics code reads them like an LLM's. A detector switched off has no folder at all.
-Params: ``baselines`` (detector keys).
+Params: ``baselines`` (detector keys), ``eval_sets.NAME`` with ``--set``.
 
     python -m stages.baselines                    # predictions/baselines/<detector>/{dev,test}.csv
     python -m stages.baselines --conditions NAME  # predictions/baselines_NAME/<detector>/NAME.csv
+    python -m stages.baselines --set NAME         # predictions/eval_sets/NAME/baselines/<detector>/NAME.csv
 """
 from __future__ import annotations
 
@@ -26,9 +27,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--conditions", metavar="NAME",
                    help=f"score {layout.conditions_csv('NAME')} into {layout.baselines_set_dir('NAME')}/<detector>/NAME.csv "
                         "instead of dev and test")
+    p.add_argument("--set", metavar="NAME", help=f"score the evaluation set NAME ({layout.eval_set_csv('NAME')}) into "
+                                                 f"{layout.eval_set_predictions_dir('NAME', layout.BASELINES)}/<detector>/NAME.csv")
     args = p.parse_args(argv)
-    config = params.load(args.params).baselines
-    if args.conditions is not None:
+    full = params.load(args.params)
+    config = full.baselines
+    if args.conditions is not None and args.set is not None:
+        raise UserError("--conditions and --set: give one of them")
+    if args.set is not None:
+        if args.set not in full.eval_sets:
+            raise UserError(f"{args.params}: eval_sets.{args.set}: no such set (sets: {', '.join(full.eval_sets) or 'none'})")
+        metas = {args.set: schema.read_metadata(layout.eval_set_csv(args.set), require_both_classes=False)}
+        out_dir = layout.eval_set_predictions_dir(args.set, layout.BASELINES)
+    elif args.conditions is not None:
         name = args.conditions
         if not name or "/" in name or name in (".", ".."):
             raise UserError(f"--conditions {name!r}: expected a plain name such as conditions "

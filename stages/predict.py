@@ -1,22 +1,25 @@
-"""Stage ``predict@<seed>`` (and ``predict_zeroshot``, ``predict_conditions*``): the A/B answer logits of every clip.
+"""Stage ``predict@<seed>`` (and ``predict_zeroshot``, ``predict_conditions*``, ``predict_eval_set*``): the A/B answer
+logits of every clip.
 
 Loads the base model (``model.name_or_path``) and, unless ``--zero-shot``, the seed's adapter once, and
 scores in one process (:mod:`speech_calibration.model.scoring`): one forward pass per batch, no text
 generation. Beside each set, ``<set>_content_free.csv`` holds the logits of two content-free inputs
-(digital silence and a short white noise) for contextual calibration. Params: ``model``, ``prompt``,
-``predict``.
+(digital silence and a short white noise) for contextual calibration. A clip longer than the model's
+audio window is handled as ``audio.long_clips`` says. Params: ``model``, ``prompt``, ``predict``,
+``audio.long_clips``.
 
-    python -m stages.predict --seed 42                 # dev, test, predict.extra_csvs -> predictions/seed_42/
+    python -m stages.predict --seed 42                 # dev, test -> predictions/seed_42/
     python -m stages.predict --zero-shot               # the base model alone -> predictions/zeroshot/
     python -m stages.predict --seed 42 --conditions    # the condition variants -> predictions/conditions/seed_42/
+    python -m stages.predict --seed 42 --set mine      # an evaluation set -> predictions/eval_sets/mine/seed_42/
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from speech_calibration import layout, params
 from speech_calibration.cli import parser, run
+from speech_calibration.errors import UserError
 from speech_calibration.model.scoring import Scorer, score_csvs
 
 
@@ -25,17 +28,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--seed", type=int, help="score with the adapter trained with this seed (models/seed_<seed>)")
     who.add_argument("--zero-shot", action="store_true", help="score with the base model alone, no adapter")
-    p.add_argument("--conditions", action="store_true",
-                   help=f"score the condition variants ({layout.conditions_csv()}) instead of dev and test")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--conditions", action="store_true",
+                      help=f"score the condition variants ({layout.conditions_csv()}) instead of dev and test")
+    what.add_argument("--set", metavar="NAME", help=f"score the evaluation set NAME ({layout.eval_set_csv('NAME')}, "
+                                                    "from the eval_set stage) instead of dev and test")
     args = p.parse_args(argv)
     config = params.load(args.params)
     system = layout.ZEROSHOT if args.zero_shot else layout.seed_system(args.seed)
     if args.conditions:
         csvs = {layout.CONDITIONS_SET: layout.conditions_csv()}
         out_dir = layout.conditions_predictions_dir(system)
+    elif args.set is not None:
+        if args.set not in config.eval_sets:
+            raise UserError(f"{args.params}: eval_sets.{args.set}: no such set (sets: {', '.join(config.eval_sets) or 'none'})")
+        csvs = {args.set: layout.eval_set_csv(args.set)}
+        out_dir = layout.eval_set_predictions_dir(args.set, system)
     else:
-        csvs = {"dev": layout.split_csv("dev"), "test": layout.split_csv("test"),
-                **{name: Path(path) for name, path in config.predict.extra_csvs.items()}}
+        csvs = {"dev": layout.split_csv("dev"), "test": layout.split_csv("test")}
         out_dir = layout.predictions_dir(system)
     scorer = Scorer(config, None if args.zero_shot else layout.adapter_dir(args.seed))
     score_csvs(config, scorer, csvs, out_dir)

@@ -3,12 +3,15 @@
 Writes ``data/processed/grouped_split/{train,dev,test}_metadata.csv`` (+ the embedded corpus's audio) and
 ``metrics/data.json`` (clips, groups and class balance per split). ``data.source`` picks where the clips
 come from: ``synthetic`` (the embedded eSpeak NG corpus), ``csv`` (your one metadata CSV, split here by
-group) or ``presplit`` (your three split CSVs); see :mod:`speech_calibration.data.splits`. Params: ``data``.
+group) or ``presplit`` (your three split CSVs); see :mod:`speech_calibration.data.splits`. Clips longer than the
+audio window of ``model.name_or_path`` are refused or reported here, before any training, as
+``audio.long_clips`` says. Params: ``data``, ``model.name_or_path``, ``audio.long_clips``.
 
     python -m stages.prepare [--params params.yaml]
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 
@@ -17,6 +20,7 @@ from speech_calibration.cli import parser, run
 from speech_calibration.data.splits import PARAM_KEYS, data_metrics, prepare
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import write_json
+from speech_calibration.model.loading import audio_window_s
 from speech_calibration.params import SPLITS
 
 log = logging.getLogger("stages.prepare")
@@ -24,9 +28,11 @@ log = logging.getLogger("stages.prepare")
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser(__doc__).parse_args(argv)
-    data = params.load(args.params).data
+    config = params.load(args.params)
+    data = config.data
     try:
-        frames = prepare(data, layout.SPLIT_DIR)
+        window_s = functools.cache(lambda: audio_window_s(config.model))  # read once, after the clips decoded
+        frames = prepare(data, layout.SPLIT_DIR, window=(window_s, config.audio.long_clips))
     except UserError as err:
         if str(err).startswith(PARAM_KEYS):  # names a params key: say which params file
             raise UserError(f"{args.params}: {err}") from None

@@ -31,15 +31,24 @@ def small_synthetic() -> dict:
 
 
 @pytest.fixture
-def make_params(tmp_path):
+def make_params(tmp_path, tiny_model):
     """``make_params({"data": {...}})`` writes a params file holding those sections (others take their
-    defaults) and returns its path."""
+    defaults; ``model.name_or_path`` is the session's tiny model unless given) and returns its path."""
     def make(sections: dict, name: str = "params.yaml") -> Path:
         path = tmp_path / name
+        sections = {**sections, "model": {"name_or_path": str(tiny_model), **sections.get("model", {})}}
         path.write_text(yaml.safe_dump(sections, sort_keys=False))
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """The embedded tiny model, built once per session as the tiny_model stage builds it."""
+    from tests.model_helpers import tiny_model_dir
+
+    return tiny_model_dir(str(tmp_path_factory.getbasetemp()))
 
 
 def tone(seconds: float = 0.5, rate: int = 16000, freq: float = 440.0, amplitude: float = 0.5) -> np.ndarray:
@@ -57,7 +66,7 @@ def make_audio(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         mono = tone(seconds, rate, freq, amplitude)
         data = mono if channels == 1 else np.stack([mono] + [np.zeros_like(mono)] * (channels - 1), axis=1)
-        subtype = "VORBIS" if path.suffix == ".ogg" else "PCM_16"
+        subtype = {".ogg": "VORBIS", ".mp3": "MPEG_LAYER_III"}.get(path.suffix, "PCM_16")
         sf.write(str(path), data, rate, subtype=subtype)
         return path
 

@@ -77,11 +77,11 @@ def leftovers(out: Path) -> list[str]:
 
 # ============================================================================================ synthetic
 @pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory):
+def synthetic_run(tmp_path_factory, tiny_model):
     """The small synthetic corpus prepared once through the CLI."""
     root = tmp_path_factory.mktemp("synthetic")
     params = root / "params.yaml"
-    params.write_text(yaml.safe_dump({"data": {"synthetic": SMALL_SYNTHETIC}}))
+    params.write_text(yaml.safe_dump({"data": {"synthetic": SMALL_SYNTHETIC}, "model": {"name_or_path": str(tiny_model)}}))
     out, metrics = prepare_in(root / "a", params)
     return params, out, metrics
 
@@ -242,6 +242,27 @@ def test_csv_with_a_nan_wav_is_rejected_at_prepare_naming_its_row(user_corpus, m
     one_line_error(code, err, f"{user_corpus} row 5 ({source.loc[4, 'clip_id']})", str(bad), "NaN or infinite samples")
     processed = tmp_path / "project" / "data" / "processed"
     assert not processed.exists() or list(processed.iterdir()) == []  # nothing half-written
+
+
+def test_a_clip_longer_than_the_model_window_is_decided_at_prepare(user_corpus, make_params, make_audio, tmp_path,
+                                                                   capsys, caplog):
+    """7 s against the tiny model's 6-s window: error stops prepare naming the CSV row, before anything is written;
+    truncate and windows let it through and say so in the log."""
+    source = pd.read_csv(user_corpus)
+    make_audio("corpus/audio/long.flac", seconds=7.0)
+    source.loc[7, "audio_path"] = "audio/long.flac"
+    source.to_csv(user_corpus, index=False)
+    data = {"source": "csv", "csv": {"path": str(user_corpus)}}
+    code, err = run_cli(capsys, tmp_path / "project", make_params({"data": data}))
+    one_line_error(code, err, f"{user_corpus} row 8 ({source.loc[7, 'clip_id']}): clip of 7.00 s is longer than the "
+                              "model's 6 s audio window", "audio.long_clips")
+    assert not (tmp_path / "project" / layout.SPLIT_DIR).exists()
+    for policy in ("truncate", "windows"):
+        params = make_params({"data": data, "audio": {"long_clips": policy}}, f"{policy}.yaml")
+        caplog.clear()
+        code, _ = run_cli(capsys, tmp_path / policy, params)
+        assert code == 0 and f"1 of {len(source)} clips are longer" in caplog.text
+        assert f"audio.long_clips={policy}" in caplog.text
 
 
 def test_csv_with_no_valid_split_is_rejected(tmp_path, make_audio, make_params, capsys):

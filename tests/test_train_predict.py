@@ -128,24 +128,46 @@ def test_predict_writes_the_contract_and_scores_are_order_independent(project, t
     np.testing.assert_allclose(one["logit_B"], frames["test"]["logit_B"], atol=1e-5)
 
 
-def test_a_set_with_a_clip_longer_than_the_window_is_refused_before_scoring(project, trained, tmp_path, monkeypatch):
-    """7 s of audio against the tiny model's 6 s window: one line naming the CSV row, and no predictions written."""
+def test_each_long_clip_policy_on_the_trained_model(project, trained, tmp_path, monkeypatch):
+    """7 s of audio against the tiny model's 6 s window. error: one line naming the CSV row, nothing written;
+    truncate: the clip scores as its first 6 s; windows: as the better (larger SPEECH log-odds) of its two
+    6-s windows, [0, 6] s and [1, 7] s, each scored on its own."""
+    import dataclasses
+
     from speech_calibration.data.audio import write_audio
 
     p, _ = trained
     monkeypatch.chdir(project)
     meta = pd.read_csv(layout.split_csv("test"))
     meta["audio_path"] = [str(Path(f).resolve()) for f in schema.read_metadata(layout.split_csv("test"))["audio_file"]]
-    write_audio(tmp_path / "long.wav", np.random.default_rng(0).standard_normal(7 * 16000).astype(np.float32) * 0.05)
+    speech = load_clips([schema.read_metadata(layout.split_csv("test"))["audio_file"].iloc[0]])[0]
+    long_audio = np.random.default_rng(0).standard_normal(7 * 16000).astype(np.float32) * 0.01
+    long_audio[-len(speech[:16000 * 3]):] += speech[:16000 * 3]  # something to hear near the end only
+    write_audio(tmp_path / "long.wav", long_audio)
     long_row = {**meta.iloc[0].to_dict(), "clip_id": "long_clip", "audio_path": str(tmp_path / "long.wav"),
                 "duration_s": 7.0}
     csv = tmp_path / "extra_metadata.csv"
     pd.concat([meta, pd.DataFrame([long_row])], ignore_index=True).to_csv(csv, index=False)
+    scorer = Scorer(p, project / "models/seed_42")
     out = tmp_path / "predictions"
     with pytest.raises(UserError, match=rf"^{csv} row {len(meta) + 1} \(long_clip\): clip of 7\.00 s is longer than "
                                         r"the model's 6 s audio window"):
-        score_csvs(p, Scorer(p, project / "models/seed_42"), {"dev": layout.split_csv("dev"), "extra": csv}, out)
+        score_csvs(p, scorer, {"dev": layout.split_csv("dev"), "extra": csv}, out)
     assert not out.exists()
+
+    heard = load_clips([tmp_path / "long.wav"])[0]
+    pieces = scorer.score([heard[:6 * 16000], heard[16000:]])
+    log_odds = pieces["logit_A"] - pieces["logit_B"]
+    for policy, expect_index in (("truncate", 0), ("windows", int(np.argmax(log_odds)))):
+        q = dataclasses.replace(p, audio=params_mod.Audio(long_clips=policy))
+        frame = score_csvs(q, scorer, {"extra": csv}, tmp_path / policy)["extra"].set_index("clip_id")
+        assert frame.loc["long_clip", "logit_A"] == pytest.approx(pieces["logit_A"][expect_index], abs=1e-5), policy
+        assert frame.loc["long_clip", "logit_B"] == pytest.approx(pieces["logit_B"][expect_index], abs=1e-5), policy
+        if policy == "windows":
+            assert frame.loc["long_clip", "n_windows"] == 2 and (frame.drop(index="long_clip")["n_windows"] == 1).all()
+        else:
+            assert "n_windows" not in frame.columns
+    assert log_odds[0] != pytest.approx(log_odds[1], abs=1e-3)  # the two windows differ: the choice is visible
 
 
 def _raw(project):

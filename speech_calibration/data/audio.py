@@ -1,7 +1,11 @@
-"""Audio I/O: any WAV, FLAC or OGG file in, mono float32 at the model's rate (16 kHz) out.
+"""Audio I/O: WAV, FLAC, OGG/Vorbis or MP3 at any sample rate, mono or multichannel, in; mono float32 at the
+model's rate (16 kHz) out.
 
-Loading fails with a one-line :class:`UserError` naming the file for an empty file, a file that
-cannot be decoded, or samples that are NaN or infinite, so a bad file never reaches the model.
+Decoding is libsndfile's (through ``soundfile``; MP3 needs libsndfile 1.1 or later, which the soundfile
+wheels bundle), resampling soxr's, channels are averaged. ``tests/test_audio.py`` reads each format at
+several rates and channel counts. Loading fails with a one-line :class:`UserError` naming the file by its
+absolute path for a missing or empty file, a file that cannot be decoded, or samples that are NaN or
+infinite, so a bad file never reaches the model.
 """
 from __future__ import annotations
 
@@ -16,18 +20,18 @@ from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_path
 
 MODEL_RATE = 16000
-FORMATS = ("WAV", "FLAC", "OGG")
+FORMATS = ("WAV", "FLAC", "OGG", "MP3")  # what the tests read; see the module doc
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int = MODEL_RATE) -> np.ndarray:
     """Read ``path`` and return mono float32 samples at ``sample_rate`` (channels averaged, soxr resampling)."""
-    path = Path(path)
+    path = Path(os.path.abspath(path))
     if not path.is_file():
         raise UserError(f"{path}: audio file not found")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError ... for bad files
-        raise UserError(f"{path}: cannot decode audio ({err}); re-encode it as WAV, FLAC or OGG") from None
+        raise UserError(f"{path}: cannot decode audio ({err}); re-encode it as WAV, FLAC, OGG or MP3") from None
     if data.shape[0] == 0:
         raise UserError(f"{path}: audio file has no samples; remove it from the metadata CSV or replace it")
     if not np.isfinite(data).all():
@@ -60,13 +64,13 @@ def load_clips(files, sample_rate: int = MODEL_RATE, places=None) -> list[np.nda
 
 def probe_audio(path: str | os.PathLike) -> sf._SoundFileInfo:
     """Read only the header of ``path``: cheap validation that it exists and is a decodable format."""
-    path = Path(path)
+    path = Path(os.path.abspath(path))
     if not path.is_file():
         raise UserError(f"{path}: audio file not found")
     try:
         info = sf.info(str(path))
     except Exception as err:
-        raise UserError(f"{path}: cannot decode audio ({err}); re-encode it as WAV, FLAC or OGG") from None
+        raise UserError(f"{path}: cannot decode audio ({err}); re-encode it as WAV, FLAC, OGG or MP3") from None
     if info.frames == 0:
         raise UserError(f"{path}: audio file has no samples; remove it from the metadata CSV or replace it")
     return info

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from speech_calibration import layout
-from speech_calibration.data import corpus, schema
+from speech_calibration.data import corpus, long_clips, schema
 from speech_calibration.data.audio import load_clips, probe_audio
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv
@@ -39,6 +39,7 @@ from speech_calibration.params import SPLITS, Data
 
 log = logging.getLogger(__name__)
 
+LongClips = tuple  # (the model's audio window in seconds, or a function that reads it; audio.long_clips)
 SPLIT_TRIES = 256  # seeded shuffles of the groups tried by split_groups
 PARAM_KEYS = ("data.synthetic.", "data.csv.", "data.presplit.")  # errors that name a params key
 
@@ -134,12 +135,20 @@ def _check_outside(path: str | os.PathLike, out_dir: Path, key: str) -> None:
                         "move it elsewhere")
 
 
-def from_csv(data: Data, out_dir: Path) -> dict[str, pd.DataFrame]:
+def check_long(df: pd.DataFrame, csv: str | os.PathLike, window: LongClips | None) -> None:
+    """Apply ``audio.long_clips`` to the clips' durations (``window``: the model's window in seconds and the policy)."""
+    if window is not None:
+        seconds = window[0]() if callable(window[0]) else window[0]
+        long_clips.report(df[schema.DURATION_S].to_numpy(float), schema.clip_places(csv, df), seconds, window[1], str(csv))
+
+
+def from_csv(data: Data, out_dir: Path, window: LongClips | None = None) -> dict[str, pd.DataFrame]:
     """``data.source: csv``: one metadata CSV split by group."""
     path = Path(data.csv.path)
     _check_outside(path, out_dir, "data.csv.path")
     df = with_durations(schema.read_metadata(path))
     check_decodable(df, path)
+    check_long(df, path, window)
     n_dev, n_test = group_counts(df[schema.GROUP_ID].nunique(), data.csv.dev_groups, data.csv.test_groups)
     try:
         frames = split_groups(df, n_dev, n_test, data.split_seed)
@@ -148,16 +157,17 @@ def from_csv(data: Data, out_dir: Path) -> dict[str, pd.DataFrame]:
     return {split: _columns(rebase_audio_paths(frame, out_dir)) for split, frame in frames.items()}
 
 
-def from_presplit(data: Data, out_dir: Path) -> dict[str, pd.DataFrame]:
+def from_presplit(data: Data, out_dir: Path, window: LongClips | None = None) -> dict[str, pd.DataFrame]:
     """``data.source: presplit``: three split CSVs, validated together."""
     paths = {split: Path(getattr(data.presplit, split)) for split in SPLITS}
     for split, path in paths.items():
         _check_outside(path, out_dir, f"data.presplit.{split}")
-    frames = {split: schema.read_metadata(path) for split, path in paths.items()}
+    frames = {split: with_durations(schema.read_metadata(path)) for split, path in paths.items()}
     schema.check_disjoint_groups(frames, paths)
     for split, frame in frames.items():
         check_decodable(frame, paths[split])
-    return {split: _columns(rebase_audio_paths(with_durations(frame), out_dir)) for split, frame in frames.items()}
+        check_long(frame, paths[split], window)
+    return {split: _columns(rebase_audio_paths(frame, out_dir)) for split, frame in frames.items()}
 
 
 # =============================================================================================== stage
@@ -178,17 +188,24 @@ def data_metrics(frames: Mapping[str, pd.DataFrame]) -> dict[str, dict[str, floa
     return metrics
 
 
-def prepare(data: Data, out_dir: str | os.PathLike = layout.SPLIT_DIR) -> dict[str, pd.DataFrame]:
+def prepare(data: Data, out_dir: str | os.PathLike = layout.SPLIT_DIR, window: LongClips | None = None) -> dict[str, pd.DataFrame]:
     """Build the split folder for ``data`` in a temporary folder beside ``out_dir``, check it against the
-    data contract, and swap it in whole. Returns the three metadata frames."""
+    data contract, and swap it in whole. Returns the three metadata frames.
+
+    ``window``: ``(the model's audio window in seconds, or a function that reads it, audio.long_clips)``: long
+    clips are reported (or, for ``error``, refused) once the clips decoded and before anything is written;
+    None skips that check.
+    """
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         if data.source == "synthetic":
             frames = corpus.write_corpus(data.synthetic, tmp, data.sample_rate)
+            for split, frame in frames.items():
+                check_long(frame, layout.split_csv(split, out_dir), window)
         elif data.source == "csv":
-            frames = from_csv(data, out_dir)
+            frames = from_csv(data, out_dir, window)
         else:
-            frames = from_presplit(data, out_dir)
+            frames = from_presplit(data, out_dir, window)
         for split, frame in frames.items():
             write_csv(layout.split_csv(split, tmp), frame)
         # self-check: the folder as written satisfies the contract (a failure here is a bug, not bad input)

@@ -101,18 +101,6 @@ class InputBuilder:
         self.window_samples = self.feature_extractor.n_samples
         self.window_frames = self.feature_extractor.nb_max_frames
 
-    def check_window(self, audios: Sequence[np.ndarray], places: Sequence[str]) -> None:
-        """Refuse a clip longer than the model's audio window, which the feature extractor would cut silently.
-
-        ``places`` names each clip for the message (``<csv> row <n> (<clip_id>)``).
-        """
-        window = self.window_samples / self.sampling_rate
-        for audio, place in zip(audios, places):
-            if len(audio) > self.window_samples:
-                raise UserError(f"{place}: clip of {len(audio) / self.sampling_rate:.2f} s is longer than the model's "
-                                f"{window:g} s audio window, so the model would hear only its first {window:g} s; "
-                                f"cut it into clips of at most {window:g} s, or drop it")
-
     def answer_id(self, label: str) -> int:
         if label not in LABELS:
             raise ValueError(f"unknown label {label!r}")

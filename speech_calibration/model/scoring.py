@@ -8,6 +8,9 @@ those two rows of the output head; the log-sum-exp of the whole vocabulary at th
 kept too, so a report can say how much probability falls outside A/B. Clips are sorted by length so
 each batch's audio window is short, padded on the left, and returned in the CSV's order.
 
+A clip longer than the model's audio window is refused, truncated or scored as windows, as
+``audio.long_clips`` says (:mod:`speech_calibration.data.long_clips`, :func:`combine_windows`).
+
 Beside each split, ``<split>_content_free.csv`` holds the logits of two content-free inputs (digital
 silence and a short white noise) for contextual calibration.
 """
@@ -25,6 +28,7 @@ import torch
 from speech_calibration import params as params_mod
 from speech_calibration.data import schema
 from speech_calibration.data.audio import load_clips
+from speech_calibration.data.long_clips import apply_policy
 from speech_calibration.fileio import atomic_dir, write_csv
 from speech_calibration.model import forward, loading
 from speech_calibration.stats.metrics import p_speech_from_logits
@@ -32,6 +36,7 @@ from speech_calibration.stats.metrics import p_speech_from_logits
 log = logging.getLogger(__name__)
 CONTENT_FREE_INPUTS = ("silence", "noise")
 _DROP = {schema.AUDIO_PATH, "audio_file"}
+N_WINDOWS = "n_windows"  # predictions column where audio.long_clips=windows scored a clip as several windows
 
 
 class Scorer:
@@ -87,6 +92,20 @@ def score_audio(model, builder, audios: Sequence[np.ndarray], *, batch_size: int
     return {schema.LOGIT_A: out[:, 0], schema.LOGIT_B: out[:, 1], schema.LOGSUMEXP_VOCAB: out[:, 2]}
 
 
+def combine_windows(scores: dict[str, np.ndarray], owner: np.ndarray, n_clips: int) -> dict[str, np.ndarray]:
+    """Per clip, the scores of its window with the largest SPEECH log-odds ``logit_A - logit_B`` (the first on ties),
+    and ``n_windows``; ``owner[k]`` is the clip of window ``k`` (:func:`speech_calibration.data.long_clips.apply_policy`)."""
+    owner = np.asarray(owner)
+    log_odds = scores[schema.LOGIT_A] - scores[schema.LOGIT_B]
+    order = np.lexsort((np.arange(len(owner)), -log_odds, owner))  # by clip, then largest log-odds, then first
+    first = order[np.r_[True, owner[order][1:] != owner[order][:-1]]]
+    best = np.empty(n_clips, dtype=np.int64)
+    best[owner[first]] = first
+    out = {k: np.asarray(v)[best] for k, v in scores.items()}
+    out[N_WINDOWS] = np.bincount(owner, minlength=n_clips)
+    return out
+
+
 def predictions_frame(meta: pd.DataFrame, scores: dict[str, np.ndarray], prompt: params_mod.Prompt) -> pd.DataFrame:
     """The predictions CSV rows: identity, truth, logits, p(SPEECH) at T=1, prediction, carried metadata."""
     a, b = scores[schema.LOGIT_A], scores[schema.LOGIT_B]
@@ -102,6 +121,8 @@ def predictions_frame(meta: pd.DataFrame, scores: dict[str, np.ndarray], prompt:
         schema.PREDICTED_TOKEN: np.where(a >= b, prompt.speech_answer, prompt.nonspeech_answer),
         schema.LOGSUMEXP_VOCAB: scores[schema.LOGSUMEXP_VOCAB],
     })
+    if N_WINDOWS in scores and np.any(scores[N_WINDOWS] > 1):
+        frame[N_WINDOWS] = scores[N_WINDOWS]
     for col in meta.columns:
         if col not in frame.columns and col not in _DROP:
             frame[col] = meta[col].to_numpy()
@@ -121,8 +142,10 @@ def score_csvs(p: params_mod.Params, scorer: Scorer, csvs: dict[str, Path], out_
     metas = {name: schema.read_metadata(path, require_both_classes=False) for name, path in csvs.items()}
     audios = {name: load_clips(list(meta["audio_file"]), scorer.builder.sampling_rate, schema.clip_places(csvs[name], meta))
               for name, meta in metas.items()}
+    pieces = {}
     for name, meta in metas.items():  # every set, before any scoring: no clip is cut silently
-        scorer.builder.check_window(audios[name], schema.clip_places(csvs[name], meta))
+        pieces[name] = apply_policy(audios[name], schema.clip_places(csvs[name], meta), scorer.builder.window_samples,
+                                    scorer.builder.sampling_rate, p.audio.long_clips)
     free_audio = content_free_audio(p.predict, scorer.builder.sampling_rate)
     free = scorer.score(free_audio, desc="content-free")
     free_frame = pd.DataFrame({"input": CONTENT_FREE_INPUTS, schema.LOGIT_A: free[schema.LOGIT_A],
@@ -133,7 +156,8 @@ def score_csvs(p: params_mod.Params, scorer: Scorer, csvs: dict[str, Path], out_
     with atomic_dir(out_dir) as tmp:
         for name, meta in metas.items():
             started = time.perf_counter()
-            frame = predictions_frame(meta, scorer.score(audios[name], desc=name), p.prompt)
+            heard, owner = pieces[name]
+            frame = predictions_frame(meta, combine_windows(scorer.score(heard, desc=name), owner, len(meta)), p.prompt)
             write_csv(tmp / f"{name}.csv", frame)
             write_csv(tmp / f"{name}_content_free.csv", free_frame)
             seconds = time.perf_counter() - started

@@ -71,6 +71,7 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
 
     from speech_calibration.data import schema
     from speech_calibration.data.audio import load_clips
+    from speech_calibration.data.long_clips import apply_policy
     from speech_calibration.model import forward, loading
     from speech_calibration.model.inputs import InputBuilder
 
@@ -83,7 +84,8 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
     frame = schema.read_metadata(layout.split_csv("train"))
     places = schema.clip_places(layout.split_csv("train"), frame)
     audios = load_clips(list(frame["audio_file"]), builder.sampling_rate, places)
-    builder.check_window(audios, places)
+    audios, _ = apply_policy(audios, places, builder.window_samples, builder.sampling_rate, p.audio.long_clips,
+                             training=True)  # training: one piece per clip
     labels = list(frame[schema.LABEL])
 
     base = loading.load_base(p.model, device)

@@ -14,6 +14,8 @@ Reads ``metrics/test/seed_<seed>.json`` and ``metrics/calibration/seed_<seed>.js
   ``NONSPEECH:``, ``ECE:``, ``ROC-AUC:``) per series, the paired calibration effect per seed, one
   table of every system with the same columns, and the group-level view (intervals or why none, and
   the per-group table) with the same numbers as the JSON;
+* with evaluation sets (``params.yaml: eval_sets``), each set's ``metrics/eval_sets/<name>.json`` as a block of
+  both files: every system on the set, uncalibrated beside calibrated, and its group-level intervals;
 * ``plots/summary/reliability_pooled.csv`` / ``.png``: reliability of the test clips of all seeds pooled;
 * ``plots/summary/per_seed.csv`` / ``.png``: accuracy, ECE and NLL per seed, uncalibrated vs calibrated.
 """
@@ -126,8 +128,10 @@ def _block(result: dict, path: Path, series: str) -> dict:
     return result[series]
 
 
-def aggregate(seeds: Sequence[int], references: Sequence[str], *, ci: float = 0.95, n_bins: int = 15) -> dict:
-    """Build and write the summary files; return the summary JSON."""
+def aggregate(seeds: Sequence[int], references: Sequence[str], *, ci: float = 0.95, n_bins: int = 15,
+              eval_sets: Sequence[str] = ()) -> dict:
+    """Build and write the summary files; return the summary JSON. ``eval_sets``: the names of your evaluation sets,
+    whose ``metrics/eval_sets/<name>.json`` each get a block."""
     seed_results, seed_cal = {}, {}
     for s in seeds:
         lay = layout.seed_files(s)
@@ -172,6 +176,8 @@ def aggregate(seeds: Sequence[int], references: Sequence[str], *, ci: float = 0.
             "method_fitted": r.get("method_fitted"), "params": rr["calibration"].get("params", {}),
             **{series: {k: _block(r, Path(name), series).get(k) for k in AGG_KEYS} for series in SERIES}}
     summary["skipped"] = skipped
+    summary["eval_sets"] = {name: _read_json(layout.eval_set_metrics(name), f"run the evaluate_eval_set@{name} stage")
+                            for name in eval_sets}
     summary["group_level"] = group_level(seed_results, ref_results)
     summary["per_group"] = per_group(seed_results, ref_results, ci)
     write_json(layout.SUMMARY_JSON, summary)
@@ -256,6 +262,40 @@ def group_lines(summary: dict, ci: float) -> list[str]:
     return out
 
 
+# ------------------------------------------------------------------------------------------ eval sets
+def eval_set_lines(name: str, block: dict, k: int, ci: float) -> list[str]:
+    """One evaluation set's block: every system, uncalibrated beside calibrated, and its group-level intervals."""
+    n, n_speech = block["n"], block["n_speech"]
+    out = [f"Evaluation set '{name}': {n} clips ({n_speech} SPEECH, {n - n_speech} NONSPEECH) in {block['n_groups']} "
+           "groups; each system's dev-fitted calibrator, unchanged"]
+    header = f"{'system':<20}{'series':<18}" + "".join(f"{label:>16}" for label, _ in TABLE_COLUMNS)
+    out += [header, "-" * len(header)]
+    for series in SERIES:
+        agg = block["fine_tuned"][series]
+        cells = [fmt_mean_sd(key, agg[key]["mean"], agg[key]["sd"]) if k > 1 else fmt_value(key, agg[key]["mean"])
+                 for _, key in TABLE_COLUMNS]
+        out.append(f"{f'fine-tuned (k={k})':<20}{series:<18}" + "".join(f"{c:>16}" for c in cells))
+    for system, entry in block["systems"].items():
+        if system.startswith("seed_"):
+            continue
+        for series in SERIES:
+            label = series if series == "uncalibrated" else f"cal:{entry['method_fitted'].split(' ')[0]}"
+            out.append(f"{system:<20}{label:<18}" + "".join(f"{fmt_value(key, _num(entry[series].get(key))):>16}"
+                                                              for _, key in TABLE_COLUMNS))
+    intervals = [(system, series, entry[series]["ci_group"]) for system, entry in block["systems"].items()
+                 for series in SERIES]
+    reasons = sorted({b["reason"] for _, _, g in intervals for b in g.values() if b.get("lo") is None and "reason" in b})
+    if all(b.get("lo") is None for _, _, g in intervals for b in g.values()):
+        out.append(f"  No group-level interval: {'; '.join(reasons)}.")
+        return out
+    out.append(f"  {int(round(100 * ci))}% group-bootstrap intervals ({block['n_groups']} groups; 'none': "
+               f"{'; '.join(reasons) or 'see the rule in summary.json'})")
+    for system, series, g in intervals:
+        out.append(f"  {system:<20}{series:<14}" + "; ".join(f"{label} {_interval_text(key, g.get(key))}" for label, key in
+                                                           (("accuracy", "accuracy"), ("ROC-AUC", "roc_auc"), ("ECE", "ece"))))
+    return out
+
+
 # ------------------------------------------------------------------------------------------ text
 def _series_title(series: str, summary: dict, seed_cal: dict) -> str:
     if series == "uncalibrated":
@@ -307,6 +347,8 @@ def summary_text(summary: dict, seed_results: dict, seed_cal: dict, ref_results:
     notes += [(name, note) for name, rr in ref_results.items() for note in rr["calibration"].get("notes", [])]
     if notes:
         out += ["", "Notes on the dev fits:"] + [f"  {name}: {note}" for name, note in notes]
+    for name, block in summary.get("eval_sets", {}).items():
+        out += ["", *eval_set_lines(name, block, k, ci)]
     out += ["", *group_lines(summary, ci)]
     out += ["", f"Caveat: the clip-bootstrap intervals above resample test clips; clips of one group (speaker / "
                 f"recording) are correlated and the test split has {first.get('n_groups', '?')} groups, so they "

@@ -1,0 +1,100 @@
+"""Your own evaluation sets: validated where they enter, and tracked by content.
+
+``params.yaml: eval_sets`` maps a name to a folder that holds ``metadata.csv`` (the splits' columns:
+``clip_id, audio_path, label, group_id``, optional ``duration_s, snr_db, source`` and any of your own)
+and the audio it lists, in or below that folder. The folder, not the CSV, is the unit because DVC
+can only track files it is told about: the ``eval_set@<name>`` stage depends on the whole folder,
+so editing the CSV or any audio file in it re-runs that stage, and only the stages that read its
+output follow (when the output changed).
+
+:func:`validate` decodes every clip once (missing, undecodable, empty, NaN or infinite: one line naming
+the CSV row and the file's absolute path), applies ``audio.long_clips`` to the durations before any
+model is loaded, and returns the *manifest*: the metadata with each clip's audio path resolved, its
+decoded duration and the SHA-256 of its file, written to ``data/eval_sets/<name>/metadata.csv`` by
+:func:`write_manifest`. Every system scores the manifest, so a changed file changes the manifest's
+hash and re-runs exactly the scoring and reporting of that set.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from speech_calibration import layout
+from speech_calibration.data import long_clips, schema
+from speech_calibration.data.audio import MODEL_RATE, load_clips
+from speech_calibration.errors import UserError
+from speech_calibration.fileio import atomic_dir, write_csv
+
+log = logging.getLogger(__name__)
+
+SHA256 = "sha256"  # manifest column: the audio file's content hash
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def input_csv(name: str, folder: str | os.PathLike) -> Path:
+    """The set's ``metadata.csv``, or a one-line error naming the ``eval_sets`` key and what to give instead."""
+    folder = Path(folder)
+    key = f"eval_sets.{name}"
+    if folder.is_file():
+        raise UserError(f"{key}: {folder} is a file; give the folder that holds {layout.EVAL_SET_INPUT_CSV} "
+                        "and the audio it lists (DVC then tracks the whole folder)")
+    if not folder.is_dir():
+        raise UserError(f"{key}: {folder}: no such folder (relative paths are from the project root)")
+    csv = layout.eval_set_input_csv(folder)
+    if not csv.is_file():
+        raise UserError(f"{csv}: not found; an evaluation set's folder holds {layout.EVAL_SET_INPUT_CSV} with the "
+                        f"columns {', '.join(schema.METADATA_REQUIRED)}")
+    return csv
+
+
+def validate(name: str, folder: str | os.PathLike, window_s, policy: str) -> pd.DataFrame:
+    """The manifest of one evaluation set (see the module doc); every problem is a one-line :class:`UserError`.
+
+    ``window_s``: the model's audio window in seconds, or a function that reads it, called only once every
+    clip has decoded (so a bad file stops the stage before anything of the model is read).
+    """
+    csv = input_csv(name, folder)
+    meta = schema.read_metadata(csv, require_both_classes=False)
+    places = schema.clip_places(csv, meta)
+    root = os.path.abspath(folder)
+    for place, file in zip(places, meta["audio_file"]):
+        if not os.path.abspath(file).startswith(root + os.sep):
+            raise UserError(f"{place}: {os.path.abspath(file)} lies outside the set's folder {root}, so DVC would not "
+                            "see it change; move the audio into the folder (paths relative to the CSV)")
+    audios = load_clips(list(meta["audio_file"]), MODEL_RATE, places)  # every clip decoded once, here
+    durations = [len(a) / MODEL_RATE for a in audios]
+    long_clips.report(durations, places, window_s() if callable(window_s) else window_s, policy, f"eval set {name}")
+    classes = set(meta[schema.LABEL])
+    if len(classes) < 2:
+        log.warning("eval set %s: every clip is %s, so its ROC-AUC and the other class's accuracy are undefined",
+                    name, next(iter(classes)))
+    out = meta.drop(columns=["audio_file"]).copy()
+    out[schema.AUDIO_PATH] = [os.path.abspath(f) for f in meta["audio_file"]]
+    out[schema.DURATION_S] = [round(d, 6) for d in durations]
+    out[SHA256] = [_sha256(f) for f in meta["audio_file"]]
+    return out
+
+
+def write_manifest(name: str, manifest: pd.DataFrame) -> Path:
+    """Write ``data/eval_sets/<name>/metadata.csv`` (whole folder swapped in at once). Audio paths inside the project
+    are written relative to the manifest's folder, others absolute."""
+    out_dir = layout.eval_set_dir(name)
+    project = os.path.abspath(".")
+    frame = manifest.copy()
+    frame[schema.AUDIO_PATH] = [
+        Path(os.path.relpath(p, os.path.abspath(out_dir))).as_posix() if p.startswith(project + os.sep) else p
+        for p in frame[schema.AUDIO_PATH]]
+    with atomic_dir(out_dir) as tmp:
+        write_csv(tmp / layout.eval_set_csv(name).name, frame)
+    return layout.eval_set_csv(name)

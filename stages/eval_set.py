@@ -1,0 +1,40 @@
+"""Stage ``eval_set@<name>``: validate one of your evaluation sets and write the manifest every system scores.
+
+Reads the folder ``params.yaml: eval_sets.<name>`` names (``metadata.csv`` and its audio): decodes every
+clip once, refuses a bad one with a line naming the CSV row and the file, and applies
+``audio.long_clips`` against the audio window of ``model.name_or_path`` (only its feature extractor's
+config is read, no weights). Writes ``data/eval_sets/<name>/metadata.csv``: the clips with resolved audio
+paths, decoded durations and a SHA-256 per file (:mod:`speech_calibration.data.eval_sets`). Params:
+``eval_sets.<name>``, ``audio.long_clips``, ``model.name_or_path``.
+
+    python -m stages.eval_set --name mine
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from speech_calibration import params
+from speech_calibration.cli import parser, run
+from speech_calibration.data.eval_sets import validate, write_manifest
+from speech_calibration.errors import UserError
+from speech_calibration.model.loading import audio_window_s
+
+log = logging.getLogger("stages.eval_set")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser(__doc__)
+    p.add_argument("--name", required=True, help="the set's key under eval_sets in params.yaml")
+    args = p.parse_args(argv)
+    config = params.load(args.params)
+    if args.name not in config.eval_sets:
+        raise UserError(f"{args.params}: eval_sets.{args.name}: no such set (sets: {', '.join(config.eval_sets) or 'none'})")
+    manifest = validate(args.name, config.eval_sets[args.name], lambda: audio_window_s(config.model),
+                        config.audio.long_clips)
+    path = write_manifest(args.name, manifest)
+    log.info("eval set %s: %d clips in %d groups -> %s", args.name, len(manifest), manifest["group_id"].nunique(), path)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,206 @@
+"""Your own evaluation sets: validated where they enter (every format, rate and layout; bad files and long
+clips named by CSV row), added with the documented `dvc exp run -S` command, scored by every system and
+reported with each system's dev-fitted calibrator, tracked by content."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from speech_calibration import layout
+from speech_calibration import params as params_mod
+from speech_calibration.data import eval_sets
+from speech_calibration.data.audio import load_audio
+from speech_calibration.errors import UserError
+from tests.eval_set_helpers import LAYOUTS, LONG_SECONDS, make_eval_set
+
+ROOT = Path(__file__).resolve().parents[1]
+WINDOW_S = 6.0
+
+
+def speech_like(seconds: float = 1.5, seed: int = 0) -> np.ndarray:
+    """A voiced-sounding stand-in (harmonics with a syllable envelope): the validation only decodes it."""
+    t = np.arange(int(seconds * 16000)) / 16000
+    f0 = 120 + 20 * np.sin(2 * np.pi * 3 * t)
+    voice = sum(np.sin(2 * np.pi * k * np.cumsum(f0) / 16000) / k for k in range(1, 6))
+    return (0.1 * voice * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2)).astype(np.float32)
+
+
+@pytest.fixture
+def outside(tmp_path) -> tuple[Path, pd.DataFrame]:
+    folder = tmp_path / "outside"
+    return folder, make_eval_set(folder, [speech_like(s, i) for i, s in enumerate((1.2, 1.8, 2.5))])
+
+
+def test_every_format_rate_and_layout_enters_and_the_manifest_tracks_content(outside):
+    folder, meta = outside
+    suffixes = {Path(p).suffix for p in meta["audio_path"]}
+    assert suffixes == {".wav", ".flac", ".ogg", ".mp3"}
+    infos = [sf.info(str(folder / p)) for p in meta["audio_path"]]
+    assert {i.samplerate for i in infos} >= {8000, 16000, 22050, 44100, 48000} and {i.channels for i in infos} == {1, 2}
+    manifest = eval_sets.validate("outside", folder, 100.0, "error")
+    assert list(manifest["clip_id"]) == list(meta["clip_id"])
+    for _, row in manifest.iterrows():
+        assert Path(row["audio_path"]).is_absolute()
+        assert row["sha256"] == hashlib.sha256(Path(row["audio_path"]).read_bytes()).hexdigest()
+        assert row["duration_s"] == pytest.approx(len(load_audio(row["audio_path"])) / 16000, abs=1e-6)
+    long = manifest.set_index("clip_id").loc[["long_nonspeech", "long_speech"], "duration_s"].to_numpy()
+    np.testing.assert_allclose(long, LONG_SECONDS, atol=0.06)  # mp3 frames pad a little
+
+
+def test_long_clips_are_reported_up_front_by_policy(outside, caplog):
+    folder, meta = outside
+    csv = folder / "metadata.csv"
+    row = int(np.flatnonzero(meta["clip_id"] == "long_nonspeech")[0]) + 1
+    with pytest.raises(UserError, match=rf"^{csv} row {row} \(long_nonspeech\): clip of 7\.0\d s is longer than the "
+                                        r"model's 6 s audio window \(2 clips are\).*audio\.long_clips"):
+        eval_sets.validate("outside", folder, WINDOW_S, "error")
+    for policy in ("truncate", "windows"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            manifest = eval_sets.validate("outside", folder, WINDOW_S, policy)
+        assert len(manifest) == len(meta)
+        assert f"eval set outside: 2 of {len(meta)} clips are longer" in caplog.text and f"={policy}" in caplog.text
+
+
+def test_a_nan_clip_names_its_row_and_file_before_the_window_is_read(outside):
+    folder, meta = outside
+    bad = folder / "audio" / "broken.wav"
+    sf.write(str(bad), np.full(1600, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
+    pd.concat([meta, pd.DataFrame([{**meta.iloc[0].to_dict(), "clip_id": "broken", "audio_path": "audio/broken.wav"}])],
+              ignore_index=True).to_csv(folder / "metadata.csv", index=False)
+
+    def window():
+        raise AssertionError("the model's window was read before every clip decoded")
+
+    with pytest.raises(UserError, match=rf"row {len(meta) + 1} \(broken\): {bad}: audio contains NaN or infinite"):
+        eval_sets.validate("outside", folder, window, "error")
+
+
+def test_what_is_not_a_set_folder_is_refused_with_the_key(outside, tmp_path):
+    folder, meta = outside
+    with pytest.raises(UserError, match=r"^eval_sets\.outside: .*metadata\.csv is a file; give the folder"):
+        eval_sets.validate("outside", folder / "metadata.csv", WINDOW_S, "error")
+    with pytest.raises(UserError, match=r"^eval_sets\.outside: .*nowhere: no such folder"):
+        eval_sets.validate("outside", tmp_path / "nowhere", WINDOW_S, "error")
+    elsewhere = tmp_path / "elsewhere.wav"
+    sf.write(str(elsewhere), np.zeros(1600, np.float32), 16000)
+    meta.assign(audio_path=[str(elsewhere)] + list(meta["audio_path"][1:])).to_csv(folder / "metadata.csv", index=False)
+    with pytest.raises(UserError, match=r"row 1 \(g0_c0\): .*elsewhere\.wav lies outside the set's folder"):
+        eval_sets.validate("outside", folder, WINDOW_S, "error")
+
+
+def test_the_manifest_is_written_whole_with_portable_paths(outside, tmp_path, monkeypatch):
+    folder, _ = outside
+    monkeypatch.chdir(tmp_path)  # the project root: the set lies inside it
+    path = eval_sets.write_manifest("outside", eval_sets.validate("outside", folder, 100.0, "error"))
+    written = pd.read_csv(path)
+    assert path == layout.eval_set_csv("outside") and not Path(written["audio_path"][0]).is_absolute()
+    resolved = [os.path.normpath(path.parent / p) for p in written["audio_path"]]
+    assert all(Path(p).is_file() for p in resolved)
+
+
+def test_set_names_and_the_old_key_are_checked():
+    raw = {"eval_sets": {"mine": "data/mine", "my-set_2": "x"}}
+    assert set(params_mod.parse(params_mod.Params, raw, "").eval_sets) == {"mine", "my-set_2"}
+    for bad in ("test", "conditions", "2x", "a/b"):
+        with pytest.raises(UserError, match=rf"^eval_sets\.{bad}: a set name is letters"):
+            params_mod.parse(params_mod.Params, {"eval_sets": {bad: "x"}}, "")
+    with pytest.raises(UserError, match=r"^predict\.extra_csvs: no longer a key; list your sets under eval_sets"):
+        params_mod.parse(params_mod.Params, {"predict": {"extra_csvs": {}}}, "")
+    with pytest.raises(UserError, match=r"^audio\.long_clips: 'cut' is not one of error, truncate, windows"):
+        params_mod.parse(params_mod.Params, {"audio": {"long_clips": "cut"}}, "")
+
+
+def test_the_documented_set_param_form(tmp_path):
+    """`-S '+eval_sets.mine=...'` adds a key params.yaml lacks; the bare form is refused by DVC's parser (README)."""
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.hydra import apply_overrides
+
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text())
+    with pytest.raises(InvalidArgumentError):
+        apply_overrides(str(params), ["eval_sets.mine=data/mine"])
+    apply_overrides(str(params), ["+eval_sets.mine=data/mine"])
+    assert params_mod.load(params).eval_sets == {"mine": "data/mine"}
+    apply_overrides(str(params), ["eval_sets.mine=data/other"])  # an existing set: no + needed
+    assert params_mod.load(params).eval_sets == {"mine": "data/other"}
+
+
+def test_layouts_cover_every_promised_format():
+    from speech_calibration.data.audio import FORMATS
+
+    assert {s.lstrip(".").upper() for s, _, _ in LAYOUTS} == set(FORMATS)
+
+
+# ------------------------------------------------------------------------------------ the real DVC workflow
+@pytest.mark.slow
+def test_an_outside_set_added_with_the_documented_command(study, tmp_path):
+    """The README's command adds the set: only the stages that validate, score and report sets run; every system
+    gets a block; the long clips are scored as windows (the study's policy); editing one audio file is seen by DVC;
+    the other two policies behave as documented through the same stage scripts."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from speech_calibration.data.schema import read_metadata
+    from tests.dvc_helpers import copy_repo, dvc, dvc_env, stages_run
+    from tests.eval_set_helpers import write_clip
+
+    repo = copy_repo(study, tmp_path / "repo")
+    test_split = read_metadata(repo / layout.split_csv("test"))
+    speech = [load_audio(f) for f in test_split.loc[test_split["label"] == "SPEECH", "audio_file"][:4]]
+    meta = make_eval_set(repo / "data/outside", speech)
+
+    out = dvc("exp", "run", "-S", "+eval_sets.outside=data/outside", cwd=repo).stdout
+    assert stages_run(out) == {"eval_set@outside", "predict_eval_set@42-outside", "predict_eval_set@123-outside",
+                               "predict_eval_set_zeroshot@outside", "baselines_eval_set@outside",
+                               "evaluate_eval_set@outside", "aggregate"}
+    block = json.loads((repo / "metrics/summary.json").read_text())["eval_sets"]["outside"]
+    assert block == json.loads((repo / "metrics/eval_sets/outside.json").read_text())
+    assert set(block["systems"]) == {"seed_42", "seed_123", "zeroshot", "baselines/silero", "baselines/webrtc"}
+    assert (block["n"], block["n_groups"]) == (len(meta), 6)
+    for system, entry in block["systems"].items():
+        assert entry["method_fitted"] == "temperature", system  # the dev-fitted calibrator, as on test
+        assert 0.0 <= entry["calibrated"]["accuracy"] <= 1.0 and entry["calibrated"]["ece"] >= 0.0
+        assert entry["calibrated"]["ci_group"]["ece"]["lo"] is not None  # 6 groups: a group-level interval
+    assert "Evaluation set 'outside': 26 clips" in (repo / "metrics/summary.txt").read_text()
+    windows = pd.read_csv(repo / "predictions/eval_sets/outside/seed_42/outside.csv").set_index("clip_id")
+    assert windows.loc[["long_nonspeech", "long_speech"], "n_windows"].tolist() == [2, 2]
+    assert (windows.drop(index=["long_nonspeech", "long_speech"])["n_windows"] == 1).all()
+
+    # the other policies, through the stage scripts with a params file beside
+    def run_stage(policy: str, *args: str) -> subprocess.CompletedProcess:
+        raw = yaml.safe_load((repo / "params.yaml").read_text())
+        raw["audio"]["long_clips"] = policy
+        (repo / f"params_{policy}.yaml").write_text(yaml.safe_dump(raw))
+        return subprocess.run([sys.executable, "-m", *args, "--params", f"params_{policy}.yaml"], cwd=repo,
+                              env=dvc_env(), capture_output=True, text=True)
+
+    refused = run_stage("error", "stages.eval_set", "--name", "outside")
+    row = int(np.flatnonzero(meta["clip_id"] == "long_nonspeech")[0]) + 1
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert refused.stderr.startswith(f"error: data/outside/metadata.csv row {row} (long_nonspeech): clip of 7.0")
+    cut = run_stage("truncate", "stages.predict", "--seed", "42", "--set", "outside")
+    assert cut.returncode == 0 and "2 of 26 clips are longer" in cut.stderr and "cut to their first window" in cut.stderr
+    truncated = pd.read_csv(repo / "predictions/eval_sets/outside/seed_42/outside.csv").set_index("clip_id")
+    assert "n_windows" not in truncated.columns
+    log_odds = {name: f["logit_A"] - f["logit_B"] for name, f in (("windows", windows), ("truncate", truncated))}
+    short = windows.index[windows["n_windows"] == 1]
+    np.testing.assert_allclose(log_odds["windows"][short], log_odds["truncate"][short], atol=1e-5)
+    assert (log_odds["windows"].loc[["long_nonspeech", "long_speech"]] >=
+            log_odds["truncate"].loc[["long_nonspeech", "long_speech"]] - 1e-5).all()  # the best window, never worse
+
+    # editing one of the set's audio files is a changed dependency of its eval_set stage, and of nothing else
+    dvc("checkout", "predictions/eval_sets/outside/seed_42", "--force", cwd=repo)
+    write_clip(repo / "data/outside/audio/g0_c1.flac", np.zeros(16000, np.float32), 44100, 1)
+    status = json.loads(dvc("status", "--json", cwd=repo).stdout)
+    assert set(status) == {"eval_set@outside"}, status
