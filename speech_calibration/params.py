@@ -389,6 +389,13 @@ class Params:
                "needs model.trim_audio_window: true (the shared prefix is a fast-path feature); set one of them")
 
 
+def eval_set_folder(p: Params, name: str, source: str | Path = "params.yaml") -> str:
+    """The folder of evaluation set ``name``, or a one-line error naming the key and the sets there are."""
+    if name not in p.eval_sets:
+        raise UserError(f"{source}: eval_sets.{name}: no such set (sets: {', '.join(p.eval_sets) or 'none'})")
+    return p.eval_sets[name]
+
+
 # ------------------------------------------------------------------------------------------ loading
 def load(path: str | Path = "params.yaml") -> Params:
     """Load and validate ``params.yaml``; every mistake is a :class:`UserError` naming the key."""

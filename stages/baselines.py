@@ -35,8 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.conditions is not None and args.set is not None:
         raise UserError("--conditions and --set: give one of them")
     if args.set is not None:
-        if args.set not in full.eval_sets:
-            raise UserError(f"{args.params}: eval_sets.{args.set}: no such set (sets: {', '.join(full.eval_sets) or 'none'})")
+        params.eval_set_folder(full, args.set, args.params)
         metas = {args.set: schema.read_metadata(layout.eval_set_csv(args.set), require_both_classes=False)}
         out_dir = layout.eval_set_predictions_dir(args.set, layout.BASELINES)
     elif args.conditions is not None:

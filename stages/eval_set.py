@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from speech_calibration import params
 from speech_calibration.cli import parser, run
 from speech_calibration.data.eval_sets import validate, write_manifest
-from speech_calibration.errors import UserError
 from speech_calibration.model.loading import audio_window_s
 
 log = logging.getLogger("stages.eval_set")
@@ -28,9 +27,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--name", required=True, help="the set's key under eval_sets in params.yaml")
     args = p.parse_args(argv)
     config = params.load(args.params)
-    if args.name not in config.eval_sets:
-        raise UserError(f"{args.params}: eval_sets.{args.name}: no such set (sets: {', '.join(config.eval_sets) or 'none'})")
-    manifest = validate(args.name, config.eval_sets[args.name], lambda: audio_window_s(config.model),
+    folder = params.eval_set_folder(config, args.name, args.params)
+    manifest = validate(args.name, folder, lambda: audio_window_s(config.model),
                         config.audio.long_clips)
     path = write_manifest(args.name, manifest)
     log.info("eval set %s: %d clips in %d groups -> %s", args.name, len(manifest), manifest["group_id"].nunique(), path)

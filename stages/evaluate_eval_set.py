@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 from speech_calibration import params
 from speech_calibration.cli import parser, run
-from speech_calibration.errors import UserError
 from speech_calibration.report.eval_sets import evaluate_set
 
 
@@ -24,8 +23,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--name", required=True, help="the set's key under eval_sets in params.yaml")
     args = p.parse_args(argv)
     config = params.load(args.params)
-    if args.name not in config.eval_sets:
-        raise UserError(f"{args.params}: eval_sets.{args.name}: no such set (sets: {', '.join(config.eval_sets) or 'none'})")
+    params.eval_set_folder(config, args.name, args.params)
     evaluate_set(args.name, config.seeds, config.evaluate.references, config.evaluate)
 
 

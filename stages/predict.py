@@ -19,7 +19,6 @@ from collections.abc import Sequence
 
 from speech_calibration import layout, params
 from speech_calibration.cli import parser, run
-from speech_calibration.errors import UserError
 from speech_calibration.model.scoring import Scorer, score_csvs
 
 
@@ -40,8 +39,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         csvs = {layout.CONDITIONS_SET: layout.conditions_csv()}
         out_dir = layout.conditions_predictions_dir(system)
     elif args.set is not None:
-        if args.set not in config.eval_sets:
-            raise UserError(f"{args.params}: eval_sets.{args.set}: no such set (sets: {', '.join(config.eval_sets) or 'none'})")
+        params.eval_set_folder(config, args.set, args.params)
         csvs = {args.set: layout.eval_set_csv(args.set)}
         out_dir = layout.eval_set_predictions_dir(args.set, system)
     else:

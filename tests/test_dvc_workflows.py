@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from speech_calibration import layout
 from tests.dvc_helpers import (PROJECT, SHRINK, commit_all, copy_repo, dvc, dvc_env, edit_params, exp_show_json, git,
                                metrics_json, project_files, stage_names, stages_run, tree_digest)
 
@@ -526,3 +527,58 @@ def test_reliability_template_fills_with_dvc_render():
     assert diagonal["data"]["values"][0]["from"] == spec["layer"][1]["encoding"]["x"]["scale"]["domain"][0]
     assert series["data"]["values"] == rows
     assert "confidence" in series["encoding"]["x"]["title"] and "observed" in series["encoding"]["y"]["title"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the model registry and experiments through a remote
+# ---------------------------------------------------------------------------------------------
+
+def test_the_registry_names_the_default_seeds_adapters_and_calibrators():
+    """dvc.yaml's artifacts cannot be generated from params: they must list exactly params.yaml's seeds."""
+    artifacts = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["artifacts"]
+    seeds = yaml.safe_load((PROJECT / "params.yaml").read_text())["seeds"]
+    assert {name: a["path"] for name, a in artifacts.items()} == {
+        **{f"adapter-seed-{s}": layout.adapter_dir(s).as_posix() for s in seeds},
+        **{f"calibrator-seed-{s}": layout.seed_files(s).calibrator.as_posix() for s in seeds}}
+    assert {a["type"] for a in artifacts.values()} == {"model"}
+
+
+@pytest.mark.slow
+def test_artifacts_get_and_exp_push_pull_through_a_local_remote(work, tmp_path):
+    """The README's registry and sharing commands, on a study whose git and DVC remotes are set: an experiment pushed
+    with dvc exp push reaches a colleague's clone with dvc exp pull and applies with its exact results; a registered
+    adapter comes back by name from the DVC remote into an empty folder (the repo's own cache deleted first)."""
+    storage, origin = tmp_path / "dvc-storage", tmp_path / "origin.git"
+    git("init", "-q", "--bare", str(origin), cwd=tmp_path)
+    dvc("remote", "add", "-d", "storage", str(storage), cwd=work)
+    git("add", ".dvc/config", cwd=work)
+    git("commit", "-q", "-m", "DVC remote", cwd=work)
+    git("remote", "add", "origin", str(origin), cwd=work)
+    git("push", "-q", "origin", "HEAD:refs/heads/main", cwd=work)
+    dvc("push", cwd=work)
+
+    dvc("exp", "run", "-n", "platt", "-S", "calibration.method=platt", cwd=work)
+    expected = json.loads((work / "metrics/summary.json").read_text())
+    calibrator = (work / layout.seed_files(42).calibrator).read_bytes()
+    dvc("exp", "push", "origin", "platt", cwd=work)
+    git("checkout", "--", ".", cwd=work)
+    dvc("checkout", cwd=work)  # back to the baseline
+
+    git("tag", "-a", "adapter-seed-42@v1.0.0", "-m", "seed 42 adapter", cwd=work)
+    git("push", "-q", "origin", "--tags", cwd=work)
+    adapter = {p.name: p.read_bytes() for p in (work / "models/seed_42").iterdir()}
+    shutil.rmtree(work / ".dvc" / "cache")
+    fetched = tmp_path / "fetched"
+    fetched.mkdir()
+    dvc("artifacts", "get", str(work), "adapter-seed-42", "-o", "adapter", cwd=fetched)
+    assert {p.name: p.read_bytes() for p in (fetched / "adapter").iterdir()} == adapter
+    assert "adapter_model.safetensors" in adapter and "adapter_config.json" in adapter
+
+    colleague = tmp_path / "colleague"
+    git("clone", "-q", "--branch", "main", str(origin), str(colleague), cwd=tmp_path)
+    dvc("pull", cwd=colleague)
+    dvc("exp", "pull", "origin", "platt", cwd=colleague)
+    dvc("exp", "apply", "platt", cwd=colleague)
+    assert json.loads((colleague / "metrics/summary.json").read_text()) == expected
+    assert (colleague / layout.seed_files(42).calibrator).read_bytes() == calibrator
+    assert "method: platt" in (colleague / "params.yaml").read_text()

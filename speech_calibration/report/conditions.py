@@ -62,24 +62,12 @@ from speech_calibration import layout
 from speech_calibration import params as params_mod
 from speech_calibration.calibration import calibrators
 from speech_calibration.data import schema
-from speech_calibration.data.schema import (
-    BASE_CLIP_ID,
-    CLEAN,
-    CONDITION,
-    DIMENSIONS,
-    LEVEL,
-    level_text,
-)
+from speech_calibration.data.schema import BASE_CLIP_ID, CLEAN, CONDITION, DIMENSIONS, LEVEL, level_text
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_path, write_csv, write_json
 from speech_calibration.layout import SystemFiles
 from speech_calibration.stats import metrics, paired_tests, psychometric
-from speech_calibration.stats.resampling import (
-    class_strata,
-    cluster_bootstrap_replicates,
-    cluster_interval,
-    keyed_rng,
-)
+from speech_calibration.stats.resampling import class_strata, cluster_bootstrap_replicates, cluster_interval, keyed_rng
 
 log = logging.getLogger(__name__)
 
