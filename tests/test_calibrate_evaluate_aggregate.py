@@ -136,7 +136,7 @@ WRITTEN = ["models/calibrators/seed_42.json", "metrics/calibration/seed_42.json"
            "metrics/calibration/seed_42_optimal_temp.txt", "metrics/test/seed_123.json",
            "models/calibrators/references/zeroshot.json", "metrics/references/systems.json",
            "metrics/references/test/baselines/silero.json", "metrics/summary.json", "metrics/summary.txt",
-           "evaluation/seed_456/test_calibrated.csv", "plots/summary/per_seed.csv"]
+           "evaluation/seed_456/test_calibrated.csv", "plots/summary/per_seed.csv", "plots/summary/risk_coverage.csv"]
 
 
 # ------------------------------------------------------------------------------------------ end to end
@@ -214,6 +214,16 @@ def test_pipeline_writes_every_promised_file(study):
     assert {e["method_fitted"] for e in js["per_seed"].values()} == {"temperature"}
     assert set(js["references"]) == {"zeroshot", "baselines/silero"}
     assert {e["method_fitted"] for e in js["references"].values()} == {"temperature"}
+    # selective prediction: the mean of each reference's risk-coverage curve is the AURC its metrics report
+    curves = pd.read_csv(project / "plots/summary/risk_coverage.csv")
+    for system in ("zeroshot", "baselines/silero"):
+        ref = json.loads((project / f"metrics/references/test/{system}.json").read_text())
+        for series in ("uncalibrated", "calibrated"):
+            risk = curves.loc[curves["system"] == f"{system} {series}", "risk"]
+            assert len(risk) == ref["n"] and risk.mean() == pytest.approx(ref[series]["aurc"], abs=1e-6)
+    pooled = curves[curves["system"] == "fine-tuned (3 seeds pooled) calibrated"]
+    assert len(pooled) == 3 * res["n"] and pooled["coverage"].iloc[-1] == 1.0
+    assert re.search(r"^AURC:\s+\d\.\d{3} ± \d\.\d{3}", summary, re.M)
     # the group-level view, the same numbers in the text and the JSON
     assert "No group-level interval: 3 groups: too few for a group-level interval" in summary
     assert js["group_level"]["n_groups"] == 3 and set(js["group_level"]["systems"]) == {

@@ -103,6 +103,7 @@ def layout_paths(seed: int, set_name: str) -> set[str]:
     }
     paths |= {layout.predictions_dir(n) for n in names} | {layout.conditions_predictions_dir(n) for n in names}
     paths |= {layout.SUMMARY_PLOTS_DIR / f"{n}.{e}" for n in ("reliability_pooled", "per_seed") for e in ("csv", "png")}
+    paths.add(layout.SUMMARY_PLOTS_DIR / "risk_coverage.csv")
     paths |= {layout.CONDITIONS_PLOTS_DIR / f"{n}.{e}" for n in ("psychometric_duration", "psychometric_snr",
                                                                   "per_condition") for e in ("csv", "png")}
     paths |= {layout.CONDITIONS_PLOTS_DIR / f"sensitivity_{d}.csv" for d in ("duration", "snr")}

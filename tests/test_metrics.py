@@ -223,3 +223,40 @@ def test_smooth_ece_equals_an_exact_computation_also_near_one(case):
     f = rng.uniform(0, 1, 60) if case == "spread" else 1 - rng.exponential(0.01, 60).clip(0, 0.2)
     y = (rng.uniform(size=60) < np.clip(f - 0.05, 0, 1)).astype(float)
     assert M.smooth_ece(f, y) == pytest.approx(_smooth_ece_by_quadrature(f, y), abs=2e-4)
+
+
+# ------------------------------------------------------------------------------------ selective prediction
+@pytest.mark.parametrize("n,m", [(10, 3), (24, 0), (5, 5), (7, 1), (72, 9)])
+def test_aurc_of_a_perfect_ranking_is_its_closed_form(n, m):
+    """Every error less confident than every correct answer: risk at coverage k is max(0, k - (n - m)) / k."""
+    conf = np.linspace(0.99, 0.51, n)
+    correct = np.r_[np.ones(n - m), np.zeros(m)]
+    closed = sum(j / (n - m + j) for j in range(1, m + 1)) / n
+    assert M.aurc(conf, correct) == pytest.approx(closed, abs=1e-15)
+    worst = M.aurc(conf[::-1].copy(), correct)  # the same clips ranked the other way round
+    assert worst == pytest.approx(np.mean([min(k, m) / k for k in range(1, n + 1)]), abs=1e-15) and worst >= closed
+
+
+def test_risk_coverage_with_ties_is_the_mean_over_every_order_of_the_tied_clips():
+    import itertools
+
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        n = int(rng.integers(1, 7))
+        conf = rng.choice([0.6, 0.75, 0.9], n)
+        correct = rng.integers(0, 2, n).astype(float)
+        curves = []
+        for perm in itertools.permutations(range(n)):  # the ties broken every possible way
+            order = sorted(range(n), key=lambda i, perm=perm: (-conf[i], perm.index(i)))
+            curves.append(np.cumsum(1 - correct[order]) / np.arange(1, n + 1))
+        np.testing.assert_allclose(M.risk_coverage(conf, correct), np.mean(curves, axis=0), atol=1e-12)
+    same = M.risk_coverage(np.full(8, 0.7), np.r_[np.ones(6), np.zeros(2)])
+    np.testing.assert_allclose(same, 0.25)  # one run of ties: the error rate at every coverage
+
+
+def test_aurc_is_batched_like_every_metric_and_in_binary_metrics():
+    rng = np.random.default_rng(1)
+    conf, correct = rng.uniform(0.5, 1, (6, 20)).round(2), rng.integers(0, 2, (6, 20))
+    np.testing.assert_allclose(M.aurc(conf, correct), [M.aurc(conf[i], correct[i]) for i in range(6)])
+    y, p = rng.integers(0, 2, 30), rng.uniform(0, 1, 30)
+    assert M.binary_metrics(y, p)["aurc"] == M.aurc(*M.top_label(y, p))

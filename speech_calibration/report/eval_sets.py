@@ -34,7 +34,8 @@ from speech_calibration.stats import metrics
 
 log = logging.getLogger(__name__)
 
-KEYS = ("accuracy", "acc_speech", "acc_nonspeech", "balanced_accuracy", "roc_auc", "ece", "ece_smooth", "nll", "brier")
+KEYS = ("accuracy", "acc_speech", "acc_nonspeech", "balanced_accuracy", "roc_auc", "ece", "ece_smooth", "nll", "brier",
+        "aurc")
 GROUP_KEYS = ("accuracy", "roc_auc", "ece")
 DELTA_KEYS = ("ece", "nll")
 

@@ -17,7 +17,9 @@ Reads ``metrics/test/seed_<seed>.json`` and ``metrics/calibration/seed_<seed>.js
 * with evaluation sets (``params.yaml: eval_sets``), each set's ``metrics/eval_sets/<name>.json`` as a block of
   both files: every system on the set, uncalibrated beside calibrated, and its group-level intervals;
 * ``plots/summary/reliability_pooled.csv`` / ``.png``: reliability of the test clips of all seeds pooled;
-* ``plots/summary/per_seed.csv`` / ``.png``: accuracy, ECE and NLL per seed, uncalibrated vs calibrated.
+* ``plots/summary/per_seed.csv`` / ``.png``: accuracy, ECE and NLL per seed, uncalibrated vs calibrated;
+* ``plots/summary/risk_coverage.csv``: the risk-coverage curve (selective prediction) of the seeds pooled and of
+  every reference system, uncalibrated and calibrated; its area is ``aurc`` in the metrics.
 """
 from __future__ import annotations
 
@@ -47,18 +49,23 @@ log = logging.getLogger(__name__)
 
 SERIES = ("uncalibrated", "calibrated")
 AGG_KEYS = ("accuracy", "acc_speech", "acc_nonspeech", "balanced_accuracy", "roc_auc", "brier", "nll", "ece",
-            "ece_mass", "ece_debiased", "ece_smooth", "mce", "brier_reliability", "brier_resolution")
+            "ece_mass", "ece_debiased", "ece_smooth", "mce", "brier_reliability", "brier_resolution", "aurc")
 PERCENT = {"accuracy", "acc_speech", "acc_nonspeech", "balanced_accuracy"}
-BOUNDED = PERCENT | {"roc_auc", "brier", "ece", "ece_mass", "ece_debiased", "ece_smooth", "mce"}  # metrics in [0, 1]
+BOUNDED = PERCENT | {"roc_auc", "brier", "ece", "ece_mass", "ece_debiased", "ece_smooth", "mce", "aurc"}  # metrics in [0, 1]
 # (label, key) of the study's summary lines, in the study's order
 STUDY_LINES = (("Overall", "accuracy"), ("SPEECH", "acc_speech"), ("NONSPEECH", "acc_nonspeech"), ("ECE", "ece"),
                ("ROC-AUC", "roc_auc"))
 EXTRA_LINES = (("Balanced", "balanced_accuracy"), ("smECE", "ece_smooth"), ("ECE(mass)", "ece_mass"),
-               ("RMSCE(db)", "ece_debiased"), ("NLL", "nll"), ("Brier", "brier"))
+               ("RMSCE(db)", "ece_debiased"), ("NLL", "nll"), ("Brier", "brier"), ("AURC", "aurc"))
 TABLE_COLUMNS = (("Overall", "accuracy"), ("SPEECH", "acc_speech"), ("NONSPEECH", "acc_nonspeech"),
-                 ("ROC-AUC", "roc_auc"), ("ECE", "ece"), ("smECE", "ece_smooth"), ("NLL", "nll"), ("Brier", "brier"))
+                 ("ROC-AUC", "roc_auc"), ("ECE", "ece"), ("smECE", "ece_smooth"), ("NLL", "nll"), ("Brier", "brier"),
+                 ("AURC", "aurc"))
 GROUP_COLUMNS = (("Overall", "accuracy"), ("SPEECH", "acc_speech"), ("NONSPEECH", "acc_nonspeech"),
                  ("ROC-AUC", "roc_auc"), ("ECE", "ece"), ("NLL", "nll"), ("Brier", "brier"))
+AURC_NOTE = ("AURC = area under the risk-coverage curve: the mean error rate of the k most confident clips over every "
+             "k (a system that may abstain on its least confident clips; lower is better, 0 when every error is less "
+             "confident than every correct answer). Temperature scaling keeps the order of the confidences, so it leaves "
+             "AURC as it was, except where rounding ties confidences at 0 or 1.")
 ESTIMATORS_NOTE = ("Calibration error estimators (on small samples they disagree, so all are shown): ECE = equal-width "
                    "bins (evaluate.n_bins) of the top-label confidence; ECE(mass) = equal-mass bins; RMSCE(db) = the "
                    "debiased root-mean-square error of Kumar et al. 2019 (bin sampling noise subtracted, so near 0 when "
@@ -182,7 +189,7 @@ def aggregate(seeds: Sequence[int], references: Sequence[str], *, ci: float = 0.
     summary["per_group"] = per_group(seed_results, ref_results, ci)
     write_json(layout.SUMMARY_JSON, summary)
     write_text(layout.SUMMARY_TXT, summary_text(summary, seed_results, seed_cal, ref_results, ci))
-    _plots(seed_results, n_bins)
+    _plots(seed_results, n_bins, list(ref_results))
     return summary
 
 
@@ -336,7 +343,7 @@ def summary_text(summary: dict, seed_results: dict, seed_cal: dict, ref_results:
                 parts.append(f"{label} {scale * d['delta']:+.3f}{unit} [{scale * d['lo']:+.3f}, {scale * d['hi']:+.3f}] "
                              f"{d['verdict']}")
         out.append(f"  {name:<10} " + "; ".join(parts))
-    out += ["", ESTIMATORS_NOTE]
+    out += ["", ESTIMATORS_NOTE, "", AURC_NOTE]
     if "temperature" in summary.get("method_fitted", []) or summary.get("method_requested") == "temperature":
         out += ["", TEMPERATURE_NOTE]
     out += ["", "All systems on test (fine-tuned: mean ± SD over seeds; reference systems: one run each)"]
@@ -377,21 +384,38 @@ def _table(summary: dict, seed_results: dict, ref_results: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ plots
-def _plots(seed_results: dict, n_bins: int) -> None:
-    ys, pu, pc = [], [], []
-    for name in seed_results:
-        path = SystemFiles(name).test_calibrated_csv
-        if not path.is_file():
-            raise UserError(f"{path}: file not found; run the evaluate stage for {name}")
-        df = pd.read_csv(path, dtype={"label": str})
-        missing = [c for c in ("label", "p_speech_uncalibrated", "p_speech") if c not in df.columns]
-        if missing:
-            raise UserError(f"{path}: missing column(s) {', '.join(missing)}; re-run the evaluate stage")
-        ys.append((df["label"] == "SPEECH").to_numpy(np.int64))
-        pu.append(df["p_speech_uncalibrated"].to_numpy(float))
-        pc.append(df["p_speech"].to_numpy(float))
-    y = np.concatenate(ys)
-    series = {"uncalibrated": np.concatenate(pu), "calibrated": np.concatenate(pc)}
+def _test_clips(files: SystemFiles) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(y, p uncalibrated, p calibrated) of one system's test clips, from evaluate's ``test_calibrated.csv``."""
+    path = files.test_calibrated_csv
+    if not path.is_file():
+        raise UserError(f"{path}: file not found; run the evaluate stage for {files.system}")
+    df = pd.read_csv(path, dtype={"label": str})
+    missing = [c for c in ("label", "p_speech_uncalibrated", "p_speech") if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; re-run the evaluate stage")
+    return ((df["label"] == "SPEECH").to_numpy(np.int64), df["p_speech_uncalibrated"].to_numpy(float),
+            df["p_speech"].to_numpy(float))
+
+
+def risk_coverage_rows(system: str, series: Mapping[str, np.ndarray], y: np.ndarray) -> list[dict]:
+    """Plot rows of the risk-coverage curve of every series (top-label confidence ranks the clips)."""
+    rows = []
+    for name, p in series.items():
+        risk = metrics.risk_coverage(*metrics.top_label(y, p))
+        rows += [{"system": f"{system} {name}", "coverage": round((k + 1) / len(y), 6), "risk": float(r)}
+                 for k, r in enumerate(risk)]
+    return rows
+
+
+def _plots(seed_results: dict, n_bins: int, references: Sequence[str] = ()) -> None:
+    clips = [_test_clips(SystemFiles(name)) for name in seed_results]
+    y = np.concatenate([c[0] for c in clips])
+    series = {"uncalibrated": np.concatenate([c[1] for c in clips]), "calibrated": np.concatenate([c[2] for c in clips])}
+    curves = risk_coverage_rows(f"fine-tuned ({len(seed_results)} seeds pooled)", series, y)
+    for name in references:
+        ry, pu, pc = _test_clips(SystemFiles(name, reference=True))
+        curves += risk_coverage_rows(name, {"uncalibrated": pu, "calibrated": pc}, ry)
+    write_csv(layout.SUMMARY_PLOTS_DIR / "risk_coverage.csv", pd.DataFrame(curves))
     rows = reliability_rows("fine-tuned (pooled seeds)", series, y, n_bins=n_bins)
     write_csv(layout.SUMMARY_PLOTS_DIR / "reliability_pooled.csv", rows_frame(rows))
     # "system" = seed and series, so that dvc's by-system bar template shows one bar per seed and series

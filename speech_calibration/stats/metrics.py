@@ -152,6 +152,38 @@ def roc_auc(y, score) -> np.ndarray:
     return _safe_div(u, n1 * n0)
 
 
+# ---------------------------------------------------------------------------------- selective prediction
+def risk_coverage(conf, correct) -> np.ndarray:
+    """Selective risk at every coverage ``k / n``: the expected error rate of the ``k`` most confident clips.
+
+    Clips are ranked by ``conf`` (the top-label confidence, :func:`top_label`), most confident first; within a
+    run of equal confidences every order is equally likely, so the errors of a partly covered run count in
+    proportion (the expectation over those orders, exact). Returns shape ``(..., n)``: entry ``k - 1`` is the
+    risk at coverage ``k / n``.
+    """
+    conf, err = _f(conf), 1.0 - _f(correct)
+    n = conf.shape[-1]
+    order = np.argsort(-conf, axis=-1, kind="stable")
+    c = np.take_along_axis(conf, order, axis=-1)
+    e = np.take_along_axis(err, order, axis=-1)
+    pos = np.broadcast_to(np.arange(n), c.shape)
+    first = np.concatenate([np.ones(c.shape[:-1] + (1,), bool), c[..., 1:] != c[..., :-1]], axis=-1)
+    last = np.concatenate([c[..., 1:] != c[..., :-1], np.ones(c.shape[:-1] + (1,), bool)], axis=-1)
+    start = np.maximum.accumulate(np.where(first, pos, 0), axis=-1)
+    end = np.flip(np.minimum.accumulate(np.flip(np.where(last, pos, n), axis=-1), axis=-1), axis=-1)
+    cum = np.cumsum(e, axis=-1)
+    before = np.where(start > 0, np.take_along_axis(cum, np.maximum(start - 1, 0), axis=-1), 0.0)
+    run = np.take_along_axis(cum, end, axis=-1) - before
+    expected_errors = before + (pos - start + 1) * run / (end - start + 1)
+    return expected_errors / (pos + 1)
+
+
+def aurc(conf, correct) -> np.ndarray:
+    """Area under the risk-coverage curve: the mean of :func:`risk_coverage` over the ``n`` coverages (lower is
+    better; for a perfect ranking of ``m`` errors among ``n`` clips it is ``(1/n) sum_{j=1..m} j / (n - m + j)``)."""
+    return np.mean(risk_coverage(conf, correct), axis=-1)
+
+
 # ---------------------------------------------------------------------------------- proper scores
 def brier(y, p) -> np.ndarray:
     """Brier score of p(SPEECH): ``mean((p - y)^2)`` (the one-class form, in [0, 1]; 0.25 for p = 0.5)."""
@@ -378,7 +410,7 @@ def brier_decomposition(y, p, n_bins: int = 15) -> dict[str, np.ndarray]:
 
 # ------------------------------------------------------------------------------ all at once
 CALIBRATION_ERRORS = ("ece", "ece_mass", "ece_debiased", "ece_smooth", "mce")
-LOWER_IS_BETTER = {"brier", "nll", *CALIBRATION_ERRORS, "brier_reliability"}
+LOWER_IS_BETTER = {"brier", "nll", *CALIBRATION_ERRORS, "brier_reliability", "aurc"}
 
 
 def calibration_errors(conf, correct, n_bins: int = 15) -> dict[str, np.ndarray]:
@@ -395,15 +427,16 @@ def calibration_errors(conf, correct, n_bins: int = 15) -> dict[str, np.ndarray]
 def binary_metrics(y, p, *, n_bins: int = 15, threshold: float = 0.5, decomposition: bool = True) -> dict[str, np.ndarray]:
     """All metrics of one system: classification at ``threshold``, ranking, proper scores, calibration errors.
 
-    Keys: ``accuracy, acc_speech, acc_nonspeech, balanced_accuracy, roc_auc, brier, nll`` and the
-    top-label calibration errors ``ece, ece_mass, ece_debiased, ece_smooth, mce``; with ``decomposition``
+    Keys: ``accuracy, acc_speech, acc_nonspeech, balanced_accuracy, roc_auc, brier, nll``, the
+    top-label calibration errors ``ece, ece_mass, ece_debiased, ece_smooth, mce`` and ``aurc`` (selective
+    prediction by top-label confidence); with ``decomposition``
     also ``brier_reliability, brier_resolution, brier_uncertainty, brier_within_bin``. Works on 1-D
     arrays (floats) or on ``(B, n)`` bootstrap resamples (arrays of ``B``).
     """
     y, p = np.asarray(y), _f(p)
     if p.shape[-1] == 0:  # no clips: every metric is undefined
         keys = ["accuracy", "acc_speech", "acc_nonspeech", "balanced_accuracy", "roc_auc", "brier", "nll",
-                *CALIBRATION_ERRORS] + (["brier_reliability", "brier_resolution", "brier_uncertainty",
+                *CALIBRATION_ERRORS, "aurc"] + (["brier_reliability", "brier_resolution", "brier_uncertainty",
                                          "brier_within_bin"] if decomposition else [])
         return {k: np.full(p.shape[:-1], np.nan)[()] for k in keys}
     pred = predict(p, threshold)
@@ -418,6 +451,7 @@ def binary_metrics(y, p, *, n_bins: int = 15, threshold: float = 0.5, decomposit
     }
     conf, correct = top_label(y, p, threshold)
     out.update(calibration_errors(conf, correct, n_bins))
+    out["aurc"] = aurc(conf, correct)
     if decomposition:
         out.update({f"brier_{k}": v for k, v in brier_decomposition(y, p, n_bins).items()})
     return out
