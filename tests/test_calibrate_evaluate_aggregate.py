@@ -269,7 +269,7 @@ def test_platt_moves_the_boundary_temperature_does_not(study, tmp_path):
     assert platt["calibrated"]["acc_speech"]["mean"] > platt["uncalibrated"]["acc_speech"]["mean"]
 
 
-@pytest.mark.parametrize("method", ["beta", "isotonic", "contextual", "none", "auto"])
+@pytest.mark.parametrize("method", ["beta", "isotonic", "contextual", "batch", "none", "auto"])
 def test_every_method_runs_and_is_recorded(project, method):
     set_params(project, {"method": method, "tune_threshold": True})
     inproc(project, "calibrate", "--seed", "42")

@@ -234,3 +234,47 @@ def test_a_fit_that_raises_dev_nll_is_explained_and_temperature_never_does():
     notes = _dev_report("platt", a, y)
     assert any("raised the dev NLL" in n and "smoothed targets" in n for n in notes)
     assert _dev_report("temperature", a, y) == []
+
+
+# ------------------------------------------------------------------------------------------ batch calibration
+def test_batch_calibration_removes_an_injected_prior_shift():
+    """Closed form: a model that says the same log-odds d for every clip has batch prior d, so batch calibration
+    removes the shift exactly (p = 1/2). A calibrated model on balanced classes with its log-odds shifted by +2:
+    with no labels, batch calibration removes most of the shift (the batch prior is not exactly the shift when
+    the model is confident), and NLL and the balance of the two recalls come most of the way back."""
+    from speech_calibration.calibration.calibrators import BatchCalibration, batch_prior
+
+    cal = BatchCalibration().fit(np.zeros(10), np.zeros(10))  # the fit learns nothing
+    for d in (-3.0, 0.7, 2.0):
+        np.testing.assert_allclose(cal.log_odds(np.full(5, d), np.zeros(5)), 0.0, atol=1e-12)
+    rng = np.random.default_rng(0)
+    z_true = rng.normal(0.0, 1.5, 20000)
+    z_true -= batch_prior(z_true)  # the model's own prior is exactly 1/2
+    y = (rng.random(z_true.size) < M.sigmoid(z_true)).astype(int)
+    shifted = z_true + 2.0
+    removed = batch_prior(shifted)
+    assert 1.3 < removed < 2.0
+    np.testing.assert_allclose(cal.log_odds(shifted, 0 * shifted), shifted - removed)
+    p = cal.predict_proba(shifted, np.zeros_like(shifted))
+    nll_true, nll_shifted, nll_batch = (float(M.nll(y, q)) for q in (M.sigmoid(z_true), M.sigmoid(shifted), p))
+    assert nll_batch - nll_true < 0.15 * (nll_shifted - nll_true)  # 0.556 against 0.529 (true) and 0.865 (shifted)
+
+    def recall_gap(pred):
+        return abs(np.mean(pred[y == 0] == 0) - np.mean(pred[y == 1] == 1))
+
+    assert recall_gap(cal.predict(shifted, 0 * shifted)) < 0.5 * recall_gap((shifted >= 0).astype(int))
+
+
+def test_batch_calibration_reads_the_set_it_is_applied_to_and_saves_like_any_method(tmp_path):
+    from speech_calibration.calibration.calibrators import BatchCalibration, batch_prior, load
+
+    dev = np.array([0.5, -1.0, 2.0])
+    cal = BatchCalibration().fit(dev, np.zeros(3))
+    assert cal.info["dev_prior_log_odds"] == pytest.approx(batch_prior(dev)) and cal.per_batch
+    a, b = np.array([3.0, 1.0, -1.0]), np.zeros(3)
+    both = cal.log_odds(np.r_[a, a - 5], np.r_[b, b])  # another set, another prior: another map
+    assert not np.allclose(both[:3], cal.log_odds(a, b))
+    cal.save(tmp_path / "batch.json")
+    again = load(tmp_path / "batch.json")
+    np.testing.assert_array_equal(again.predict_proba(a, b), cal.predict_proba(a, b))
+    assert "batch" in C.REGISTRY and not C.REGISTRY["temperature"].per_batch

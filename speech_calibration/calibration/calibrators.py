@@ -13,6 +13,8 @@ p(SPEECH):
                                to [eps, 1 - eps]
 :class:`ContextualCalibration` ``sigmoid(z - log(pbar_A / pbar_B))``, ``pbar`` the mean answer distribution on
                                content-free inputs (silence, noise): Zhao et al. (2021); needs no labels
+:class:`BatchCalibration`      ``sigmoid(z - logit(mean sigmoid(z)))`` over the set being scored: Zhou et al.
+                               (2024); needs no labels, and is applied per set (per condition and level)
 =============================  ==================================================================================
 
 Each reads like a scikit-learn estimator: ``fit`` on dev, ``predict_proba`` / ``log_odds`` / ``predict``
@@ -105,6 +107,7 @@ class Calibrator:
 
     method: ClassVar[str] = ""
     required: ClassVar[tuple[str, ...]] = ()
+    per_batch: ClassVar[bool] = False  # True: the map depends on the set it is applied to (apply it per set)
 
     def __init__(self, params: dict[str, Any] | None = None, threshold: float = 0.5, info: dict[str, Any] | None = None):
         self.params = dict(params or {})
@@ -366,5 +369,36 @@ class ContextualCalibration(Calibrator):
         return f"contextual bias={self.params['bias']:.3f}"
 
 
+def batch_prior(z: np.ndarray) -> float:
+    """``logit(mean(sigmoid(z)))``: the log-odds of the mean answer distribution of a batch of clips (clipped to 1e-12)."""
+    p = float(np.mean(metrics.sigmoid(np.asarray(z, dtype=float)))) if np.size(z) else 0.5
+    return float(metrics.logit(min(max(p, 1e-12), 1.0 - 1e-12)))
+
+
+class BatchCalibration(Calibrator):
+    """``z - logit(mean_batch sigmoid(z))``: removes the A/B prior of the clips scored together (no labels).
+
+    Batch calibration (Zhou et al., ICLR 2024) estimates the contextual prior from the batch being classified
+    rather than from content-free inputs: the mean answer distribution over the batch, removed from each clip.
+    Unlike the other methods it reads what it is applied to: ``predict_proba`` of a set uses that set's
+    prior, so a shift that moves the prior (noise, short clips) is removed where it happens; the conditions
+    report applies it per condition and level. Its fit learns nothing; it records the dev batch's prior.
+    """
+
+    method = "batch"
+    per_batch = True
+
+    def _fit(self, z, y, *, content_free, bounds) -> None:
+        self.params = {}
+        self.info = {"dev_prior_log_odds": batch_prior(z)}
+
+    def _log_odds(self, z):
+        return z - batch_prior(z)
+
+    def _describe(self) -> str:
+        return "batch (prior of each scored set removed)"
+
+
 REGISTRY: dict[str, type[Calibrator]] = {cls.method: cls for cls in (
-    NoCalibration, TemperatureScaling, PlattScaling, BetaCalibration, IsotonicCalibration, ContextualCalibration)}
+    NoCalibration, TemperatureScaling, PlattScaling, BetaCalibration, IsotonicCalibration, ContextualCalibration,
+    BatchCalibration)}

@@ -54,6 +54,8 @@ WORSE_NLL_REASON = {
     "isotonic": "isotonic minimises squared error (pool adjacent violators), not NLL, and clips to [eps, 1 - eps]",
     "contextual": "contextual uses no labels: it removes the A/B prior of the content-free inputs, whatever "
                   "dev says",
+    "batch": "batch uses no labels: it removes the mean answer distribution of the set, whatever the set's "
+             "true class balance is",
 }
 CONSTANT_SPREAD = 1e-6  # a calibrated p(SPEECH) whose range on dev is below this is reported as constant
 

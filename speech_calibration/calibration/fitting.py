@@ -60,7 +60,8 @@ def _folds(y: np.ndarray, groups) -> tuple[np.ndarray, str]:
 
 
 def _fit_auto(z, y, content_free, groups, bounds) -> Calibrator:
-    candidates = [m for m in REGISTRY if m != "contextual" or content_free is not None]
+    # batch is no candidate: its prior comes from the set it is applied to, and a held-out dev group is not test
+    candidates = [m for m in REGISTRY if m != "batch" and (m != "contextual" or content_free is not None)]
     folds, scheme = _folds(y, groups)
     with _quiet():
         cv = {m: cross_validated_nll(m, z, y, folds, content_free, bounds) for m in candidates}

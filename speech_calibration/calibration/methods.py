@@ -7,7 +7,7 @@ importing the calibrators (and so without making every stage depend on their cod
 """
 from __future__ import annotations
 
-FITTED = ("none", "temperature", "platt", "beta", "isotonic", "contextual")  # what a fitted calibrator can be
-AUTO = "auto"  # choose among FITTED by leave-one-group-out NLL on dev
-METHODS = ("temperature", "platt", "beta", "isotonic", "contextual", "none", AUTO)  # what calibration.method accepts
-LABEL_FREE = ("none", "contextual")  # need no dev labels
+FITTED = ("none", "temperature", "platt", "beta", "isotonic", "contextual", "batch")  # what a fitted calibrator can be
+AUTO = "auto"  # choose among FITTED (but batch) by leave-one-group-out NLL on dev
+METHODS = ("temperature", "platt", "beta", "isotonic", "contextual", "batch", "none", AUTO)  # what calibration.method accepts
+LABEL_FREE = ("none", "contextual", "batch")  # need no dev labels

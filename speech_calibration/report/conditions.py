@@ -9,7 +9,8 @@ Reads the variants' metadata (``data/processed/conditions/conditions_metadata.cs
 
 Each system's DEV-fitted calibrator (``models/calibrators/seed_<seed>.json``; the zero-shot model's and
 the baselines' under ``models/calibrators/references/``) is applied unchanged, so the calibrated
-columns measure calibration under distribution shift. A baseline that the references stage did not
+columns measure calibration under distribution shift (batch calibration, which reads the set it is
+applied to, is applied to each condition and level as its own set). A baseline that the references stage did not
 calibrate is reported uncalibrated only.
 
 Writes:
@@ -192,9 +193,20 @@ def score_system(system: System, meta: pd.DataFrame) -> Scored:
     p_cal, thr = None, 0.5
     if system.calibration is not None:
         cal = calibrators.load(system.calibration)
-        p_cal = np.asarray(cal.predict_proba(a, b), dtype=float)
+        p_cal = per_set_proba(cal, a, b, meta)
         thr = cal.threshold
     return Scored(system, p, p_cal, thr)
+
+
+def per_set_proba(cal: calibrators.Calibrator, a: np.ndarray, b: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
+    """The calibrated p(SPEECH) of every variant; a per-batch calibrator (batch calibration) sees each (condition,
+    level) as its own set, since that is where a shift moves the prior."""
+    if not cal.per_batch:
+        return np.asarray(cal.predict_proba(a, b), dtype=float)
+    out = np.empty(len(a))
+    for idx in meta.groupby([CONDITION, LEVEL], sort=False).indices.values():
+        out[idx] = cal.predict_proba(a[idx], b[idx])
+    return out
 
 
 # -------------------------------------------------------------------------------------- metrics
