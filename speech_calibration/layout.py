@@ -22,8 +22,12 @@ reference detector (``baselines/silero``).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+# where stages write: the folders `python -m speech_calibration.tidy` may clean of outputs no stage declares any more
+OUTPUT_ROOTS = ("data/processed", "data/eval_sets", "models", "predictions", "evaluation", "metrics", "plots")
 
 # ------------------------------------------------------------------------------------------- data
 DATA_DIR = Path("data/processed")
@@ -71,6 +75,11 @@ REFERENCE_CALIBRATORS_DIR = CALIBRATORS_DIR / "references"
 def seed_system(seed: int) -> str:
     """The system name of a fine-tuned seed: ``seed_42``. The only place that spells it."""
     return f"seed_{seed}"
+
+
+def names_a_seed(name: str) -> bool:
+    """Whether a file or folder name is one of a seed's outputs: ``seed_7``, ``seed_7.json``, ``seed_7_dev_reliability.png``."""
+    return re.fullmatch(r"seed_\d+([._].*)?", name) is not None
 
 
 def adapter_dir(seed: int) -> Path:
@@ -190,6 +199,13 @@ REFERENCES_INDEX = REFERENCES_METRICS_DIR / "systems.json"
 SUMMARY_JSON = Path("metrics/summary.json")
 SUMMARY_TXT = Path("metrics/summary.txt")
 SUMMARY_PLOTS_DIR = Path("plots/summary")
+HEADLINE_DIR = Path("metrics/headline")  # the only files dvc.yaml declares as metrics: one per system and series
+
+
+def headline_json(system: str, series: str) -> Path:
+    """``metrics/headline/<system>/<series>.json``: a system's headline test metrics, uncalibrated or calibrated
+    (``baselines/silero`` -> ``silero/``)."""
+    return HEADLINE_DIR / system.rsplit("/", 1)[-1] / f"{series}.json"
 
 CONDITIONS_JSON = Path("metrics/conditions.json")
 CONDITIONS_TABLES_DIR = Path("metrics/conditions")

@@ -214,6 +214,16 @@ def test_pipeline_writes_every_promised_file(study):
     assert {e["method_fitted"] for e in js["per_seed"].values()} == {"temperature"}
     assert set(js["references"]) == {"zeroshot", "baselines/silero"}
     assert {e["method_fitted"] for e in js["references"].values()} == {"temperature"}
+    # the headline files: the same numbers, short keys, one file per system and series, none for a skipped system
+    headline = project / "metrics/headline"
+    assert {p.parent.name for p in headline.glob("*/*.json")} == {"fine_tuned", "seed_42", "seed_123", "seed_456",
+                                                                  "zeroshot", "silero"}
+    for series in ("uncalibrated", "calibrated"):
+        tuned = json.loads((headline / "fine_tuned" / f"{series}.json").read_text())
+        assert tuned["acc"] == pytest.approx(js["fine_tuned"][series]["accuracy"]["mean"], abs=1e-4)
+        assert tuned["sece"] == pytest.approx(js["fine_tuned"][series]["ece_smooth"]["mean"], abs=1e-4)
+        silero = json.loads((headline / "silero" / f"{series}.json").read_text())
+        assert silero["nll"] == pytest.approx(js["references"]["baselines/silero"][series]["nll"], abs=1e-4)
     # selective prediction: the mean of each reference's risk-coverage curve is the AURC its metrics report
     curves = pd.read_csv(project / "plots/summary/risk_coverage.csv")
     for system in ("zeroshot", "baselines/silero"):

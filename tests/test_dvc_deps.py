@@ -93,7 +93,7 @@ def layout_paths(seed: int, set_name: str) -> set[str]:
         layout.adapter_dir(seed), layout.train_live_dir(seed) / "metrics.json", layout.train_live_dir(seed) / "plots/metrics",
         layout.BASELINES_DIR, layout.baselines_set_dir(set_name), layout.CONDITIONS_PREDICTIONS_DIR,
         layout.CALIBRATORS_DIR, layout.REFERENCE_CALIBRATORS_DIR, layout.REFERENCES_METRICS_DIR,
-        layout.REFERENCES_EVALUATION_DIR, layout.EVALUATION_DIR, layout.SUMMARY_JSON, layout.SUMMARY_TXT,
+        layout.REFERENCES_EVALUATION_DIR, layout.EVALUATION_DIR, layout.SUMMARY_JSON, layout.SUMMARY_TXT, layout.HEADLINE_DIR,
         layout.CONDITIONS_JSON, layout.CONDITIONS_TABLES_DIR,
         seed_files.calibrator, seed_files.calibration_json, seed_files.optimal_temp, seed_files.test_json,
         seed_files.calibration_json.parent, seed_files.test_json.parent, seed_files.evaluation_dir,

@@ -26,6 +26,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -124,6 +125,18 @@ def test_adding_a_seed_trains_only_the_new_seed(work):
     assert not ran & (old | {"prepare", "tiny_model", "predict_zeroshot"}), ran
     assert (work / "models" / f"seed_{new}").is_dir()
     assert UP_TO_DATE in dvc("status", cwd=work).stdout
+    # back to the baseline: the new seed's outputs stay behind, untracked, in folders other stages read ...
+    git("checkout", "--", ".", cwd=work)
+    dvc("checkout", cwd=work)
+    left = git("status", "--porcelain", "--untracked-files=all", cwd=work).stdout
+    assert f"seed_{new}" in left, left
+    assert UP_TO_DATE not in dvc("status", cwd=work).stdout
+    # ... until the README's tidy command removes exactly them
+    res = subprocess.run([sys.executable, "-m", "speech_calibration.tidy"], cwd=work, capture_output=True, text=True,
+                         check=True)
+    assert f"removing models/seed_{new}" in res.stderr, res.stderr
+    assert git("status", "--porcelain", cwd=work).stdout == ""
+    assert UP_TO_DATE in dvc("status", cwd=work).stdout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,14 +155,22 @@ def _declared(repo: Path, kind: str) -> set[str]:
 
 
 @pytest.mark.slow
-def test_metrics_show_finds_every_metrics_file(study):
+def test_metrics_show_is_the_headline_table_that_fits_a_terminal(study):
+    """The declared metrics are the headline files alone: one per system and series, seven short keys each, so
+    `dvc metrics show` prints one row per file within 200 columns; the detailed JSONs are outputs, not metrics."""
     shown = metrics_json(study)
     declared = _declared(study, "metrics")
-    assert declared <= set(shown), sorted(declared - set(shown))
+    assert declared == {"metrics/headline"}, declared
+    systems = {"fine_tuned", *(f"seed_{s}" for s in SHRINK["seeds"]), "zeroshot"}
+    expected = {f"metrics/headline/{system}/{series}.json" for system in systems
+                for series in ("uncalibrated", "calibrated")}
+    assert expected <= set(shown), sorted(expected - set(shown))
     for path, entry in shown.items():
         assert "error" not in entry, (path, entry)
-    for seed in SHRINK["seeds"]:
-        assert f"metrics/train/seed_{seed}/metrics.json" in shown
+        assert set(entry["data"]) == {"acc", "bacc", "auc", "ece", "sece", "nll", "brier"}, (path, entry)
+    table = dvc("metrics", "show", cwd=study).stdout.splitlines()
+    assert len(table) == len(shown) + 1, table
+    assert max(map(len, table)) <= 200, max(map(len, table))
 
 
 @pytest.mark.slow
@@ -243,8 +264,7 @@ def test_keep_an_experiment_as_a_branch_then_return_to_the_baseline(platt, tmp_p
     assert "method: platt" in git("show", "exp-platt:params.yaml", cwd=repo).stdout
     # metrics diff between two commits: the baseline and the kept experiment
     diff = json.loads(dvc("metrics", "diff", "HEAD", "exp-platt", "--json", cwd=repo).stdout)
-    assert any(k.startswith("calibrated.") for path, keys in diff.items() if path.startswith("metrics/test/")
-               for k in keys), diff
+    assert any(path.endswith("/calibrated.json") for path in diff), diff
     git("checkout", "--", ".", cwd=repo)
     dvc("checkout", cwd=repo)
     dvc("exp", "remove", "platt", cwd=repo)
@@ -265,36 +285,34 @@ def test_exp_show_lists_the_experiment_with_its_metrics(platt):
     data = rev["data"]
     assert data["params"]["params.yaml"]["data"]["calibration"]["method"] == "platt"
     metric_files = data["metrics"]
-    test_file = next(f for f in metric_files if f.startswith("metrics/test/seed_"))
-    test = metric_files[test_file]["data"]
     for series in ("uncalibrated", "calibrated"):
-        for key in ("ece", "accuracy", "roc_auc"):
-            assert isinstance(test[series][key], float), (series, key)
+        test = metric_files[f"metrics/headline/fine_tuned/{series}.json"]["data"]
+        for key in ("ece", "acc", "auc"):
+            assert isinstance(test[key], float), (series, key)
     # the compact table of the README (--md: a table that is never cut to the terminal's width)
     table = dvc("exp", "show", "--md", "--drop", ".*", "--keep", COMPACT_KEEP, cwd=repo).stdout
+    assert max(len(line) for line in table.splitlines()) <= 200, table
     header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
-    expected = {f"fine_tuned.{series}.{key}.mean" for series in ("calibrated", "uncalibrated")
-                for key in ("ece", "accuracy", "roc_auc")}
+    expected = {f"metrics/headline/fine_tuned/{series}.json:{key}" for series in ("calibrated", "uncalibrated")
+                for key in ("ece", "acc")}
     assert set(header) == expected | {"Experiment", "calibration.method"}, header
     platt_row = next(line for line in table.splitlines() if "[platt]" in line)
     assert "platt" in platt_row.split("|")[header.index("calibration.method") + 1], platt_row
 
 
-# `dvc exp show --drop '.*' --keep <this>`: the experiment, its calibration method and the test ECE,
-# accuracy and ROC-AUC, calibrated and uncalibrated, averaged over seeds (metrics/summary.json)
-COMPACT_KEEP = r"Experiment|calibration\.method|fine_tuned\.(un)?calibrated\.(ece|accuracy|roc_auc)\.mean$"
+# `dvc exp show --drop '.*' --keep <this>`: the experiment, its calibration method and the test ECE and
+# accuracy, calibrated and uncalibrated, averaged over seeds (metrics/headline/fine_tuned/)
+COMPACT_KEEP = r"Experiment|calibration\.method|fine_tuned/(un)?calibrated\.json:(ece|acc)$"
 
 
 @pytest.mark.slow
 def test_metrics_diff_workspace_vs_head(platt):
     repo = platt["repo"]  # `dvc exp run` leaves the workspace at the experiment's results
     diff = json.loads(dvc("metrics", "diff", "--json", cwd=repo).stdout)
-    changed = {path: keys for path, keys in diff.items() if path.startswith("metrics/test/")}
-    assert changed, diff
-    assert any(k.startswith("calibrated.") for keys in changed.values() for k in keys), changed
+    changed = {path for path, keys in diff.items() if keys}
+    assert any(path.endswith("/calibrated.json") for path in changed), diff
     # uncalibrated test metrics do not depend on the calibration method
-    for keys in changed.values():
-        assert not [k for k in keys if k.startswith("uncalibrated.")], keys
+    assert not [path for path in changed if path.endswith("/uncalibrated.json")], diff
     params = json.loads(dvc("params", "diff", "--json", cwd=repo).stdout)
     assert params["params.yaml"]["calibration.method"] == {"old": "temperature", "new": "platt"}
 
@@ -333,7 +351,7 @@ def test_queued_sweep_runs_in_temp_copies(work):
         rev = done.get(f"sweep-{m}")
         assert rev is not None, (sorted(done), status)
         assert rev["data"]["params"]["params.yaml"]["data"]["calibration"]["method"] == m
-        assert any(f.startswith("metrics/test/seed_") for f in rev["data"]["metrics"]), rev["data"]["metrics"]
+        assert "metrics/headline/fine_tuned/calibrated.json" in rev["data"]["metrics"], rev["data"]["metrics"]
     # the workspace was not touched by the queued runs
     assert UP_TO_DATE in dvc("status", cwd=work).stdout
 

@@ -5,7 +5,10 @@ Reads ``metrics/test/seed_<seed>.json`` and ``metrics/calibration/seed_<seed>.js
 ``evaluate.references`` (absent ones are skipped with a log line), and ``evaluation/seed_<seed>/test_calibrated.csv``.
 :func:`aggregate` writes:
 
-* ``metrics/summary.json`` (for ``dvc metrics diff``): per metric and series (uncalibrated / calibrated)
+* ``metrics/headline/<system>/{uncalibrated,calibrated}.json`` (what ``dvc metrics show``, ``dvc metrics diff`` and
+  ``dvc exp show`` print): seven test metrics with short keys (:data:`HEADLINE_KEYS`) per system and series, for
+  ``fine_tuned`` (the mean over seeds), each seed and every reference system;
+* ``metrics/summary.json`` (the detail, an ordinary output): per metric and series (uncalibrated / calibrated)
   the mean, SD and Student-t interval across seeds (clipped to the metric's range, as in the text);
   the fitted parameters and paired deltas per seed; the reference systems' metrics; ``group_level``:
   every system's group-bootstrap intervals, or the reason there are none; ``per_group``: each metric on
@@ -34,7 +37,7 @@ import pandas as pd
 
 from speech_calibration import layout
 from speech_calibration.errors import UserError
-from speech_calibration.fileio import write_csv, write_json, write_text
+from speech_calibration.fileio import atomic_dir, write_csv, write_json, write_text
 from speech_calibration.layout import SystemFiles
 from speech_calibration.report.reliability import (
     plot_per_seed,
@@ -50,6 +53,9 @@ log = logging.getLogger(__name__)
 SERIES = ("uncalibrated", "calibrated")
 AGG_KEYS = ("accuracy", "acc_speech", "acc_nonspeech", "balanced_accuracy", "roc_auc", "brier", "nll", "ece",
             "ece_mass", "ece_debiased", "ece_smooth", "mce", "brier_reliability", "brier_resolution", "aurc")
+# the headline files' short keys, so that `dvc metrics show` and `dvc exp show` of them fit a terminal
+HEADLINE_KEYS = (("acc", "accuracy"), ("bacc", "balanced_accuracy"), ("auc", "roc_auc"), ("ece", "ece"),
+                 ("sece", "ece_smooth"), ("nll", "nll"), ("brier", "brier"))
 PERCENT = {"accuracy", "acc_speech", "acc_nonspeech", "balanced_accuracy"}
 BOUNDED = PERCENT | {"roc_auc", "brier", "ece", "ece_mass", "ece_debiased", "ece_smooth", "mce", "aurc"}  # metrics in [0, 1]
 # (label, key) of the study's summary lines, in the study's order
@@ -188,9 +194,35 @@ def aggregate(seeds: Sequence[int], references: Sequence[str], *, ci: float = 0.
     summary["group_level"] = group_level(seed_results, ref_results)
     summary["per_group"] = per_group(seed_results, ref_results, ci)
     write_json(layout.SUMMARY_JSON, summary)
+    write_headlines(headlines(summary, seed_results, ref_results))
     write_text(layout.SUMMARY_TXT, summary_text(summary, seed_results, seed_cal, ref_results, ci))
     _plots(seed_results, n_bins, list(ref_results))
     return summary
+
+
+# ------------------------------------------------------------------------------------------ headline
+def _headline(blocks: Mapping[str, Mapping]) -> dict:
+    return {series: {key: round(_num(blocks[series].get(name)), 4) for key, name in HEADLINE_KEYS} for series in SERIES}
+
+
+def headlines(summary: dict, seed_results: dict, ref_results: dict) -> dict[str, dict]:
+    """{system: {series: {acc, bacc, auc, ece, sece, nll, brier}}} for both :data:`SERIES`, rounded to 4 decimals;
+    ``fine_tuned`` holds the means over seeds of :data:`AGG_KEYS` in ``summary``."""
+    out = {"fine_tuned": _headline({s: {k: v["mean"] for k, v in summary["fine_tuned"][s].items() if k in AGG_KEYS}
+                                    for s in SERIES})}
+    out |= {name: _headline(r) for name, r in seed_results.items()}
+    out |= {name: _headline(rr["test"]) for name, rr in ref_results.items()}
+    return out
+
+
+def write_headlines(blocks: Mapping[str, dict]) -> None:
+    """Replace ``metrics/headline/`` whole (no file of a system that is gone stays behind)."""
+    with atomic_dir(layout.HEADLINE_DIR) as tmp:
+        for system, by_series in blocks.items():
+            for series, block in by_series.items():
+                path = tmp / layout.headline_json(system, series).relative_to(layout.HEADLINE_DIR)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_json(path, block)
 
 
 # ------------------------------------------------------------------------------------------ groups

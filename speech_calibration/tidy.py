@@ -1,0 +1,105 @@
+"""Remove the outputs of stages that ``dvc.yaml`` no longer has (a seed or an evaluation set taken out).
+
+A stage that reads every seed (``aggregate``, ``conditions``, ``evaluate_eval_set@*``) depends on a folder:
+DVC cannot list one file per seed of a list in params. Going back from an experiment that added a seed
+(``git checkout -- . && dvc checkout``) leaves that seed's outputs behind, untracked by git (``git status``
+lists them) and inside folders that DVC then sees as changed. This command removes exactly those: each
+file or folder that ``git status`` reports as untracked, lies under the pipeline's output roots
+(:data:`speech_calibration.layout.OUTPUT_ROOTS`), and that no stage declares, reads or holds, where it is
+either inside a folder that a stage reads whole and other stages write into (``metrics/test/``,
+``evaluation/``, ``models/calibrators/`` ...) or a seed's output beside the current seeds' (``models/seed_7``,
+``predictions/seed_7``). Files git ignores or tracks, other folders of your own (a downloaded base model in
+``models/``), an evaluation set's audio and the base model a stage reads are never touched.
+
+    python -m speech_calibration.tidy            # remove them (each one is logged)
+    python -m speech_calibration.tidy --dry-run  # only list them
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from speech_calibration import layout
+from speech_calibration.cli import parser, run
+from speech_calibration.errors import UserError
+
+log = logging.getLogger("speech_calibration.tidy")
+KEEP = {".gitignore", ".gitkeep"}  # git's own files in an output folder (DVC writes the .gitignore files)
+
+
+def _git_paths(root: Path, *args: str) -> set[Path]:
+    res = subprocess.run(["git", "ls-files", "-z", *args], cwd=root, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise UserError(f"{root}: not a git repository (git ls-files: {res.stderr.strip()}); run this in the project root")
+    return {root / p for p in res.stdout.split("\0") if p}
+
+
+def _overlaps(path: Path, others: Iterable[Path]) -> bool:
+    """``path`` is one of ``others``, inside one, or holds one."""
+    return any(path == o or o in path.parents or path in o.parents for o in others)
+
+
+def stale_outputs(root: str | Path = ".") -> list[Path]:
+    """What :func:`tidy` removes, relative to ``root``: whole folders where nothing in them is kept."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    root = Path(root).resolve()
+    try:
+        with Repo(str(root)) as repo:
+            stages = list(repo.index.stages)  # dvc.yaml stages and .dvc files alike
+            outs = [Path(o.fs_path) for s in stages for o in s.outs]
+            deps = [Path(d.fs_path) for s in stages for d in s.deps]
+    except DvcException as err:
+        raise UserError(f"{root / 'dvc.yaml'}: DVC cannot read the pipeline ({err}); fix it, then run again") from None
+    roots = [root / r for r in layout.OUTPUT_ROOTS]
+    beside_outputs = {o.parent for o in outs}  # folders where stages write (models/, metrics/test/, ...)
+    # a folder a stage reads that holds other stages' outputs (metrics/test, evaluation, ...) is the pipeline's own,
+    # and where leftovers matter; any other dep (the base model, an evaluation set's audio) is kept whole
+    fan_in = {d for d in deps if any(d in o.parents for o in outs)}
+    deps = [d for d in deps if d not in fan_in]
+    tracked = _git_paths(root)
+    kept = [*outs, *deps, *tracked]
+    stale: set[Path] = set()
+    for path in _git_paths(root, "--others", "--exclude-standard"):  # untracked and not ignored
+        if path.name in KEEP or not any(r in path.parents for r in roots) or _overlaps(path, outs) \
+                or _overlaps(path, deps):
+            continue
+        # the outermost folder (or the file itself) beside a declared output that holds nothing kept: anything in a
+        # folder a stage reads whole, elsewhere only a seed's (models/seed_7, not your models/Qwen2-Audio download)
+        for unit in [*reversed(path.relative_to(root).parents[:-1]), path.relative_to(root)]:
+            unit = root / unit
+            ours = unit.parent in fan_in or (unit.parent in beside_outputs and layout.names_a_seed(unit.name))
+            if ours and not _overlaps(unit, kept):
+                stale.add(unit)
+                break
+    return sorted(p.relative_to(root) for p in stale)
+
+
+def tidy(root: str | Path = ".", *, dry_run: bool = False) -> list[Path]:
+    """Remove :func:`stale_outputs` (or only list them); return them."""
+    stale = stale_outputs(root)
+    for rel in stale:
+        path = Path(root) / rel
+        log.info("%s %s", "would remove" if dry_run else "removing", rel)
+        if not dry_run:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if not stale:
+        log.info("nothing to remove: no untracked file lies beside the outputs of the current dvc.yaml")
+    return stale
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser(__doc__, params=False)
+    p.prog = "python -m speech_calibration.tidy"
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    p.add_argument("--root", default=".", help="the project root (default: the current folder)")
+    args = p.parse_args(argv)
+    tidy(args.root, dry_run=args.dry_run)
+
+
+if __name__ == "__main__":
+    run(main)

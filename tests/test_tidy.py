@@ -1,0 +1,91 @@
+"""``python -m speech_calibration.tidy``: it removes the outputs of stages the pipeline no longer has, and nothing else.
+
+A real git + DVC repository with a small pipeline of the project's shape (a per-seed stage writing into folders a
+fan-in stage reads, a base-model folder the per-seed stage reads); DVC only has to read ``dvc.yaml``, so nothing
+is reproduced. The round trip on the real pipeline (add a seed, go back, tidy, `git status` and `dvc status`
+clean) is ``test_dvc_workflows.py::test_adding_a_seed_trains_only_the_new_seed``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from speech_calibration import tidy
+from tests.dvc_helpers import dvc, git
+
+DVC_YAML = """\
+stages:
+  evaluate:
+    foreach: ${seeds}
+    do:
+      cmd: echo
+      deps: [models/base]
+      outs:
+        - models/seed_${item}
+        - evaluation/seed_${item}:
+            cache: false
+        - metrics/test/seed_${item}.json:
+            cache: false
+  aggregate:
+    cmd: echo
+    deps: [metrics/test, evaluation]
+    outs:
+      - metrics/summary.json:
+          cache: false
+"""
+
+
+def _touch(root: Path, *paths: str) -> None:
+    for rel in paths:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(rel)
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    git("init", "-q", cwd=root)
+    dvc("init", "-q", cwd=root)
+    (root / "params.yaml").write_text("seeds:\n  - 1\n  - 2\n")
+    (root / "dvc.yaml").write_text(DVC_YAML)
+    (root / ".gitignore").write_text("/models/ignored_download/\n/models/seed_1\n/models/seed_2\n")
+    _touch(root, "models/README.md", "metrics/test/notes.md")
+    git("add", "-A", cwd=root)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project", cwd=root)
+    # the current seeds' outputs, the base model a stage reads, a git-ignored download, a file of your own elsewhere
+    _touch(root, "models/seed_1/adapter.bin", "evaluation/seed_1/test.csv", "metrics/test/seed_1.json",
+           "metrics/test/seed_2.json", "metrics/summary.json", "models/base/weights.bin",
+           "models/ignored_download/weights.bin", "notes/mine.txt")
+    return root
+
+
+def test_removes_a_removed_seeds_outputs_and_nothing_else(repo):
+    leftovers = ["models/seed_7/adapter.bin", "evaluation/seed_7/test.csv", "metrics/test/seed_7.json"]
+    _touch(repo, *leftovers)
+    before = {p for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts and ".dvc" not in p.parts}
+    assert [str(p) for p in tidy.tidy(repo, dry_run=True)] == ["evaluation/seed_7", "metrics/test/seed_7.json",
+                                                               "models/seed_7"]
+    assert {p for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts and ".dvc" not in p.parts} == before
+    tidy.tidy(repo)
+    after = {p for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts and ".dvc" not in p.parts}
+    assert before - after == {repo / p for p in leftovers}
+    assert tidy.stale_outputs(repo) == []
+
+
+def test_a_base_model_no_stage_reads_any_more_is_kept(repo):
+    """A folder of your own beside the seeds' outputs (a downloaded base model) is kept once no stage reads it,
+    like a git-ignored one and your files outside the output folders; only seed-named leftovers go there."""
+    (repo / "dvc.yaml").write_text(DVC_YAML.replace("deps: [models/base]", "deps: []"))
+    _touch(repo, "models/seed_9/adapter.bin", "metrics/test/anything.json")
+    assert [str(p) for p in tidy.stale_outputs(repo)] == ["metrics/test/anything.json", "models/seed_9"]
+
+
+def test_outside_git_is_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        from speech_calibration.cli import run
+        run(tidy.main, ["--root", str(tmp_path), "--dry-run"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
