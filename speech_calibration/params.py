@@ -159,6 +159,11 @@ class Model:
     # Fast path, scoring only: run the prompt text before the audio (the same for every clip) once and
     # let every batch attend to its cached keys and values. Needs trim_audio_window.
     cache_prompt_prefix: bool = True
+    # Scoring with a seed's adapter: fold the LoRA update into the base weights (peft's merge_and_unload), so
+    # no adapter runs on the hot path. fp32: the same logits within 1e-5 (tests/test_merge.py); bf16: within the
+    # unmerged path's own batch-1 vs batch-N difference (benchmarks/README.md). Never with load_in_4bit
+    # (re-quantizing the merged weights would change them): the adapter then stays unmerged.
+    merge_adapter: bool = True
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,17 @@
 logits of every clip.
 
 Loads the base model (``model.name_or_path``) and, unless ``--zero-shot``, the seed's adapter once, and
-scores in one process (:mod:`speech_calibration.model.scoring`): one forward pass per batch, no text
-generation. Beside each set, ``<set>_content_free.csv`` holds the logits of two content-free inputs
-(digital silence and a short white noise) for contextual calibration. A clip longer than the model's
-audio window is handled as ``audio.long_clips`` says. Params: ``model``, ``prompt``, ``predict``,
+scores in one process, or in several under torchrun (:mod:`speech_calibration.model.scoring`): one forward
+pass per batch, no text generation. Beside each set, ``<set>_content_free.csv`` holds the logits of two
+content-free inputs (digital silence and a short white noise) for contextual calibration. A clip longer than
+the model's audio window is handled as ``audio.long_clips`` says. Params: ``model``, ``prompt``, ``predict``,
 ``audio.long_clips``.
 
     python -m stages.predict --seed 42                 # dev, test -> predictions/seed_42/
     python -m stages.predict --zero-shot               # the base model alone -> predictions/zeroshot/
     python -m stages.predict --seed 42 --conditions    # the condition variants -> predictions/conditions/seed_42/
     python -m stages.predict --seed 42 --set mine      # an evaluation set -> predictions/eval_sets/mine/seed_42/
+    torchrun --standalone --nproc_per_node 4 -m stages.predict --seed 42   # the same CSVs, one process per GPU
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ Reads the train split, the base model named by ``model.name_or_path``, and the `
 (:mod:`speech_calibration.model.training`).
 
     python -m stages.train --seed 42
+    torchrun --standalone --nproc_per_node 4 -m stages.train --seed 42   # data-parallel, one process per GPU
 """
 from __future__ import annotations
 

@@ -32,3 +32,28 @@ def test_bench_tiny_reports_scoring_training_and_equivalence(tmp_path):
         (False, 0.0, False), (False, 0.0, True), (True, 0.0, False), (True, 0.0, True)}
     assert all(r["clips_per_s"] > 0 for r in result["training"])
     assert "ours (best)" in done.stdout  # the table
+
+
+@pytest.mark.slow
+def test_bench_predict_tiny_reports_the_adapter_path_merged_unmerged_and_overlapped(tmp_path):
+    """The predict stage's own path (base + a LoRA adapter with non-zero B), unmerged, merged and in the overlapped loop:
+    in fp32 all three give the library's unmerged logits."""
+    out = tmp_path / "bench_predict.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_predict", "--model", "tiny", "--durations", "1", "--batch-sizes", "4",
+         "--clips", "8", "--full-batch", "4", "--bank", "6", "--bank-batch", "4", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["model"] == "tiny" and result["adapted_layers"] == 14  # 2 decoder layers x (4 attention + 3 MLP)
+    eq = result["equivalence"]
+    assert eq["max_abs_merged_vs_unmerged_batchN"] <= 1e-5
+    assert eq["max_abs_overlapped_vs_library_merged_batchN"] <= 1e-5
+    assert eq["max_abs_overlapped_vs_library_unmerged_batchN"] <= 1e-5
+    (row,) = result["scoring"]
+    for key in ("library_unmerged", "library_merged", "overlapped_unmerged", "overlapped_merged"):
+        assert set(row[key]) == {"4"} and row[key]["4"] > 0
+        assert row[f"{key}_x_full"] == round(row[f"{key}_best"] / row["full_window_merged"], 2)
+    assert row["parts_merged"]["forward_only_clips_per_s"] > 0 and row["parts_merged"]["build_clips_per_s"] > 0
+    assert result["bank"]["clips"] == 6 and all(v > 0 for v in result["bank"]["clips_per_s"].values())
+    assert "ovl merged" in done.stdout  # the table

@@ -71,11 +71,17 @@ class Batch:
     labels: torch.Tensor | None = None  # (B, L) long, IGNORE_INDEX everywhere but the answer token
     prefix_len: int = 0  # > 0: the rows omit the shared prompt prefix of this many tokens (see PrefixCache)
 
-    def to(self, device, dtype=None) -> Batch:
-        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+    def to(self, device, dtype=None, *, non_blocking: bool = False) -> Batch:
+        """On ``device`` (input features in ``dtype``); ``non_blocking`` from pinned memory: the host does not wait."""
+        moved = {k: (v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v)
+                 for k, v in self.__dict__.items()}
         if dtype is not None:
             moved["input_features"] = moved["input_features"].to(dtype)
         return Batch(**moved)
+
+    def pin_memory(self) -> Batch:
+        """A copy in page-locked host memory, so that ``to(cuda, non_blocking=True)`` need not wait for the GPU."""
+        return Batch(**{k: (v.pin_memory() if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()})
 
 
 class InputBuilder:

@@ -134,6 +134,24 @@ def load_adapter(model, adapter_dir: str | Path):
     return peft_model
 
 
+def merge_for_scoring(model, cfg: Model):
+    """``model`` with its LoRA adapters folded into the base weights (peft's ``merge_and_unload``), for scoring.
+
+    Each adapted weight becomes ``W + (alpha / r) B A``: the same function, one matrix product per layer
+    instead of three, and a plain Qwen2AudioForConditionalGeneration (no peft wrapper on the hot path).
+    Returned unchanged when ``model.merge_adapter`` is false, when it carries no adapter, and with
+    ``model.load_in_4bit`` (merging would re-quantize the base weights and change them).
+    """
+    if not cfg.merge_adapter or not hasattr(model, "merge_and_unload"):
+        return model
+    if cfg.load_in_4bit:
+        log.info("model.load_in_4bit: the adapter stays unmerged (merging would re-quantize the base weights)")
+        return model
+    merged = model.merge_and_unload(safe_merge=True)  # safe_merge: refuses a merge that yields NaN or inf
+    merged.eval()
+    return merged
+
+
 def adapted_modules(model) -> list[str]:
     """Names of the modules that carry a LoRA adapter (``lora_A``), without peft's wrapper prefix."""
     names = [n[: -len(".lora_A")] for n, _ in model.named_modules() if n.endswith(".lora_A")]

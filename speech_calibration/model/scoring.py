@@ -11,11 +11,15 @@ each batch's audio window is short, padded on the left, and returned in the CSV'
 A clip longer than the model's audio window is refused, truncated or scored as windows, as
 ``audio.long_clips`` says (:mod:`speech_calibration.data.long_clips`, :func:`combine_windows`).
 
+Under torchrun with several processes (:mod:`speech_calibration.model.distributed`) each rank scores its share of
+the batches and rank 0 writes the same CSVs as one process.
+
 Beside each split, ``<split>_content_free.csv`` holds the logits of two content-free inputs (digital
 silence and a short white noise) for contextual calibration.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -30,7 +34,7 @@ from speech_calibration.data import schema
 from speech_calibration.data.audio import load_clips
 from speech_calibration.data.long_clips import apply_policy
 from speech_calibration.fileio import atomic_dir, write_csv
-from speech_calibration.model import forward, loading
+from speech_calibration.model import distributed, forward, loading
 from speech_calibration.stats.metrics import p_speech_from_logits
 
 log = logging.getLogger(__name__)
@@ -40,17 +44,18 @@ N_WINDOWS = "n_windows"  # predictions column where audio.long_clips=windows sco
 
 
 class Scorer:
-    """A loaded model (base, or base + adapter) that turns clips into answer logits."""
+    """A loaded model (base, or base + adapter) that turns clips into answer logits (this rank's share of them,
+    gathered on every rank, under torchrun)."""
 
     def __init__(self, p: params_mod.Params, adapter: Path | None):
         from speech_calibration.model.inputs import InputBuilder
 
         self.p = p
-        self.device = loading.resolve_device(p.model)
+        self.ranks, self.device = distributed.setup(loading.resolve_device(p.model))
         self.dtype = loading.resolve_dtype(p.model, self.device)
         self.builder = InputBuilder(loading.load_processor(p.model), p.prompt)
         model = loading.load_base(p.model, self.device)
-        self.model = loading.load_adapter(model, adapter) if adapter is not None else model
+        self.model = loading.merge_for_scoring(loading.load_adapter(model, adapter), p.model) if adapter is not None else model
         self.model.eval()
         self.trim = p.model.trim_audio_window
         self.prefix = (forward.PrefixCache(self.model, self.builder.prefix_ids)
@@ -59,27 +64,32 @@ class Scorer:
     def score(self, audios: Sequence[np.ndarray], desc: str = "score") -> dict[str, np.ndarray]:
         """logit_A, logit_B and the vocabulary log-sum-exp for every clip, in the order given."""
         return score_audio(self.model, self.builder, audios, batch_size=self.p.predict.batch_size, device=self.device,
-                           dtype=self.dtype, trim=self.trim, prefix=self.prefix, desc=desc)
+                           dtype=self.dtype, trim=self.trim, prefix=self.prefix, desc=desc, ranks=self.ranks)
 
 
 def score_audio(model, builder, audios: Sequence[np.ndarray], *, batch_size: int, device: torch.device,
                 dtype: torch.dtype, trim: bool = True, prefix: forward.PrefixCache | None = None, desc: str = "score",
-                progress: bool = True) -> dict[str, np.ndarray]:
+                progress: bool = True, ranks: distributed.Context = distributed.SINGLE) -> dict[str, np.ndarray]:
     """The scoring loop: logit_A, logit_B and the vocabulary log-sum-exp of every clip, in the order given.
 
     Clips are sorted by length and scored ``batch_size`` at a time in inference mode (autocast to ``dtype``
     unless it is float32); ``trim`` cuts the audio window to the batch's longest clip, ``prefix`` (a
     :class:`forward.PrefixCache`) runs the shared prompt prefix once. ``progress``: show a progress bar.
+    ``ranks``: under torchrun, this rank scores every ``world_size``-th batch (the same batches as one process)
+    and the rows are gathered, so every rank returns all of them.
     """
     from tqdm import tqdm
 
     feature_device = "cuda" if device.type == "cuda" else "cpu"
     order = np.argsort([len(a) for a in audios], kind="stable")
+    starts = ranks.shard(range(0, len(order), batch_size))  # whole batches: each is the one a single process scores
+    mine = np.concatenate([order[start:start + batch_size] for start in starts] or [order[:0]])  # this rank's clips
     out = np.zeros((len(audios), 3), dtype=np.float64)
     autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
-    bar = tqdm(total=len(audios), desc=desc, unit="clip", disable=None if progress else True)  # None: a terminal only
+    shown = progress and ranks.is_main
+    bar = tqdm(total=len(mine), desc=desc, unit="clip", disable=None if shown else True)  # None: a terminal only
     with torch.inference_mode(), autocast, bar:
-        for start in range(0, len(order), batch_size):
+        for start in starts:
             idx = order[start:start + batch_size]
             batch = builder.build([audios[i] for i in idx], trim=trim, feature_device=feature_device,
                                   shared_prefix=prefix is not None).to(device, dtype)
@@ -89,6 +99,7 @@ def score_audio(model, builder, audios: Sequence[np.ndarray], *, batch_size: int
             out[idx, :2] = pair.cpu().numpy()
             out[idx, 2] = lse.cpu().numpy()
             bar.update(len(idx))
+    out = ranks.gather_rows(out, mine)
     return {schema.LOGIT_A: out[:, 0], schema.LOGIT_B: out[:, 1], schema.LOGSUMEXP_VOCAB: out[:, 2]}
 
 
@@ -138,7 +149,8 @@ def content_free_audio(p: params_mod.Predict, sample_rate: int) -> list[np.ndarr
 
 
 def score_csvs(p: params_mod.Params, scorer: Scorer, csvs: dict[str, Path], out_dir: Path) -> dict[str, pd.DataFrame]:
-    """Score every named metadata CSV into ``out_dir/<name>.csv`` (+ ``<name>_content_free.csv``), atomically."""
+    """Score every named metadata CSV into ``out_dir/<name>.csv`` (+ ``<name>_content_free.csv``), atomically;
+    under torchrun every rank scores its share and rank 0 alone writes."""
     metas = {name: schema.read_metadata(path, require_both_classes=False) for name, path in csvs.items()}
     audios = {name: load_clips(list(meta["audio_file"]), scorer.builder.sampling_rate, schema.clip_places(csvs[name], meta))
               for name, meta in metas.items()}
@@ -153,13 +165,14 @@ def score_csvs(p: params_mod.Params, scorer: Scorer, csvs: dict[str, Path], out_
     free_frame[schema.P_SPEECH] = p_speech_from_logits(free_frame[schema.LOGIT_A], free_frame[schema.LOGIT_B])
     free_frame[schema.LOGSUMEXP_VOCAB] = free[schema.LOGSUMEXP_VOCAB]
     frames = {}
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) if scorer.ranks.is_main else contextlib.nullcontext() as tmp:
         for name, meta in metas.items():
             started = time.perf_counter()
             heard, owner = pieces[name]
             frame = predictions_frame(meta, combine_windows(scorer.score(heard, desc=name), owner, len(meta)), p.prompt)
-            write_csv(tmp / f"{name}.csv", frame)
-            write_csv(tmp / f"{name}_content_free.csv", free_frame)
+            if tmp is not None:
+                write_csv(tmp / f"{name}.csv", frame)
+                write_csv(tmp / f"{name}_content_free.csv", free_frame)
             seconds = time.perf_counter() - started
             acc = float((frame[schema.PREDICTED_TOKEN] == frame[schema.GROUND_TRUTH_TOKEN]).mean())
             log.info("%s: %d clips in %.1f s (%.1f clips/s), accuracy at T=1 %.3f", name, len(frame), seconds,

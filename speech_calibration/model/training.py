@@ -6,6 +6,10 @@ of the loss). Writes the adapter with ``save_pretrained`` (``adapter_model.safet
 ``adapter_config.json``: ``PeftModel.from_pretrained`` opens it) plus ``train_info.json`` into
 ``models/seed_<seed>/``, and dvclive logs (loss and learning rate per optimizer step, train accuracy
 per epoch) into ``metrics/train/seed_<seed>/``.
+
+Under torchrun with several processes (:mod:`speech_calibration.model.distributed`) it is data-parallel:
+each rank takes its share of every global batch (``train.batch_size`` stays the global batch), the
+gradients are summed over ranks before each optimizer step, and rank 0 alone saves and logs.
 """
 from __future__ import annotations
 
@@ -33,6 +37,25 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+class _NoLive:
+    """Stands in for dvclive's ``Live`` on the ranks other than 0: records nothing."""
+
+    def __init__(self):
+        self.summary = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return None
+
+    def log_metric(self, *args, **kwargs) -> None:
+        pass
+
+    def next_step(self) -> None:
+        pass
 
 
 def answer_loss(model, builder, audios, labels, *, trim: bool, device, dtype, prefix=None):
@@ -72,12 +95,12 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
     from speech_calibration.data import schema
     from speech_calibration.data.audio import load_clips
     from speech_calibration.data.long_clips import apply_policy
-    from speech_calibration.model import forward, loading
+    from speech_calibration.model import distributed, forward, loading
     from speech_calibration.model.inputs import InputBuilder
 
     cfg = p.train
     seed_everything(seed)
-    device = loading.resolve_device(p.model)
+    ranks, device = distributed.setup(loading.resolve_device(p.model))
     dtype = loading.resolve_dtype(p.model, device)
     processor = loading.load_processor(p.model)
     builder = InputBuilder(processor, p.prompt)
@@ -108,6 +131,7 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
     prefix = forward.PrefixCache(model, builder.prefix_ids, trainable=True) if cfg.share_prompt_prefix else None
 
     trainable = [q for q in model.parameters() if q.requires_grad]
+    ranks.broadcast_parameters(trainable)  # under torchrun: every rank starts from rank 0's adapters
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     micro_per_epoch = math.ceil(len(frame) / cfg.batch_size)
     steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
@@ -118,27 +142,35 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
 
     started = time.perf_counter()
     step, last_loss = 0, float("nan")
-    with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        bar = tqdm(total=total_steps, desc=f"train seed {seed}", unit="step", disable=None)
+    live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) if ranks.is_main else _NoLive()
+    with live:
+        bar = tqdm(total=total_steps, desc=f"train seed {seed}", unit="step", disable=None if ranks.is_main else True)
         for epoch in range(cfg.epochs):
             perm = torch.randperm(len(frame), generator=order).tolist()
             correct, seen, window_loss = 0, 0, []
             for micro in range(micro_per_epoch):
-                idx = perm[micro * cfg.batch_size:(micro + 1) * cfg.batch_size]
-                loss, logits, target = answer_loss(model, builder, [audios[i] for i in idx], [labels[i] for i in idx],
-                                                   trim=trim, device=device, dtype=dtype, prefix=prefix)
-                (loss / cfg.grad_accum).backward()
-                window_loss.append(loss.detach().item())
-                pair = logits[:, list(answer_ids)]
-                predicted = torch.where(pair[:, 0] >= pair[:, 1], answer_ids[0], answer_ids[1])
-                correct += int((predicted == target).sum())
-                seen += len(idx)
+                batch = perm[micro * cfg.batch_size:(micro + 1) * cfg.batch_size]
+                idx = ranks.shard(batch)  # this rank's share of the global batch (all of it in one process)
+                share = len(idx) / len(batch)  # its weight in the batch's mean loss (1.0 in one process)
+                loss_part = 0.0
+                if idx:
+                    loss, logits, target = answer_loss(model, builder, [audios[i] for i in idx],
+                                                       [labels[i] for i in idx], trim=trim, device=device, dtype=dtype,
+                                                       prefix=prefix)
+                    (loss * share / cfg.grad_accum).backward()
+                    loss_part = loss.detach().item() * share
+                    pair = logits[:, list(answer_ids)]
+                    predicted = torch.where(pair[:, 0] >= pair[:, 1], answer_ids[0], answer_ids[1])
+                    correct += int((predicted == target).sum())
+                    seen += len(idx)
+                window_loss.append(loss_part)
                 if (micro + 1) % cfg.grad_accum == 0 or micro + 1 == micro_per_epoch:
+                    ranks.all_reduce_gradients(trainable)  # under torchrun: the whole batch's gradient on every rank
                     torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                    last_loss = float(np.mean(window_loss))
+                    last_loss = ranks.sum([float(np.mean(window_loss))])[0]
                     live.log_metric("train/loss", last_loss)
                     live.log_metric("train/learning_rate", scheduler.get_last_lr()[0])
                     live.next_step()
@@ -146,6 +178,7 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
                     window_loss = []
                     bar.update(1)
                     bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch + 1)
+            correct, seen = ranks.sum([correct, seen])
             live.log_metric("train/accuracy_epoch", correct / seen, plot=True)
             live.log_metric("train/epoch", epoch + 1, plot=False)
         bar.close()
@@ -156,12 +189,14 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
     info = {
         "seed": seed, "steps": step, "epochs": cfg.epochs, "clips": len(frame), "final_loss": last_loss,
         "wall_time_s": round(wall, 2), "clips_per_s": round(len(frame) * cfg.epochs / wall, 2),
-        "device": str(device), "dtype": str(dtype).removeprefix("torch."), "trainable_parameters": n_trainable,
+        "device": str(device), "processes": ranks.world_size, "dtype": str(dtype).removeprefix("torch."),
+        "trainable_parameters": n_trainable,
         "adapted_modules": targets, "base_model": p.model.name_or_path,
         "params": {"lora": asdict(p.lora), "train": asdict(cfg), "prompt": asdict(p.prompt)},
     }
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        write_json(tmp / "train_info.json", info)
+    if ranks.is_main:
+        with atomic_dir(out_dir) as tmp:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+            write_json(tmp / "train_info.json", info)
     log.info("seed %d: %d steps in %.1f s, final loss %.4f -> %s", seed, step, wall, last_loss, out_dir)
     return info
