@@ -92,6 +92,15 @@ def train_live_dir(seed: int) -> Path:
     return Path("metrics/train") / seed_system(seed)
 
 
+# the curves dvclive writes (training.py logs "train/<name>"); dvc.yaml declares each as a plot with a short title
+TRAIN_CURVES = ("loss", "accuracy_epoch", "learning_rate")
+
+
+def train_curve(seed: int, name: str) -> Path:
+    """``metrics/train/seed_<seed>/plots/metrics/train/<name>.tsv``: one dvclive curve (:data:`TRAIN_CURVES`)."""
+    return train_live_dir(seed) / "plots" / "metrics" / "train" / f"{name}.tsv"
+
+
 # ------------------------------------------------------------------------------------- predictions
 PREDICTIONS_DIR = Path("predictions")
 ZEROSHOT = "zeroshot"

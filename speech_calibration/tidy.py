@@ -1,15 +1,19 @@
-"""Remove the outputs of stages that ``dvc.yaml`` no longer has (a seed or an evaluation set taken out).
+"""Remove the outputs of stages that ``dvc.yaml`` no longer has (a seed taken out of ``params.yaml``).
 
 A stage that reads every seed (``aggregate``, ``conditions``, ``evaluate_eval_set@*``) depends on a folder:
 DVC cannot list one file per seed of a list in params. Going back from an experiment that added a seed
-(``git checkout -- . && dvc checkout``) leaves that seed's outputs behind, untracked by git (``git status``
-lists them) and inside folders that DVC then sees as changed. This command removes exactly those: each
-file or folder that ``git status`` reports as untracked, lies under the pipeline's output roots
-(:data:`speech_calibration.layout.OUTPUT_ROOTS`), and that no stage declares, reads or holds, where it is
-either inside a folder that a stage reads whole and other stages write into (``metrics/test/``,
-``evaluation/``, ``models/calibrators/`` ...) or a seed's output beside the current seeds' (``models/seed_7``,
-``predictions/seed_7``). Files git ignores or tracks, other folders of your own (a downloaded base model in
-``models/``), an evaluation set's audio and the base model a stage reads are never touched.
+(``git checkout HEAD -- . && dvc checkout``) leaves that seed's outputs behind, untracked by git (``git status``
+lists them) and inside folders that DVC then sees as changed. This command removes exactly those: each file or
+folder under the pipeline's output roots (:data:`speech_calibration.layout.OUTPUT_ROOTS`) that ``git status``
+reports as untracked, that no stage reads, and that is either
+
+* named for a seed that no output of the current ``dvc.yaml`` names (``models/seed_7``, ``plots/test/seed_7_*``,
+  ``metrics/headline/seed_7/``), or
+* inside a folder that a stage reads whole and other stages write into (``metrics/test/``, ``evaluation/``,
+  ``models/calibrators/`` ...), where no stage declares it.
+
+Files git tracks or ignores, other folders of your own (a downloaded base model in ``models/``), an evaluation
+set's audio and the base model a stage reads are never touched; neither are the current seeds' new outputs.
 
     python -m speech_calibration.tidy            # remove them (each one is logged)
     python -m speech_calibration.tidy --dry-run  # only list them
@@ -17,6 +21,7 @@ either inside a folder that a stage reads whole and other stages write into (``m
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -42,6 +47,11 @@ def _overlaps(path: Path, others: Iterable[Path]) -> bool:
     return any(path == o or o in path.parents or path in o.parents for o in others)
 
 
+def _seed_token(name: str) -> str:
+    """``seed_7`` of ``seed_7``, ``seed_7.json``, ``seed_7_dev_reliability.png``."""
+    return re.match(r"seed_\d+", name)[0]
+
+
 def stale_outputs(root: str | Path = ".") -> list[Path]:
     """What :func:`tidy` removes, relative to ``root``: whole folders where nothing in them is kept."""
     from dvc.exceptions import DvcException
@@ -56,24 +66,26 @@ def stale_outputs(root: str | Path = ".") -> list[Path]:
     except DvcException as err:
         raise UserError(f"{root / 'dvc.yaml'}: DVC cannot read the pipeline ({err}); fix it, then run again") from None
     roots = [root / r for r in layout.OUTPUT_ROOTS]
-    beside_outputs = {o.parent for o in outs}  # folders where stages write (models/, metrics/test/, ...)
     # a folder a stage reads that holds other stages' outputs (metrics/test, evaluation, ...) is the pipeline's own,
     # and where leftovers matter; any other dep (the base model, an evaluation set's audio) is kept whole
     fan_in = {d for d in deps if any(d in o.parents for o in outs)}
     deps = [d for d in deps if d not in fan_in]
     tracked = _git_paths(root)
-    kept = [*outs, *deps, *tracked]
+    declared = [o.relative_to(root).as_posix() for o in outs if root in o.parents]
     stale: set[Path] = set()
     for path in _git_paths(root, "--others", "--exclude-standard"):  # untracked and not ignored
-        if path.name in KEEP or not any(r in path.parents for r in roots) or _overlaps(path, outs) \
-                or _overlaps(path, deps):
+        if path.name in KEEP or not any(r in path.parents for r in roots) or _overlaps(path, deps):
             continue
-        # the outermost folder (or the file itself) beside a declared output that holds nothing kept: anything in a
-        # folder a stage reads whole, elsewhere only a seed's (models/seed_7, not your models/Qwen2-Audio download)
-        for unit in [*reversed(path.relative_to(root).parents[:-1]), path.relative_to(root)]:
-            unit = root / unit
-            ours = unit.parent in fan_in or (unit.parent in beside_outputs and layout.names_a_seed(unit.name))
-            if ours and not _overlaps(unit, kept):
+        rel = path.relative_to(root)
+        for unit in [*(root / u for u in reversed(rel.parents[:-1])), path]:
+            if _overlaps(unit, tracked):
+                continue
+            # a seed no declared output names any more (models/seed_7, metrics/headline/seed_7/, plots/test/seed_7_*)
+            gone_seed = layout.names_a_seed(unit.name) and not any(
+                re.search(rf"(^|/){_seed_token(unit.name)}([._/]|$)", d) for d in declared)
+            # anything else in a folder a stage reads whole, that no stage declares (metrics/test/anything.json)
+            undeclared = unit.parent in fan_in and not _overlaps(unit, outs)
+            if gone_seed or undeclared:
                 stale.add(unit)
                 break
     return sorted(p.relative_to(root) for p in stale)

@@ -90,7 +90,8 @@ def layout_paths(seed: int, set_name: str) -> set[str]:
     names = {layout.seed_system(seed), layout.ZEROSHOT}
     paths = {
         layout.SPLIT_DIR, layout.DATA_METRICS, layout.CONDITIONS_DIR, layout.conditions_csv(), layout.TINY_MODEL_DIR,
-        layout.adapter_dir(seed), layout.train_live_dir(seed) / "metrics.json", layout.train_live_dir(seed) / "plots/metrics",
+        layout.adapter_dir(seed), layout.train_live_dir(seed) / "metrics.json",
+        *(layout.train_curve(seed, c) for c in layout.TRAIN_CURVES),
         layout.BASELINES_DIR, layout.baselines_set_dir(set_name), layout.CONDITIONS_PREDICTIONS_DIR,
         layout.CALIBRATORS_DIR, layout.REFERENCE_CALIBRATORS_DIR, layout.REFERENCES_METRICS_DIR,
         layout.REFERENCES_EVALUATION_DIR, layout.EVALUATION_DIR, layout.SUMMARY_JSON, layout.SUMMARY_TXT, layout.HEADLINE_DIR,

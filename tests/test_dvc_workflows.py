@@ -125,8 +125,9 @@ def test_adding_a_seed_trains_only_the_new_seed(work):
     assert not ran & (old | {"prepare", "tiny_model", "predict_zeroshot"}), ran
     assert (work / "models" / f"seed_{new}").is_dir()
     assert UP_TO_DATE in dvc("status", cwd=work).stdout
-    # back to the baseline: the new seed's outputs stay behind, untracked, in folders other stages read ...
-    git("checkout", "--", ".", cwd=work)
+    # back to the baseline (HEAD: `dvc repro` staged dvc.lock and the .gitignore files, core.autostage): the new
+    # seed's outputs stay behind, untracked, in folders other stages read ...
+    git("checkout", "HEAD", "--", ".", cwd=work)
     dvc("checkout", cwd=work)
     left = git("status", "--porcelain", "--untracked-files=all", cwd=work).stdout
     assert f"seed_{new}" in left, left
@@ -265,7 +266,7 @@ def test_keep_an_experiment_as_a_branch_then_return_to_the_baseline(platt, tmp_p
     # metrics diff between two commits: the baseline and the kept experiment
     diff = json.loads(dvc("metrics", "diff", "HEAD", "exp-platt", "--json", cwd=repo).stdout)
     assert any(path.endswith("/calibrated.json") for path in diff), diff
-    git("checkout", "--", ".", cwd=repo)
+    git("checkout", "HEAD", "--", ".", cwd=repo)
     dvc("checkout", cwd=repo)
     dvc("exp", "remove", "platt", cwd=repo)
     assert git("status", "--porcelain", cwd=repo).stdout == ""

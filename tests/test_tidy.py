@@ -33,6 +33,9 @@ stages:
     outs:
       - metrics/summary.json:
           cache: false
+    metrics:
+      - metrics/headline:
+          cache: false
 """
 
 
@@ -56,17 +59,20 @@ def repo(tmp_path) -> Path:
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project", cwd=root)
     # the current seeds' outputs, the base model a stage reads, a git-ignored download, a file of your own elsewhere
     _touch(root, "models/seed_1/adapter.bin", "evaluation/seed_1/test.csv", "metrics/test/seed_1.json",
-           "metrics/test/seed_2.json", "metrics/summary.json", "models/base/weights.bin",
+           "metrics/test/seed_2.json", "metrics/summary.json", "metrics/headline/seed_1/cal.json",
+           "metrics/headline/seed_2/cal.json", "models/base/weights.bin",
            "models/ignored_download/weights.bin", "notes/mine.txt")
     return root
 
 
 def test_removes_a_removed_seeds_outputs_and_nothing_else(repo):
-    leftovers = ["models/seed_7/adapter.bin", "evaluation/seed_7/test.csv", "metrics/test/seed_7.json"]
+    leftovers = ["models/seed_7/adapter.bin", "evaluation/seed_7/test.csv", "metrics/test/seed_7.json",
+                 "metrics/headline/seed_7/cal.json", "plots/test/seed_7_test_reliability.png"]
     _touch(repo, *leftovers)
     before = {p for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts and ".dvc" not in p.parts}
-    assert [str(p) for p in tidy.tidy(repo, dry_run=True)] == ["evaluation/seed_7", "metrics/test/seed_7.json",
-                                                               "models/seed_7"]
+    assert [str(p) for p in tidy.tidy(repo, dry_run=True)] == [
+        "evaluation/seed_7", "metrics/headline/seed_7", "metrics/test/seed_7.json", "models/seed_7",
+        "plots/test/seed_7_test_reliability.png"]
     assert {p for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts and ".dvc" not in p.parts} == before
     tidy.tidy(repo)
     after = {p for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts and ".dvc" not in p.parts}

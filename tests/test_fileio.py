@@ -1,0 +1,34 @@
+"""Atomic writes (``speech_calibration.fileio``): all or nothing, and the permissions of an ordinary write."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from speech_calibration.fileio import atomic_dir, atomic_path, write_json
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_written_files_and_folders_get_the_mode_of_a_plain_write(tmp_path):
+    write_json(tmp_path / "a.json", {"x": 1})
+    with atomic_dir(tmp_path / "d") as tmp:
+        (tmp / "f.txt").write_text("x")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    (tmp_path / "plain_dir").mkdir()
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert (tmp_path / "d").stat().st_mode & 0o777 == (tmp_path / "plain_dir").stat().st_mode & 0o777
+
+
+def test_a_crash_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "t.csv"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["t.csv"]
