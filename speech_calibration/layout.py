@@ -11,13 +11,16 @@ reference detector (``baselines/silero``).
     models/seed_<s>/                          the LoRA adapter              train
     models/calibrators/seed_<s>.json          the dev-fitted calibrator     calibrate
     models/calibrators/references/<system>.json                             references
-    predictions/<system>/{dev,test}.csv (+ _content_free.csv)              predict, baselines
-    predictions/conditions/<system>/conditions.csv                          predict_conditions
+    predictions/seeds/seed_<s>/{dev,test}.csv (+ _content_free.csv)        predict
+    predictions/<system>/{dev,test}.csv (+ _content_free.csv)              predict_zeroshot, baselines, ensemble
+    predictions/conditions/seeds/seed_<s>/conditions.csv                    predict_conditions
+    predictions/conditions/<system>/conditions.csv                          predict_conditions_zeroshot, ensemble
     predictions/baselines_<set>/<detector>/<set>.csv                        baselines_conditions
     <your folder>/metadata.csv (+ audio)      an evaluation set (params eval_sets: {<name>: <your folder>})
     data/eval_sets/<name>/metadata.csv        its validated manifest        eval_set
     predictions/eval_sets/<name>/<system>/<name>.csv                        predict_eval_set*, baselines_eval_set
     metrics/eval_sets/<name>.json             every system on the set      evaluate_eval_set
+    metrics/learning_curve.{json,txt}, plots/learning_curve/                learning_curve
     metrics/ plots/ evaluation/               metrics, plot data and per-clip tables
 """
 from __future__ import annotations
@@ -109,14 +112,22 @@ BASELINES_DIR = PREDICTIONS_DIR / BASELINES
 CONDITIONS_PREDICTIONS_DIR = PREDICTIONS_DIR / "conditions"
 
 
+SEEDS = "seeds"  # the fine-tuned seeds' predictions sit one level down, so a stage can read all of them (ensemble)
+ENSEMBLE = "ensemble"  # the seeds' mean log-odds, a system of its own (speech_calibration.model.ensemble)
+SEED_PREDICTIONS_DIR = PREDICTIONS_DIR / SEEDS
+SEED_CONDITIONS_PREDICTIONS_DIR = CONDITIONS_PREDICTIONS_DIR / SEEDS
+
+
 def predictions_dir(system: str) -> Path:
-    """``predictions/<system>/``: dev.csv, test.csv and the content-free logits of one system."""
-    return PREDICTIONS_DIR / system
+    """``predictions/seeds/seed_<s>/`` for a fine-tuned seed, else ``predictions/<system>/``: dev.csv, test.csv and
+    the content-free logits of one system."""
+    return SEED_PREDICTIONS_DIR / system if names_a_seed(system) else PREDICTIONS_DIR / system
 
 
 def conditions_predictions_dir(system: str) -> Path:
-    """``predictions/conditions/<system>/``: one system's scores of the condition variants."""
-    return CONDITIONS_PREDICTIONS_DIR / system
+    """``predictions/conditions/seeds/seed_<s>/`` for a fine-tuned seed, else ``predictions/conditions/<system>/``:
+    one system's scores of the condition variants."""
+    return SEED_CONDITIONS_PREDICTIONS_DIR / system if names_a_seed(system) else CONDITIONS_PREDICTIONS_DIR / system
 
 
 def baselines_set_dir(set_name: str) -> Path:
@@ -219,6 +230,18 @@ def headline_json(system: str, series: str) -> Path:
 CONDITIONS_JSON = Path("metrics/conditions.json")
 CONDITIONS_TABLES_DIR = Path("metrics/conditions")
 CONDITIONS_PLOTS_DIR = Path("plots/conditions")
+
+LEARNING_CURVE_JSON = Path("metrics/learning_curve.json")  # a plain out (not a dvc metric): per seed, method and size
+LEARNING_CURVE_TXT = Path("metrics/learning_curve.txt")
+LEARNING_CURVE_PLOTS_DIR = Path("plots/learning_curve")
+LEARNING_CURVE_CSV = LEARNING_CURVE_PLOTS_DIR / "learning_curve.csv"
+LEARNING_CURVE_PNG = LEARNING_CURVE_PLOTS_DIR / "learning_curve.png"
+
+
+def seed_predictions_root() -> Path:
+    """The folder that holds every seed's predictions folder: the dep of a stage that reads all seeds (``dvc.yaml``
+    cannot list one path per seed outside a ``foreach``)."""
+    return predictions_dir(seed_system(0)).parent
 
 EVAL_SETS_METRICS_DIR = Path("metrics/eval_sets")  # committed with a .gitkeep, so the aggregate stage's dep exists
 

@@ -296,7 +296,8 @@ class Evaluate:
     bootstrap_seed: int = 0
     # systems calibrated and evaluated beside the fine-tuned seeds, through the same code (the references
     # stage); a folder under predictions/ that is absent (a switched-off detector) is skipped with a log line
-    references: list[str] = field(default_factory=lambda: ["zeroshot", "baselines/silero", "baselines/webrtc"])
+    references: list[str] = field(default_factory=lambda: ["zeroshot", "ensemble", "baselines/silero",
+                                                              "baselines/webrtc"])
 
     def validate(self, key: str) -> None:
         _check(self.n_bins >= 2, key + ".n_bins", "must be at least 2")
@@ -332,9 +333,11 @@ class Conditions:
     # report
     n_bootstrap: int = 1000  # clustered bootstrap resamples (of base clips)
     bootstrap_seed: int = 0
+    ece_threshold: float = 0.10  # calibration threshold: the level where smooth ECE first exceeds this
 
     def validate(self, key: str) -> None:
         _check(self.container_s > 0, key + ".container_s", "must be positive")
+        _check(0 < self.ece_threshold < 1, key + ".ece_threshold", "must be between 0 and 1 (a smooth ECE)")
         _check(self.container_noise_dbfs < 0, key + ".container_noise_dbfs", "must be below 0 dBFS")
         _check(all(d > 0 for d in self.durations_ms), key + ".durations_ms", "every duration must be positive")
         _check(all(d <= 1000 * self.container_s for d in self.durations_ms), key + ".durations_ms",
@@ -348,6 +351,35 @@ class Conditions:
         _check(0 < self.band_low_hz < self.band_high_hz, key + ".band_low_hz", "must be positive and below band_high_hz")
         _check(self.filter_order >= 1, key + ".filter_order", "must be at least 1")
         _check(self.n_bootstrap >= 100, key + ".n_bootstrap", "must be at least 100")
+
+
+ALL_DEV = "all"  # learning_curve.sizes: the whole dev set
+
+
+@dataclass(frozen=True)
+class LearningCurve:
+    """How much dev data each calibration method needs (the ``learning_curve`` stage).
+
+    Each method is refitted on random dev subsets of whole groups and evaluated on the full test set
+    (:mod:`speech_calibration.calibration.learning_curve`).
+    """
+
+    # dev clips per subset (whole groups are drawn until a subset holds at least this many and both classes),
+    # increasing; the last entry is all: the full-dev fit itself, one repeat, as the calibrate stage fits it.
+    # Any: the loader's converter knows one type per list, and entries here are integers or the word all.
+    sizes: list[Any] = field(default_factory=lambda: [16, 32, 48, ALL_DEV])
+    repeats: int = 50  # random subsets per size
+    seed: int = 0  # seeds the subset draws (the same subsets for every seed's system)
+
+    def validate(self, key: str) -> None:
+        for i, size in enumerate(self.sizes):
+            _check(size == ALL_DEV or (isinstance(size, int) and not isinstance(size, bool) and size >= 2),
+                   f"{key}.sizes[{i}]", f"{size!r} must be a number of dev clips (an integer >= 2) or {ALL_DEV}")
+        _check(len(self.sizes) > 0 and self.sizes[-1] == ALL_DEV and self.sizes.count(ALL_DEV) == 1, key + ".sizes",
+               f"must end with {ALL_DEV} (the full-dev fit every curve ends at), listed once")
+        counts = self.sizes[:-1]
+        _check(counts == sorted(set(counts)), key + ".sizes", "must list the clip counts in increasing order, each once")
+        _check(self.repeats >= 10, key + ".repeats", "must be at least 10 (the interval is a percentile over repeats)")
 
 
 LONG_CLIPS = ("error", "truncate", "windows")
@@ -380,6 +412,7 @@ class Params:
     baselines: Baselines = field(default_factory=Baselines)
     conditions: Conditions = field(default_factory=Conditions)
     audio: Audio = field(default_factory=Audio)
+    learning_curve: LearningCurve = field(default_factory=LearningCurve)
     # your own evaluation sets: {name: folder holding metadata.csv (the splits' columns) and its audio}
     eval_sets: dict[str, str] = field(default_factory=dict)
 

@@ -3,9 +3,10 @@
 Reads the variants' metadata (``data/processed/conditions/conditions_metadata.csv``), every system's
 scores of them (the seeds, the zero-shot model and the VAD baselines that scored them) and each
 system's DEV-fitted calibrator, applied unchanged. Writes ``metrics/conditions.json`` (headline per
-system), the tables under ``metrics/conditions/`` (per condition and level, sensitivity and hit-rate
-thresholds, psychometric fits, paired tests clustered by base clip) and ``plots/conditions/`` (:mod:`speech_calibration.report.conditions`).
-Params: ``seeds``, ``conditions`` (levels and bootstrap), ``evaluate.n_bins``, ``evaluate.ci``.
+system), the tables under ``metrics/conditions/`` (per condition and level, sensitivity, hit-rate and
+calibration thresholds, calibration under shift, psychometric fits, paired tests clustered by base clip)
+and ``plots/conditions/`` (:mod:`speech_calibration.report.conditions`).
+Params: ``seeds``, ``conditions`` (levels, bootstrap, ``ece_threshold``), ``evaluate.n_bins``, ``evaluate.ci``.
 
     python -m stages.conditions
 """
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 
 from speech_calibration import layout, params
 from speech_calibration.cli import parser, run
-from speech_calibration.report.conditions import discover_systems, read_variants, report, score_system
+from speech_calibration.report.conditions import AXES, discover_systems, ece_threshold_name, read_variants, report, score_system
 
 log = logging.getLogger("stages.conditions")
 
@@ -28,9 +29,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     meta = read_variants(layout.conditions_csv())
     scored = [score_system(s, meta) for s in discover_systems(config.seeds)]
     head = report(meta, scored, config.conditions, config.evaluate.n_bins, config.evaluate.ci)
+    ece_names = [ece_threshold_name(axis, config.conditions.ece_threshold) for axis in AXES]
     for name, entry in head.items():
-        log.info("%s: BA_clip %.3f, BA_conditions %.3f, DT75 %s, SNR75 %s", name, entry.get("BA_clip", math.nan),
-                 entry.get("BA_conditions", math.nan), entry.get("DT75_text"), entry.get("SNR75_text"))
+        log.info("%s: BA_clip %.3f, BA_conditions %.3f, DT75 %s, SNR75 %s, %s", name, entry.get("BA_clip", math.nan),
+                 entry.get("BA_conditions", math.nan), entry.get("DT75_text"), entry.get("SNR75_text"),
+                 ", ".join(f"{key} {entry.get(key + '_text')}" for key in ece_names))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Stage ``evaluate@<seed>``: apply a seed's dev-fitted calibrator to its TEST predictions; report both side by side.
 
-Reads ``predictions/seed_<seed>/test.csv`` and ``models/calibrators/seed_<seed>.json``; writes
+Reads ``predictions/seeds/seed_<seed>/test.csv`` and ``models/calibrators/seed_<seed>.json``; writes
 ``metrics/test/seed_<seed>.json`` (clip-bootstrap intervals, paired calibrated-minus-uncalibrated
 deltas), ``evaluation/seed_<seed>/`` and the test reliability plot
 (:mod:`speech_calibration.report.evaluation`). Params: ``evaluate.n_bins``, ``n_bootstrap``, ``ci``,
@@ -19,7 +19,7 @@ from speech_calibration.report.evaluation import evaluate_system
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser(__doc__)
-    p.add_argument("--seed", type=int, required=True, help="evaluate predictions/seed_<seed>/test.csv")
+    p.add_argument("--seed", type=int, required=True, help="evaluate predictions/seeds/seed_<seed>/test.csv")
     args = p.parse_args(argv)
     evaluate_system(layout.seed_files(args.seed), params.load(args.params).evaluate)
 

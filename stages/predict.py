@@ -8,9 +8,9 @@ content-free inputs (digital silence and a short white noise) for contextual cal
 the model's audio window is handled as ``audio.long_clips`` says. Params: ``model``, ``prompt``, ``predict``,
 ``audio.long_clips``.
 
-    python -m stages.predict --seed 42                 # dev, test -> predictions/seed_42/
+    python -m stages.predict --seed 42                 # dev, test -> predictions/seeds/seed_42/
     python -m stages.predict --zero-shot               # the base model alone -> predictions/zeroshot/
-    python -m stages.predict --seed 42 --conditions    # the condition variants -> predictions/conditions/seed_42/
+    python -m stages.predict --seed 42 --conditions    # the condition variants -> predictions/conditions/seeds/seed_42/
     python -m stages.predict --seed 42 --set mine      # an evaluation set -> predictions/eval_sets/mine/seed_42/
     torchrun --standalone --nproc_per_node 4 -m stages.predict --seed 42   # the same CSVs, one process per GPU
 """

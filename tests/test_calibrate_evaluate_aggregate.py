@@ -38,7 +38,7 @@ def write_predictions(root: Path, system: str, split: str, n: int, groups: int, 
         "label": np.where(y == 1, "SPEECH", "NONSPEECH"), "ground_truth_token": np.where(y == 1, "A", "B"),
         "logit_A": a, "logit_B": a - z, "p_speech": 1 / (1 + np.exp(-z)), "predicted_token": np.where(z >= 0, "A", "B"),
         "logsumexp_vocab": a + 1.0, "snr_db": rng.choice([0.0, 10.0], n)})
-    d = root / "predictions" / system
+    d = root / layout.predictions_dir(system)
     d.mkdir(parents=True, exist_ok=True)
     df.to_csv(d / f"{split}.csv", index=False)
     if content_free:
@@ -311,7 +311,7 @@ def test_calibration_never_reads_test(project):
     written = ("metrics/calibration/seed_42.json", "models/calibrators/seed_42.json")
     inproc(project, "calibrate", "--seed", "42")
     first = [(project / f).read_bytes() for f in written]
-    test_csv = project / "predictions/seed_42/test.csv"
+    test_csv = project / "predictions/seeds/seed_42/test.csv"
     # change the test split beyond recognition, then remove it and leave an unreadable directory in its place
     df = pd.read_csv(test_csv)
     df["logit_A"] = -df["logit_A"]
@@ -341,14 +341,14 @@ def test_bad_inputs_end_in_one_line_and_exit_2(project, capsys):
     def cli(name, *args):
         return inproc_cli(project, capsys, name, *args)
 
-    dev = project / "predictions/seed_42/dev.csv"
+    dev = project / "predictions/seeds/seed_42/dev.csv"
     df = pd.read_csv(dev)
     df.loc[3, "label"] = "speech?"
     df.to_csv(dev, index=False)
     _one_line_error(cli("calibrate", "--seed", "42"), "dev.csv row 4", "speech?")
-    _one_line_error(cli("calibrate", "--seed", "7"), "predictions/seed_7/dev.csv", "not found")
+    _one_line_error(cli("calibrate", "--seed", "7"), "predictions/seeds/seed_7/dev.csv", "not found")
     _one_line_error(cli("evaluate", "--seed", "123"), "models/calibrators/seed_123.json", "calibrate")
-    (project / "predictions/seed_123/dev_content_free.csv").unlink()
+    (project / "predictions/seeds/seed_123/dev_content_free.csv").unlink()
     set_params(project, {"method": "contextual"})
     _one_line_error(cli("calibrate", "--seed", "123"), "dev_content_free.csv", "contextual")
     set_params(project, {"method": "temperatures"})
@@ -376,7 +376,7 @@ def test_help(project, capsys, name):
 @pytest.mark.slow
 def test_study_wrappers(project):
     res = run(project, str(ROOT / "scripts/calibrate_temperature.py"), "--predictions_csv",
-              "predictions/seed_42/dev.csv", "--output_temp", "results/seed_42_optimal_temp.txt", "--plot",
+              "predictions/seeds/seed_42/dev.csv", "--output_temp", "results/seed_42_optimal_temp.txt", "--plot",
               "results/seed_42_calibration_analysis.png")
     text = (project / "results/seed_42_optimal_temp.txt").read_text()
     assert re.fullmatch(r"\d+\.\d{6}\n", text)
@@ -390,7 +390,7 @@ def test_study_wrappers(project):
 
     # the study's test CSVs: raw logits, p_speech at the calibrated temperature, ground_truth_token only
     for s in SEEDS:
-        df = pd.read_csv(project / f"predictions/seed_{s}/test.csv")
+        df = pd.read_csv(project / f"predictions/seeds/seed_{s}/test.csv")
         df = df[["clip_id", "ground_truth_token", "logit_A", "logit_B", "predicted_token"]].assign(
             p_speech=1 / (1 + np.exp(-(df["logit_A"] - df["logit_B"]) / 0.5)))
         df.to_csv(project / f"results/seed_{s}_test_calibrated.csv", index=False)

@@ -69,7 +69,7 @@ def project(tmp_path, monkeypatch):
     folder.mkdir(parents=True)
     meta.to_csv(folder / "conditions_metadata.csv", index=False)
     for seed in (42, 123, 456):
-        write_predictions(tmp_path / f"predictions/conditions/seed_{seed}/conditions.csv", meta,
+        write_predictions(tmp_path / f"predictions/conditions/seeds/seed_{seed}/conditions.csv", meta,
                           logit_difference(meta, "finetuned", seed))
         TemperatureScaling({"temperature": 2.0}).save(tmp_path / layout.seed_files(seed).calibrator)
     write_predictions(tmp_path / "predictions/conditions/zeroshot/conditions.csv", meta, logit_difference(meta, "zeroshot"))
@@ -145,8 +145,18 @@ def test_report_end_to_end(project):
     sens = pd.read_csv("plots/conditions/sensitivity_duration.csv")
     zs_ba = sens.loc[sens["system"] == "zeroshot", "balanced_accuracy"]
     assert len(zs_ba) == 8 and (zs_ba == 0.5).all()  # one answer everywhere: chance
-    for name in ("psychometric_duration.png", "psychometric_snr.png", "per_condition.png"):
+    for name in ("psychometric_duration.png", "psychometric_snr.png", "per_condition.png", "calibration_under_shift.png"):
         assert Path("plots/conditions", name).stat().st_size > 1000
+
+    # calibration under shift: each system's curves (calibrated where it has a calibrator), its thresholds everywhere
+    for dimension in ("duration", "snr", "reverb", "band"):
+        frame = pd.read_csv(f"plots/conditions/calibration_{dimension}.csv")
+        assert set(frame["system"]) == {"finetuned", "zeroshot", "silero (uncalibrated)"}, dimension
+    shift = pd.read_csv("metrics/conditions/calibration_under_shift.csv", dtype={"level": str})
+    assert len(shift) == 5 * (8 + 6 + 3 + 3) and set(shift.loc[shift["system"] == "silero", "calibration"]) == {"uncalibrated"}
+    ece = thresholds[thresholds["measure"] == "smooth_ece"]
+    assert len(ece) == 5 * 2 and set(ece["threshold"]) == {"DT_ECE10", "SNR_ECE10"}
+    assert all("DT_ECE10_text" in entry and "SNR_ECE10_text" in entry for entry in head.values())
 
 
 def test_ba_summary_by_hand():
@@ -168,7 +178,7 @@ def run_cli(capsys) -> tuple[int, str]:
 
 
 def test_stale_predictions_are_one_line_exit_2(project, capsys):
-    path = project / "predictions/conditions/seed_123/conditions.csv"
+    path = project / "predictions/conditions/seeds/seed_123/conditions.csv"
     frame = pd.read_csv(path)
     frame.iloc[1:].to_csv(path, index=False)
     code, err = run_cli(capsys)
@@ -201,6 +211,7 @@ def test_unknown_condition_is_rejected(project, capsys):
     assert code == 2 and "row 4" in err and "underwater" in err
 
 
+@pytest.mark.slow
 def test_full_size_report_covers_every_system(tmp_path, monkeypatch):
     """The default size: 24 base clips x 21 variants x 6 systems, 1000 bootstrap resamples (its time is part
     of the pipeline's that ``python -m benchmarks.cpu_pipeline`` measures)."""
@@ -285,3 +296,92 @@ def test_batch_calibration_sees_each_condition_and_level_as_its_own_set():
     temperature = TemperatureScaling({"temperature": 2.0})
     np.testing.assert_array_equal(conditions.per_set_proba(temperature, a, b, meta), temperature.predict_proba(a, b))
 
+
+
+# ------------------------------------------------------------------------------ calibration under shift
+def right_by_design(meta: pd.DataFrame, lowered_at_snr) -> np.ndarray:
+    """p(SPEECH) of a system whose top-label confidence is exactly right at every level: base clips c00-c19 answered
+    with confidence 0.9 and 18 of them right, c20-c39 with 0.7 and 14 right; at SNR level s every confidence is
+    lowered by ``lowered_at_snr(s)`` (same answers, so the smooth ECE there is that amount, in closed form)."""
+    i = meta["base_clip_id"].str[1:].astype(int).to_numpy()
+    conf = np.where(i < 20, 0.9, 0.7)
+    snr = (meta["condition"] == "snr").to_numpy()
+    conf = conf - np.where(snr, lowered_at_snr(pd.to_numeric(meta["level"], errors="coerce").to_numpy()), 0.0)
+    wrong = np.isin(i, [0, 1, 20, 21, 22, 23, 24, 25])
+    says_speech = (meta["label"] == "SPEECH").to_numpy() != wrong
+    return np.where(says_speech, conf, 1.0 - conf)
+
+
+def shift_of(p: np.ndarray, meta: pd.DataFrame):
+    from speech_calibration import params as params_mod
+
+    cfg = params_mod.Conditions(snr_db=SNRS, n_bootstrap=200)
+    y = (meta["label"] == "SPEECH").to_numpy().astype(int)
+    resamples = conditions.shift_resamples(meta, y, conditions.variant_order(meta, cfg), cfg)
+    curves = conditions.shift_curves(resamples, y, p, 0.5, "calibrated")
+    system = conditions.System("tuned", "finetuned", 1, Path("x"), None)
+    thresholds = pd.DataFrame(conditions.calibration_threshold_rows(system, curves, 0.10, 0.95)).set_index("threshold")
+    return curves, thresholds, pd.DataFrame(conditions.shift_table_rows(system, curves, 0.95))
+
+
+def test_exactly_calibrated_system_never_exceeds_the_ece_threshold():
+    meta = variants_frame(40)
+    curves, thresholds, table = shift_of(right_by_design(meta, lambda s: 0.0 * s), meta)
+    assert set(curves) == {"duration", "snr", "reverb", "band"}
+    assert (table["smooth_ece"] < 1e-3).all(), table[["condition", "level", "smooth_ece"]]
+    assert (table["balanced_accuracy"] == 0.8).all() and (table["n_clusters"] == 40).all()
+    assert list(thresholds.index) == ["DT_ECE10", "SNR_ECE10"]
+    assert (thresholds["censored"] == "never exceeds").all() and thresholds["value"].isna().all()
+    assert thresholds.loc["DT_ECE10", "text"] == "never exceeds 0.10 within 20 ms to 1000 ms"
+    assert thresholds.loc["SNR_ECE10", "text"] == "never exceeds 0.10 within -10.0 dB to 20.0 dB"
+
+
+def test_miscalibration_growing_towards_low_snr_crosses_at_the_closed_form_level():
+    """Confidence lowered by 0.02 + 0.005 (20 - s) at s dB: smooth ECE 0.10 at s = 4 dB, between the 0 and 5 dB levels
+    (linear in s, so the interpolation between levels is exact)."""
+    meta = variants_frame(40)
+
+    def lowered(s):
+        return 0.02 + 0.005 * (20.0 - s)
+
+    curves, thresholds, table = shift_of(right_by_design(meta, lowered), meta)
+    snr = curves["snr"]
+    np.testing.assert_allclose(snr.point["smooth_ece"], lowered(np.array(SNRS, float)), atol=2e-3)
+    t = thresholds.loc["SNR_ECE10"]
+    assert t["censored"] == "" and t["value"] == pytest.approx(4.0, abs=0.3), t.to_dict()
+    assert t["text"] == "4.0 dB"
+    # its interval: every resample moves the whole curve (the same base clips at every level), so here it is censored:
+    # below where a resample never exceeds 0.10 down to -10 dB, above where one already does at 20 dB
+    lo, hi = t["ci_text"][1:-1].split(", ")
+    assert (t["lo"] <= t["value"] if np.isfinite(t["lo"]) else lo == "< -10.0 dB"), t["ci_text"]
+    assert (t["value"] <= t["hi"] if np.isfinite(t["hi"]) else hi == "> 20.0 dB"), t["ci_text"]
+    assert thresholds.loc["DT_ECE10", "censored"] == "never exceeds"  # durations were left exactly calibrated
+    # the bands (a bootstrap over base clips) hold the point estimate; here every row has one. Not the smooth ECE of
+    # the exactly calibrated levels: 0 is its floor, which a resample hardly ever reaches (an error estimate is biased up)
+    assert table[[f"{m}_lo" for m in conditions.SHIFT_MEASURES]].notna().all().all()
+    for m in conditions.SHIFT_MEASURES:
+        t = table[table["condition"] == "snr"] if m == "smooth_ece" else table
+        assert ((t[f"{m}_lo"] <= t[m] + 1e-12) & (t[m] <= t[f"{m}_hi"] + 1e-12)).all(), m
+        assert (t[f"{m}_lo"] < t[f"{m}_hi"]).all(), m
+
+
+def test_first_exceedance_scans_down_from_the_highest_level():
+    from speech_calibration.stats.psychometric import first_exceedance
+
+    x = np.array([20.0, -10.0, 0.0, 10.0])  # any order
+    values = np.array([[0.0, 0.4, 0.2, 0.05],  # crosses 0.1 between 10 (0.05) and 0 (0.2): at 10 - 10/3
+                       [0.2, 0.3, 0.3, 0.3],  # already above at the highest level
+                       [0.0, 0.05, 0.0, 0.0],  # never
+                       [0.0, 0.0, 0.3, 0.0]])  # the first crossing coming down, not a later one
+    out = first_exceedance(values, x, 0.1)
+    np.testing.assert_allclose(out[[0, 3]], [10 - 10 / 3, 10 - 10 / 3])
+    assert out[1] == np.inf and out[2] == -np.inf
+
+
+@pytest.mark.parametrize("value", [0.0, 1.5, -0.1])
+def test_an_impossible_ece_threshold_is_rejected_naming_the_key(value):
+    from speech_calibration import params as params_mod
+    from speech_calibration.errors import UserError
+
+    with pytest.raises(UserError, match=r"conditions\.ece_threshold: must be between 0 and 1"):
+        params_mod.parse(params_mod.Params, {"conditions": {"ece_threshold": value}}, "")

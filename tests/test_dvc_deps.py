@@ -102,12 +102,18 @@ def layout_paths(seed: int, set_name: str) -> set[str]:
         seed_files.reliability("dev", "csv"), seed_files.reliability("dev", "png"),
         seed_files.reliability("test", "csv"), seed_files.reliability("test", "png"),
     }
+    names.add(layout.ENSEMBLE)
     paths |= {layout.predictions_dir(n) for n in names} | {layout.conditions_predictions_dir(n) for n in names}
+    paths |= {layout.SEED_PREDICTIONS_DIR, layout.SEED_CONDITIONS_PREDICTIONS_DIR}
     paths |= {layout.SUMMARY_PLOTS_DIR / f"{n}.{e}" for n in ("reliability_pooled", "per_seed") for e in ("csv", "png")}
     paths.add(layout.SUMMARY_PLOTS_DIR / "risk_coverage.csv")
     paths |= {layout.CONDITIONS_PLOTS_DIR / f"{n}.{e}" for n in ("psychometric_duration", "psychometric_snr",
                                                                   "per_condition") for e in ("csv", "png")}
     paths |= {layout.CONDITIONS_PLOTS_DIR / f"sensitivity_{d}.csv" for d in ("duration", "snr")}
+    paths |= {layout.CONDITIONS_PLOTS_DIR / f"calibration_{d}.csv" for d in ("duration", "snr", "reverb", "band")}
+    paths.add(layout.CONDITIONS_PLOTS_DIR / "calibration_under_shift.png")
+    paths |= {layout.seed_predictions_root(), layout.LEARNING_CURVE_JSON, layout.LEARNING_CURVE_TXT,
+              layout.LEARNING_CURVE_CSV, layout.LEARNING_CURVE_PNG}
     paths |= {layout.eval_set_dir(EVAL_SET), layout.EVAL_SETS_PREDICTIONS_DIR / EVAL_SET, layout.EVAL_SETS_METRICS_DIR,
               layout.eval_set_metrics(EVAL_SET), *(layout.eval_set_predictions_dir(EVAL_SET, n)
                                                     for n in (*names, layout.BASELINES))}

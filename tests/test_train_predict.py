@@ -110,14 +110,14 @@ def test_predict_writes_the_contract_and_scores_are_order_independent(project, t
     monkeypatch.chdir(project)
     scorer = Scorer(p, project / "models/seed_42")
     frames = score_csvs(p, scorer, {"dev": layout.split_csv("dev"), "test": layout.split_csv("test")},
-                        project / "predictions/seed_42")
-    dev = schema.read_predictions(project / "predictions/seed_42/dev.csv")
+                        project / "predictions/seeds/seed_42")
+    dev = schema.read_predictions(project / "predictions/seeds/seed_42/dev.csv")
     assert list(dev.columns[:9]) == list(schema.PREDICTIONS_COLUMNS)
     assert "duration_s" in dev.columns  # optional metadata carried through
     np.testing.assert_allclose(dev["p_speech"], 1 / (1 + np.exp(dev["logit_B"] - dev["logit_A"])), rtol=1e-6)
     # p(A)+p(B) can never exceed the full vocabulary's mass
     assert (np.logaddexp(dev["logit_A"], dev["logit_B"]) <= dev["logsumexp_vocab"] + 1e-5).all()
-    free = pd.read_csv(project / "predictions/seed_42/dev_content_free.csv")
+    free = pd.read_csv(project / "predictions/seeds/seed_42/dev_content_free.csv")
     assert list(free["input"]) == ["silence", "noise"]
     # batch size does not change any clip's logits (clips of 0.2 to 5 s share batches)
     meta = schema.read_metadata(layout.split_csv("test"))

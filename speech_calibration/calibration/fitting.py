@@ -63,7 +63,7 @@ def _fit_auto(z, y, content_free, groups, bounds) -> Calibrator:
     # batch is no candidate: its prior comes from the set it is applied to, and a held-out dev group is not test
     candidates = [m for m in REGISTRY if m != "batch" and (m != "contextual" or content_free is not None)]
     folds, scheme = _folds(y, groups)
-    with _quiet():
+    with quiet():
         cv = {m: cross_validated_nll(m, z, y, folds, content_free, bounds) for m in candidates}
     best = min(candidates, key=lambda m: (cv[m], candidates.index(m)))  # ties go to the simpler (earlier) method
     ranked = sorted(candidates, key=lambda m: cv[m])
@@ -75,8 +75,9 @@ def _fit_auto(z, y, content_free, groups, bounds) -> Calibrator:
     return cal
 
 
-class _quiet:
-    """Silence the calibrators' warnings while cross-validating (a fold's temperature at a bound is expected)."""
+class quiet:
+    """Silence the calibrators' warnings while refitting many times (cross-validation folds, the learning curve's
+    subsets), where a temperature at a bound is expected."""
 
     logger = logging.getLogger("speech_calibration.calibration.calibrators")
 

@@ -3,7 +3,7 @@
 Reads the variants' metadata (``data/processed/conditions/conditions_metadata.csv``, written by
 ``conditions_render``) and every system's scores of them, all produced by the same predict code:
 
-- ``predictions/conditions/seed_<seed>/conditions.csv`` for each seed of ``params.yaml: seeds`` (fine-tuned),
+- ``predictions/conditions/seeds/seed_<seed>/conditions.csv`` for each seed of ``params.yaml: seeds`` (fine-tuned),
 - ``predictions/conditions/zeroshot/conditions.csv`` (the base model, no adapter),
 - ``predictions/baselines_conditions/<detector>/conditions.csv`` for each VAD baseline, where present.
 
@@ -15,9 +15,10 @@ calibrate is reported uncalibrated only.
 
 Writes:
 
-- ``metrics/conditions.json``: headline figures per system (BA_clip, BA_conditions and the sensitivity
-  thresholds DT75, DT90 (ms), SNR75, SNR90 (dB) with their intervals; the fine-tuned entry averages its
-  seeds, and holds no mean where a seed's threshold is censored);
+- ``metrics/conditions.json``: headline figures per system (BA_clip, BA_conditions, the sensitivity
+  thresholds DT75, DT90 (ms), SNR75, SNR90 (dB) and the calibration thresholds DT_ECE10 (ms), SNR_ECE10 (dB)
+  with their intervals; the fine-tuned entry averages its seeds, and holds no mean where a seed's threshold
+  is censored);
 - ``metrics/conditions/per_condition.csv``: per system, condition and level (and ``all``), uncalibrated
   and calibrated: n, accuracy, balanced accuracy, recall of each class, ECE (top-label, equal-width
   ``evaluate.n_bins`` bins) and NLL; the number of base clips (``n_clusters``) and intervals of balanced
@@ -28,14 +29,27 @@ Writes:
   ``SNR50_hit``, ``SNR75_hit``: where P(answer SPEECH | speech clip) reaches 50 / 75 / 90 % (measure
   ``p_speech_given_speech``; a system biased towards SPEECH reaches them at any level). Intervals from a
   bootstrap over base clips; a threshold outside the tested range is censored (``< 20 ms``; ``not reached
-  by 1000 ms``), never extrapolated;
+  by 1000 ms``), never extrapolated; and the *calibration* thresholds ``DT_ECE10``, ``SNR_ECE10`` (measure
+  ``smooth_ece``; the number is ``conditions.ece_threshold`` in percent): coming down from the mildest level
+  (longest duration, highest SNR), the first level where the smooth ECE of the dev-fitted calibrator's output
+  reaches ``conditions.ece_threshold``, linear between the two levels around it on the axis of the accuracy
+  thresholds (log10 duration, dB); censored in words (``never exceeds 0.10 within 20 ms to 1000 ms``,
+  ``already above 0.10 at 1000 ms``), its interval from the same bootstrap over base clips (a bound ``< 20 ms``:
+  some resamples never exceed it; ``> 1000 ms``: some are already above at the mildest level);
+- ``metrics/conditions/calibration_under_shift.csv``: calibration under shift, per system (each seed), dimension
+  and level: top-label smooth ECE, NLL and balanced accuracy of the dev-fitted calibrator's output (answered at
+  its threshold; a system without a calibrator: its own output, ``calibration`` = uncalibrated), each with an
+  interval from a bootstrap over base clips that resamples all levels of a dimension together;
 - ``metrics/conditions/psychometric_fits.csv``: intercept and slope of every fitted curve;
 - ``metrics/conditions/paired_tests.csv``: every pair of systems, over all variants and per dimension,
   with the base clip as the unit: ``n_clusters`` base clips (of ``n_variants`` variants), the clustered
   exact McNemar test (:mod:`speech_calibration.stats.paired_tests`) with Holm correction across the whole
   table, the naive McNemar p-value that treats variants as independent (for contrast), and the accuracy
   difference with a clustered-bootstrap interval;
-- ``plots/conditions/*.csv`` (``dvc plots`` data, one series per system) and ``*.png``.
+- ``plots/conditions/*.csv`` (``dvc plots`` data, one series per system) and ``*.png``; among them
+  ``calibration_<dimension>.csv`` (the curves above with their bands; the seeds averaged, their band the
+  interval of the seed mean, resample by resample) and ``calibration_under_shift.png`` (smooth ECE and
+  balanced accuracy per level of every dimension).
 
 Definitions. A system *answers SPEECH* when ``logit_A >= logit_B`` (its own answer); psychometric curves
 and paired tests use that answer. ``BA_clip`` is the balanced accuracy over all variants (clean
@@ -68,7 +82,13 @@ from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_path, write_csv, write_json
 from speech_calibration.layout import SystemFiles
 from speech_calibration.stats import metrics, paired_tests, psychometric
-from speech_calibration.stats.resampling import class_strata, cluster_bootstrap_replicates, cluster_interval, keyed_rng
+from speech_calibration.stats.resampling import (
+    class_strata,
+    cluster_bootstrap_replicates,
+    cluster_interval,
+    keyed_rng,
+    percentile_interval,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +132,8 @@ AXES = (Axis("duration", "duration_ms", "DT", "ms", fmt_ms), Axis("snr", "snr_db
 
 @dataclass
 class System:
-    name: str  # seed_42 | zeroshot | <detector>
-    kind: str  # finetuned | zeroshot | baseline
+    name: str  # seed_42 | ensemble | zeroshot | <detector>
+    kind: str  # finetuned | ensemble | zeroshot | baseline
     seed: int | None
     predictions: Path
     calibration: Path | None
@@ -131,7 +151,8 @@ class Scored:
 
 # ---------------------------------------------------------------------------------------- inputs
 def discover_systems(seeds: Sequence[int]) -> list[System]:
-    """The fine-tuned seeds and the zero-shot model (both required), and every baseline that scored the variants.
+    """The fine-tuned seeds and the zero-shot model (both required), the seed ensemble where the references stage
+    calibrated it, and every baseline that scored the variants.
 
     A baseline's calibrator is the one the references stage fitted, where it did; else it is reported
     uncalibrated only.
@@ -143,6 +164,9 @@ def discover_systems(seeds: Sequence[int]) -> list[System]:
 
     systems = [System(layout.seed_system(s), FINETUNED, s, csv(layout.seed_system(s)), layout.seed_files(s).calibrator)
                for s in seeds]
+    ensemble = SystemFiles(layout.ENSEMBLE, reference=True).calibrator  # fitted where evaluate.references lists it
+    if csv(layout.ENSEMBLE).is_file() and ensemble.is_file():
+        systems.append(System(layout.ENSEMBLE, layout.ENSEMBLE, None, csv(layout.ENSEMBLE), ensemble))
     systems.append(System(layout.ZEROSHOT, "zeroshot", None, csv(layout.ZEROSHOT),
                           SystemFiles(layout.ZEROSHOT, reference=True).calibrator))
     baselines_dir = layout.baselines_set_dir(name)
@@ -240,6 +264,13 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float, n_bin
     }
 
 
+def _band(row: dict, replicates: np.ndarray, n_clusters: int, ci: float, measure: str) -> None:
+    """Add ``<measure>_lo``, ``_hi`` (a cluster-bootstrap interval over base clips) and ``_no_interval`` (why none) to ``row``."""
+    interval = cluster_interval(replicates, n_clusters, ci, unit="base clips")
+    row[f"{measure}_lo"], row[f"{measure}_hi"] = interval["lo"], interval["hi"]
+    row[f"{measure}_no_interval"] = interval.get("reason", "")
+
+
 def per_condition_table(y: np.ndarray, conditions: np.ndarray, levels: np.ndarray, order: list[tuple[str, str]],
                         probs: dict[str, tuple[np.ndarray, float]], n_bins: int, *, base: np.ndarray,
                         n_boot: int, ci: float, seed: int, system_name: str) -> pd.DataFrame:
@@ -266,9 +297,7 @@ def per_condition_table(y: np.ndarray, conditions: np.ndarray, levels: np.ndarra
             row = {"calibration": calibration, "condition": condition, "level": level, "n_clusters": n_clusters,
                    **classification_metrics(yy, pp, thr, n_bins)}
             for key in ("balanced_accuracy", "ece"):
-                interval = cluster_interval(reps[key], n_clusters, ci, unit="base clips")
-                row[f"{key}_lo"], row[f"{key}_hi"] = interval["lo"], interval["hi"]
-                row[f"{key}_no_interval"] = interval.get("reason", "")
+                _band(row, reps[key], n_clusters, ci, key)
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -338,20 +367,170 @@ def threshold_rows(system: System, curves: dict, ci: float) -> list[dict]:
                 continue
             valid = curve.levels[curve.hit.n > 0] if measure == BALANCED else curve.levels[curve.n > 0]
             x_min, x_max = float(valid.min()), float(valid.max())
-            for t in curve.thresholds:
-                def text(v):
-                    return psychometric.describe(v, x_min, x_max, axis.fmt)
+            rows += [threshold_row(system, axis, f"{axis.name}{round(100 * t.q)}{suffix}", measure, t, x_min, x_max, ci)
+                     for t in curve.thresholds]
+    return rows
 
-                finite = math.isfinite(t.value)
-                rows.append({
-                    "system": system.name, "kind": system.kind, "seed": system.seed,
-                    "threshold": f"{axis.name}{round(100 * t.q)}{suffix}", "measure": measure, "unit": axis.unit,
-                    "value": axis.display(t.value) if finite else math.nan,
-                    "censored": "" if finite else ("below" if t.value < 0 else "not reached"),
-                    "lo": axis.display(t.lo) if math.isfinite(t.lo) else math.nan,
-                    "hi": axis.display(t.hi) if math.isfinite(t.hi) else math.nan,
-                    "text": text(t.value), "ci_text": f"[{text(t.lo)}, {text(t.hi)}]", "ci": ci,
-                })
+
+def threshold_row(system: System, axis: Axis, name: str, measure: str, t: psychometric.Threshold, x_min: float,
+                  x_max: float, ci: float, *, censored: tuple[str, str] = ("below", "not reached"),
+                  words: dict[str, str] | None = None, bound_words: dict[str, str] | None = None) -> dict:
+    """One thresholds.csv row: the value and interval in the level's unit (NaN where censored), ``censored`` naming
+    the side (``censored[0]`` below the range, ``censored[1]`` above), and both as text
+    (:func:`~speech_calibration.stats.psychometric.describe` with ``words`` for the value, ``bound_words`` for the bounds)."""
+    def text(v, w):
+        return psychometric.describe(v, x_min, x_max, axis.fmt, **(w or {}))
+
+    finite = math.isfinite(t.value)
+    return {
+        "system": system.name, "kind": system.kind, "seed": system.seed,
+        "threshold": name, "measure": measure, "unit": axis.unit,
+        "value": axis.display(t.value) if finite else math.nan,
+        "censored": "" if finite else (censored[0] if t.value < 0 else censored[1]),
+        "lo": axis.display(t.lo) if math.isfinite(t.lo) else math.nan,
+        "hi": axis.display(t.hi) if math.isfinite(t.hi) else math.nan,
+        "text": text(t.value, words), "ci_text": f"[{text(t.lo, bound_words)}, {text(t.hi, bound_words)}]", "ci": ci,
+    }
+
+
+# ------------------------------------------------------------------------------ calibration under shift
+SHIFT_MEASURES = ("smooth_ece", "nll", "balanced_accuracy")
+ECE = "smooth_ece"  # what a calibration threshold measures
+SHIFT_COLUMNS = {"duration": "duration_ms", "snr": "snr_db", "reverb": "t60_s", "band": "band"}  # plot data: the level
+
+
+def shift_measures(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
+    """Top-label smooth ECE, NLL and balanced accuracy of p(SPEECH) answered SPEECH from ``threshold`` on
+    (one value, or one per row of a ``(B, n)`` resample matrix)."""
+    conf, correct = metrics.top_label(y, p, threshold)
+    return {"smooth_ece": metrics.smooth_ece(conf, correct), "nll": metrics.nll(y, p),
+            "balanced_accuracy": metrics.balanced_accuracy(y, metrics.predict(p, threshold))}
+
+
+@dataclass(frozen=True)
+class ShiftCurve:
+    """One system's calibration against the levels of one dimension, with replicates of a bootstrap over base clips."""
+
+    dimension: str
+    calibration: str  # calibrated (the dev-fitted calibrator) | uncalibrated (a system without one)
+    levels: list[str]
+    n: np.ndarray  # variants per level
+    n_clusters: np.ndarray  # base clips per level
+    point: dict[str, np.ndarray]  # measure -> (L,)
+    replicates: dict[str, np.ndarray]  # measure -> (B, L); every system resamples the same base clips
+
+
+@dataclass(frozen=True)
+class ShiftResamples:
+    """A bootstrap over the base clips of one dimension (all its levels resampled together): per level, its items in
+    every resample, grouped by how many a resample holds (a base clip may lack a level)."""
+
+    dimension: str
+    levels: list[str]
+    rows: np.ndarray  # the dimension's rows of the metadata
+    at_level: list[np.ndarray]  # per level: a mask over ``rows``
+    n_clusters: np.ndarray  # per level: its base clips
+    groups: list[list[tuple[np.ndarray, np.ndarray]]]  # per level: (resample numbers, (k, count) indices into ``rows``)
+    n_boot: int
+
+
+def shift_resamples(meta: pd.DataFrame, y: np.ndarray, order: list[tuple[str, str]],
+                    cfg: params_mod.Conditions) -> dict[str, ShiftResamples]:
+    """Per dimension, the resamples of :func:`~speech_calibration.stats.resampling.cluster_bootstrap_replicates` over
+    base clips (stratified by class where needed), drawn once and shared by every system, so a mean over seeds,
+    resample by resample, has a paired interval."""
+    cond, lev, base = meta[CONDITION].to_numpy(), meta[LEVEL].to_numpy(), meta[BASE_CLIP_ID].to_numpy()
+    out = {}
+    for dimension in DIMENSIONS:
+        levels = [lv for c, lv in order if c == dimension]
+        if not levels:
+            continue
+        rows = np.flatnonzero(cond == dimension)
+        pieces = []
+
+        def collect(idx, pieces=pieces):  # called once per resample length; the replicates say which piece and row
+            pieces.append(idx)
+            return {"piece": np.full(len(idx), len(pieces) - 1), "row": np.arange(len(idx))}
+
+        where = cluster_bootstrap_replicates(collect, base[rows], strata=class_strata(y[rows], base[rows]),
+                                             n_boot=cfg.n_bootstrap,
+                                             seed=keyed_rng(cfg.bootstrap_seed, "calibration_shift", dimension))
+        number = [np.empty(len(piece), dtype=np.int64) for piece in pieces]  # resample number of each piece row
+        for b, (k, r) in enumerate(zip(where["piece"].astype(int), where["row"].astype(int))):
+            number[k][r] = b
+        at_level, groups = [], []
+        for level in levels:
+            member = lev[rows] == level
+            by_count: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+            for piece, num in zip(pieces, number):
+                inside = member[piece]
+                counts = inside.sum(axis=1)
+                for count in np.unique(counts[counts > 0]):  # a resample without the level: NaN
+                    sel = np.flatnonzero(counts == count)
+                    by_count.setdefault(int(count), []).append((num[sel], piece[sel][inside[sel]].reshape(len(sel), count)))
+            at_level.append(member)
+            groups.append([(np.concatenate([n for n, _ in g]), np.concatenate([i for _, i in g])) for g in by_count.values()])
+        n_clusters = np.array([len(set(base[rows][m].tolist())) for m in at_level])
+        out[dimension] = ShiftResamples(dimension, levels, rows, at_level, n_clusters, groups, cfg.n_bootstrap)
+    return out
+
+
+def shift_curves(resamples: dict[str, ShiftResamples], y: np.ndarray, p: np.ndarray, threshold: float,
+                 calibration: str) -> dict[str, ShiftCurve]:
+    """Per dimension, :func:`shift_measures` at each level, and on each of its bootstrap resamples (:func:`shift_resamples`)."""
+    curves = {}
+    for dimension, res in resamples.items():
+        yy, pp = y[res.rows], p[res.rows]
+        point = {m: np.full(len(res.levels), np.nan) for m in SHIFT_MEASURES}
+        reps = {m: np.full((res.n_boot, len(res.levels)), np.nan) for m in SHIFT_MEASURES}
+        for j, (member, groups) in enumerate(zip(res.at_level, res.groups)):
+            for m, value in shift_measures(yy[member], pp[member], threshold).items():
+                point[m][j] = value
+            for which, idx in groups:
+                for m, values in shift_measures(yy[idx], pp[idx], threshold).items():
+                    reps[m][which, j] = values
+        curves[dimension] = ShiftCurve(dimension, calibration, res.levels, np.array([int(m.sum()) for m in res.at_level]),
+                                       res.n_clusters, point, reps)
+    return curves
+
+
+def shift_table_rows(system: System, curves: dict[str, ShiftCurve], ci: float) -> list[dict]:
+    """calibration_under_shift.csv rows: per dimension and level, every :data:`SHIFT_MEASURES` with its interval."""
+    rows = []
+    for c in curves.values():
+        for j, level in enumerate(c.levels):
+            row = {"system": system.name, "kind": system.kind, "seed": system.seed, "calibration": c.calibration,
+                   "condition": c.dimension, "level": level, "n": int(c.n[j]), "n_clusters": int(c.n_clusters[j])}
+            for m in SHIFT_MEASURES:
+                row[m] = float(c.point[m][j])
+                _band(row, c.replicates[m][:, j], int(c.n_clusters[j]), ci, m)
+            rows.append(row)
+    return rows
+
+
+def ece_threshold_name(axis: Axis, q: float) -> str:
+    """The calibration threshold's name: ``DT_ECE10`` is the duration where smooth ECE first exceeds 0.10."""
+    return f"{axis.name}_ECE{round(100 * q):02d}"
+
+
+def calibration_threshold_rows(system: System, curves: dict[str, ShiftCurve], q: float, ci: float) -> list[dict]:
+    """thresholds.csv rows of the calibration thresholds (measure ``smooth_ece``): per axis (duration, SNR), the
+    level where smooth ECE first reaches ``q`` coming down from the mildest level
+    (:func:`~speech_calibration.stats.psychometric.first_exceedance`, linear between levels on the axis of the
+    accuracy thresholds), its bootstrap interval over base clips, and its censoring in words."""
+    rows = []
+    for axis in AXES:
+        c = curves.get(axis.dimension)
+        if c is None or len(c.levels) < 2:
+            continue
+        x = axis.x(c.levels)
+        value = float(psychometric.first_exceedance(c.point[ECE], x, q)[0])
+        lo, hi = percentile_interval(psychometric.first_exceedance(c.replicates[ECE], x, q), ci, interpolate=False)
+        rows.append(threshold_row(
+            system, axis, ece_threshold_name(axis, q), ECE, psychometric.Threshold(q, value, lo, hi),
+            float(x.min()), float(x.max()), ci, censored=("never exceeds", "already above"),
+            words={"below": f"never exceeds {q:.2f} within {{lo}} to {{hi}}", "above": f"already above {q:.2f} at {{hi}}"},
+            bound_words={"above": "> {hi}"}))
     return rows
 
 
@@ -475,6 +654,82 @@ def per_condition_plot_data(tables: dict[str, pd.DataFrame], systems: list[Syste
     return wide[["system", "variant", "balanced_accuracy", "balanced_accuracy_calibrated"]]
 
 
+def calibration_plot_data(shift: dict[str, dict[str, ShiftCurve]], systems: list[System], dimension: str,
+                          ci: float) -> pd.DataFrame:
+    """One row per (series, level) of ``dimension``: smooth ECE, NLL and balanced accuracy with their bands.
+
+    The fine-tuned seeds are averaged; their band is the interval of the seed mean taken resample by resample
+    (every system sees the same resampled base clips, :func:`shift_curves`). A system without a calibrator
+    is drawn uncalibrated, as ``<name> (uncalibrated)``.
+    """
+    column = SHIFT_COLUMNS[dimension]
+    series: dict[str, list[ShiftCurve]] = {}
+    for s in systems:
+        c = shift[s.name].get(dimension)
+        if c is not None:
+            name = series_name(s) if c.calibration == CALIBRATED else f"{series_name(s)} ({UNCALIBRATED})"
+            series.setdefault(name, []).append(c)
+    rows = []
+    for name, members in series.items():
+        first = members[0]
+        for j, level in enumerate(first.levels):
+            row = {"system": name, column: level if dimension == "band" else float(level), "n_members": len(members),
+                   "n_clusters": int(first.n_clusters[j])}
+            for m in SHIFT_MEASURES:
+                row[m] = float(np.mean([c.point[m][j] for c in members]))
+                _band(row, np.mean([c.replicates[m][:, j] for c in members], axis=0), int(first.n_clusters[j]), ci, m)
+            rows.append(row)
+    columns = ["system", column, "n_members", "n_clusters",
+               *[f"{m}{part}" for m in SHIFT_MEASURES for part in ("", "_lo", "_hi", "_no_interval")]]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def save_calibration_png(frames: dict[str, pd.DataFrame], q: float, path: Path) -> None:
+    """Smooth ECE (top) and balanced accuracy (bottom) per level of every dimension, one line per series, bands shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dims = [d for d in DIMENSIONS if len(frames.get(d, ()))]
+    fig, axes = plt.subplots(2, max(1, len(dims)), figsize=(3.6 * max(1, len(dims)) + 1.8, 6.4), squeeze=False)
+    names = list(dict.fromkeys(n for d in dims for n in frames[d]["system"]))
+    colours = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
+    for k, dimension in enumerate(dims):
+        frame, column = frames[dimension], SHIFT_COLUMNS[dimension]
+        categorical = dimension == "band"
+        for name, sub in frame.groupby("system", sort=False):
+            x = np.arange(len(sub)) if categorical else sub[column].to_numpy(float)
+            for row, m in enumerate(("smooth_ece", "balanced_accuracy")):
+                ax = axes[row, k]
+                ax.plot(x, sub[m].to_numpy(float), "o-", color=colours[name], lw=1.4, ms=3.5,
+                        label=name if (k, row) == (0, 0) else None)
+                ax.fill_between(x, sub[f"{m}_lo"].to_numpy(float), sub[f"{m}_hi"].to_numpy(float),
+                                color=colours[name], alpha=0.15, lw=0)
+        for row in range(2):
+            ax = axes[row, k]
+            if categorical:
+                ax.set_xticks(np.arange(frame[column].nunique()), list(dict.fromkeys(frame[column])), fontsize=8)
+            elif dimension == "duration":
+                ax.set_xscale("log")
+            unit = LEVEL_UNITS[dimension]
+            ax.set_xlabel(f"{dimension} ({unit})" if unit else dimension)
+        axes[0, k].axhline(q, color="grey", lw=0.8, ls=":")
+        axes[0, k].set_ylim(bottom=0)
+        axes[1, k].axhline(0.5, color="grey", lw=0.8, ls=":")
+        axes[1, k].set_ylim(-0.02, 1.02)
+    axes[0, 0].set_ylabel("smooth ECE (dev-fitted calibrator)")
+    axes[1, 0].set_ylabel("balanced accuracy")
+    fig.suptitle(f"Calibration under shift: smooth ECE (dotted: threshold {q:.2f}) and balanced accuracy, "
+                 "95 % bands over base clips", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 0.9, 0.96))
+    if names:
+        fig.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.905, 0.93), frameon=False)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+
+
 def save_pngs(curves: dict[str, dict], systems: list[System], per_condition: pd.DataFrame, out_dir: Path) -> None:
     import matplotlib
 
@@ -547,11 +802,15 @@ def report(meta: pd.DataFrame, scored: list[Scored], cfg: params_mod.Conditions,
     cond, lev, base = meta[CONDITION].to_numpy(), meta[LEVEL].to_numpy(), meta[BASE_CLIP_ID].to_numpy()
     systems = [s.system for s in scored]
     tables, curves, per_system, correct, thr_rows, fit_rows = {}, {}, {}, {}, [], []
+    shift, shift_rows, resamples = {}, [], shift_resamples(meta, y, order, cfg)
     for sc in scored:
         s = sc.system
         probs = {UNCALIBRATED: (sc.p, 0.5)}
         if sc.p_cal is not None:
             probs[CALIBRATED] = (sc.p_cal, sc.threshold_cal)
+        calibration = CALIBRATED if sc.p_cal is not None else UNCALIBRATED  # the curves under shift: calibrated if it can
+        shift[s.name] = shift_curves(resamples, y, *probs[calibration], calibration)
+        shift_rows += shift_table_rows(s, shift[s.name], ci)
         table = per_condition_table(y, cond, lev, order, probs, n_bins, base=base, n_boot=cfg.n_bootstrap, ci=ci,
                                     seed=cfg.bootstrap_seed, system_name=s.name)
         tables[s.name] = table
@@ -561,9 +820,9 @@ def report(meta: pd.DataFrame, scored: list[Scored], cfg: params_mod.Conditions,
         entry = ba_summary(table[table["calibration"] == UNCALIBRATED])
         if sc.p_cal is not None:
             entry.update({f"{k}_calibrated": v for k, v in ba_summary(table[table["calibration"] == CALIBRATED]).items()})
-        rows = threshold_rows(s, curves[s.name], ci)
+        rows = threshold_rows(s, curves[s.name], ci) + calibration_threshold_rows(s, shift[s.name], cfg.ece_threshold, ci)
         thr_rows += rows
-        for r in (r for r in rows if r["measure"] == BALANCED):  # the headline: sensitivity thresholds
+        for r in (r for r in rows if r["measure"] in (BALANCED, ECE)):  # the headline: sensitivity and calibration thresholds
             key = f"{r['threshold']}_{r['unit']}"
             entry[key] = r["value"]
             entry[f"{r['threshold']}_text"] = f"{r['text']} {r['ci_text']}"
@@ -588,7 +847,12 @@ def report(meta: pd.DataFrame, scored: list[Scored], cfg: params_mod.Conditions,
         write_csv(plots_dir / f"psychometric_{axis.dimension}.csv", psychometric_plot_data(curves, systems, axis))
         write_csv(plots_dir / f"sensitivity_{axis.dimension}.csv", sensitivity_plot_data(curves, systems, axis))
     write_csv(plots_dir / "per_condition.csv", per_cond_plot)
+    write_csv(tables_dir / "calibration_under_shift.csv", pd.DataFrame(shift_rows))
+    shift_plots = {d: calibration_plot_data(shift, systems, d, ci) for d in DIMENSIONS}
+    for dimension, frame in shift_plots.items():
+        write_csv(plots_dir / f"calibration_{dimension}.csv", frame)
     save_pngs(curves, systems, per_cond_plot, plots_dir)
+    save_calibration_png(shift_plots, cfg.ece_threshold, plots_dir / "calibration_under_shift.png")
     head = headline(per_system, systems)
     write_json(layout.CONDITIONS_JSON, head)
     return head

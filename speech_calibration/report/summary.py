@@ -17,6 +17,8 @@ Reads ``metrics/test/seed_<seed>.json`` and ``metrics/calibration/seed_<seed>.js
   ``NONSPEECH:``, ``ECE:``, ``ROC-AUC:``) per series, the paired calibration effect per seed, one
   table of every system with the same columns, and the group-level view (intervals or why none, and
   the per-group table) with the same numbers as the JSON;
+* ``metrics/summary.txt`` also carries the ``learning_curve`` stage's table (``metrics/learning_curve.txt``), where it
+  exists: how much dev data each calibration method needs;
 * with evaluation sets (``params.yaml: eval_sets``), each set's ``metrics/eval_sets/<name>.json`` as a block of
   both files: every system on the set, uncalibrated beside calibrated, and its group-level intervals;
 * ``plots/summary/reliability_pooled.csv`` / ``.png``: reliability of the test clips of all seeds pooled;
@@ -389,6 +391,8 @@ def summary_text(summary: dict, seed_results: dict, seed_cal: dict, ref_results:
     for name, block in summary.get("eval_sets", {}).items():
         out += ["", *eval_set_lines(name, block, k, ci)]
     out += ["", *group_lines(summary, ci)]
+    if layout.LEARNING_CURVE_TXT.is_file():  # the learning_curve stage's table, as it wrote it
+        out += ["", layout.LEARNING_CURVE_TXT.read_text().rstrip("\n")]
     out += ["", f"Caveat: the clip-bootstrap intervals above resample test clips; clips of one group (speaker / "
                 f"recording) are correlated and the test split has {first.get('n_groups', '?')} groups, so they "
                 "describe these groups, not a new one (the group-level view above does). The t-interval across "
@@ -410,8 +414,12 @@ def _table(summary: dict, seed_results: dict, ref_results: dict) -> list[str]:
         for series in SERIES:
             block = rr["test"][series]
             label = series if series == "uncalibrated" else f"cal:{rr['test'].get('method_fitted')}"
-            lines.append(f"{name:<20}{label:<18}" + "".join(f"{fmt_value(key, _num(block.get(key))):>16}"
-                                                              for _, key in TABLE_COLUMNS))
+            shown = f"{name} (k={k})" if name == layout.ENSEMBLE else name
+            lines.append(f"{shown:<20}{label:<18}" + "".join(f"{fmt_value(key, _num(block.get(key))):>16}"
+                                                               for _, key in TABLE_COLUMNS))
+    if layout.ENSEMBLE in ref_results:
+        lines.append(f"ensemble (k={k}): one system whose answer log-odds are the mean of the {k} seeds' (fitted on dev "
+                     "and tested like the others).")
     return lines
 
 

@@ -26,6 +26,10 @@ which a constant answer holds at exactly 1/2. Its threshold at ``q`` is the lowe
 ``+inf`` (not reached) when it does not by ``x_max``, else found on ``GRID`` equally spaced levels with
 linear interpolation between the two around the first crossing. Speech and non-speech base clips are
 resampled separately (they are disjoint clusters), so every resample refits both curves.
+
+:func:`first_exceedance` locates, for a measure that grows towards low levels (a calibration error), the first
+level where it reaches a criterion, scanning down from the highest level, between tested levels by the
+same linear interpolation (:func:`first_crossing`) and with the same censoring (-inf below, +inf above).
 """
 from __future__ import annotations
 
@@ -166,6 +170,20 @@ def first_crossing(values: np.ndarray, grid: np.ndarray, q: float) -> np.ndarray
     return np.where(~reached.any(axis=1), np.inf, np.where(j == 0, -np.inf, x))
 
 
+def first_exceedance(values: np.ndarray, levels: np.ndarray, q: float) -> np.ndarray:
+    """Per row of ``values`` (a measure at ``levels``): scanning from the highest level down, the first level where
+    it reaches ``q``, linearly interpolated between the two levels around that crossing (:func:`first_crossing`).
+
+    For a measure that grows as the condition gets harsher towards low levels (a calibration error against
+    duration or SNR). ``+inf`` when it already reaches ``q`` at the highest level, ``-inf`` when it never does
+    down to the lowest one, so that, as in :func:`thresholds`, ``-inf`` is below and ``+inf`` above the range.
+    """
+    levels = np.asarray(levels, dtype=np.float64)
+    order = np.argsort(levels)[::-1]  # highest level first
+    values = np.atleast_2d(np.asarray(values, dtype=np.float64))[:, order]
+    return -first_crossing(values, -levels[order], q)
+
+
 @dataclass(frozen=True)
 class Sensitivity:
     """Balanced accuracy against a level, from a fitted hit-rate and false-alarm curve, with its thresholds."""
@@ -220,12 +238,14 @@ def fit_sensitivity(levels: np.ndarray, speech: np.ndarray, nonspeech: np.ndarra
     return Sensitivity(hit, false_alarm, tuple(found))
 
 
-def describe(value: float, x_min: float, x_max: float, fmt) -> str:
-    """A threshold as text: ``fmt(value)`` in range; censored: ``'< ' + fmt(x_min)`` below, ``'not reached by ' + fmt(x_max)`` above."""
+def describe(value: float, x_min: float, x_max: float, fmt, *, below: str = "< {lo}",
+             above: str = "not reached by {hi}") -> str:
+    """A threshold as text: ``fmt(value)`` in range; censored: ``below`` / ``above`` with ``{lo}``, ``{hi}`` replaced
+    by ``fmt(x_min)``, ``fmt(x_max)`` (by default ``'< ' + fmt(x_min)`` and ``'not reached by ' + fmt(x_max)``)."""
     if value == -np.inf:
-        return f"< {fmt(x_min)}"
+        return below.format(lo=fmt(x_min), hi=fmt(x_max))
     if value == np.inf:
-        return f"not reached by {fmt(x_max)}"
+        return above.format(lo=fmt(x_min), hi=fmt(x_max))
     if np.isnan(value):
         return "n/a"
     return fmt(value)
