@@ -26,7 +26,7 @@ from pathlib import Path
 
 DOC = Path(__file__).with_name("dvc-workflows.md")
 METHODS = ("temperature", "platt", "isotonic")
-COMPACT = r"Experiment|calibration\.method|fine_tuned/(un)?calibrated\.json:(ece|acc)$"
+COMPACT = r"Experiment|calibration\.method|fine_tuned/calibrated\.json:(ece|acc)$"
 MARKER = re.compile(r"^<!-- output: (?P<name>[a-z0-9-]+) -->\n```\n(?P<body>.*?)```\n", re.M | re.S)
 GENERATED = re.compile(r"^<!-- generated .*? -->$", re.M)
 
@@ -87,7 +87,7 @@ def outputs(project: Path) -> dict[str, str]:
         seconds = time.perf_counter() - started
         out["queue-exp-show"] = (f"# {len(METHODS)} queued experiments, one worker: {seconds:.0f} s\n"
                                  + sh("dvc", "exp", "show", "--no-pager", "--drop", ".*", "--keep",
-                                      COMPACT.replace("(ece|acc)", "ece"), cwd=repo))
+                                      r"Experiment|calibration\.method|fine_tuned/(un)?calibrated\.json:ece$", cwd=repo))
     return out
 
 

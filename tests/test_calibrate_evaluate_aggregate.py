@@ -299,6 +299,7 @@ def test_every_method_runs_and_is_recorded(project, method):
     assert "tuned_threshold" in res or cal["threshold"] == 0.5
     # a VAD baseline has no content-free inputs: contextual falls back to none, recorded
     if method == "contextual":
+        assert fitted.info["content_free_inputs"] == cal["content_free_inputs"] == ["silence", "noise"]
         inproc(project, "references")
         silero = json.loads((project / "metrics/references/calibration/baselines/silero.json").read_text())
         assert silero["method_requested"] == "contextual" and silero["method_fitted"] == "none"

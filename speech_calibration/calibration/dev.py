@@ -100,6 +100,8 @@ def calibrate_system(files: SystemFiles, cfg: Calibration, n_bins: int, *, allow
               temperature_bounds=tuple(cfg.temperature_bounds), tune_threshold=cfg.tune_threshold)
     if fallback:
         cal.info = {**cal.info, "fallback": fallback}
+    if cal.method == "contextual":  # which content-free inputs set the bias (predict writes silence and noise)
+        cal.info = {**cal.info, "content_free_inputs": schema.content_free_inputs(files.content_free("dev"))}
     p_before = metrics.p_speech_from_logits(a, b)
     p_after = cal.predict_proba(a, b)
     result = {
@@ -111,6 +113,8 @@ def calibrate_system(files: SystemFiles, cfg: Calibration, n_bins: int, *, allow
         "dev": {"n": int(y.size), "n_speech": int(y.sum()),
                 "uncalibrated": dev_summary(y, p_before, n_bins), "calibrated": dev_summary(y, p_after, n_bins)},
     }
+    if "content_free_inputs" in cal.info:
+        result["content_free_inputs"] = cal.info["content_free_inputs"]
     if cal.threshold != 0.5 or cfg.tune_threshold:
         result["dev"]["tuned_threshold"] = dev_summary(y, p_after, n_bins, cal.threshold)
     notes = fit_notes(cal.method, p_after, y, result["dev"]["uncalibrated"], result["dev"]["calibrated"])

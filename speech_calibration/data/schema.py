@@ -190,6 +190,12 @@ def label_to_int(labels) -> np.ndarray:
 
 
 # ---- content-free logits
+def content_free_inputs(path: Path) -> list[str]:
+    """The names of the content-free inputs in a ``<set>_content_free.csv`` (``silence``, ``noise``), as written."""
+    df = _read_csv(path)
+    return [str(v) for v in df["input"]] if "input" in df.columns else [f"row {i + 1}" for i in range(len(df))]
+
+
 def read_content_free(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """The (logit_A, logit_B) of the content-free inputs, or None when the file does not exist."""
     if not path.is_file():
