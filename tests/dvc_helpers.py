@@ -40,6 +40,7 @@ SHRINK = {
     "conditions.snr_db": [-5, 10],
     "conditions.t60_s": [1.0],
     "conditions.band": ["telephone"],
+    "learning_curve.repeats": 10,
     # no clip of the synthetic splits is long, so this changes no result; it lets tests/test_eval_sets.py add a
     # set with long clips without re-running every stage that reads audio.long_clips
     "audio.long_clips": "windows",
