@@ -66,6 +66,30 @@ def test_smooth_ece_batched_rows_equal_single_rows():
     np.testing.assert_allclose(batched, single, atol=2e-3)
 
 
+def test_smooth_ece_distinct_pairs_are_numpys_unique_rows():
+    # smooth_ece computes its kernel once per distinct (forecast, outcome) pair, found by 1-D sorts: numpy's unique rows
+    rng = np.random.default_rng(5)
+    f = rng.choice([0.55, 0.7, np.nextafter(0.7, 1.0), 0.9], size=(50, 12))
+    y = rng.integers(0, 2, size=(50, 12)).astype(float)
+    keys, inverse = M._distinct_pairs(f.ravel(), y.ravel())
+    ref_keys, ref_inverse = np.unique(np.stack([f.ravel(), y.ravel()], axis=1), axis=0, return_inverse=True)
+    np.testing.assert_array_equal(keys, ref_keys)
+    np.testing.assert_array_equal(inverse, ref_inverse.ravel())
+
+
+def test_smooth_ece_is_the_same_with_its_kernels_cached():
+    rng = np.random.default_rng(6)
+    f = rng.uniform(0.5, 1, 20)
+    y = (rng.uniform(size=20) < f).astype(float)
+    idx = rng.integers(0, 20, (100, 20))
+    M._kernel.cache_clear()
+    cold = M.smooth_ece(f[idx], y[idx])
+    misses = M._kernel.cache_info().misses
+    warm = M.smooth_ece(f[idx], y[idx])
+    assert M._kernel.cache_info().misses == misses  # every kernel of the second call came from the cache
+    np.testing.assert_array_equal(warm, cold)
+
+
 # ------------------------------------------------------------------------------ torchmetrics reference
 @pytest.mark.parametrize("norm", ["l1", "l2", "max"])
 def test_equal_width_matches_torchmetrics(norm):

@@ -30,6 +30,8 @@ Estimators of the calibration error (all ``>= 0``; 0 is perfect calibration):
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 NLL_EPS = 1e-12  # probabilities are clipped to [eps, 1 - eps] before the log: one certain error costs 27.6 nats
@@ -298,16 +300,70 @@ def debiased_ece(prob, outcome, n_bins: int = 15) -> np.ndarray:
 _SMECE_SIGMA_MIN = 1e-3  # as relplot: below this bandwidth the search stops
 
 
+@functools.cache
+def _blas_controller():
+    """threadpoolctl's handle on the BLAS that numpy loaded, found once per process."""
+    from threadpoolctl import ThreadpoolController  # lazy: only smooth ECE uses it
+
+    return ThreadpoolController()
+
+
+def _one_blas_thread():
+    """A context in which BLAS runs on one thread. Smooth ECE's products, ``(rows, U) @ (U, <= 4096)`` in float32
+    with ``U <= n`` distinct forecasts, are too small for threads to pay: on two busy cores they run three times
+    slower with two. BLAS threads split rows and columns, never the sum, so no value changes."""
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
+_KERNEL_CACHED_MAX = 2**20  # entries (4 MiB of float32) of the largest kernel kept: the cache holds at most 256 MiB
+
+
+def _grid_size(sigma: float) -> int:
+    """Midpoints of the integration grid of [0, 1]: step <= sigma / 3, so the midpoint rule is exact to ~1e-6 here."""
+    return int(np.clip(np.ceil(3.0 / sigma), 48, 4096))
+
+
 def _smooth_at(sigma: float, keys_f: np.ndarray, v: np.ndarray) -> np.ndarray:
     """smECE_sigma for every row of ``v`` (rows, U): ``int_0^1 |sum_u v_u K_sigma(t, f_u)| dt`` (midpoint rule)."""
-    m = int(np.clip(np.ceil(3.0 / sigma), 48, 4096))  # grid step <= sigma / 3: the midpoint rule is exact to ~1e-6 here
+    large = keys_f.size * _grid_size(sigma) > _KERNEL_CACHED_MAX  # a large corpus's kernel is built and let go
+    kernel = (_kernel.__wrapped__ if large else _kernel)(float(sigma), keys_f.tobytes())
+    g = v.astype(np.float32) @ kernel
+    return np.mean(np.abs(g), axis=-1, dtype=np.float64)
+
+
+@functools.lru_cache(maxsize=64)
+def _kernel(sigma: float, keys: bytes) -> np.ndarray:
+    """The reflected Gaussian kernel ``K_sigma(t, f_u)`` (normalised) at the midpoints ``t`` of the integration grid of
+    [0, 1], as a read-only float32 ``(U, m)`` matrix, for the forecasts ``f`` whose float64 bytes are ``keys``.
+
+    Cached, the last 64 of at most ``_KERNEL_CACHED_MAX`` entries each: the resamples of one set of forecasts (a
+    bootstrap, one level of a condition) hold the same distinct forecasts and the bandwidth grids are fixed, so most
+    kernels recur from one call to the next (56 % of them in the conditions stage).
+    """
+    keys_f = np.frombuffer(keys, dtype=np.float64)
+    m = _grid_size(sigma)
     t = (np.arange(m) + 0.5) / m
     c = 1.0 / (sigma * np.sqrt(2.0 * np.pi))
     k = np.zeros((m, keys_f.size))
     for centre in (keys_f, -keys_f, 2.0 - keys_f):  # reflections at 0 and 1 keep the kernel's mass in [0, 1]
         k += np.exp(-0.5 * ((t[:, None] - centre[None, :]) / sigma) ** 2)
-    g = v.astype(np.float32) @ (c * k).T.astype(np.float32)
-    return np.mean(np.abs(g), axis=-1, dtype=np.float64)
+    kernel = (c * k).T.astype(np.float32)
+    kernel.flags.writeable = False
+    return kernel
+
+
+def _distinct_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``(a, b)`` pairs, sorted by ``a`` then ``b``, as a ``(U, 2)`` array, and the index of each pair among them.
+
+    The same as ``np.unique(np.stack([a, b], axis=1), axis=0, return_inverse=True)`` (for values that are not NaN),
+    through three 1-D sorts instead of one sort of pair records, which is an order of magnitude slower on the
+    ``B * n`` pairs of a bootstrap matrix.
+    """
+    values_a, code_a = np.unique(a, return_inverse=True)
+    values_b, code_b = np.unique(b, return_inverse=True)
+    codes, inverse = np.unique(code_a.ravel() * len(values_b) + code_b.ravel(), return_inverse=True)
+    keys = np.stack([values_a[codes // len(values_b)], values_b[codes % len(values_b)]], axis=1)
+    return keys, inverse.ravel()
 
 
 def _crossing(sigmas: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -340,18 +396,23 @@ def smooth_ece(prob, outcome) -> np.ndarray:
     rows, n = p2.shape
     if n == 0:
         return np.full(prob.shape[:-1], np.nan)[()]
-    pairs = np.stack([p2.ravel(), o2.ravel()], axis=1)
-    keys, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    inverse = inverse.ravel()
+    keys, inverse = _distinct_pairs(p2.ravel(), o2.ravel())
     flat = np.repeat(np.arange(rows), n) * len(keys) + inverse
     counts = np.bincount(flat, minlength=rows * len(keys)).reshape(rows, len(keys))
     v = counts * (keys[:, 1] - keys[:, 0])[None, :] / n  # weighted residual of each distinct pair, per row
+    with _one_blas_thread():
+        value = _fixed_point(keys[:, 0], v)
+    return _unrows(value, prob)
 
+
+def _fixed_point(keys_f: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Per row of ``v`` (rows, U), the bandwidth where ``smECE_s = s`` (:func:`smooth_ece`), at forecasts ``keys_f``."""
+    rows = v.shape[0]
     # coarse pass from wide to narrow bandwidths, stopping once every row has crossed (smECE_s < s)
     coarse = np.geomspace(1.0, _SMECE_SIGMA_MIN, 13)
     s_coarse = []
     for s in coarse:
-        s_coarse.append(_smooth_at(s, keys[:, 0], v))
+        s_coarse.append(_smooth_at(s, keys_f, v))
         if np.all(s_coarse[-1] > s):
             break
     coarse = coarse[: len(s_coarse)][::-1]
@@ -365,7 +426,7 @@ def smooth_ece(prob, outcome) -> np.ndarray:
         sel = j_coarse == jc
         grid = np.geomspace(coarse[max(jc - 1, 0)], coarse[jc], n_fine)
         fine[sel] = grid
-        s_fine[:, sel] = np.stack([_smooth_at(s, keys[:, 0], v[sel]) for s in grid])
+        s_fine[:, sel] = np.stack([_smooth_at(s, keys_f, v[sel]) for s in grid])
     h = s_fine - fine.T
     below = h <= 0
     j = np.where(below.any(axis=0), np.argmax(below, axis=0), n_fine - 1)
@@ -382,7 +443,7 @@ def smooth_ece(prob, outcome) -> np.ndarray:
     value[at_min] = s_coarse[0][at_min]
     no_cross = s_coarse[-1] > coarse[-1]
     value[no_cross] = s_coarse[-1][no_cross]
-    return _unrows(value, prob)
+    return value
 
 
 # ----------------------------------------------------------------------- Brier decomposition
