@@ -150,12 +150,22 @@ def equivalence(model, builder, device, dtype, n=8) -> dict:
 
 
 def time_training(model, builder, audios, batch_size, steps, *, checkpointing, dropout, shared_prefix, device,
-                  dtype) -> dict:
-    """Clips per second and peak memory of the train stage's step (LoRA r=16 on attention + MLP)."""
-    peft_model = loading.add_lora(model, Lora(r=16, alpha=32, dropout=dropout, mlp_targets=True))
+                  dtype, compiled: bool = False) -> dict:
+    """Clips per second and peak memory of the train stage's step (LoRA r=16 on attention + MLP).
+
+    ``checkpointing``: "none"; "layer" or "mlp" (``forward.enable_checkpointing``'s scopes); "transformers"
+    (``gradient_checkpointing_enable``, the plain peft + transformers path; per-row prefix only).
+    ``compiled``: every decoder layer under ``torch.compile`` (``forward.compile_decoder``).
+    """
+    # the decoder's attention + MLP; the real model's pretrained encoder stays frozen (lora.encoder_targets: false)
+    peft_model = loading.add_lora(model, Lora(r=16, alpha=32, dropout=dropout, mlp_targets=True, encoder_targets=False))
     try:
-        if checkpointing:
-            forward.enable_checkpointing(peft_model)
+        if checkpointing == "transformers":
+            peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif checkpointing != "none":
+            forward.enable_checkpointing(peft_model, checkpointing)
+        if compiled:
+            forward.compile_decoder(peft_model)
         peft_model.train()
         loading.unwrap(peft_model).model.audio_tower.eval()
         prefix = forward.PrefixCache(peft_model, builder.prefix_ids, trainable=True) if shared_prefix else None
@@ -176,21 +186,30 @@ def time_training(model, builder, audios, batch_size, steps, *, checkpointing, d
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
+        started = time.perf_counter()
         step(0)
         sync(device)
+        first_s = time.perf_counter() - started
         started = time.perf_counter()
         for i in range(steps):
             step(i + 1)
         sync(device)
         seconds = time.perf_counter() - started
         out = {"batch_size": batch_size, "gradient_checkpointing": checkpointing, "lora_dropout": dropout,
-               "shared_prefix": shared_prefix, "clips_per_s": round(steps * batch_size / seconds, 2),
+               "shared_prefix": shared_prefix, "compiled": compiled, "first_step_s": round(first_s, 2),
+               "clips_per_s": round(steps * batch_size / seconds, 2),
                "trainable_parameters": sum(q.numel() for q in trainable)}
         if device.type == "cuda":
             out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         return out
     finally:  # also after running out of memory: the next measurement starts from the same plain base
         forward.disable_checkpointing(peft_model)
+        if checkpointing == "transformers":  # its hook that makes the embeddings' output require grad goes too
+            peft_model.gradient_checkpointing_disable()
+            peft_model.disable_input_require_grads()
+        if compiled:
+            forward.uncompile_decoder(peft_model)
+            torch._dynamo.reset()
         peft_model.unload()
         model.eval().requires_grad_(False)
 
@@ -231,6 +250,13 @@ def main() -> None:
     ap.add_argument("--train-dropout", type=float, nargs="+", default=[0.05, 0.0], help="LoRA dropouts to train with")
     ap.add_argument("--train-prefix", choices=["both", "shared", "per-row"], default="both",
                     help="the prompt prefix once per batch (train.share_prompt_prefix), once per row, or both")
+    ap.add_argument("--train-checkpointing", nargs="+", default=["none", "layer"],
+                    choices=["none", "layer", "mlp", "transformers"], help="checkpointing variants to train with")
+    ap.add_argument("--train-compile", choices=["no", "yes", "both"], default="no",
+                    help="train with the decoder layers compiled (torch.compile), eager, or both")
+    ap.add_argument("--train-configs", nargs="+", metavar="BATCH:CKPT:DROPOUT:PREFIX:COMPILE",
+                    help="explicit training configurations instead of the product of the options above, "
+                         "e.g. 160:layer:0:shared:yes 64:transformers:0.05:per-row:no")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-score", action="store_true")
     ap.add_argument("--out", type=Path)
@@ -274,17 +300,23 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     if not args.skip_train:
-        audios = clips(max(args.train_batch) * 4, 1.0, seed=2)
+        batches = [int(spec.split(":")[0]) for spec in args.train_configs or []] + args.train_batch
+        audios = clips(max(batches) * 4, 1.0, seed=2)
         prefixes = {"both": (True, False), "shared": (True,), "per-row": (False,)}[args.train_prefix]
-        configs = [(bs, ckpt, dropout, shared) for bs in args.train_batch for ckpt in (False, True)
-                   for dropout in args.train_dropout for shared in prefixes]
-        for bs, checkpointing, dropout, shared in configs:
+        compiles = {"no": (False,), "yes": (True,), "both": (False, True)}[args.train_compile]
+        configs = [(bs, ckpt, dropout, shared, comp) for bs in args.train_batch for ckpt in args.train_checkpointing
+                   for dropout in args.train_dropout for shared in prefixes for comp in compiles
+                   if not (ckpt == "transformers" and shared)]  # transformers' checkpointing drops the prefix cache
+        if args.train_configs:
+            configs = [(int(b), c, float(d), p == "shared", k == "yes")
+                       for b, c, d, p, k in (spec.split(":") for spec in args.train_configs)]
+        for bs, checkpointing, dropout, shared, comp in configs:
             try:
                 row = time_training(model, builder, audios, bs, args.train_steps, checkpointing=checkpointing,
-                                    dropout=dropout, shared_prefix=shared, device=device, dtype=dtype)
+                                    dropout=dropout, shared_prefix=shared, device=device, dtype=dtype, compiled=comp)
             except torch.OutOfMemoryError:
                 row = {"batch_size": bs, "gradient_checkpointing": checkpointing, "lora_dropout": dropout,
-                       "shared_prefix": shared, "error": "out of memory"}
+                       "shared_prefix": shared, "compiled": comp, "error": "out of memory"}
             if "error" in row:  # outside the except block: the failed step's frames are gone by now
                 torch.cuda.empty_cache()
             if peak and "clips_per_s" in row:  # 3 forwards' worth (forward + backward); recomputation not counted
@@ -302,7 +334,7 @@ def main() -> None:
               f"{r['speedup_vs_full']:>7.2f} {r['speedup_vs_generate']:>7.1f} {r.get('mfu', float('nan')):>6.3f}")
     for r in result["training"]:
         print(f"train bs={r['batch_size']} ckpt={r['gradient_checkpointing']} dropout={r['lora_dropout']} "
-              f"shared prefix={r['shared_prefix']}: "
+              f"shared prefix={r['shared_prefix']} compiled={r['compiled']}: "
               f"{r.get('clips_per_s', r.get('error'))} clips/s, peak {r.get('peak_memory_gib', '-')} GiB")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

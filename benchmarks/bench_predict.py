@@ -1,36 +1,36 @@
-"""Throughput of what ``predict@<seed>`` runs: the base model plus a seed's LoRA adapter, unmerged and merged.
+"""Throughput of what ``predict@<seed>`` runs: the base model plus a seed's LoRA adapter, unmerged, merged, compiled.
 
 In one run, on one model configuration (``tiny`` on the CPU, or the Qwen2-Audio-7B shape of ``bench`` with
 random weights built on the GPU), it adds a seed-like adapter (LoRA r=16, alpha 32, on the decoder's
 attention + MLP: 224 adapted layers at 7B; every ``lora_B`` drawn at random, so it is not a no-op) and
-measures, per clip duration and batch size:
+measures the library's scoring loop (``scoring.score_audio``: trimmed window, cached prompt prefix, inputs
+built ahead on a worker thread, no host sync inside the loop), per clip duration and batch size:
 
-- ``library``: the library's scoring loop (``scoring.score_audio``, trimmed window, cached prompt prefix),
-  with the adapter unmerged (what predict ran before ``model.merge_adapter``) and merged
-  (``loading.merge_for_scoring``, what predict runs now);
-- ``overlapped``: the same computation with the per-batch overhead taken out of the loop (:func:`score_overlapped`):
-  the next batches' inputs (tokens, log-mel features on a side CUDA stream, the audio-token scatter plan and
-  the encoder's mask) built on a worker thread while the GPU runs the current one, copied from pinned
-  memory without blocking, the audio features placed by precomputed indices (no boolean gather), the
-  answer-head rows gathered once, and the outputs kept on the GPU until the end: no host sync inside the loop;
-- where the time goes: building every batch alone, and the forward alone over batches already on the GPU;
+- ``unmerged``: the adapter as peft wraps it;
+- ``merged``: folded into the base weights (``loading.merge_for_scoring``, what predict runs by default);
+- ``compiled``: merged, with every decoder layer under ``torch.compile`` (``forward.compile_decoder``,
+  ``predict.compile: true``), dynamic shapes; with ``--compile-static`` also per-shape compiling, for contrast;
+- where the time goes: building every batch alone, and the forward alone over batches already on the device;
 - the model's own full-window forward (merged), for the ratio;
-- equivalence (8 clips of 0.3-5 s, batch 8): max |merged - unmerged| and max |overlapped - library| of the
-  A/B logits, beside the unmerged library path's own max |batch 1 - batch 8|.
+- equivalence (8 clips of 0.3-5 s, batch 8), beside the unmerged path's own max |batch 1 - batch 8|:
+  max |merged - unmerged|, max |compiled - merged|, and max |library - a plain loop| (each batch built on the
+  main thread and read back before the next: what the loop did before it built ahead; 0 means identical).
+
+``--bank N`` scores N clips of 0.02-5 s (the condition bank's mix) merged, eager and compiled; with
+``--model-dir`` (a folder from ``benchmarks.make_7b_model``) it also times predict's path end to end: load the
+base with ``from_pretrained``, add the adapter, merge, compile, score the bank.
 
 MFU counts the matrix FLOPs of ``bench.forward_flops`` (prefix once per batch) against the spec peak.
 
     python -m benchmarks.bench_predict --model tiny --durations 1 --batch-sizes 4 8 --clips 16
-    python -m benchmarks.bench_predict --model 7b --out benchmarks/results_h200_predict_adapter.json   # on a GPU
+    python -m benchmarks.bench_predict --model 7b --bank 21340 --model-dir /tmp/qwen2-audio-7b-random \\
+        --out benchmarks/results_h200_predict_library.json   # on a GPU
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ import torch
 from benchmarks.bench import PEAK_TFLOPS, build, clips, forward_flops, sync, time_scoring
 from speech_calibration.data import schema
 from speech_calibration.model import forward, loading
-from speech_calibration.model.inputs import InputBuilder, num_audio_tokens
+from speech_calibration.model.inputs import InputBuilder
 from speech_calibration.model.scoring import score_audio
 from speech_calibration.params import Lora, Model, Prompt
 
@@ -56,104 +56,30 @@ def add_seed_adapter(model, b_std: float, seed: int = 0):
     return peft_model
 
 
-# ----------------------------------------------------------------------------------- overlapped loop
-def _plan(builder: InputBuilder, batch, encoder) -> dict[str, torch.Tensor | None]:
-    """What the forward would otherwise read back from the GPU: where each row's audio tokens go, and the encoder mask."""
-    n_audio = num_audio_tokens(batch.feature_attention_mask.sum(-1))
-    rows = torch.repeat_interleave(torch.arange(len(n_audio)), n_audio)
-    starts = torch.cumsum(n_audio, 0) - n_audio
-    cols = torch.arange(int(n_audio.sum())) - torch.repeat_interleave(starts, n_audio)
-    width, suffix = batch.input_ids.shape[1], len(builder.suffix_ids)
-    positions = width - suffix - torch.repeat_interleave(n_audio, n_audio) + cols  # left padding: audio ends before the suffix
-    enc_positions = (batch.input_features.shape[-1] - 1) // 2 + 1
-    feat_lengths, _ = encoder._get_feat_extract_output_lengths(batch.feature_attention_mask.sum(-1))
-    keep = torch.arange(enc_positions)[None, :] < feat_lengths[:, None]
-    return {"rows": rows, "cols": cols, "positions": positions, "keep": None if bool(keep.all()) else keep}
+def _autocast(device, dtype):
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
-def _encode_padded(qwen, features: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    """``forward.encode_audio`` without its boolean gather: (B, audio tokens, hidden), padded positions included."""
-    import torch.nn.functional as F
-
-    encoder = qwen.model.audio_tower
-    x = F.gelu(encoder.conv1(features.to(encoder.conv1.weight.dtype)))
-    x = F.gelu(encoder.conv2(x)).permute(0, 2, 1)
-    x = x + encoder.embed_positions.weight[: x.shape[1]]
-    mask = None if keep is None else keep[:, None, None, :].expand(x.shape[0], 1, x.shape[1], x.shape[1])
-    for layer in encoder.layers:
-        x = layer(x, mask)
-    x = encoder.avg_pooler(x.permute(0, 2, 1)).permute(0, 2, 1)
-    return qwen.model.multi_modal_projector(encoder.layer_norm(x))
+def _chunks(audios, batch_size) -> list[np.ndarray]:
+    order = np.argsort([len(a) for a in audios], kind="stable")
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
 
-def _forward(qwen, prefix: forward.PrefixCache, head: torch.Tensor, batch, plan) -> torch.Tensor:
-    """(B, 3) float32 on the device: logit_A, logit_B, vocabulary log-sum-exp; queues kernels only."""
-    embeds = qwen.model.get_input_embeddings()(batch.input_ids)
-    audio = _encode_padded(qwen, batch.input_features, plan["keep"])
-    embeds[plan["rows"], plan["positions"]] = audio[plan["rows"], plan["cols"]].to(embeds.dtype)
-    rows = batch.input_ids.shape[0]
-    mask = torch.cat([batch.attention_mask.new_ones(rows, prefix.length), batch.attention_mask], dim=1)
-    out = prefix.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=batch.position_ids, use_cache=False,
-                    **{prefix.cache_kwarg: prefix.for_batch(rows)})
-    hidden = out.last_hidden_state[:, -1]
-    pair = (hidden.to(head.dtype) @ head.T).float()
-    lse = torch.logsumexp(qwen.lm_head(hidden.to(qwen.lm_head.weight.dtype)).float(), dim=-1)
-    return torch.cat([pair, lse[:, None]], dim=1)
+def _head_outputs(model, builder, batch, prefix) -> torch.Tensor:
+    """(B, 3) on the device: logit_A, logit_B, vocabulary log-sum-exp of one batch already on the device."""
+    hidden = forward.last_hidden(model, batch, prefix=prefix)[:, -1]
+    return torch.cat([forward.answer_logits(model, hidden, builder.answer_ids),
+                      forward.vocab_logsumexp(model, hidden)[:, None]], dim=1)
 
 
-class Overlapped:
-    """Scores like ``score_audio`` (trimmed window, cached prefix) with the inputs built ahead on a worker thread."""
-
-    def __init__(self, model, builder: InputBuilder, prefix: forward.PrefixCache, device: torch.device,
-                 dtype: torch.dtype, depth: int = 2):
-        self.qwen, self.builder, self.prefix = loading.unwrap(model), builder, prefix
-        self.model, self.device, self.dtype, self.depth = model, device, dtype, depth
-        self.cuda = device.type == "cuda"
-        self.side = torch.cuda.Stream(device) if self.cuda else None
-        self.head = forward.head_rows(model, builder.answer_ids)
-
-    def prepare(self, audios, idx):
-        """On the worker: the batch's inputs and plan on the CPU (pinned), features computed on the side stream.
-
-        Under the same autocast as ``score_audio``'s loop, which builds its batches inside it (autocast is per
-        thread): the log-mel's filter-bank product then runs in bf16 there too, and the features are the same.
-        """
-        stream = torch.cuda.stream(self.side) if self.cuda else contextlib.nullcontext()
-        autocast = torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
-        with stream, autocast:
-            batch = self.builder.build([audios[i] for i in idx], trim=True, feature_device=self.device.type,
-                                       shared_prefix=True)
-        plan = _plan(self.builder, batch, self.qwen.model.audio_tower)
-        plan["out_rows"] = torch.as_tensor(idx, dtype=torch.long)
-        if self.cuda:
-            batch = batch.pin_memory()
-            plan = {k: (None if v is None else v.pin_memory()) for k, v in plan.items()}
-        return batch, plan
-
-    def to_device(self, batch, plan):
-        return (batch.to(self.device, self.dtype, non_blocking=True),
-                {k: (None if v is None else v.to(self.device, non_blocking=True)) for k, v in plan.items()})
-
-    def batches(self, audios, batch_size):
-        """Yields (batch, plan) on the device in length order, ``depth`` batches prepared ahead."""
-        order = np.argsort([len(a) for a in audios], kind="stable")
-        chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = deque(pool.submit(self.prepare, audios, c) for c in chunks[: self.depth])
-            for k in range(len(chunks)):
-                batch, plan = pending.popleft().result()
-                if k + self.depth < len(chunks):
-                    pending.append(pool.submit(self.prepare, audios, chunks[k + self.depth]))
-                yield self.to_device(batch, plan)
-
-    def score(self, audios, batch_size: int) -> dict[str, np.ndarray]:
-        autocast = torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
-        with torch.inference_mode(), autocast:
-            out = torch.empty((len(audios), 3), dtype=torch.float32, device=self.device)
-            for batch, plan in self.batches(audios, batch_size):
-                out[plan["out_rows"]] = _forward(self.qwen, self.prefix, self.head, batch, plan)
-            out = out.cpu().numpy().astype(np.float64)  # the one host sync
-        return {schema.LOGIT_A: out[:, 0], schema.LOGIT_B: out[:, 1], schema.LOGSUMEXP_VOCAB: out[:, 2]}
+def plain_loop_logits(model, builder, audios, batch_size, device, dtype, prefix) -> np.ndarray:
+    """A/B logits from the plain loop: each batch built on this thread, scored, and read back before the next."""
+    out = np.zeros((len(audios), 2))
+    with torch.inference_mode(), _autocast(device, dtype):
+        for idx in _chunks(audios, batch_size):
+            batch = builder.build([audios[i] for i in idx], feature_device=device.type, shared_prefix=True)
+            out[idx] = _head_outputs(model, builder, batch.to(device, dtype), prefix)[:, :2].cpu().numpy()
+    return out
 
 
 # -------------------------------------------------------------------------------------------- timing
@@ -165,40 +91,38 @@ def _timed(fn, device) -> float:
     return time.perf_counter() - started
 
 
-def time_overlapped(scorer: Overlapped, audios, batch_size, device, warmup=2) -> float:
-    scorer.score(audios[: batch_size * warmup], batch_size)
-    return len(audios) / _timed(lambda: scorer.score(audios, batch_size), device)
+def time_parts(model, builder, prefix, audios, batch_size, device, dtype) -> dict:
+    """Clips per second of building the inputs alone (on the device), and of the forward alone over built batches."""
+    chunks = _chunks(audios, batch_size)
 
+    def build_all():
+        with torch.inference_mode(), _autocast(device, dtype):
+            return [builder.build([audios[i] for i in c], feature_device=device.type, shared_prefix=True).to(device, dtype)
+                    for c in chunks]
 
-def time_parts(scorer: Overlapped, audios, batch_size, device) -> dict:
-    """Seconds per clip of building the inputs alone, and of the forward alone over batches already on the device."""
-    order = np.argsort([len(a) for a in audios], kind="stable")
-    chunks = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-    build_s = _timed(lambda: [scorer.to_device(*scorer.prepare(audios, c)) for c in chunks], device)
-    ready = [scorer.to_device(*scorer.prepare(audios, c)) for c in chunks]
-    autocast = torch.autocast(device_type=device.type, dtype=scorer.dtype, enabled=scorer.dtype != torch.float32)
+    build_s = _timed(build_all, device)
+    ready = build_all()
 
     def run():
-        with torch.inference_mode(), autocast:
-            for batch, plan in ready:
-                _forward(scorer.qwen, scorer.prefix, scorer.head, batch, plan)
+        with torch.inference_mode(), _autocast(device, dtype):
+            for batch in ready:
+                _head_outputs(model, builder, batch, prefix)
 
     run()
     forward_s = _timed(run, device)
     return {"build_clips_per_s": round(len(audios) / build_s, 2), "forward_only_clips_per_s": round(len(audios) / forward_s, 2)}
 
 
-def profile_forward(scorer: Overlapped, audios, batch_size, device) -> dict:
+def profile_forward(model, builder, prefix, audios, batch_size, device, dtype) -> dict:
     """GPU time of one batch's forward by kernel family (torch.profiler), and the ten longest kernels."""
     from torch.profiler import ProfilerActivity, profile
 
-    batch, plan = scorer.to_device(*scorer.prepare(audios, np.arange(batch_size)))
-    autocast = torch.autocast(device_type=device.type, dtype=scorer.dtype, enabled=scorer.dtype != torch.float32)
-    with torch.inference_mode(), autocast:
-        _forward(scorer.qwen, scorer.prefix, scorer.head, batch, plan)
+    with torch.inference_mode(), _autocast(device, dtype):
+        batch = builder.build(audios[:batch_size], feature_device=device.type, shared_prefix=True).to(device, dtype)
+        _head_outputs(model, builder, batch, prefix)
         sync(device)
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            _forward(scorer.qwen, scorer.prefix, scorer.head, batch, plan)
+            _head_outputs(model, builder, batch, prefix)
             sync(device)
     kernels = [(e.key, getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0), e.count)
                for e in prof.key_averages()]
@@ -230,6 +154,37 @@ def library_logits(model, builder, audios, batch_size, device, dtype, prefix) ->
                                  prefix=prefix, progress=False))
 
 
+def first_call_s(fn, device) -> float:
+    """Seconds of a first call (where compiling happens)."""
+    return round(_timed(fn, device), 2)
+
+
+def end_to_end(model_dir: Path, builder, audios, batch_size, device, dtype, b_std: float, compiled: bool) -> dict:
+    """Predict's path from a saved base: ``from_pretrained``, adapter, merge, compile (``compiled``), score; seconds
+    of each (the compiling itself happens in the first batches, so it counts in ``score``)."""
+    seconds = {}
+    started = time.perf_counter()
+    cfg = Model(name_or_path=str(model_dir))
+    model = loading.load_base(cfg, device)
+    sync(device)
+    seconds["load_base"] = time.perf_counter() - started
+    mark = time.perf_counter()
+    merged = loading.merge_for_scoring(add_seed_adapter(model, b_std), cfg)
+    prefix = forward.PrefixCache(merged, builder.prefix_ids)
+    if compiled:
+        forward.compile_decoder(merged)  # after the prefix pass, as Scorer does
+    sync(device)
+    seconds["adapter_merge_prefix"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    score_audio(merged, builder, audios, batch_size=batch_size, device=device, dtype=dtype, prefix=prefix, progress=False)
+    sync(device)
+    seconds["score"] = time.perf_counter() - mark
+    seconds["total"] = time.perf_counter() - started
+    del model, merged, prefix
+    torch.cuda.empty_cache() if device.type == "cuda" else None
+    return {k: round(v, 2) for k, v in seconds.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=["tiny", "7b"], default="tiny")
@@ -240,8 +195,12 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=1024, help="clips per measurement at 1 s (a fifth as many at 5 s)")
     ap.add_argument("--full-batch", type=int, default=64, help="batch size of the full-window comparison")
     ap.add_argument("--b-std", type=float, default=0.02, help="std of the random lora_B entries")
+    ap.add_argument("--no-compile", action="store_true", help="skip the compiled measurements")
+    ap.add_argument("--compile-static", action="store_true", help="also compile per shape (dynamic=False), for contrast")
     ap.add_argument("--bank", type=int, default=0, help="also score a bank of this many clips of 0.02-5 s (merged)")
     ap.add_argument("--bank-batch", type=int, default=256)
+    ap.add_argument("--model-dir", type=Path, help="a saved base (benchmarks.make_7b_model): time the bank end to end")
+    ap.add_argument("--bank-only", action="store_true", help="only the bank (and --model-dir's end-to-end run)")
     ap.add_argument("--profile", action="store_true", help="profile one merged batch of the first duration")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -258,57 +217,87 @@ def main() -> None:
     adapter_s = time.perf_counter() - started
     result = {"model": args.model, "device": name, "dtype": str(dtype).removeprefix("torch."), "torch": torch.__version__,
               "parameters": sum(q.numel() for q in model.parameters()), "build_s": round(load_s, 2),
-              "adapted_layers": len(loading.adapted_modules(peft_model)), "peak_tflops": peak, "scoring": []}
+              "add_adapter_s": round(adapter_s, 2), "adapted_layers": len(loading.adapted_modules(peft_model)),
+              "peak_tflops": peak, "scoring": [], "compile_first_batch_s": {}}
+    keys = ["unmerged", "merged"] + ([] if args.no_compile else ["compiled"])
+    keys += ["compiled_static"] if args.compile_static else []
 
     rng = np.random.default_rng(1)
     probe = [(0.1 * rng.standard_normal(int(s * 16000))).astype(np.float32) for s in np.linspace(0.3, 5.0, 8)]
-    runs = [(s, clips(max(32, int(args.clips / max(1.0, s))), s)) for s in args.durations]
-    rows = {s: {"clip_s": s, "clips": len(a), "library_unmerged": {}, "library_merged": {}, "overlapped_unmerged": {},
-                "overlapped_merged": {}} for s, a in runs}
+    runs = [] if args.bank_only else [(s, clips(max(32, int(args.clips / max(1.0, s))), s)) for s in args.durations]
+    rows = {s: {"clip_s": s, "clips": len(a), **{k: {} for k in keys}} for s, a in runs}
 
     def measure(key, net, prefix):
-        fast = Overlapped(net, builder, prefix, device, dtype)
         for s, audios in runs:
+            if key.startswith("compiled"):  # the first batch of this length compiles (or reuses the dynamic graph)
+                result["compile_first_batch_s"].setdefault(key, {})[s] = first_call_s(
+                    lambda: score_audio(net, builder, audios[: args.batch_sizes[-1]], batch_size=args.batch_sizes[-1],
+                                        device=device, dtype=dtype, prefix=prefix, progress=False), device)
             for bs in args.batch_sizes:
-                rows[s]["library_" + key][bs] = round(time_scoring(net, builder, audios, bs, trim=True, device=device,
-                                                                   dtype=dtype, prefix=prefix), 2)
-                rows[s]["overlapped_" + key][bs] = round(time_overlapped(fast, audios, bs, device), 2)
-            print(json.dumps({"clip_s": s, key: [rows[s]["library_" + key], rows[s]["overlapped_" + key]]}), flush=True)
-        return fast
+                rows[s][key][bs] = round(time_scoring(net, builder, audios, bs, trim=True, device=device, dtype=dtype,
+                                                      prefix=prefix), 2)
+            print(json.dumps({"clip_s": s, key: rows[s][key]}), flush=True)
 
+    eq = {}
     prefix = forward.PrefixCache(peft_model, builder.prefix_ids)
-    fast = Overlapped(peft_model, builder, prefix, device, dtype)
     unmerged_8 = library_logits(peft_model, builder, probe, 8, device, dtype, prefix)
     unmerged_1 = library_logits(peft_model, builder, probe, 1, device, dtype, prefix)
-    overlapped_unmerged_8 = ab_logits(fast.score(probe, 8))
+    eq["max_abs_library_vs_plain_loop_unmerged_batchN"] = float(
+        np.abs(unmerged_8 - plain_loop_logits(peft_model, builder, probe, 8, device, dtype, prefix)).max())
     measure("unmerged", peft_model, prefix)
 
     started = time.perf_counter()
     merged = loading.merge_for_scoring(peft_model, Model())
     sync(device)
     result["merge_s"] = round(time.perf_counter() - started, 2)
-    result["add_adapter_s"] = round(adapter_s, 2)
     prefix = forward.PrefixCache(merged, builder.prefix_ids)
     merged_8 = library_logits(merged, builder, probe, 8, device, dtype, prefix)
-    fast = measure("merged", merged, prefix)
-    overlapped_merged_8 = ab_logits(fast.score(probe, 8))
-    result["equivalence"] = {
-        "max_abs_merged_vs_unmerged_batchN": float(np.abs(merged_8 - unmerged_8).max()),
-        "max_abs_unmerged_batch1_vs_batchN": float(np.abs(unmerged_1 - unmerged_8).max()),
-        "max_abs_overlapped_vs_library_merged_batchN": float(np.abs(overlapped_merged_8 - merged_8).max()),
-        "max_abs_overlapped_vs_library_unmerged_batchN": float(np.abs(overlapped_unmerged_8 - unmerged_8).max()),
-        "logit_scale": float(np.abs(unmerged_8).mean()), "batch_n": 8}
-    print(json.dumps(result["equivalence"]), flush=True)
-
+    eq["max_abs_merged_vs_unmerged_batchN"] = float(np.abs(merged_8 - unmerged_8).max())
+    eq["max_abs_library_vs_plain_loop_merged_batchN"] = float(
+        np.abs(merged_8 - plain_loop_logits(merged, builder, probe, 8, device, dtype, prefix)).max())
+    measure("merged", merged, prefix)
     for s, audios in runs:
+        best_bs = max(rows[s]["merged"], key=rows[s]["merged"].get)
+        rows[s]["parts_merged"] = {"batch_size": best_bs, **time_parts(merged, builder, prefix, audios, best_bs, device, dtype)}
+        rows[s]["full_window_merged"] = round(time_scoring(merged, builder, audios[: max(args.full_batch * 2, 32)],
+                                                           args.full_batch, trim=False, device=device, dtype=dtype), 2)
+    if args.profile and runs:
+        result["profile_merged"] = profile_forward(merged, builder, prefix, runs[0][1], args.batch_sizes[-1], device, dtype)
+        print(json.dumps(result["profile_merged"]), flush=True)
+    audios_bank = bank(args.bank, 0.02, 5.0) if args.bank else None
+    bank_s = {}
+    if audios_bank:
+        bank_s["merged"] = _timed(lambda: score_audio(merged, builder, audios_bank, batch_size=args.bank_batch, device=device,
+                                                      dtype=dtype, prefix=prefix, progress=False), device)
+
+    if not args.no_compile:
+        forward.compile_decoder(merged)
+        eq["compiled_probe_first_s"] = first_call_s(lambda: library_logits(merged, builder, probe, 8, device, dtype, prefix),
+                                                    device)
+        eq["max_abs_compiled_vs_merged_batchN"] = float(
+            np.abs(library_logits(merged, builder, probe, 8, device, dtype, prefix) - merged_8).max())
+        measure("compiled", merged, prefix)
+        if args.profile and runs:
+            result["profile_compiled"] = profile_forward(merged, builder, prefix, runs[0][1], args.batch_sizes[-1], device,
+                                                         dtype)
+            print(json.dumps(result["profile_compiled"]), flush=True)
+        if audios_bank:
+            bank_s["compiled"] = _timed(lambda: score_audio(merged, builder, audios_bank, batch_size=args.bank_batch,
+                                                            device=device, dtype=dtype, prefix=prefix, progress=False), device)
+    if args.compile_static:
+        torch._dynamo.reset()
+        forward.compile_decoder(merged, dynamic=False)
+        measure("compiled_static", merged, prefix)
+    eq.update({"max_abs_unmerged_batch1_vs_batchN": float(np.abs(unmerged_1 - unmerged_8).max()),
+               "logit_scale": float(np.abs(unmerged_8).mean()), "batch_n": 8})
+    result["equivalence"] = eq
+    print(json.dumps(eq), flush=True)
+
+    for s, _ in runs:
         row = rows[s]
-        best_bs = max(row["overlapped_merged"], key=row["overlapped_merged"].get)
-        row["parts_merged"] = {"batch_size": best_bs, **time_parts(fast, audios, best_bs, device)}
-        row["full_window_merged"] = round(time_scoring(merged, builder, audios[: max(args.full_batch * 2, 32)],
-                                                       args.full_batch, trim=False, device=device, dtype=dtype), 2)
         flops = forward_flops(merged, builder, s, shared_prefix=True)
         row["tflop_per_clip"] = round(flops / 1e12, 4)
-        for key in ("library_unmerged", "library_merged", "overlapped_unmerged", "overlapped_merged"):
+        for key in keys:
             best = max(row[key].values())
             row[f"{key}_best"] = best
             row[f"{key}_x_full"] = round(best / row["full_window_merged"], 2)
@@ -317,30 +306,26 @@ def main() -> None:
         result["scoring"].append(row)
         print(json.dumps(row), flush=True)
 
-    if args.profile:
-        try:
-            result["profile"] = profile_forward(fast, runs[0][1], min(args.batch_sizes[-1], len(runs[0][1])), device)
-        except Exception as err:  # the profiler may not reach the GPU's activity records on every machine
-            result["profile"] = {"error": f"{type(err).__name__}: {err}"}
-        print(json.dumps(result["profile"]), flush=True)
-    if args.bank:
-        audios = bank(args.bank, 0.02, 5.0)
-        seconds = {"overlapped_merged": _timed(lambda: fast.score(audios, args.bank_batch), device),
-                   "library_merged": _timed(lambda: score_audio(merged, builder, audios, batch_size=args.bank_batch,
-                                                                device=device, dtype=dtype, prefix=prefix,
-                                                                progress=False), device)}
-        result["bank"] = {"clips": len(audios), "durations_s": [0.02, 5.0], "batch_size": args.bank_batch,
-                          "seconds": {k: round(v, 2) for k, v in seconds.items()},
-                          "clips_per_s": {k: round(len(audios) / v, 2) for k, v in seconds.items()}}
+    if audios_bank:
+        result["bank"] = {"clips": len(audios_bank), "durations_s": [0.02, 5.0], "batch_size": args.bank_batch,
+                          "seconds": {k: round(v, 2) for k, v in bank_s.items()},
+                          "clips_per_s": {k: round(len(audios_bank) / v, 2) for k, v in bank_s.items()},
+                          "note": "scoring only; the model already in memory (compiled: graphs already built)"}
+        if args.model_dir:
+            del peft_model, merged, prefix, model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            torch._dynamo.reset()
+            result["bank"]["end_to_end_eager_s" if args.no_compile else "end_to_end_compiled_s"] = end_to_end(
+                args.model_dir, builder, audios_bank, args.bank_batch, device, dtype, args.b_std, not args.no_compile)
         print(json.dumps(result["bank"]), flush=True)
 
     print()
     print(f"{result['model']} + LoRA r16 on {result['adapted_layers']} layers, {result['device']} ({result['dtype']})")
-    print(f"{'clip':>5} {'lib unmerged':>13} {'lib merged':>11} {'ovl unmerged':>13} {'ovl merged':>11} {'full':>7} {'MFU':>6}")
+    print(f"{'clip':>5} " + " ".join(f"{k:>15}" for k in keys) + f" {'full':>7} {'MFU':>6}")
     for r in result["scoring"]:
-        print(f"{r['clip_s']:>4.0f}s {r['library_unmerged_best']:>13.1f} {r['library_merged_best']:>11.1f} "
-              f"{r['overlapped_unmerged_best']:>13.1f} {r['overlapped_merged_best']:>11.1f} {r['full_window_merged']:>7.1f} "
-              f"{r.get('overlapped_merged_mfu', float('nan')):>6.3f}")
+        print(f"{r['clip_s']:>4.0f}s " + " ".join(f"{r[k + '_best']:>15.1f}" for k in keys)
+              + f" {r['full_window_merged']:>7.1f} {r.get(keys[-1] + '_mfu', float('nan')):>6.3f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

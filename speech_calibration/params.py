@@ -227,6 +227,9 @@ class Train:
     max_grad_norm: float = 1.0
     gradient_checkpointing: bool = False
     share_prompt_prefix: bool = False
+    # torch.compile each decoder layer (forward and backward; compiled once, in the first step). On a GPU at 7B
+    # +54 % clips/s after a first step of several minutes (benchmarks/README.md): for long runs only.
+    compile: bool = False
 
     def validate(self, key: str) -> None:
         _check(self.learning_rate > 0, key + ".learning_rate", "must be positive")
@@ -242,6 +245,9 @@ class Predict:
     # content-free inputs for contextual calibration: digital silence and a short white-noise clip
     content_free_duration_s: float = 1.0
     content_free_noise_dbfs: float = -30.0
+    # torch.compile each decoder layer (Inductor; dynamic shapes: compiled once, in the first batch). Pays on
+    # a GPU with a large set (benchmarks/README.md); on the embedded default the compiling outlasts the scoring.
+    compile: bool = False
 
     def validate(self, key: str) -> None:
         _check(self.batch_size >= 1, key + ".batch_size", "must be at least 1")

@@ -1,6 +1,7 @@
 """The shared forward pass: prompt/answer tokens, the trimmed audio window, padding, LoRA targets, loading errors."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -170,8 +171,12 @@ def test_cached_prompt_prefix_gives_the_same_logits(tiny):
         forward.last_hidden(model, short)
 
 
-def _one_training_step(tiny, *, shared_prefix: bool, checkpointing: bool, dropout: float = 0.0):
-    """Loss, LoRA gradients and decoder-attention calls of one training micro-batch (fp32)."""
+def _one_training_step(tiny, *, shared_prefix: bool, checkpointing: bool | str, dropout: float = 0.0,
+                       compiled: str | None = None):
+    """Loss, LoRA gradients and decoder-attention calls of one training micro-batch (fp32).
+
+    ``checkpointing``: False, True (whole layers) or a scope of ``forward.enable_checkpointing``;
+    ``compiled``: a torch.compile backend for the decoder layers (``forward.compile_decoder``)."""
     from speech_calibration.model.training import answer_loss
 
     cfg, _, _, builder = tiny
@@ -182,8 +187,10 @@ def _one_training_step(tiny, *, shared_prefix: bool, checkpointing: bool, dropou
             if "lora_B" in name:
                 q.normal_(0.0, 0.05)
     if checkpointing:
-        forward.enable_checkpointing(model)
+        forward.enable_checkpointing(model, "layer" if checkpointing is True else checkpointing)
     model.train()
+    if compiled:
+        forward.compile_decoder(model, backend=compiled)
     calls = []
     attn = loading.unwrap(model).model.language_model.layers[0].self_attn
     hook = attn.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs["hidden_states"].shape[0]),
@@ -204,7 +211,8 @@ def test_shared_prefix_and_checkpointing_train_exactly_like_the_plain_step(tiny)
     loss, grads, calls = _one_training_step(tiny, shared_prefix=False, checkpointing=False)
     assert calls == [4]  # one pass over the 4 rows
     assert all(g.abs().max() > 0 for g in grads.values())
-    for shared, ckpt, expected_calls in [(True, False, [1, 4]), (False, True, [4, 4]), (True, True, [1, 4, 4])]:
+    for shared, ckpt, expected_calls in [(True, False, [1, 4]), (False, True, [4, 4]), (True, True, [1, 4, 4]),
+                                         (True, "mlp", [1, 4])]:  # mlp: attention is not recomputed
         loss2, grads2, calls2 = _one_training_step(tiny, shared_prefix=shared, checkpointing=ckpt)
         # prefix: one row first; checkpointing: the rows' layer runs again in the backward pass
         assert calls2 == expected_calls, (shared, ckpt)
@@ -231,3 +239,75 @@ def test_checkpointing_replays_lora_dropout_and_comes_off_cleanly(tiny):
     assert layers[0].forward is not hook and layers[1].__dict__.get("forward") is not None
     forward.disable_checkpointing(model)
     assert layers[0].__dict__["forward"] is hook and "forward" not in layers[1].__dict__
+
+
+def test_scoring_loop_gives_the_plain_loops_numbers_in_the_order_given(tiny):
+    """``score_audio`` builds batches ahead on a worker thread and keeps its outputs on the device; each batch is
+    still the one a plain loop builds and scores (bit for bit), and the rows come back in the input order."""
+    from speech_calibration.model.scoring import score_audio
+
+    _, _, model, builder = tiny
+    clips = toy_clips(durations=(5.0, 0.2, 2.0, 0.7, 4.1, 1.3, 0.5))
+    prefix = forward.PrefixCache(model, builder.prefix_ids)
+    got = score_audio(model, builder, clips, batch_size=3, device=torch.device("cpu"), dtype=torch.float32,
+                      prefix=prefix, progress=False)
+    order = sorted(range(len(clips)), key=lambda i: len(clips[i]))  # length-sorted batches, as the loop makes them
+    with torch.inference_mode():
+        for start in range(0, len(order), 3):
+            idx = order[start:start + 3]
+            batch = builder.build([clips[i] for i in idx], shared_prefix=True)
+            hidden = forward.last_hidden(model, batch, prefix=prefix)[:, -1]
+            pair = forward.answer_logits(model, hidden, builder.answer_ids).numpy()
+            assert (got["logit_A"][idx] == pair[:, 0]).all() and (got["logit_B"][idx] == pair[:, 1]).all()
+            assert (got["logsumexp_vocab"][idx] == forward.vocab_logsumexp(model, hidden).numpy()).all()
+
+
+def test_audio_index_places_each_rows_audio_tokens_where_the_prompt_has_them(tiny):
+    """``Batch.audio_index`` (worked out on the CPU) names exactly the audio-token positions of the text, row by row."""
+    _, _, model, builder = tiny
+    for labels, shared in [(None, False), (["SPEECH", "NONSPEECH", "SPEECH"], False), (None, True)]:
+        batch = builder.build(toy_clips(durations=(0.3, 2.5, 1.1)), labels, shared_prefix=shared)
+        rows, positions, columns = batch.audio_index
+        expected = (batch.input_ids == model.config.audio_token_id).nonzero()
+        assert torch.equal(torch.stack([rows, positions], 1), expected)
+        for r in range(3):  # each row's audio tokens in order, from its first
+            assert torch.equal(columns[rows == r], torch.arange(int((rows == r).sum())))
+        # the encoder's real positions per row, by the model's own length formula (shorter clips are masked)
+        lengths, _ = model.model.audio_tower._get_feat_extract_output_lengths(batch.feature_attention_mask.sum(-1))
+        assert torch.equal(batch.encoder_keep.sum(1), lengths) and batch.encoder_keep[:, 0].all()
+
+
+@pytest.mark.slow
+def test_compiled_decoder_scores_and_trains_like_eager(tiny):
+    """``forward.compile_decoder`` (predict.compile, train.compile): dynamo captures the decoder layers through the
+    prefix cache (read-only for scoring, written by the training prefix pass) and our checkpointing, and the
+    captured graphs give the eager numbers (fp32 logits within 1e-5; one training step's loss and adapter gradients
+    within 1e-5 / rtol 1e-4).
+
+    The graphs run on dynamo's ``eager`` backend: what is tested is our code under capture, not Inductor's
+    kernels, whose C++ code generation takes minutes on 2 cores (their bf16 numbers on a GPU are in
+    benchmarks/README.md)."""
+    from speech_calibration.model.scoring import score_audio
+
+    cfg, _, _, builder = tiny
+    model = loading.load_base(cfg, torch.device("cpu"))
+    clips = toy_clips(durations=(0.4, 2.2, 3.9, 1.0))
+    prefix = forward.PrefixCache(model, builder.prefix_ids)
+
+    def scores():
+        out = score_audio(model, builder, clips, batch_size=2, device=torch.device("cpu"), dtype=torch.float32,
+                          prefix=prefix, progress=False)
+        return torch.from_numpy(np.stack([out["logit_A"], out["logit_B"]]))
+
+    eager = scores()
+    forward.compile_decoder(model, backend="eager")
+    layer = model.model.language_model.layers[0]
+    assert layer._compiled_call_impl is not None
+    assert torch.allclose(scores(), eager, atol=1e-5)
+    forward.uncompile_decoder(model)
+    assert layer._compiled_call_impl is None
+    loss, grads, _ = _one_training_step(tiny, shared_prefix=True, checkpointing=True)
+    loss2, grads2, _ = _one_training_step(tiny, shared_prefix=True, checkpointing=True, compiled="eager")
+    assert loss2 == pytest.approx(loss, abs=1e-5)
+    for name, g in grads.items():
+        assert torch.allclose(grads2[name], g, rtol=1e-4, atol=1e-5), name

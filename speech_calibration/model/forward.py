@@ -18,37 +18,47 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from speech_calibration.model.inputs import Batch
+from speech_calibration.model.inputs import Batch, num_audio_tokens
 from speech_calibration.model.loading import unwrap
 
 
-def encode_audio(qwen, input_features: torch.Tensor, feature_attention_mask: torch.Tensor) -> torch.Tensor:
-    """Projected audio features of every real audio token, concatenated over the batch: (tokens, hidden).
+def encode_audio(qwen, input_features: torch.Tensor, encoder_keep: torch.Tensor | None) -> torch.Tensor:
+    """Projected audio features at every pooled position of the window: (B, audio tokens, hidden).
 
-    Works on any window length (the trimmed fast path); on the full window it computes exactly what
-    ``Qwen2AudioModel.forward`` does.
+    ``encoder_keep`` (B, encoder positions) marks each row's real positions (``Batch.encoder_keep``; None: all
+    real): the rest are masked out of the encoder's attention. Works on any window length (the trimmed fast
+    path); on the full window it computes, at every real audio token, what ``Qwen2AudioModel.forward`` does.
     """
     from transformers.masking_utils import create_bidirectional_mask
 
     encoder = qwen.model.audio_tower
-    feat_lengths, out_lengths = encoder._get_feat_extract_output_lengths(feature_attention_mask.sum(-1))
     x = input_features.to(dtype=encoder.conv1.weight.dtype, device=encoder.conv1.weight.device)
     x = F.gelu(encoder.conv1(x))
     x = F.gelu(encoder.conv2(x)).permute(0, 2, 1)
     positions = x.shape[1]
     if positions > encoder.embed_positions.num_embeddings:
-        raise ValueError(f"audio window of {positions} encoder positions exceeds the model's {encoder.embed_positions.num_embeddings}")
+        raise ValueError(f"audio window of {positions} encoder positions exceeds the model's "
+                         f"{encoder.embed_positions.num_embeddings}")
     x = x + encoder.embed_positions.weight[:positions]
     x = F.dropout(x, p=encoder.dropout, training=encoder.training)
-    keep = torch.arange(positions, device=x.device)[None, :] < feat_lengths.to(x.device)[:, None]
-    mask = create_bidirectional_mask(config=encoder.config, inputs_embeds=x, attention_mask=keep.long())
+    mask = None
+    if encoder_keep is not None:
+        mask = create_bidirectional_mask(config=encoder.config, inputs_embeds=x, attention_mask=encoder_keep.long())
     for layer in encoder.layers:
         x = layer(x, mask)
     x = encoder.avg_pooler(x.permute(0, 2, 1)).permute(0, 2, 1)
     x = encoder.layer_norm(x)
-    features = qwen.model.multi_modal_projector(x)
-    real = torch.arange(features.shape[1], device=x.device)[None, :] < out_lengths.to(x.device)[:, None]
-    return features[real]
+    return qwen.model.multi_modal_projector(x)
+
+
+def place_audio(embeds: torch.Tensor, audio: torch.Tensor, audio_index: torch.Tensor) -> torch.Tensor:
+    """``embeds`` with every real audio token's feature put at its text position (``Batch.audio_index``).
+
+    Indices rather than a boolean mask: nothing is read back from the device, so the host can queue the
+    rest of the forward without waiting for the GPU.
+    """
+    rows, text_positions, audio_positions = audio_index.to(embeds.device)
+    return embeds.index_put((rows, text_positions), audio[rows, audio_positions].to(embeds.dtype))
 
 
 class PrefixCache:
@@ -111,8 +121,12 @@ def _read_only_cache_class():
     return ReadOnlyCache
 
 
-def enable_checkpointing(model) -> None:
-    """Activation checkpointing of every encoder and decoder layer (recomputed in the backward pass).
+def enable_checkpointing(model, scope: str = "layer") -> None:
+    """Activation checkpointing (recomputed in the backward pass) of each ``scope``:
+
+    - ``"layer"``: every encoder and decoder layer, whole (the least memory);
+    - ``"mlp"``: only each decoder layer's MLP block, whose 11008-wide activations are most of what a LoRA
+      backward keeps at 7B; attention is not recomputed (less recompute, more memory).
 
     Ours rather than ``gradient_checkpointing_enable``: transformers drops a layer's KV cache under its
     checkpointing, and training reads the shared prompt prefix from a (read-only) cache. A layer that
@@ -120,34 +134,37 @@ def enable_checkpointing(model) -> None:
     """
     from torch.utils.checkpoint import checkpoint
 
+    if scope not in ("layer", "mlp"):
+        raise ValueError(f"checkpointing scope {scope!r} is not one of 'layer', 'mlp'")
     qwen = unwrap(model)
-    for layer in [*qwen.model.audio_tower.layers, *qwen.model.language_model.layers]:
-        if getattr(layer, "_checkpointed", False):
+    decoder = qwen.model.language_model.layers
+    modules = [*qwen.model.audio_tower.layers, *decoder] if scope == "layer" else [layer.mlp for layer in decoder]
+    for module in modules:
+        if getattr(module, "_checkpointed", False):
             continue
-        plain = layer.forward
-        layer._forward_before_checkpointing = layer.__dict__.get("forward")  # an instance hook, if any
+        plain = module.forward
+        module._forward_before_checkpointing = module.__dict__.get("forward")  # an instance hook, if any
 
-        def forward(*args, _plain=plain, _layer=layer, **kwargs):
+        def forward(*args, _plain=plain, _module=module, **kwargs):
             cache = kwargs.get("cache", kwargs.get("past_key_values"))
-            if _layer.training and torch.is_grad_enabled() and (cache is None or getattr(cache, "read_only", False)):
+            if _module.training and torch.is_grad_enabled() and (cache is None or getattr(cache, "read_only", False)):
                 return checkpoint(_plain, *args, use_reentrant=False, **kwargs)
             return _plain(*args, **kwargs)
 
-        layer.forward = forward
-        layer._checkpointed = True
+        module.forward = forward
+        module._checkpointed = True
 
 
 def disable_checkpointing(model) -> None:
-    """Undo :func:`enable_checkpointing`."""
-    qwen = unwrap(model)
-    for layer in [*qwen.model.audio_tower.layers, *qwen.model.language_model.layers]:
-        if getattr(layer, "_checkpointed", False):
-            before = layer.__dict__.pop("_forward_before_checkpointing")
+    """Undo :func:`enable_checkpointing`, whatever its scope."""
+    for module in unwrap(model).modules():
+        if getattr(module, "_checkpointed", False):
+            before = module.__dict__.pop("_forward_before_checkpointing")
             if before is None:
-                del layer.forward
+                del module.forward
             else:
-                layer.forward = before
-            del layer._checkpointed
+                module.forward = before
+            del module._checkpointed
 
 
 def last_hidden(model, batch: Batch, *, trim: bool = True, prefix: PrefixCache | None = None,
@@ -168,11 +185,12 @@ def last_hidden(model, batch: Batch, *, trim: bool = True, prefix: PrefixCache |
                          position_ids=batch.position_ids, use_cache=False)
         return out.last_hidden_state
     embeds = qwen.model.get_input_embeddings()(batch.input_ids)
-    audio = encode_audio(qwen, batch.input_features, batch.feature_attention_mask)
-    audio_mask = (batch.input_ids == qwen.config.audio_token_id).unsqueeze(-1)
-    if int(audio_mask.sum()) != audio.shape[0]:
-        raise ValueError(f"{int(audio_mask.sum())} audio tokens in the text but {audio.shape[0]} audio features")
-    embeds = embeds.masked_scatter(audio_mask.to(embeds.device), audio.to(embeds.dtype))
+    audio = encode_audio(qwen, batch.input_features, batch.encoder_keep)
+    window_tokens = int(num_audio_tokens(torch.tensor(batch.input_features.shape[-1])))
+    if audio.shape[1] != window_tokens:  # shapes only: no read-back from the device
+        raise ValueError(f"the audio encoder gives {audio.shape[1]} tokens for a window of {batch.input_features.shape[-1]} "
+                         f"mel frames, where the prompt expects {window_tokens}")
+    embeds = place_audio(embeds, audio, batch.audio_index)
     if prefix is not None and batch.prefix_len:
         rows = batch.input_ids.shape[0]
         mask = torch.cat([batch.attention_mask.new_ones(rows, prefix.length), batch.attention_mask], dim=1)
@@ -185,15 +203,45 @@ def last_hidden(model, batch: Batch, *, trim: bool = True, prefix: PrefixCache |
     return out.last_hidden_state
 
 
+def compile_decoder(model, *, dynamic: bool | None = True, backend: str = "inductor") -> None:
+    """``torch.compile`` (Inductor) each decoder layer of ``model``, in place (``predict.compile``, ``train.compile``).
+
+    Inductor fuses what runs between the matrix products (RMSNorm, rotary, SiLU times up, residual adds, the
+    prefix cache's concatenation), in the forward and, when training, the backward. ``dynamic=True`` compiles a
+    layer once for symbolic batch and sequence sizes, so clips of every length do not recompile per batch
+    shape; ``False`` compiles per shape. The compiling happens in the first forward (at 7B on an H200: ~100 s
+    for scoring, 6-8 min for a training step; benchmarks/README.md), so it pays on large sets and long runs.
+    Raises dynamo's recompile limit (process-wide): the 32 layers are 32 modules sharing one code object.
+    ``backend``: torch.compile's (the tests trace with ``"aot_eager"``, which skips Inductor's code generation).
+    """
+    import torch._dynamo
+
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 256))
+    for layer in unwrap(model).model.language_model.layers:
+        layer.compile(dynamic=dynamic, backend=backend)
+
+
+def uncompile_decoder(model) -> None:
+    """Undo :func:`compile_decoder`: each decoder layer runs eagerly again."""
+    for layer in unwrap(model).model.language_model.layers:
+        layer._compiled_call_impl = None
+
+
 def head_rows(model, token_ids) -> torch.Tensor:
     """The output head's rows for ``token_ids``: (len(token_ids), hidden)."""
     weight = unwrap(model).lm_head.weight
     return weight[torch.as_tensor(list(token_ids), device=weight.device)]
 
 
-def answer_logits(model, hidden_at_answer: torch.Tensor, answer_ids: tuple[int, int]) -> torch.Tensor:
-    """Logits of the two answer tokens from the hidden state at the answer position: (B, 2) float32."""
-    rows = head_rows(model, answer_ids)
+def answer_logits(model, hidden_at_answer: torch.Tensor, answer_ids: tuple[int, int],
+                  head: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits of the two answer tokens from the hidden state at the answer position: (B, 2) float32.
+
+    ``head``: ``head_rows(model, answer_ids)`` taken once ahead (a loop then gathers them once, not per batch).
+    """
+    rows = head if head is not None else head_rows(model, answer_ids)
     return (hidden_at_answer.to(rows.dtype) @ rows.T).float()
 
 

@@ -53,10 +53,14 @@ def answer_token_ids(tokenizer, prompt: Prompt) -> tuple[int, int]:
     return ids[0], ids[1]
 
 
+def encoder_positions(mel_frames: torch.Tensor) -> torch.Tensor:
+    """Audio-encoder positions for ``mel_frames`` frames (its second convolution has stride 2)."""
+    return (mel_frames - 1) // 2 + 1
+
+
 def num_audio_tokens(mel_frames: torch.Tensor) -> torch.Tensor:
     """Audio tokens for a clip of ``mel_frames`` real frames (conv stride 2, then pooling by 2)."""
-    after_conv = (mel_frames - 1) // 2 + 1
-    return (after_conv - 2) // 2 + 1
+    return (encoder_positions(mel_frames) - 2) // 2 + 1
 
 
 @dataclass
@@ -70,6 +74,10 @@ class Batch:
     feature_attention_mask: torch.Tensor  # (B, frames) long
     labels: torch.Tensor | None = None  # (B, L) long, IGNORE_INDEX everywhere but the answer token
     prefix_len: int = 0  # > 0: the rows omit the shared prompt prefix of this many tokens (see PrefixCache)
+    # Where the audio features go, worked out on the CPU so the forward never reads it back from the GPU:
+    # (3, tokens) long, rows (row, text position, audio-token position) of every real audio token.
+    audio_index: torch.Tensor | None = None
+    encoder_keep: torch.Tensor | None = None  # (B, encoder positions) bool: real positions; None: all are real
 
     def to(self, device, dtype=None, *, non_blocking: bool = False) -> Batch:
         """On ``device`` (input features in ``dtype``); ``non_blocking`` from pinned memory: the host does not wait."""
@@ -139,7 +147,8 @@ class InputBuilder:
         for a model that has it in a :class:`speech_calibration.model.forward.PrefixCache`; positions still count it.
         """
         features, feature_mask = self.features(audios, trim=trim, device=feature_device)
-        n_audio = num_audio_tokens(feature_mask.sum(-1)).tolist()
+        real_frames = feature_mask.sum(-1).cpu()
+        n_audio = num_audio_tokens(real_frames).tolist()
         head = [] if shared_prefix else self.prefix_ids
         rows = []
         for i, n in enumerate(n_audio):
@@ -159,7 +168,14 @@ class InputBuilder:
         if labels is not None:
             batch_labels = torch.full_like(input_ids, IGNORE_INDEX)
             batch_labels[:, -1] = input_ids[:, -1]
-        return Batch(input_ids, attention_mask, position_ids, features, feature_mask, batch_labels, prefix_len)
+        counts = torch.tensor(n_audio, dtype=torch.long)
+        starts = torch.tensor([width - len(ids) + len(head) for ids in rows])  # each row's first audio token
+        row = torch.repeat_interleave(torch.arange(len(rows)), counts)
+        k = torch.arange(int(counts.sum())) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+        audio_index = torch.stack([row, starts[row] + k, k])
+        keep = torch.arange(encoder_positions(features.shape[-1]))[None, :] < encoder_positions(real_frames)[:, None]
+        return Batch(input_ids, attention_mask, position_ids, features, feature_mask, batch_labels, prefix_len,
+                     audio_index, None if bool(keep.all()) else keep)
 
 
 def label_of_token(token: str, prompt: Prompt) -> str:

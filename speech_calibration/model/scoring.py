@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,9 @@ from speech_calibration.data.long_clips import apply_policy
 from speech_calibration.fileio import atomic_dir, write_csv
 from speech_calibration.model import distributed, forward, loading
 from speech_calibration.stats.metrics import p_speech_from_logits
+
+if TYPE_CHECKING:
+    from speech_calibration.model.inputs import Batch
 
 log = logging.getLogger(__name__)
 CONTENT_FREE_INPUTS = ("silence", "noise")
@@ -60,6 +64,8 @@ class Scorer:
         self.trim = p.model.trim_audio_window
         self.prefix = (forward.PrefixCache(self.model, self.builder.prefix_ids)
                        if self.trim and p.model.cache_prompt_prefix else None)
+        if p.predict.compile:  # after the one prefix pass, which need not compile
+            forward.compile_decoder(self.model)
 
     def score(self, audios: Sequence[np.ndarray], desc: str = "score") -> dict[str, np.ndarray]:
         """logit_A, logit_B and the vocabulary log-sum-exp for every clip, in the order given."""
@@ -77,30 +83,60 @@ def score_audio(model, builder, audios: Sequence[np.ndarray], *, batch_size: int
     :class:`forward.PrefixCache`) runs the shared prompt prefix once. ``progress``: show a progress bar.
     ``ranks``: under torchrun, this rank scores every ``world_size``-th batch (the same batches as one process)
     and the rows are gathered, so every rank returns all of them.
+
+    The device is never waited for inside the loop: the next batches' inputs are built on a worker thread
+    while the current one runs (:func:`_built_ahead`; on a GPU their log-mel features on a side stream and
+    the tensors in pinned memory, copied without blocking), the audio features are placed by indices worked
+    out on the CPU, and the outputs stay on the device until the end. Each batch is built and scored exactly
+    as it would be one at a time, so the numbers are those of a plain loop.
     """
     from tqdm import tqdm
 
-    feature_device = "cuda" if device.type == "cuda" else "cpu"
+    cuda = device.type == "cuda"
     order = np.argsort([len(a) for a in audios], kind="stable")
     starts = ranks.shard(range(0, len(order), batch_size))  # whole batches: each is the one a single process scores
     mine = np.concatenate([order[start:start + batch_size] for start in starts] or [order[:0]])  # this rank's clips
-    out = np.zeros((len(audios), 3), dtype=np.float64)
     autocast = torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
+    side = torch.cuda.Stream(device) if cuda else None
+
+    def build(start: int) -> tuple[Batch, torch.Tensor]:
+        """One batch's inputs and output rows on the CPU, built as the loop would (autocast is per thread)."""
+        idx = order[start:start + batch_size]
+        with torch.inference_mode(), autocast, torch.cuda.stream(side) if cuda else contextlib.nullcontext():
+            batch = builder.build([audios[i] for i in idx], trim=trim, feature_device="cuda" if cuda else "cpu",
+                                  shared_prefix=prefix is not None)
+        rows = torch.as_tensor(idx, dtype=torch.long)
+        return (batch.pin_memory(), rows.pin_memory()) if cuda else (batch, rows)
+
+    out = torch.zeros((len(audios), 3), dtype=torch.float32, device=device)
     shown = progress and ranks.is_main
     bar = tqdm(total=len(mine), desc=desc, unit="clip", disable=None if shown else True)  # None: a terminal only
     with torch.inference_mode(), autocast, bar:
-        for start in starts:
-            idx = order[start:start + batch_size]
-            batch = builder.build([audios[i] for i in idx], trim=trim, feature_device=feature_device,
-                                  shared_prefix=prefix is not None).to(device, dtype)
+        head = forward.head_rows(model, builder.answer_ids)
+        for batch, rows in _built_ahead(build, starts):
+            batch = batch.to(device, dtype, non_blocking=cuda)
+            rows = rows.to(device, non_blocking=cuda)
             hidden = forward.last_hidden(model, batch, trim=trim, prefix=prefix)[:, -1]
-            pair = forward.answer_logits(model, hidden, builder.answer_ids)
-            lse = forward.vocab_logsumexp(model, hidden)
-            out[idx, :2] = pair.cpu().numpy()
-            out[idx, 2] = lse.cpu().numpy()
-            bar.update(len(idx))
-    out = ranks.gather_rows(out, mine)
-    return {schema.LOGIT_A: out[:, 0], schema.LOGIT_B: out[:, 1], schema.LOGSUMEXP_VOCAB: out[:, 2]}
+            out[rows, :2] = forward.answer_logits(model, hidden, builder.answer_ids, head=head)
+            out[rows, 2] = forward.vocab_logsumexp(model, hidden)
+            bar.update(len(rows))
+    values = ranks.gather_rows(out.cpu().numpy().astype(np.float64), mine)  # the one wait for the device
+    return {schema.LOGIT_A: values[:, 0], schema.LOGIT_B: values[:, 1], schema.LOGSUMEXP_VOCAB: values[:, 2]}
+
+
+def _built_ahead(build, items: Sequence, depth: int = 2):
+    """``build(item)`` for each of ``items`` in order, computed up to ``depth`` items ahead on one worker thread."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = list(items)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-inputs") as pool:
+        pending = deque(pool.submit(build, item) for item in items[:depth])
+        for k in range(len(items)):
+            ready = pending.popleft().result()
+            if k + depth < len(items):
+                pending.append(pool.submit(build, items[k + depth]))
+            yield ready
 
 
 def combine_windows(scores: dict[str, np.ndarray], owner: np.ndarray, n_clips: int) -> dict[str, np.ndarray]:

@@ -129,6 +129,8 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
         loading.unwrap(model).model.audio_tower.eval()  # frozen encoder: no dropout
     trim = p.model.trim_audio_window
     prefix = forward.PrefixCache(model, builder.prefix_ids, trainable=True) if cfg.share_prompt_prefix else None
+    if cfg.compile:
+        forward.compile_decoder(model)
 
     trainable = [q for q in model.parameters() if q.requires_grad]
     ranks.broadcast_parameters(trainable)  # under torchrun: every rank starts from rank 0's adapters
