@@ -181,7 +181,8 @@ def end_to_end(model_dir: Path, builder, audios, batch_size, device, dtype, b_st
     seconds["score"] = time.perf_counter() - mark
     seconds["total"] = time.perf_counter() - started
     del model, merged, prefix
-    torch.cuda.empty_cache() if device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return {k: round(v, 2) for k, v in seconds.items()}
 
 
