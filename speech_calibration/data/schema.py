@@ -198,6 +198,14 @@ def content_free_inputs(path: Path) -> list[str]:
 
 def read_content_free(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """The (logit_A, logit_B) of the content-free inputs, or None when the file does not exist."""
+    df = read_content_free_frame(path)
+    if df is None:
+        return None
+    return df["logit_A"].to_numpy(float), df["logit_B"].to_numpy(float)
+
+
+def read_content_free_frame(path: Path) -> pd.DataFrame | None:
+    """The content-free inputs' file (``input``, logits, ...), validated, or None when it does not exist."""
     if not path.is_file():
         return None
     df = _read_csv(path)
@@ -212,4 +220,4 @@ def read_content_free(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     if bad.any():
         raise UserError(f"{path} row {int(np.flatnonzero(bad)[0]) + 1}: logit_A / logit_B is not a finite number; "
                         "re-run the predict stage")
-    return a, b
+    return df.assign(logit_A=a, logit_B=b)

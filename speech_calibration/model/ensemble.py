@@ -71,13 +71,6 @@ def ensemble_content_free(frames: Mapping[Path, pd.DataFrame]) -> pd.DataFrame:
     return out
 
 
-def _content_free(path: Path) -> pd.DataFrame | None:
-    if not path.is_file():
-        return None
-    schema.read_content_free(path)  # validated: header and finite logits
-    return pd.read_csv(path)
-
-
 def write_ensemble(seeds: Sequence[int]) -> dict[str, int]:
     """Write the ensemble's predictions of dev and test (``predictions/ensemble/``) and of the condition variants
     (``predictions/conditions/ensemble/``), with the content-free logits beside each where every seed has them.
@@ -95,7 +88,7 @@ def write_ensemble(seeds: Sequence[int]) -> dict[str, int]:
             frames[path] = schema.read_predictions(path)
         write_csv(out_dir / f"{name}.csv", ensemble_predictions(frames))
         free = {folder_of(s) / f"{name}_content_free.csv": None for s in systems}
-        free = {path: _content_free(path) for path in free}
+        free = {path: schema.read_content_free_frame(path) for path in free}
         if all(f is not None for f in free.values()):
             write_csv(out_dir / f"{name}_content_free.csv", ensemble_content_free(free))
         written[name] = len(next(iter(frames.values())))
