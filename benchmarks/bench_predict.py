@@ -40,7 +40,7 @@ from benchmarks.bench import PEAK_TFLOPS, build, clips, forward_flops, sync, tim
 from speech_calibration.data import schema
 from speech_calibration.model import forward, loading
 from speech_calibration.model.inputs import InputBuilder
-from speech_calibration.model.scoring import score_audio
+from speech_calibration.model.scoring import score_audio, score_batch
 from speech_calibration.params import Lora, Model, Prompt
 
 
@@ -65,20 +65,13 @@ def _chunks(audios, batch_size) -> list[np.ndarray]:
     return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
 
-def _head_outputs(model, builder, batch, prefix) -> torch.Tensor:
-    """(B, 3) on the device: logit_A, logit_B, vocabulary log-sum-exp of one batch already on the device."""
-    hidden = forward.last_hidden(model, batch, prefix=prefix)[:, -1]
-    return torch.cat([forward.answer_logits(model, hidden, builder.answer_ids),
-                      forward.vocab_logsumexp(model, hidden)[:, None]], dim=1)
-
-
 def plain_loop_logits(model, builder, audios, batch_size, device, dtype, prefix) -> np.ndarray:
     """A/B logits from the plain loop: each batch built on this thread, scored, and read back before the next."""
     out = np.zeros((len(audios), 2))
     with torch.inference_mode(), _autocast(device, dtype):
         for idx in _chunks(audios, batch_size):
             batch = builder.build([audios[i] for i in idx], feature_device=device.type, shared_prefix=True)
-            out[idx] = _head_outputs(model, builder, batch.to(device, dtype), prefix)[:, :2].cpu().numpy()
+            out[idx] = score_batch(model, batch.to(device, dtype), builder.answer_ids, prefix=prefix)[:, :2].cpu().numpy()
     return out
 
 
@@ -106,7 +99,7 @@ def time_parts(model, builder, prefix, audios, batch_size, device, dtype) -> dic
     def run():
         with torch.inference_mode(), _autocast(device, dtype):
             for batch in ready:
-                _head_outputs(model, builder, batch, prefix)
+                score_batch(model, batch, builder.answer_ids, prefix=prefix)
 
     run()
     forward_s = _timed(run, device)
@@ -119,10 +112,10 @@ def profile_forward(model, builder, prefix, audios, batch_size, device, dtype) -
 
     with torch.inference_mode(), _autocast(device, dtype):
         batch = builder.build(audios[:batch_size], feature_device=device.type, shared_prefix=True).to(device, dtype)
-        _head_outputs(model, builder, batch, prefix)
+        score_batch(model, batch, builder.answer_ids, prefix=prefix)
         sync(device)
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            _head_outputs(model, builder, batch, prefix)
+            score_batch(model, batch, builder.answer_ids, prefix=prefix)
             sync(device)
     kernels = [(e.key, getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0), e.count)
                for e in prof.key_averages()]

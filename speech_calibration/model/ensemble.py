@@ -87,8 +87,8 @@ def write_ensemble(seeds: Sequence[int]) -> dict[str, int]:
                 raise UserError(f"{path}: file not found; run the predict stages of every seed first (dvc repro)")
             frames[path] = schema.read_predictions(path)
         write_csv(out_dir / f"{name}.csv", ensemble_predictions(frames))
-        free = {folder_of(s) / f"{name}_content_free.csv": None for s in systems}
-        free = {path: schema.read_content_free_frame(path) for path in free}
+        free = {path: schema.read_content_free_frame(path)
+                for path in (folder_of(s) / f"{name}_content_free.csv" for s in systems)}
         if all(f is not None for f in free.values()):
             write_csv(out_dir / f"{name}_content_free.csv", ensemble_content_free(free))
         written[name] = len(next(iter(frames.values())))

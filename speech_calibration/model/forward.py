@@ -186,7 +186,7 @@ def last_hidden(model, batch: Batch, *, trim: bool = True, prefix: PrefixCache |
         return out.last_hidden_state
     embeds = qwen.model.get_input_embeddings()(batch.input_ids)
     audio = encode_audio(qwen, batch.input_features, batch.encoder_keep)
-    window_tokens = int(num_audio_tokens(torch.tensor(batch.input_features.shape[-1])))
+    window_tokens = num_audio_tokens(batch.input_features.shape[-1])
     if audio.shape[1] != window_tokens:  # shapes only: no read-back from the device
         raise ValueError(f"the audio encoder gives {audio.shape[1]} tokens for a window of {batch.input_features.shape[-1]} "
                          f"mel frames, where the prompt expects {window_tokens}")

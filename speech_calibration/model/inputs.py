@@ -53,12 +53,12 @@ def answer_token_ids(tokenizer, prompt: Prompt) -> tuple[int, int]:
     return ids[0], ids[1]
 
 
-def encoder_positions(mel_frames: torch.Tensor) -> torch.Tensor:
+def encoder_positions(mel_frames: torch.Tensor | int) -> torch.Tensor | int:
     """Audio-encoder positions for ``mel_frames`` frames (its second convolution has stride 2)."""
     return (mel_frames - 1) // 2 + 1
 
 
-def num_audio_tokens(mel_frames: torch.Tensor) -> torch.Tensor:
+def num_audio_tokens(mel_frames: torch.Tensor | int) -> torch.Tensor | int:
     """Audio tokens for a clip of ``mel_frames`` real frames (conv stride 2, then pooling by 2)."""
     return (encoder_positions(mel_frames) - 2) // 2 + 1
 

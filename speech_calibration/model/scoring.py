@@ -116,12 +116,21 @@ def score_audio(model, builder, audios: Sequence[np.ndarray], *, batch_size: int
         for batch, rows in _built_ahead(build, starts):
             batch = batch.to(device, dtype, non_blocking=cuda)
             rows = rows.to(device, non_blocking=cuda)
-            hidden = forward.last_hidden(model, batch, trim=trim, prefix=prefix)[:, -1]
-            out[rows, :2] = forward.answer_logits(model, hidden, builder.answer_ids, head=head)
-            out[rows, 2] = forward.vocab_logsumexp(model, hidden)
+            out[rows] = score_batch(model, batch, builder.answer_ids, trim=trim, prefix=prefix, head=head)
             bar.update(len(rows))
     values = ranks.gather_rows(out.cpu().numpy().astype(np.float64), mine)  # the one wait for the device
     return {schema.LOGIT_A: values[:, 0], schema.LOGIT_B: values[:, 1], schema.LOGSUMEXP_VOCAB: values[:, 2]}
+
+
+def score_batch(model, batch: Batch, answer_ids: tuple[int, int], *, trim: bool = True,
+                prefix: forward.PrefixCache | None = None, head: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 3) float32 on the model's device: logit_A, logit_B and the vocabulary log-sum-exp of a batch already there.
+
+    ``head``: ``forward.head_rows(model, answer_ids)`` taken once by a loop. Queues work only: nothing is read back.
+    """
+    hidden = forward.last_hidden(model, batch, trim=trim, prefix=prefix)[:, -1]
+    return torch.cat([forward.answer_logits(model, hidden, answer_ids, head=head),
+                      forward.vocab_logsumexp(model, hidden)[:, None]], dim=1)
 
 
 def _built_ahead(build, items: Sequence, depth: int = 2):
