@@ -75,6 +75,26 @@ def plain_loop_logits(model, builder, audios, batch_size, device, dtype, prefix)
     return out
 
 
+def bf16_features_builder(builder: InputBuilder, dtype) -> InputBuilder:
+    """A copy of ``builder`` whose log-mel runs under autocast (the filter-bank product in ``dtype``), as
+    ``score_audio`` built it before 2026-12-03; the library now builds float32 features, as training does."""
+    import copy
+
+    old = copy.copy(builder)
+
+    def features(audios, *, trim, device="cpu"):
+        fp32, mask = builder.features(audios, trim=trim, device=device)  # the window length, worked out as ever
+        with torch.autocast(device_type=torch.device(device).type, dtype=dtype):
+            out = builder.feature_extractor(
+                [np.asarray(a, dtype=np.float32) for a in audios], sampling_rate=builder.sampling_rate,
+                padding="max_length", max_length=fp32.shape[-1] * builder.hop, truncation=True,
+                return_attention_mask=True, return_tensors="pt", device=device)
+        return out["input_features"], mask
+
+    old.features = features
+    return old
+
+
 # -------------------------------------------------------------------------------------------- timing
 def _timed(fn, device) -> float:
     sync(device)
@@ -147,6 +167,12 @@ def library_logits(model, builder, audios, batch_size, device, dtype, prefix) ->
                                  prefix=prefix, progress=False))
 
 
+def differ(eq: dict, name: str, a: np.ndarray, b: np.ndarray) -> None:
+    """Record max and mean |a - b| as ``max_abs_<name>`` and ``mean_abs_<name>``."""
+    eq[f"max_abs_{name}"] = float(np.abs(a - b).max())
+    eq[f"mean_abs_{name}"] = float(np.abs(a - b).mean())
+
+
 def first_call_s(fn, device) -> float:
     """Seconds of a first call (where compiling happens)."""
     return round(_timed(fn, device), 2)
@@ -190,6 +216,8 @@ def main() -> None:
     ap.add_argument("--full-batch", type=int, default=64, help="batch size of the full-window comparison")
     ap.add_argument("--b-std", type=float, default=0.02, help="std of the random lora_B entries")
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled measurements")
+    ap.add_argument("--probe", type=int, default=8, help="clips of 0.3-5 s in the equivalence probe (scored at batch 1 and 8)")
+    ap.add_argument("--compile-mode", help="torch.compile mode of the compiled path (e.g. reduce-overhead: CUDA graphs)")
     ap.add_argument("--compile-static", action="store_true", help="also compile per shape (dynamic=False), for contrast")
     ap.add_argument("--bank", type=int, default=0, help="also score a bank of this many clips of 0.02-5 s (merged)")
     ap.add_argument("--bank-batch", type=int, default=256)
@@ -217,7 +245,7 @@ def main() -> None:
     keys += ["compiled_static"] if args.compile_static else []
 
     rng = np.random.default_rng(1)
-    probe = [(0.1 * rng.standard_normal(int(s * 16000))).astype(np.float32) for s in np.linspace(0.3, 5.0, 8)]
+    probe = [(0.1 * rng.standard_normal(int(s * 16000))).astype(np.float32) for s in np.linspace(0.3, 5.0, args.probe)]
     runs = [] if args.bank_only else [(s, clips(max(32, int(args.clips / max(1.0, s))), s)) for s in args.durations]
     rows = {s: {"clip_s": s, "clips": len(a), **{k: {} for k in keys}} for s, a in runs}
 
@@ -236,8 +264,8 @@ def main() -> None:
     prefix = forward.PrefixCache(peft_model, builder.prefix_ids)
     unmerged_8 = library_logits(peft_model, builder, probe, 8, device, dtype, prefix)
     unmerged_1 = library_logits(peft_model, builder, probe, 1, device, dtype, prefix)
-    eq["max_abs_library_vs_plain_loop_unmerged_batchN"] = float(
-        np.abs(unmerged_8 - plain_loop_logits(peft_model, builder, probe, 8, device, dtype, prefix)).max())
+    differ(eq, "library_vs_plain_loop_unmerged_batchN", unmerged_8,
+           plain_loop_logits(peft_model, builder, probe, 8, device, dtype, prefix))
     measure("unmerged", peft_model, prefix)
 
     started = time.perf_counter()
@@ -246,9 +274,11 @@ def main() -> None:
     result["merge_s"] = round(time.perf_counter() - started, 2)
     prefix = forward.PrefixCache(merged, builder.prefix_ids)
     merged_8 = library_logits(merged, builder, probe, 8, device, dtype, prefix)
-    eq["max_abs_merged_vs_unmerged_batchN"] = float(np.abs(merged_8 - unmerged_8).max())
-    eq["max_abs_library_vs_plain_loop_merged_batchN"] = float(
-        np.abs(merged_8 - plain_loop_logits(merged, builder, probe, 8, device, dtype, prefix)).max())
+    differ(eq, "merged_vs_unmerged_batchN", merged_8, unmerged_8)
+    differ(eq, "fp32_vs_bf16_features_merged_batchN", merged_8,  # the log-mel precision change of 2026-12-03
+           library_logits(merged, bf16_features_builder(builder, dtype), probe, 8, device, dtype, prefix))
+    differ(eq, "library_vs_plain_loop_merged_batchN", merged_8,
+           plain_loop_logits(merged, builder, probe, 8, device, dtype, prefix))
     measure("merged", merged, prefix)
     for s, audios in runs:
         best_bs = max(rows[s]["merged"], key=rows[s]["merged"].get)
@@ -265,11 +295,11 @@ def main() -> None:
                                                       dtype=dtype, prefix=prefix, progress=False), device)
 
     if not args.no_compile:
-        forward.compile_decoder(merged)
+        forward.compile_decoder(merged, mode=args.compile_mode)
+        result["compile_mode"] = args.compile_mode
         eq["compiled_probe_first_s"] = first_call_s(lambda: library_logits(merged, builder, probe, 8, device, dtype, prefix),
                                                     device)
-        eq["max_abs_compiled_vs_merged_batchN"] = float(
-            np.abs(library_logits(merged, builder, probe, 8, device, dtype, prefix) - merged_8).max())
+        differ(eq, "compiled_vs_merged_batchN", library_logits(merged, builder, probe, 8, device, dtype, prefix), merged_8)
         measure("compiled", merged, prefix)
         if args.profile and runs:
             result["profile_compiled"] = profile_forward(merged, builder, prefix, runs[0][1], args.batch_sizes[-1], device,
@@ -282,8 +312,8 @@ def main() -> None:
         torch._dynamo.reset()
         forward.compile_decoder(merged, dynamic=False)
         measure("compiled_static", merged, prefix)
-    eq.update({"max_abs_unmerged_batch1_vs_batchN": float(np.abs(unmerged_1 - unmerged_8).max()),
-               "logit_scale": float(np.abs(unmerged_8).mean()), "batch_n": 8})
+    differ(eq, "unmerged_batch1_vs_batchN", unmerged_1, unmerged_8)
+    eq.update({"probe_clips": len(probe), "logit_scale": float(np.abs(unmerged_8).mean()), "batch_n": 8})
     result["equivalence"] = eq
     print(json.dumps(eq), flush=True)
 

@@ -262,6 +262,19 @@ def test_scoring_loop_gives_the_plain_loops_numbers_in_the_order_given(tiny):
             assert (got["logsumexp_vocab"][idx] == forward.vocab_logsumexp(model, hidden).numpy()).all()
 
 
+def test_features_are_float32_under_autocast_as_training_builds_them(tiny):
+    """Scoring runs under bf16 autocast and training builds its inputs outside it: the log-mel must not depend on
+    which (the filter-bank product would otherwise run in bf16), so both see the same features."""
+    _, _, _, builder = tiny
+    clips = toy_clips(durations=(0.4, 2.2, 1.0))
+    plain, plain_mask = builder.features(clips, trim=True)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        under, under_mask = builder.features(clips, trim=True)
+        matmul = torch.ones(4, 4) @ torch.ones(4, 4)
+    assert matmul.dtype == torch.bfloat16  # autocast really was in force
+    assert under.dtype == torch.float32 and torch.equal(under, plain) and torch.equal(under_mask, plain_mask)
+
+
 def test_audio_index_places_each_rows_audio_tokens_where_the_prompt_has_them(tiny):
     """``Batch.audio_index`` (worked out on the CPU) names exactly the audio-token positions of the text, row by row."""
     _, _, model, builder = tiny

@@ -203,7 +203,7 @@ def last_hidden(model, batch: Batch, *, trim: bool = True, prefix: PrefixCache |
     return out.last_hidden_state
 
 
-def compile_decoder(model, *, dynamic: bool | None = True, backend: str = "inductor") -> None:
+def compile_decoder(model, *, dynamic: bool | None = True, backend: str = "inductor", mode: str | None = None) -> None:
     """``torch.compile`` (Inductor) each decoder layer of ``model``, in place (``predict.compile``, ``train.compile``).
 
     Inductor fuses what runs between the matrix products (RMSNorm, rotary, SiLU times up, residual adds, the
@@ -212,7 +212,8 @@ def compile_decoder(model, *, dynamic: bool | None = True, backend: str = "induc
     shape; ``False`` compiles per shape. The compiling happens in the first forward (at 7B on an H200: ~100 s
     for scoring, 6-8 min for a training step; benchmarks/README.md), so it pays on large sets and long runs.
     Raises dynamo's recompile limit (process-wide): the 32 layers are 32 modules sharing one code object.
-    ``backend``: torch.compile's (the tests trace with ``"aot_eager"``, which skips Inductor's code generation).
+    ``backend``: torch.compile's (the tests trace with ``"aot_eager"``, which skips Inductor's code generation);
+    ``mode``: torch.compile's (``"reduce-overhead"`` adds CUDA graphs, one per shape; benchmark only).
     """
     import torch._dynamo
 
@@ -220,7 +221,7 @@ def compile_decoder(model, *, dynamic: bool | None = True, backend: str = "induc
         if hasattr(torch._dynamo.config, name):
             setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 256))
     for layer in unwrap(model).model.language_model.layers:
-        layer.compile(dynamic=dynamic, backend=backend)
+        layer.compile(dynamic=dynamic, backend=backend, mode=mode)
 
 
 def uncompile_decoder(model) -> None:

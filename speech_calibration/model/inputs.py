@@ -124,7 +124,8 @@ class InputBuilder:
         """Log-mel features and frame mask; ``trim`` cuts the window to the longest clip plus a margin.
 
         Every frame within a clip (and the margin after it) is identical in both windows: the audio is
-        zero-padded either way and Whisper's log-mel floor is set by the clip's own maximum.
+        zero-padded either way and Whisper's log-mel floor is set by the clip's own maximum. Computed in
+        float32 whatever autocast is in force, so training and scoring see the same features on a GPU too.
         """
         length = self.window_samples
         if trim:
@@ -132,11 +133,12 @@ class InputBuilder:
             frames = math.ceil(longest / self.hop) + TRIM_MARGIN
             frames = min(self.window_frames, math.ceil(frames / TRIM_MULTIPLE) * TRIM_MULTIPLE)
             length = frames * self.hop
-        out = self.feature_extractor(
-            [np.asarray(a, dtype=np.float32) for a in audios], sampling_rate=self.sampling_rate,
-            padding="max_length", max_length=length, truncation=True, return_attention_mask=True,
-            return_tensors="pt", device=device,
-        )
+        with torch.autocast(device_type=torch.device(device).type, enabled=False):
+            out = self.feature_extractor(
+                [np.asarray(a, dtype=np.float32) for a in audios], sampling_rate=self.sampling_rate,
+                padding="max_length", max_length=length, truncation=True, return_attention_mask=True,
+                return_tensors="pt", device=device,
+            )
         return out["input_features"], out["attention_mask"].long()
 
     def build(self, audios: Sequence[np.ndarray], labels: Sequence[str] | None = None, *, trim: bool = True,

@@ -100,9 +100,9 @@ def score_audio(model, builder, audios: Sequence[np.ndarray], *, batch_size: int
     side = torch.cuda.Stream(device) if cuda else None
 
     def build(start: int) -> tuple[Batch, torch.Tensor]:
-        """One batch's inputs and output rows on the CPU, built as the loop would (autocast is per thread)."""
+        """One batch's inputs and output rows on the CPU (features in float32, as training builds them)."""
         idx = order[start:start + batch_size]
-        with torch.inference_mode(), autocast, torch.cuda.stream(side) if cuda else contextlib.nullcontext():
+        with torch.inference_mode(), torch.cuda.stream(side) if cuda else contextlib.nullcontext():
             batch = builder.build([audios[i] for i in idx], trim=trim, feature_device="cuda" if cuda else "cpu",
                                   shared_prefix=prefix is not None)
         rows = torch.as_tensor(idx, dtype=torch.long)
@@ -128,6 +128,8 @@ def score_batch(model, batch: Batch, answer_ids: tuple[int, int], *, trim: bool 
 
     ``head``: ``forward.head_rows(model, answer_ids)`` taken once by a loop. Queues work only: nothing is read back.
     """
+    if batch.input_ids.is_cuda:  # a new step for CUDA graphs (compile mode "reduce-overhead"); a no-op otherwise
+        torch.compiler.cudagraph_mark_step_begin()
     hidden = forward.last_hidden(model, batch, trim=trim, prefix=prefix)[:, -1]
     return torch.cat([forward.answer_logits(model, hidden, answer_ids, head=head),
                       forward.vocab_logsumexp(model, hidden)[:, None]], dim=1)
