@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy.special import bdtr  # the binomial CDF (what scipy.stats.binom.cdf calls), without scipy.stats' import
 
 from speech_calibration.stats.resampling import cluster_counts, percentile_interval
 
@@ -51,7 +51,7 @@ def mcnemar_exact(correct_1: np.ndarray, correct_2: np.ndarray) -> McNemar:
 def mcnemar_p(b: int, c: int) -> float:
     if b + c == 0:
         return 1.0
-    return float(min(1.0, 2.0 * stats.binom.cdf(min(b, c), b + c, 0.5)))
+    return float(min(1.0, 2.0 * bdtr(min(b, c), b + c, 0.5)))
 
 
 def holm(p_values) -> np.ndarray:
