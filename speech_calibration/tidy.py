@@ -15,6 +15,9 @@ reports as untracked, that no stage reads, and that is either
 Files git tracks or ignores, other folders of your own (a downloaded base model in ``models/``), an evaluation
 set's audio and the base model a stage reads are never touched; neither are the current seeds' new outputs.
 
+It also says, in one line, how to get back onto your branch when an interrupted ``dvc exp run`` left git on a
+detached HEAD (:func:`interrupted_experiment`); it changes nothing in git itself.
+
     python -m speech_calibration.tidy            # remove them (each one is logged)
     python -m speech_calibration.tidy --dry-run  # only list them
 """
@@ -91,8 +94,51 @@ def stale_outputs(root: str | Path = ".") -> list[Path]:
     return sorted(p.relative_to(root) for p in stale)
 
 
+def _git_out(root: Path, *args: str) -> str | None:
+    """``git <args>``'s stripped output, or None when it fails."""
+    res = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    return res.stdout.strip() if res.returncode == 0 else None
+
+
+def interrupted_experiment(root: str | Path = ".") -> str | None:
+    """How to get back onto your branch after an interrupted ``dvc exp run``, or None when there is nothing to do.
+
+    A ``dvc exp run`` in the workspace detaches HEAD while it runs and re-attaches it at the end. Killed (a
+    second Ctrl-C, a job killed for time), it leaves HEAD detached beside DVC's executor refs
+    (``refs/exps/exec/*``); the next ``dvc exp run`` succeeds without re-attaching it, and a ``git commit`` then
+    lands on no branch. Both signs together are what this looks for (a detached HEAD of your own choosing has
+    no executor refs). The branch is the one checked out before HEAD was detached (``@{-1}``).
+    """
+    root = Path(root)
+    if _git_out(root, "symbolic-ref", "-q", "HEAD") is not None:
+        return None  # on a branch
+    refs = (_git_out(root, "for-each-ref", "--format=%(refname)", "refs/exps/exec") or "").split()
+    if not refs:
+        return None
+    head = _git_out(root, "rev-parse", "--short", "HEAD")
+    branch = _git_out(root, "rev-parse", "--abbrev-ref", "@{-1}")
+    clear = "; then " + " && ".join(f"git update-ref -d {r}" for r in refs)
+    said = (f"git is on a detached HEAD ({head}) beside DVC's {', '.join(r.rsplit('/', 1)[-1] for r in refs)}: "
+            "a `dvc exp run` was interrupted (unless one is running now)")
+    if not branch or branch == "HEAD":
+        return f"{said}. `git switch -c <branch>` puts HEAD on a branch{clear}"
+    ahead = int(_git_out(root, "rev-list", "--count", f"{branch}..HEAD") or 0)
+    behind = int(_git_out(root, "rev-list", "--count", f"HEAD..{branch}") or 0)
+    if ahead == 0:
+        fix = f"`git switch {branch}` returns to your branch"
+    elif behind == 0:
+        fix = f"`git switch -C {branch}` moves your branch to the {ahead} commit(s) made since and returns to it"
+    else:
+        fix = (f"HEAD and {branch} have both moved on: `git switch -c rescued` keeps these {ahead} commit(s) on a "
+               f"branch of their own, to merge into {branch}")
+    return f"{said}. {fix}{clear}"
+
+
 def tidy(root: str | Path = ".", *, dry_run: bool = False) -> list[Path]:
-    """Remove :func:`stale_outputs` (or only list them); return them."""
+    """Remove :func:`stale_outputs` (or only list them); return them. Says :func:`interrupted_experiment` first."""
+    hint = interrupted_experiment(root)
+    if hint:
+        log.warning("%s", hint)
     stale = stale_outputs(root)
     for rel in stale:
         path = Path(root) / rel

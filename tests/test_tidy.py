@@ -95,3 +95,48 @@ def test_outside_git_is_one_line_error(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def _commit(root: Path, message: str) -> None:
+    (root / "notes").mkdir(exist_ok=True)
+    (root / "notes" / f"{message}.txt").write_text(message)
+    git("add", "notes", cwd=root)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, cwd=root)
+
+
+def test_says_how_to_get_back_after_an_interrupted_experiment(repo, caplog):
+    """A killed ``dvc exp run`` leaves HEAD detached beside DVC's executor refs (reproduced by killing one on this
+    project: the next ``dvc exp run`` does not re-attach it). Here that state is made with git itself; following
+    the advice puts HEAD back on the branch, with any commit made meanwhile."""
+    branch = git("symbolic-ref", "--short", "HEAD", cwd=repo).stdout.strip()
+    assert tidy.interrupted_experiment(repo) is None  # on a branch
+    git("checkout", "-q", "--detach", cwd=repo)
+    assert tidy.interrupted_experiment(repo) is None  # detached by choice: no executor refs
+    git("update-ref", "refs/exps/exec/EXEC_BASELINE", "HEAD", cwd=repo)
+    git("update-ref", "refs/exps/exec/EXEC_HEAD", "HEAD", cwd=repo)
+    hint = tidy.interrupted_experiment(repo)
+    assert f"`git switch {branch}` returns to your branch" in hint and "EXEC_BASELINE, EXEC_HEAD" in hint
+    _commit(repo, "on-no-branch")  # what happens next when nobody notices
+    caplog.set_level("WARNING", logger="speech_calibration.tidy")
+    tidy.tidy(repo, dry_run=True)
+    hint = caplog.records[0].getMessage()
+    assert f"`git switch -C {branch}` moves your branch to the 1 commit(s)" in hint
+    advice = [c for c in hint.split("`")[1::2] if c.startswith("git ")] + hint.split("; then ")[1].split(" && ")
+    for command in advice:  # as written
+        git(*command.split()[1:], cwd=repo)
+    assert tidy.interrupted_experiment(repo) is None
+    assert git("symbolic-ref", "--short", "HEAD", cwd=repo).stdout.strip() == branch
+    assert git("log", "-1", "--format=%s", cwd=repo).stdout.strip() == "on-no-branch"
+    assert git("for-each-ref", "refs/exps/exec", cwd=repo).stdout.strip() == ""
+
+
+def test_detached_head_whose_branch_also_moved_is_kept_on_a_branch_of_its_own(repo):
+    branch = git("symbolic-ref", "--short", "HEAD", cwd=repo).stdout.strip()
+    git("checkout", "-q", "--detach", cwd=repo)
+    git("update-ref", "refs/exps/exec/EXEC_HEAD", "HEAD", cwd=repo)
+    _commit(repo, "detached")
+    git("switch", "-q", branch, cwd=repo)
+    _commit(repo, "on-branch")
+    git("checkout", "-q", "HEAD@{2}", cwd=repo)  # back on the detached commit: @{-1} is the branch again
+    hint = tidy.interrupted_experiment(repo)
+    assert f"HEAD and {branch} have both moved on: `git switch -c rescued`" in hint
