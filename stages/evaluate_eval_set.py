@@ -1,7 +1,8 @@
 """Stage ``evaluate_eval_set@<name>``: every system on one of your evaluation sets, with its dev-fitted calibrator.
 
 Reads the set's manifest (``data/eval_sets/<name>/metadata.csv``), every system's scores of it
-(``predictions/eval_sets/<name>/``: the seeds, the zero-shot model, the detectors that scored it) and
+(``predictions/eval_sets/<name>/``: the seeds, the zero-shot model, the detectors that scored it; the seed
+ensemble is the seeds' logits averaged, when ``evaluate.references`` lists it) and
 each system's calibrator from ``models/calibrators/``, applied unchanged, exactly as on test. Writes
 ``metrics/eval_sets/<name>.json``: uncalibrated beside calibrated per system, the seeds' mean and spread,
 and group-bootstrap intervals where the set has enough groups (:mod:`speech_calibration.report.eval_sets`).

@@ -166,8 +166,14 @@ def test_an_outside_set_added_with_the_documented_command(study, tmp_path):
                                "evaluate_eval_set@outside", "aggregate"}
     block = json.loads((repo / "metrics/summary.json").read_text())["eval_sets"]["outside"]
     assert block == json.loads((repo / "metrics/eval_sets/outside.json").read_text())
-    assert set(block["systems"]) == {"seed_42", "seed_123", "zeroshot", "baselines/silero", "baselines/webrtc"}
+    assert set(block["systems"]) == {"seed_42", "seed_123", "ensemble", "zeroshot", "baselines/silero", "baselines/webrtc"}
     assert (block["n"], block["n_groups"]) == (len(meta), 6)
+    # the ensemble is the seeds' mean log-odds, clip by clip, as on test
+    scores = [pd.read_csv(repo / f"predictions/eval_sets/outside/seed_{s}/outside.csv").set_index("clip_id").loc[meta["clip_id"]]
+              for s in (42, 123)]
+    log_odds = np.mean([f["logit_A"] - f["logit_B"] for f in scores], axis=0)
+    truth = (meta["label"] == "SPEECH").to_numpy()
+    assert block["systems"]["ensemble"]["uncalibrated"]["accuracy"] == pytest.approx(np.mean((log_odds > 0) == truth))
     for system, entry in block["systems"].items():
         assert entry["method_fitted"] == "temperature", system  # the dev-fitted calibrator, as on test
         assert 0.0 <= entry["calibrated"]["accuracy"] <= 1.0 and entry["calibrated"]["ece"] >= 0.0

@@ -1,7 +1,9 @@
 """Every system on one of your evaluation sets, with its dev-fitted calibrator, exactly as on test.
 
-Systems: each fine-tuned seed of ``params.yaml: seeds`` and the zero-shot model (both required), and each
-reference detector of ``evaluate.references`` whose scores of the set exist (a detector switched off
+Systems: each fine-tuned seed of ``params.yaml: seeds`` and the zero-shot model (both required), the seed
+ensemble when ``evaluate.references`` lists it (the seeds' scores of the set, their logits averaged clip by clip
+as the ``ensemble`` stage averages dev and test: :func:`speech_calibration.model.ensemble.ensemble_predictions`),
+and each reference detector of ``evaluate.references`` whose scores of the set exist (a detector switched off
 has none). Each is evaluated by :func:`speech_calibration.report.evaluation.evaluate_arrays`, the code
 that evaluates test, with its calibrator from ``models/calibrators/`` applied unchanged (a detector
 the references stage did not calibrate is reported uncalibrated beside itself), and the set's groups
@@ -27,6 +29,7 @@ from speech_calibration.data import schema
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import write_json
 from speech_calibration.layout import SystemFiles
+from speech_calibration.model.ensemble import ensemble_predictions
 from speech_calibration.params import Evaluate
 from speech_calibration.report.evaluation import SERIES, evaluate_arrays
 from speech_calibration.report.summary import seed_interval
@@ -40,18 +43,33 @@ GROUP_KEYS = ("accuracy", "roc_auc", "ece")
 DELTA_KEYS = ("ece", "nll")
 
 
-def systems(name: str, seeds: Sequence[int], references: Sequence[str]) -> list[tuple[str, Path, Path | None]]:
-    """``(system, predictions CSV, calibrator or None)`` of every system that scores the set (see the module doc)."""
+def systems(name: str, seeds: Sequence[int], references: Sequence[str]) -> list[tuple[str, list[Path], Path | None]]:
+    """``(system, predictions CSVs, calibrator or None)`` of every system that scores the set (see the module doc):
+    one CSV a system, and the seeds' CSVs for the ensemble, whose logits are their mean."""
     def csv(system: str) -> Path:
         return layout.eval_set_predictions_dir(name, system) / f"{name}.csv"
 
-    out = [(layout.seed_system(s), csv(layout.seed_system(s)), layout.seed_files(s).calibrator) for s in seeds]
-    out.append((layout.ZEROSHOT, csv(layout.ZEROSHOT), SystemFiles(layout.ZEROSHOT, reference=True).calibrator))
+    def calibrator(system: str) -> Path | None:
+        cal = SystemFiles(system, reference=True).calibrator
+        return cal if cal.is_file() else None
+
+    out = [(layout.seed_system(s), [csv(layout.seed_system(s))], layout.seed_files(s).calibrator) for s in seeds]
+    if layout.ENSEMBLE in references and seeds:
+        out.append((layout.ENSEMBLE, [csv(layout.seed_system(s)) for s in seeds], calibrator(layout.ENSEMBLE)))
+    out.append((layout.ZEROSHOT, [csv(layout.ZEROSHOT)], SystemFiles(layout.ZEROSHOT, reference=True).calibrator))
     for ref in references:
         if ref.startswith(f"{layout.BASELINES}/") and csv(ref).is_file():
-            cal = SystemFiles(ref, reference=True).calibrator
-            out.append((ref, csv(ref), cal if cal.is_file() else None))
+            out.append((ref, [csv(ref)], calibrator(ref)))
     return out
+
+
+def _set_scores(path: Path, ids: np.ndarray, name: str):
+    """One system's scores of the set, rows in the manifest's order."""
+    preds = schema.read_predictions(path)
+    if set(preds[schema.CLIP_ID]) != set(ids) or len(preds) != len(ids):
+        raise UserError(f"{path}: its clips are not the set's ({layout.eval_set_csv(name)}); the scores are stale, "
+                        "re-run its predict_eval_set / baselines_eval_set stage (dvc repro)")
+    return preds.set_index(schema.CLIP_ID).loc[ids].reset_index()
 
 
 def evaluate_set(name: str, seeds: Sequence[int], references: Sequence[str], cfg: Evaluate) -> dict:
@@ -62,12 +80,9 @@ def evaluate_set(name: str, seeds: Sequence[int], references: Sequence[str], cfg
     groups = manifest[schema.GROUP_ID].astype(str).to_numpy()
     out: dict = {"set": name, "n": int(len(y)), "n_speech": int(y.sum()), "n_groups": int(len(set(groups))),
                  "systems": {}}
-    for system, path, cal_path in systems(name, seeds, references):
-        preds = schema.read_predictions(path)
-        if set(preds[schema.CLIP_ID]) != set(ids) or len(preds) != len(ids):
-            raise UserError(f"{path}: its clips are not the set's ({layout.eval_set_csv(name)}); the scores are stale, "
-                            "re-run its predict_eval_set / baselines_eval_set stage (dvc repro)")
-        preds = preds.set_index(schema.CLIP_ID).loc[ids]
+    for system, paths, cal_path in systems(name, seeds, references):
+        frames = {path: _set_scores(path, ids, name) for path in paths}
+        preds = frames[paths[0]] if len(paths) == 1 else ensemble_predictions(frames)
         a, b = preds[schema.LOGIT_A].to_numpy(float), preds[schema.LOGIT_B].to_numpy(float)
         p_uncal = metrics.p_speech_from_logits(a, b)
         cal = calibrators.load(cal_path) if cal_path is not None else calibrators.NoCalibration()
