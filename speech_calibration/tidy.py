@@ -101,25 +101,36 @@ def _git_out(root: Path, *args: str) -> str | None:
 
 
 def interrupted_experiment(root: str | Path = ".") -> str | None:
-    """How to get back onto your branch after an interrupted ``dvc exp run``, or None when there is nothing to do.
+    """How to get back onto your branch after an interrupted ``dvc exp run``, or None when there is nothing to say.
 
-    A ``dvc exp run`` in the workspace detaches HEAD while it runs and re-attaches it at the end. Killed (a
-    second Ctrl-C, a job killed for time), it leaves HEAD detached beside DVC's executor refs
-    (``refs/exps/exec/*``); the next ``dvc exp run`` succeeds without re-attaching it, and a ``git commit`` then
-    lands on no branch. Both signs together are what this looks for (a detached HEAD of your own choosing has
-    no executor refs). The branch is the one checked out before HEAD was detached (``@{-1}``).
+    A ``dvc exp run`` in the workspace detaches HEAD while it runs and re-attaches it at the end. Killed (a second
+    Ctrl-C, a job killed for time), it leaves HEAD detached; the next ``dvc exp run`` succeeds without re-attaching
+    it, and a ``git commit`` then lands on no branch. Two signs, with HEAD detached (both seen by killing a run on
+    this project):
+
+    * ``refs/exps/exec/EXEC_BASELINE`` still exists: the run never reached its clean-up (which deletes it; it
+      keeps ``EXEC_HEAD``, so that one alone says nothing);
+    * HEAD's last reflog entry is DVC re-attaching HEAD to a bare commit (``dvc: Restore HEAD to '<sha>'``): the
+      last experiment started on a detached HEAD.
+
+    A detached HEAD of your own (a tag, a bisect) shows neither and gets no advice. The branch is the one checked
+    out before HEAD was detached (``@{-1}``).
     """
     root = Path(root)
     if _git_out(root, "symbolic-ref", "-q", "HEAD") is not None:
         return None  # on a branch
     refs = (_git_out(root, "for-each-ref", "--format=%(refname)", "refs/exps/exec") or "").split()
-    if not refs:
+    killed = "refs/exps/exec/EXEC_BASELINE" in refs
+    last = (_git_out(root, "reflog", "-n", "1", "--format=%gs", "HEAD") or "").strip()
+    ran_detached = re.fullmatch(r"dvc: Restore HEAD to '[0-9a-f]{40}'", last) is not None
+    if not (killed or ran_detached):
         return None
     head = _git_out(root, "rev-parse", "--short", "HEAD")
     branch = _git_out(root, "rev-parse", "--abbrev-ref", "@{-1}")
-    clear = "; then " + " && ".join(f"git update-ref -d {r}" for r in refs)
-    said = (f"git is on a detached HEAD ({head}) beside DVC's {', '.join(r.rsplit('/', 1)[-1] for r in refs)}: "
-            "a `dvc exp run` was interrupted (unless one is running now)")
+    said = (f"git is on a detached HEAD ({head}): "
+            + ("a `dvc exp run` stopped before re-attaching it (unless one is running now)" if killed else
+               "the last `dvc exp run` ran on it, as one does after an interrupted run"))
+    clear = ("; then " + " && ".join(f"git update-ref -d {r}" for r in refs)) if killed else ""
     if not branch or branch == "HEAD":
         return f"{said}. `git switch -c <branch>` puts HEAD on a branch{clear}"
     ahead = int(_git_out(root, "rev-list", "--count", f"{branch}..HEAD") or 0)
@@ -127,7 +138,8 @@ def interrupted_experiment(root: str | Path = ".") -> str | None:
     if ahead == 0:
         fix = f"`git switch {branch}` returns to your branch"
     elif behind == 0:
-        fix = f"`git switch -C {branch}` moves your branch to the {ahead} commit(s) made since and returns to it"
+        fix = (f"`git switch -C {branch}` moves your branch to the {ahead} commit(s) made since (`git log --oneline "
+               f"{branch}..HEAD` lists them) and returns to it")
     else:
         fix = (f"HEAD and {branch} have both moved on: `git switch -c rescued` keeps these {ahead} commit(s) on a "
                f"branch of their own, to merge into {branch}")

@@ -105,17 +105,18 @@ def _commit(root: Path, message: str) -> None:
 
 
 def test_says_how_to_get_back_after_an_interrupted_experiment(repo, caplog):
-    """A killed ``dvc exp run`` leaves HEAD detached beside DVC's executor refs (reproduced by killing one on this
-    project: the next ``dvc exp run`` does not re-attach it). Here that state is made with git itself; following
-    the advice puts HEAD back on the branch, with any commit made meanwhile."""
+    """A killed ``dvc exp run`` leaves HEAD detached beside DVC's executor refs, EXEC_BASELINE among them (seen by
+    killing one on this project). Here that state is made with git itself; following the advice puts HEAD back
+    on the branch, with any commit made meanwhile."""
     branch = git("symbolic-ref", "--short", "HEAD", cwd=repo).stdout.strip()
     assert tidy.interrupted_experiment(repo) is None  # on a branch
     git("checkout", "-q", "--detach", cwd=repo)
-    assert tidy.interrupted_experiment(repo) is None  # detached by choice: no executor refs
-    git("update-ref", "refs/exps/exec/EXEC_BASELINE", "HEAD", cwd=repo)
-    git("update-ref", "refs/exps/exec/EXEC_HEAD", "HEAD", cwd=repo)
+    git("update-ref", "refs/exps/exec/EXEC_HEAD", "HEAD", cwd=repo)  # what every finished workspace run keeps
+    assert tidy.interrupted_experiment(repo) is None  # detached by choice after a finished experiment
+    git("update-ref", "refs/exps/exec/EXEC_BASELINE", "HEAD", cwd=repo)  # a run that never cleaned up
     hint = tidy.interrupted_experiment(repo)
-    assert f"`git switch {branch}` returns to your branch" in hint and "EXEC_BASELINE, EXEC_HEAD" in hint
+    assert f"`git switch {branch}` returns to your branch" in hint and "stopped before re-attaching" in hint
+    assert hint.endswith("git update-ref -d refs/exps/exec/EXEC_BASELINE && git update-ref -d refs/exps/exec/EXEC_HEAD")
     _commit(repo, "on-no-branch")  # what happens next when nobody notices
     caplog.set_level("WARNING", logger="speech_calibration.tidy")
     tidy.tidy(repo, dry_run=True)
@@ -130,10 +131,27 @@ def test_says_how_to_get_back_after_an_interrupted_experiment(repo, caplog):
     assert git("for-each-ref", "refs/exps/exec", cwd=repo).stdout.strip() == ""
 
 
+def test_an_experiment_run_again_on_the_detached_head_is_recognised(repo):
+    """After the kill, the next ``dvc exp run`` cleans up its refs but re-attaches HEAD to the bare commit it
+    started on (reflog: ``dvc: Restore HEAD to '<sha>'``, seen on this project); a later detach of your own is not
+    taken for it."""
+    branch = git("symbolic-ref", "--short", "HEAD", cwd=repo).stdout.strip()
+    sha = git("rev-parse", "HEAD", cwd=repo).stdout.strip()
+    git("checkout", "-q", "--detach", cwd=repo)
+    _commit(repo, "dvc-commit-experiment")  # DVC commits the experiment on HEAD, then moves HEAD back
+    git("update-ref", "--no-deref", "-m", f"dvc: Restore HEAD to '{sha}'", "HEAD", sha, cwd=repo)
+    hint = tidy.interrupted_experiment(repo)
+    assert hint == (f"git is on a detached HEAD ({sha[:7]}): the last `dvc exp run` ran on it, as one does after an "
+                    f"interrupted run. `git switch {branch}` returns to your branch")
+    git("switch", "-q", branch, cwd=repo)
+    git("checkout", "-q", "--detach", cwd=repo)  # your own, later
+    assert tidy.interrupted_experiment(repo) is None
+
+
 def test_detached_head_whose_branch_also_moved_is_kept_on_a_branch_of_its_own(repo):
     branch = git("symbolic-ref", "--short", "HEAD", cwd=repo).stdout.strip()
     git("checkout", "-q", "--detach", cwd=repo)
-    git("update-ref", "refs/exps/exec/EXEC_HEAD", "HEAD", cwd=repo)
+    git("update-ref", "refs/exps/exec/EXEC_BASELINE", "HEAD", cwd=repo)
     _commit(repo, "detached")
     git("switch", "-q", branch, cwd=repo)
     _commit(repo, "on-branch")
