@@ -171,9 +171,19 @@ def test_an_outside_set_added_with_the_documented_command(study, tmp_path):
     # the ensemble is the seeds' mean log-odds, clip by clip, as on test
     scores = [pd.read_csv(repo / f"predictions/eval_sets/outside/seed_{s}/outside.csv").set_index("clip_id").loc[meta["clip_id"]]
               for s in (42, 123)]
-    log_odds = np.mean([f["logit_A"] - f["logit_B"] for f in scores], axis=0)
+    from sklearn.metrics import brier_score_loss, log_loss
+
+    from speech_calibration.calibration import calibrators
+
+    a, b = (np.mean([f[col].to_numpy() for f in scores], axis=0) for col in ("logit_A", "logit_B"))
     truth = (meta["label"] == "SPEECH").to_numpy()
-    assert block["systems"]["ensemble"]["uncalibrated"]["accuracy"] == pytest.approx(np.mean((log_odds > 0) == truth))
+    ensemble = block["systems"]["ensemble"]
+    p_uncal = 1.0 / (1.0 + np.exp(b - a))
+    assert ensemble["uncalibrated"]["accuracy"] == pytest.approx(np.mean((a > b) == truth))
+    assert ensemble["uncalibrated"]["nll"] == pytest.approx(log_loss(truth, p_uncal), abs=1e-6)
+    cal = calibrators.load(repo / layout.SystemFiles("ensemble", reference=True).calibrator)  # its dev fit, unchanged
+    assert ensemble["calibrated"]["brier"] == pytest.approx(brier_score_loss(truth, cal.predict_proba(a, b)), abs=1e-6)
+    assert ensemble["uncalibrated"]["nll"] != block["systems"]["seed_42"]["uncalibrated"]["nll"]
     for system, entry in block["systems"].items():
         assert entry["method_fitted"] == "temperature", system  # the dev-fitted calibrator, as on test
         assert 0.0 <= entry["calibrated"]["accuracy"] <= 1.0 and entry["calibrated"]["ece"] >= 0.0

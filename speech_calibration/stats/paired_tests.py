@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import bdtr  # the binomial CDF (what scipy.stats.binom.cdf calls), without scipy.stats' import
+from scipy.special import bdtr  # the binomial CDF, without scipy.stats' 1.8-s import (tested against binomtest)
 
 from speech_calibration.stats.resampling import cluster_counts, percentile_interval
 
