@@ -12,9 +12,10 @@ built ahead on a worker thread, no host sync inside the loop), per clip duration
   ``predict.compile: true``), dynamic shapes; with ``--compile-static`` also per-shape compiling, for contrast;
 - where the time goes: building every batch alone, and the forward alone over batches already on the device;
 - the model's own full-window forward (merged), for the ratio;
-- equivalence (8 clips of 0.3-5 s, batch 8), beside the unmerged path's own max |batch 1 - batch 8|:
-  max |merged - unmerged|, max |compiled - merged|, and max |library - a plain loop| (each batch built on the
-  main thread and read back before the next: what the loop did before it built ahead; 0 means identical).
+- equivalence (``--probe`` clips of 0.3-5 s, 8 by default, batch 8), beside the unmerged path's own
+  |batch 1 - batch 8|: max and mean |merged - unmerged|, |compiled - merged|, |float32 - bf16 log-mel| (how
+  scoring built its features before 2026-12-03), and |library - a plain loop| (each batch built on the main
+  thread and read back before the next: what the loop did before it built ahead; 0 means identical).
 
 ``--bank N`` scores N clips of 0.02-5 s (the condition bank's mix) merged, eager and compiled; with
 ``--model-dir`` (a folder from ``benchmarks.make_7b_model``) it also times predict's path end to end: load the
@@ -83,13 +84,8 @@ def bf16_features_builder(builder: InputBuilder, dtype) -> InputBuilder:
     old = copy.copy(builder)
 
     def features(audios, *, trim, device="cpu"):
-        fp32, mask = builder.features(audios, trim=trim, device=device)  # the window length, worked out as ever
         with torch.autocast(device_type=torch.device(device).type, dtype=dtype):
-            out = builder.feature_extractor(
-                [np.asarray(a, dtype=np.float32) for a in audios], sampling_rate=builder.sampling_rate,
-                padding="max_length", max_length=fp32.shape[-1] * builder.hop, truncation=True,
-                return_attention_mask=True, return_tensors="pt", device=device)
-        return out["input_features"], mask
+            return builder.log_mel(audios, builder.window_length(audios, trim=trim), device=device)
 
     old.features = features
     return old

@@ -121,24 +121,32 @@ class InputBuilder:
         return self.answer_ids[0] if label == SPEECH else self.answer_ids[1]
 
     def features(self, audios: Sequence[np.ndarray], *, trim: bool, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-mel features and frame mask; ``trim`` cuts the window to the longest clip plus a margin.
+        """Log-mel features and frame mask over :meth:`window_length`, computed in float32 whatever autocast is in
+        force, so training and scoring see the same features on a GPU too."""
+        with torch.autocast(device_type=torch.device(device).type, enabled=False):
+            return self.log_mel(audios, self.window_length(audios, trim=trim), device=device)
+
+    def window_length(self, audios: Sequence[np.ndarray], *, trim: bool) -> int:
+        """Samples in the audio window: the model's whole window, or with ``trim`` the longest clip plus a margin.
 
         Every frame within a clip (and the margin after it) is identical in both windows: the audio is
-        zero-padded either way and Whisper's log-mel floor is set by the clip's own maximum. Computed in
-        float32 whatever autocast is in force, so training and scoring see the same features on a GPU too.
+        zero-padded either way and Whisper's log-mel floor is set by the clip's own maximum.
         """
-        length = self.window_samples
-        if trim:
-            longest = max(min(len(a), self.window_samples) for a in audios)
-            frames = math.ceil(longest / self.hop) + TRIM_MARGIN
-            frames = min(self.window_frames, math.ceil(frames / TRIM_MULTIPLE) * TRIM_MULTIPLE)
-            length = frames * self.hop
-        with torch.autocast(device_type=torch.device(device).type, enabled=False):
-            out = self.feature_extractor(
-                [np.asarray(a, dtype=np.float32) for a in audios], sampling_rate=self.sampling_rate,
-                padding="max_length", max_length=length, truncation=True, return_attention_mask=True,
-                return_tensors="pt", device=device,
-            )
+        if not trim:
+            return self.window_samples
+        longest = max(min(len(a), self.window_samples) for a in audios)
+        frames = math.ceil(longest / self.hop) + TRIM_MARGIN
+        frames = min(self.window_frames, math.ceil(frames / TRIM_MULTIPLE) * TRIM_MULTIPLE)
+        return frames * self.hop
+
+    def log_mel(self, audios: Sequence[np.ndarray], length: int, *, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """The feature extractor's log-mel and frame mask over ``length`` samples, under whatever autocast is in force
+        (:meth:`features` turns it off)."""
+        out = self.feature_extractor(
+            [np.asarray(a, dtype=np.float32) for a in audios], sampling_rate=self.sampling_rate,
+            padding="max_length", max_length=length, truncation=True, return_attention_mask=True,
+            return_tensors="pt", device=device,
+        )
         return out["input_features"], out["attention_mask"].long()
 
     def build(self, audios: Sequence[np.ndarray], labels: Sequence[str] | None = None, *, trim: bool = True,
