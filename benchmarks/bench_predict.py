@@ -19,7 +19,8 @@ built ahead on a worker thread, no host sync inside the loop), per clip duration
 
 ``--bank N`` scores N clips of 0.02-5 s (the condition bank's mix) merged, eager and compiled; with
 ``--model-dir`` (a folder from ``benchmarks.make_7b_model``) it also times predict's path end to end: load the
-base with ``from_pretrained``, add the adapter, merge, compile, score the bank.
+base with ``from_pretrained``, add the adapter, merge, compile, score the bank; ``--end-to-end-only`` does only that,
+in a fresh process (whose compiling starts from whatever Inductor's on-disk cache holds; the JSON says which).
 
 MFU counts the matrix FLOPs of ``bench.forward_flops`` (prefix once per batch) against the spec peak.
 
@@ -183,6 +184,7 @@ def end_to_end(model_dir: Path, builder, audios, batch_size, device, dtype, b_st
     model = loading.load_base(cfg, device)
     sync(device)
     seconds["load_base"] = time.perf_counter() - started
+    print(f"end to end: load_base {seconds['load_base']:.1f} s", flush=True)  # each step as it ends: a killed run still says
     mark = time.perf_counter()
     merged = loading.merge_for_scoring(add_seed_adapter(model, b_std), cfg)
     prefix = forward.PrefixCache(merged, builder.prefix_ids)
@@ -190,6 +192,7 @@ def end_to_end(model_dir: Path, builder, audios, batch_size, device, dtype, b_st
         forward.compile_decoder(merged)  # after the prefix pass, as Scorer does
     sync(device)
     seconds["adapter_merge_prefix"] = time.perf_counter() - mark
+    print(f"end to end: adapter_merge_prefix {seconds['adapter_merge_prefix']:.1f} s", flush=True)
     mark = time.perf_counter()
     score_audio(merged, builder, audios, batch_size=batch_size, device=device, dtype=dtype, prefix=prefix, progress=False)
     sync(device)
@@ -199,6 +202,31 @@ def end_to_end(model_dir: Path, builder, audios, batch_size, device, dtype, b_st
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {k: round(v, 2) for k, v in seconds.items()}
+
+
+def end_to_end_only(args, device, dtype) -> None:
+    """``--end-to-end-only``: predict's path on the bank from ``--model-dir``, nothing else, in a fresh process; records
+    whether Inductor's on-disk cache (what a second predict stage on the same machine finds) held anything at the start."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    if not (args.model_dir and args.bank):
+        raise SystemExit("--end-to-end-only needs --model-dir and --bank")
+    cache = Path(cache_dir())
+    warm = cache.is_dir() and any(cache.iterdir())
+    builder = InputBuilder(loading.load_processor(Model(name_or_path=str(args.model_dir))), Prompt())
+    audios = bank(args.bank, 0.02, 5.0)
+    key = "end_to_end_eager_s" if args.no_compile else "end_to_end_compiled_s"
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "torch": torch.__version__,
+              "dtype": str(dtype).removeprefix("torch."), "bank": {"clips": len(audios), "durations_s": [0.02, 5.0],
+                                                                   "batch_size": args.bank_batch}}
+    if not args.no_compile:
+        result["bank"]["inductor_cache"] = {"dir": str(cache), "warm_at_start": warm}
+    result["bank"][key] = end_to_end(args.model_dir, builder, audios, args.bank_batch, device, dtype, args.b_std,
+                                     not args.no_compile)
+    print(json.dumps(result["bank"]), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def main() -> None:
@@ -219,12 +247,16 @@ def main() -> None:
     ap.add_argument("--bank-batch", type=int, default=256)
     ap.add_argument("--model-dir", type=Path, help="a saved base (benchmarks.make_7b_model): time the bank end to end")
     ap.add_argument("--bank-only", action="store_true", help="only the bank (and --model-dir's end-to-end run)")
+    ap.add_argument("--end-to-end-only", action="store_true",
+                    help="only --model-dir's end-to-end run of the bank (run it twice to see a warm compile cache)")
     ap.add_argument("--profile", action="store_true", help="profile one merged batch of the first duration")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
     device = loading.resolve_device(Model(device=args.device))
     dtype = loading.resolve_dtype(Model(), device)
+    if args.end_to_end_only:
+        return end_to_end_only(args, device, dtype)
     torch.manual_seed(0)
     model, processor, load_s = build(args.model, device, dtype, args.attn)
     builder = InputBuilder(processor, Prompt())

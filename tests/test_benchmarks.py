@@ -35,14 +35,14 @@ def test_bench_tiny_reports_scoring_training_and_equivalence(tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_predict_tiny_reports_the_adapter_path_merged_and_unmerged(tmp_path):
+def test_bench_predict_tiny_reports_the_adapter_path_merged_and_unmerged(tmp_path, tmp_path_factory):
     """The predict stage's own path (base + a LoRA adapter with non-zero B), unmerged and merged, through the library's
     loop: in fp32 merging keeps the logits, the loop equals a plain one, and the bank runs end to end from a saved base."""
     out = tmp_path / "bench_predict.json"
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_predict", "--model", "tiny", "--durations", "1", "--batch-sizes", "4",
          "--clips", "8", "--full-batch", "4", "--bank", "6", "--bank-batch", "4", "--no-compile",
-         "--model-dir", str(tiny_model_dir(str(tmp_path))), "--out", str(out)],
+         "--model-dir", str(tiny_model_dir(str(tmp_path_factory.getbasetemp()))), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
@@ -59,3 +59,20 @@ def test_bench_predict_tiny_reports_the_adapter_path_merged_and_unmerged(tmp_pat
     assert result["bank"]["clips"] == 6 and result["bank"]["clips_per_s"]["merged"] > 0
     assert set(result["bank"]["end_to_end_eager_s"]) == {"load_base", "adapter_merge_prefix", "score", "total"}
     assert any(line.split()[:3] == ["clip", "unmerged", "merged"] for line in done.stdout.splitlines())  # the table
+
+
+@pytest.mark.slow
+def test_bench_predict_end_to_end_only_times_predicts_path_from_a_saved_base(tmp_path, tmp_path_factory):
+    """``--end-to-end-only`` loads the saved base, adapts, merges and scores the bank, printing each step as it ends."""
+    out = tmp_path / "e2e.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_predict", "--model", "tiny", "--end-to-end-only", "--bank", "5",
+         "--bank-batch", "2", "--no-compile", "--model-dir", str(tiny_model_dir(str(tmp_path_factory.getbasetemp()))), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    bank = json.loads(out.read_text())["bank"]
+    assert bank["clips"] == 5 and bank["batch_size"] == 2 and "inductor_cache" not in bank  # eager: no cache to report
+    seconds = bank["end_to_end_eager_s"]
+    assert seconds["total"] >= seconds["load_base"] + seconds["score"] > 0
+    assert [line.split(":")[1].split()[0] for line in done.stdout.splitlines() if line.startswith("end to end:")] == [
+        "load_base", "adapter_merge_prefix"]
