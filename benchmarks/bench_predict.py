@@ -17,6 +17,9 @@ built ahead on a worker thread, no host sync inside the loop), per clip duration
   scoring built its features before 2026-12-03), and |library - a plain loop| (each batch built on the main
   thread and read back before the next: what the loop did before it built ahead; 0 means identical).
 
+``--question-first`` builds the prompt with ``prompt.question_first`` (the question in the shared prefix: fewer tokens
+per clip; another prompt, so its logits are not comparable with the default's, only its equivalences are).
+
 ``--bank N`` scores N clips of 0.02-5 s (the condition bank's mix) merged, eager and compiled; with
 ``--model-dir`` (a folder from ``benchmarks.make_7b_model``) it also times predict's path end to end: load the
 base with ``from_pretrained``, add the adapter, merge, compile, score the bank; ``--end-to-end-only`` does only that,
@@ -213,12 +216,13 @@ def end_to_end_only(args, device, dtype) -> None:
         raise SystemExit("--end-to-end-only needs --model-dir and --bank")
     cache = Path(cache_dir())
     warm = cache.is_dir() and any(cache.iterdir())
-    builder = InputBuilder(loading.load_processor(Model(name_or_path=str(args.model_dir))), Prompt())
+    builder = InputBuilder(loading.load_processor(Model(name_or_path=str(args.model_dir))),
+                           Prompt(question_first=args.question_first))
     audios = bank(args.bank, 0.02, 5.0)
     key = "end_to_end_eager_s" if args.no_compile else "end_to_end_compiled_s"
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "torch": torch.__version__,
-              "dtype": str(dtype).removeprefix("torch."), "bank": {"clips": len(audios), "durations_s": [0.02, 5.0],
-                                                                   "batch_size": args.bank_batch}}
+              "dtype": str(dtype).removeprefix("torch."), "question_first": args.question_first,
+              "bank": {"clips": len(audios), "durations_s": [0.02, 5.0], "batch_size": args.bank_batch}}
     if not args.no_compile:
         result["bank"]["inductor_cache"] = {"dir": str(cache), "warm_at_start": warm}
     result["bank"][key] = end_to_end(args.model_dir, builder, audios, args.bank_batch, device, dtype, args.b_std,
@@ -250,6 +254,8 @@ def main() -> None:
     ap.add_argument("--end-to-end-only", action="store_true",
                     help="only --model-dir's end-to-end run of the bank (run it twice to see a warm compile cache)")
     ap.add_argument("--profile", action="store_true", help="profile one merged batch of the first duration")
+    ap.add_argument("--question-first", action="store_true",
+                    help="prompt.question_first: the question before the audio, in the shared prefix (another prompt)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
@@ -259,7 +265,7 @@ def main() -> None:
         return end_to_end_only(args, device, dtype)
     torch.manual_seed(0)
     model, processor, load_s = build(args.model, device, dtype, args.attn)
-    builder = InputBuilder(processor, Prompt())
+    builder = InputBuilder(processor, Prompt(question_first=args.question_first))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
     started = time.perf_counter()
@@ -268,7 +274,9 @@ def main() -> None:
     result = {"model": args.model, "device": name, "dtype": str(dtype).removeprefix("torch."), "torch": torch.__version__,
               "parameters": sum(q.numel() for q in model.parameters()), "build_s": round(load_s, 2),
               "add_adapter_s": round(adapter_s, 2), "adapted_layers": len(loading.adapted_modules(peft_model)),
-              "peak_tflops": peak, "scoring": [], "compile_first_batch_s": {}}
+              "peak_tflops": peak, "question_first": args.question_first,
+              "tokens_per_clip": {"prefix_once": len(builder.prefix_ids), "after_audio": len(builder.suffix_ids)},
+              "scoring": [], "compile_first_batch_s": {}}
     keys = ["unmerged", "merged"] + ([] if args.no_compile else ["compiled"])
     keys += ["compiled_static"] if args.compile_static else []
 

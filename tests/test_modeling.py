@@ -22,8 +22,26 @@ def tiny(tmp_path_factory):
     return cfg, processor, model, InputBuilder(processor, Prompt())
 
 
-def test_builder_matches_the_processors_own_inputs(tiny):
-    _, processor, _, builder = tiny
+@pytest.fixture(scope="module", params=[False, True], ids=["audio_first", "question_first"])
+def tiny_layouts(tiny, request):
+    """``tiny`` with the question after the audio (the default) and before it (``prompt.question_first``)."""
+    cfg, processor, model, _ = tiny
+    return cfg, processor, model, InputBuilder(processor, Prompt(question_first=request.param))
+
+
+def test_question_first_moves_the_question_into_the_shared_prefix(tiny):
+    _, processor, _, after = tiny
+    first = InputBuilder(processor, Prompt(question_first=True))
+    question = Prompt().user
+    assert question in processor.tokenizer.decode(first.prefix_ids) and question not in processor.tokenizer.decode(
+        first.suffix_ids)
+    assert question in processor.tokenizer.decode(after.suffix_ids)
+    assert len(first.prefix_ids) + len(first.suffix_ids) == len(after.prefix_ids) + len(after.suffix_ids)
+    assert len(first.suffix_ids) < len(after.suffix_ids) - 10  # what runs per clip after the audio
+
+
+def test_builder_matches_the_processors_own_inputs(tiny_layouts):
+    _, processor, _, builder = tiny_layouts
     clips = toy_clips()
     ours = builder.build(clips, trim=False)
     ref = processor(text=[builder.text] * len(clips), audio=clips, sampling_rate=16000, return_tensors="pt", padding=True)
@@ -33,8 +51,8 @@ def test_builder_matches_the_processors_own_inputs(tiny):
     assert torch.equal(ours.feature_attention_mask, ref["feature_attention_mask"])
 
 
-def test_trimmed_window_matches_the_models_full_window_forward(tiny):
-    _, processor, model, builder = tiny
+def test_trimmed_window_matches_the_models_full_window_forward(tiny_layouts):
+    _, processor, model, builder = tiny_layouts
     clips = toy_clips(durations=(0.2, 0.9, 3.3, 5.0))
     trimmed = builder.build(clips, trim=True)
     assert trimmed.input_features.shape[-1] < builder.window_frames  # the window really is shorter
@@ -156,8 +174,8 @@ def test_corrupt_adapter_folder_is_a_clear_error(tiny, tmp_path):
         loading.load_adapter(base, tmp_path / "adapter")
 
 
-def test_cached_prompt_prefix_gives_the_same_logits(tiny):
-    _, _, model, builder = tiny
+def test_cached_prompt_prefix_gives_the_same_logits(tiny_layouts):
+    _, _, model, builder = tiny_layouts
     clips = toy_clips(durations=(0.2, 1.0, 3.0, 5.0, 0.5))
     with torch.no_grad():
         prefix = forward.PrefixCache(model, builder.prefix_ids)
@@ -205,9 +223,10 @@ def _one_training_step(tiny, *, shared_prefix: bool, checkpointing: bool | str, 
     return float(loss.detach()), grads, calls
 
 
-def test_shared_prefix_and_checkpointing_train_exactly_like_the_plain_step(tiny):
+def test_shared_prefix_and_checkpointing_train_exactly_like_the_plain_step(tiny_layouts):
     """The training fast path (prompt prefix once per batch, activation checkpointing) gives the plain step's
     loss and the gradient of every adapter, while running the prefix once and recomputing the layers."""
+    tiny = tiny_layouts
     loss, grads, calls = _one_training_step(tiny, shared_prefix=False, checkpointing=False)
     assert calls == [4]  # one pass over the 4 rows
     assert all(g.abs().max() > 0 for g in grads.values())

@@ -84,25 +84,30 @@ def test_reloaded_adapter_gives_identical_logits_and_generation_agrees(project, 
     assert np.abs(base["logit_A"] - first["logit_A"]).max() > 1e-3
 
     # greedy one-token generation restricted to A/B agrees with our argmax on every clip
+    answers = _generated_answers(scorer, audios)
+    assert len(set(answers)) == 2, "the trained toy model should answer both A and B on dev"
+    np.testing.assert_array_equal(answers, np.where(second["logit_A"] >= second["logit_B"], *scorer.builder.answer_ids))
+
+
+def _generated_answers(scorer, audios) -> np.ndarray:
+    """Each clip's answer token from ``generate`` (greedy, one token, restricted to A/B) on the processor's own inputs."""
     from transformers import LogitsProcessor, LogitsProcessorList
 
-    a_id, b_id = scorer.builder.answer_ids
+    answers = list(scorer.builder.answer_ids)
 
     class OnlyAnswers(LogitsProcessor):
         def __call__(self, input_ids, scores):
             keep = torch.full_like(scores, float("-inf"))
-            keep[:, [a_id, b_id]] = scores[:, [a_id, b_id]]
+            keep[:, answers] = scores[:, answers]
             return keep
 
-    processor = scorer.builder.processor
-    ours = np.where(second["logit_A"] >= second["logit_B"], a_id, b_id)
-    assert len(set(ours)) == 2, "the trained toy model should answer both A and B on dev"
-    for i, clip in enumerate(audios):
-        inputs = processor(text=[scorer.builder.text], audio=[clip], sampling_rate=16000, return_tensors="pt")
+    out = []
+    for clip in audios:
+        inputs = scorer.builder.processor(text=[scorer.builder.text], audio=[clip], sampling_rate=16000, return_tensors="pt")
         with torch.no_grad():
-            out = scorer.model.generate(**inputs, max_new_tokens=1, do_sample=False,
-                                        logits_processor=LogitsProcessorList([OnlyAnswers()]))
-        assert int(out[0, -1]) == ours[i], f"clip {i}"
+            out.append(int(scorer.model.generate(**inputs, max_new_tokens=1, do_sample=False,
+                                                 logits_processor=LogitsProcessorList([OnlyAnswers()]))[0, -1]))
+    return np.array(out)
 
 
 def test_predict_writes_the_contract_and_scores_are_order_independent(project, trained, monkeypatch):
@@ -256,3 +261,22 @@ def test_shared_prompt_prefix_trains_the_same_adapter(project, monkeypatch):
     with pytest.raises(UserError, match="train.share_prompt_prefix: needs model.trim_audio_window"):
         params_mod.parse(params_mod.Params, {**raw, "train": {**raw["train"], "share_prompt_prefix": True},
                                              "model": {**raw["model"], "trim_audio_window": False}}, "")
+
+
+def test_question_first_trains_and_scores_like_generate_on_its_own_prompt(project, trained, monkeypatch):
+    """prompt.question_first through train and Scorer: the question in the shared prefix, a different adapter from
+    the default prompt's, and our A/B argmax equals one-token generation from the processor's own inputs of that prompt."""
+    monkeypatch.chdir(project)
+    raw = _raw(project)
+    p = params_mod.parse(params_mod.Params, {**raw, "prompt": {**raw["prompt"], "question_first": True}}, "")
+    train(p, 42, project / "models/question_first", project / "metrics/train/question_first")
+    scorer = Scorer(p, project / "models/question_first")
+    assert p.prompt.user in scorer.builder.processor.tokenizer.decode(scorer.builder.prefix_ids)
+    assert scorer.prefix is not None and scorer.prefix.length == len(scorer.builder.prefix_ids)
+    audios = load_clips(list(schema.read_metadata(layout.split_csv("dev"))["audio_file"]), 16000)
+    ours = scorer.score(audios)
+    default = Scorer(trained[0], project / "models/seed_42").score(audios)
+    assert np.abs(ours["logit_A"] - default["logit_A"]).max() > 1e-3  # another prompt, another adapter
+
+    np.testing.assert_array_equal(_generated_answers(scorer, audios),
+                                  np.where(ours["logit_A"] >= ours["logit_B"], *scorer.builder.answer_ids))
