@@ -300,16 +300,16 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     if not args.skip_train:
-        batches = [int(spec.split(":")[0]) for spec in args.train_configs or []] + args.train_batch
-        audios = clips(max(batches) * 4, 1.0, seed=2)
-        prefixes = {"both": (True, False), "shared": (True,), "per-row": (False,)}[args.train_prefix]
-        compiles = {"no": (False,), "yes": (True,), "both": (False, True)}[args.train_compile]
-        configs = [(bs, ckpt, dropout, shared, comp) for bs in args.train_batch for ckpt in args.train_checkpointing
-                   for dropout in args.train_dropout for shared in prefixes for comp in compiles
-                   if not (ckpt == "transformers" and shared)]  # transformers' checkpointing drops the prefix cache
-        if args.train_configs:
+        if args.train_configs:  # the listed configurations replace the product of the --train-* options
             configs = [(int(b), c, float(d), p == "shared", k == "yes")
                        for b, c, d, p, k in (spec.split(":") for spec in args.train_configs)]
+        else:
+            prefixes = {"both": (True, False), "shared": (True,), "per-row": (False,)}[args.train_prefix]
+            compiles = {"no": (False,), "yes": (True,), "both": (False, True)}[args.train_compile]
+            configs = [(bs, ckpt, dropout, shared, comp) for bs in args.train_batch for ckpt in args.train_checkpointing
+                       for dropout in args.train_dropout for shared in prefixes for comp in compiles
+                       if not (ckpt == "transformers" and shared)]  # transformers' checkpointing drops the prefix cache
+        audios = clips(max(c[0] for c in configs) * 4, 1.0, seed=2)
         for bs, checkpointing, dropout, shared, comp in configs:
             try:
                 row = time_training(model, builder, audios, bs, args.train_steps, checkpointing=checkpointing,
