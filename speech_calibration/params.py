@@ -198,7 +198,7 @@ class Prompt:
     user: str = "Does this audio clip contain human speech? Answer A for SPEECH or B for NONSPEECH."
     speech_answer: str = "A"
     nonspeech_answer: str = "B"
-    question_first: bool = False  # the question before the audio: it joins the shared prefix (fewer tokens per clip)
+    question_first: bool = False  # the question before the audio: it joins the cached prompt prefix (fewer tokens per clip)
 
     def validate(self, key: str) -> None:
         _check(self.speech_answer != self.nonspeech_answer, key + ".nonspeech_answer", "must differ from speech_answer")

@@ -35,8 +35,9 @@ def conversation(prompt: Prompt) -> list[dict]:
     """The chat: a system turn, then a user turn holding the audio and the question: the audio first (the study's
     layout), or with ``prompt.question_first`` the question first.
 
-    Everything before the audio is the same for every clip, so it runs once per batch (``PrefixCache``); what
-    follows the audio runs for every clip. With the question first, only the template's closing tokens follow
+    Everything before the audio is the same for every clip, so with the prompt-prefix cache (``PrefixCache``:
+    ``model.cache_prompt_prefix`` when scoring, ``train.share_prompt_prefix`` when training) it runs once, not per
+    clip; what follows the audio runs for every clip. With the question first, only the template's closing tokens follow
     the audio (9 with the embedded tokenizer, against 29 with the default question after it), so a 1-s clip (25
     audio tokens) runs 34 decoder positions instead of 54. The template puts nothing between the question and
     ``Audio 1:``; end ``prompt.user`` with a newline to separate them. It is a different prompt: train and score
