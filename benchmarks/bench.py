@@ -309,6 +309,9 @@ def main() -> None:
             configs = [(bs, ckpt, dropout, shared, comp) for bs in args.train_batch for ckpt in args.train_checkpointing
                        for dropout in args.train_dropout for shared in prefixes for comp in compiles
                        if not (ckpt == "transformers" and shared)]  # transformers' checkpointing drops the prefix cache
+        if not configs:
+            raise SystemExit("no training configuration: transformers' checkpointing cannot run with --train-prefix "
+                             "shared (it drops the prefix cache); add per-row, or use --skip-train")
         audios = clips(max(c[0] for c in configs) * 4, 1.0, seed=2)
         for bs, checkpointing, dropout, shared, comp in configs:
             try:

@@ -207,24 +207,30 @@ def end_to_end(model_dir: Path, builder, audios, batch_size, device, dtype, b_st
     return {k: round(v, 2) for k, v in seconds.items()}
 
 
-def end_to_end_only(args, device, dtype) -> None:
-    """``--end-to-end-only``: predict's path on the bank from ``--model-dir``, nothing else, in a fresh process; records
-    whether Inductor's on-disk cache (what a second predict stage on the same machine finds) held anything at the start."""
-    from torch._inductor.runtime.cache_dir_utils import cache_dir
+def tokens_per_clip(builder: InputBuilder) -> dict[str, int]:
+    """Prompt tokens before the audio (run once, cached) and after it (run for every clip)."""
+    return {"prefix_once": len(builder.prefix_ids), "after_audio": len(builder.suffix_ids)}
 
+
+def end_to_end_only(args, device, dtype) -> None:
+    """``--end-to-end-only``: predict's path on the bank from ``--model-dir``, nothing else, in a fresh process; when
+    compiling, records whether Inductor's on-disk cache directory (what a second predict stage on the same machine
+    finds) held any entry at the start."""
     if not (args.model_dir and args.bank):
         raise SystemExit("--end-to-end-only needs --model-dir and --bank")
-    cache = Path(cache_dir())
-    warm = cache.is_dir() and any(cache.iterdir())
     builder = InputBuilder(loading.load_processor(Model(name_or_path=str(args.model_dir))),
                            Prompt(question_first=args.question_first))
     audios = bank(args.bank, 0.02, 5.0)
     key = "end_to_end_eager_s" if args.no_compile else "end_to_end_compiled_s"
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "torch": torch.__version__,
               "dtype": str(dtype).removeprefix("torch."), "question_first": args.question_first,
+              "tokens_per_clip": tokens_per_clip(builder),
               "bank": {"clips": len(audios), "durations_s": [0.02, 5.0], "batch_size": args.bank_batch}}
     if not args.no_compile:
-        result["bank"]["inductor_cache"] = {"dir": str(cache), "warm_at_start": warm}
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        cache = Path(cache_dir())
+        result["bank"]["inductor_cache"] = {"dir": str(cache), "warm_at_start": cache.is_dir() and any(cache.iterdir())}
     result["bank"][key] = end_to_end(args.model_dir, builder, audios, args.bank_batch, device, dtype, args.b_std,
                                      not args.no_compile)
     print(json.dumps(result["bank"]), flush=True)
@@ -275,7 +281,7 @@ def main() -> None:
               "parameters": sum(q.numel() for q in model.parameters()), "build_s": round(load_s, 2),
               "add_adapter_s": round(adapter_s, 2), "adapted_layers": len(loading.adapted_modules(peft_model)),
               "peak_tflops": peak, "question_first": args.question_first,
-              "tokens_per_clip": {"prefix_once": len(builder.prefix_ids), "after_audio": len(builder.suffix_ids)},
+              "tokens_per_clip": tokens_per_clip(builder),
               "scoring": [], "compile_first_batch_s": {}}
     keys = ["unmerged", "merged"] + ([] if args.no_compile else ["compiled"])
     keys += ["compiled_static"] if args.compile_static else []

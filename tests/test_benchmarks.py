@@ -63,16 +63,26 @@ def test_bench_predict_tiny_reports_the_adapter_path_merged_and_unmerged(tmp_pat
 
 @pytest.mark.slow
 def test_bench_predict_end_to_end_only_times_predicts_path_from_a_saved_base(tmp_path, tmp_path_factory):
-    """``--end-to-end-only`` loads the saved base, adapts, merges and scores the bank, printing each step as it ends."""
+    """``--end-to-end-only`` loads the saved base, adapts, merges and scores the bank, printing the load and the merge
+    as they end, and nothing else; ``--question-first`` leaves fewer prompt tokens after the audio."""
+    from speech_calibration import params as params_mod
+    from speech_calibration.model import loading
+    from speech_calibration.model.inputs import InputBuilder
+
+    model_dir = tiny_model_dir(str(tmp_path_factory.getbasetemp()))
     out = tmp_path / "e2e.json"
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_predict", "--model", "tiny", "--end-to-end-only", "--bank", "5",
-         "--bank-batch", "2", "--no-compile", "--model-dir", str(tiny_model_dir(str(tmp_path_factory.getbasetemp()))), "--out", str(out)],
+         "--bank-batch", "2", "--no-compile", "--question-first", "--model-dir", str(model_dir), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    bank = json.loads(out.read_text())["bank"]
+    result = json.loads(out.read_text())
+    assert "scoring" not in result and "equivalence" not in result
+    bank = result["bank"]
     assert bank["clips"] == 5 and bank["batch_size"] == 2 and "inductor_cache" not in bank  # eager: no cache to report
     seconds = bank["end_to_end_eager_s"]
     assert seconds["total"] >= seconds["load_base"] + seconds["score"] > 0
     assert [line.split(":")[1].split()[0] for line in done.stdout.splitlines() if line.startswith("end to end:")] == [
         "load_base", "adapter_merge_prefix"]
+    default = InputBuilder(loading.load_processor(params_mod.Model(name_or_path=str(model_dir))), params_mod.Prompt())
+    assert result["question_first"] and result["tokens_per_clip"]["after_audio"] < len(default.suffix_ids)

@@ -36,7 +36,7 @@ def test_question_first_moves_the_question_into_the_shared_prefix(tiny):
     assert question in processor.tokenizer.decode(first.prefix_ids) and question not in processor.tokenizer.decode(
         first.suffix_ids)
     assert question in processor.tokenizer.decode(after.suffix_ids)
-    assert len(first.prefix_ids) + len(first.suffix_ids) == len(after.prefix_ids) + len(after.suffix_ids)
+    assert question + "\nAudio 1:" in first.text  # the template itself puts nothing between them
     assert len(first.suffix_ids) < len(after.suffix_ids) - 10  # what runs per clip after the audio
 
 
@@ -226,13 +226,12 @@ def _one_training_step(tiny, *, shared_prefix: bool, checkpointing: bool | str, 
 def test_shared_prefix_and_checkpointing_train_exactly_like_the_plain_step(tiny_layouts):
     """The training fast path (prompt prefix once per batch, activation checkpointing) gives the plain step's
     loss and the gradient of every adapter, while running the prefix once and recomputing the layers."""
-    tiny = tiny_layouts
-    loss, grads, calls = _one_training_step(tiny, shared_prefix=False, checkpointing=False)
+    loss, grads, calls = _one_training_step(tiny_layouts, shared_prefix=False, checkpointing=False)
     assert calls == [4]  # one pass over the 4 rows
     assert all(g.abs().max() > 0 for g in grads.values())
     for shared, ckpt, expected_calls in [(True, False, [1, 4]), (False, True, [4, 4]), (True, True, [1, 4, 4]),
                                          (True, "mlp", [1, 4])]:  # mlp: attention is not recomputed
-        loss2, grads2, calls2 = _one_training_step(tiny, shared_prefix=shared, checkpointing=ckpt)
+        loss2, grads2, calls2 = _one_training_step(tiny_layouts, shared_prefix=shared, checkpointing=ckpt)
         # prefix: one row first; checkpointing: the rows' layer runs again in the backward pass
         assert calls2 == expected_calls, (shared, ckpt)
         assert loss2 == pytest.approx(loss, abs=1e-6)

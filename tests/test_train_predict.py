@@ -264,19 +264,27 @@ def test_shared_prompt_prefix_trains_the_same_adapter(project, monkeypatch):
 
 
 def test_question_first_trains_and_scores_like_generate_on_its_own_prompt(project, trained, monkeypatch):
-    """prompt.question_first through train and Scorer: the question in the shared prefix, a different adapter from
-    the default prompt's, and our A/B argmax equals one-token generation from the processor's own inputs of that prompt."""
+    """prompt.question_first through train and Scorer: the question in the cached prefix, an adapter trained on that
+    prompt (not the default's: same seed and data, so only the prompt can make them differ), our A/B argmax equal to
+    one-token generation from the processor's own inputs of that prompt, and no scoring it with the other prompt."""
     monkeypatch.chdir(project)
     raw = _raw(project)
     p = params_mod.parse(params_mod.Params, {**raw, "prompt": {**raw["prompt"], "question_first": True}}, "")
     train(p, 42, project / "models/question_first", project / "metrics/train/question_first")
+    assert _sha(project / "models/question_first/adapter_model.safetensors") != _sha(
+        project / "models/seed_42/adapter_model.safetensors")
     scorer = Scorer(p, project / "models/question_first")
     assert p.prompt.user in scorer.builder.processor.tokenizer.decode(scorer.builder.prefix_ids)
     assert scorer.prefix is not None and scorer.prefix.length == len(scorer.builder.prefix_ids)
     audios = load_clips(list(schema.read_metadata(layout.split_csv("dev"))["audio_file"]), 16000)
     ours = scorer.score(audios)
-    default = Scorer(trained[0], project / "models/seed_42").score(audios)
-    assert np.abs(ours["logit_A"] - default["logit_A"]).max() > 1e-3  # another prompt, another adapter
+    answers = _generated_answers(scorer, audios)
+    assert len(set(answers)) == 2, "the trained toy model should answer both A and B on dev"
+    np.testing.assert_array_equal(answers, np.where(ours["logit_A"] >= ours["logit_B"], *scorer.builder.answer_ids))
 
-    np.testing.assert_array_equal(_generated_answers(scorer, audios),
-                                  np.where(ours["logit_A"] >= ours["logit_B"], *scorer.builder.answer_ids))
+    default = trained[0]
+    with pytest.raises(UserError, match=r"train_info.json: the adapter was trained with prompt.question_first = True, "
+                                        r"but params.yaml has False; score with the prompt it was trained with"):
+        Scorer(default, project / "models/question_first")
+    with pytest.raises(UserError, match="trained with prompt.question_first = False"):
+        Scorer(p, project / "models/seed_42")

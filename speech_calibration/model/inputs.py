@@ -38,17 +38,18 @@ def conversation(prompt: Prompt) -> list[dict]:
     Everything before the audio is the same for every clip, so with the prompt-prefix cache (``PrefixCache``:
     ``model.cache_prompt_prefix`` when scoring, ``train.share_prompt_prefix`` when training) it runs once, not per
     clip; what follows the audio runs for every clip. With the question first, only the template's closing tokens follow
-    the audio (9 with the embedded tokenizer, against 29 with the default question after it), so a 1-s clip (25
-    audio tokens) runs 34 decoder positions instead of 54. The template puts nothing between the question and
-    ``Audio 1:``; end ``prompt.user`` with a newline to separate them. It is a different prompt: train and score
-    with the same setting.
+    the audio (with the embedded tokenizer 9, against 29 with the default question after it: the benchmark's
+    ``tokens_per_clip``), so a 1-s clip (25 audio tokens) runs 34 decoder positions instead of 54. The template
+    puts nothing between a text and the audio after it, so a question first ends with a newline. It is a
+    different prompt: train and score with the same setting (``loading.check_trained_prompt`` refuses otherwise).
     """
     audio = {"type": "audio", "audio_url": "clip"}
-    question = {"type": "text", "text": prompt.user}
-    return [
-        {"role": "system", "content": prompt.system},
-        {"role": "user", "content": [question, audio] if prompt.question_first else [audio, question]},
-    ]
+    if prompt.question_first:
+        text = prompt.user if prompt.user.endswith("\n") else prompt.user + "\n"
+        content = [{"type": "text", "text": text}, audio]
+    else:
+        content = [audio, {"type": "text", "text": prompt.user}]
+    return [{"role": "system", "content": prompt.system}, {"role": "user", "content": content}]
 
 
 def answer_token_ids(tokenizer, prompt: Prompt) -> tuple[int, int]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from speech_calibration.errors import UserError
-from speech_calibration.params import Lora, Model
+from speech_calibration.params import Lora, Model, Prompt
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,24 @@ def load_adapter(model, adapter_dir: str | Path):
                         "the folder is damaged or was trained for another base model: re-run dvc repro train") from None
     peft_model.eval()
     return peft_model
+
+
+def check_trained_prompt(adapter_dir: str | Path, prompt: Prompt) -> None:
+    """Refuse to score an adapter with another prompt than the one it was trained with (its ``train_info.json``;
+    keys it lacks, from before they existed, count as their defaults). Adapters without the file pass."""
+    import json
+    from dataclasses import asdict
+
+    info = Path(adapter_dir) / "train_info.json"
+    if not info.is_file():
+        return
+    trained = {**asdict(Prompt()), **json.loads(info.read_text()).get("params", {}).get("prompt", {})}
+    now = asdict(prompt)
+    differ = [key for key in now if trained.get(key) != now[key]]
+    if differ:
+        key = differ[0]
+        raise UserError(f"{info}: the adapter was trained with prompt.{key} = {trained.get(key)!r}, but params.yaml has "
+                        f"{now[key]!r}; score with the prompt it was trained with, or retrain it (dvc repro train)")
 
 
 def merge_for_scoring(model, cfg: Model):

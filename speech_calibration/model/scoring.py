@@ -58,6 +58,8 @@ class Scorer:
         self.ranks, self.device = distributed.setup(loading.resolve_device(p.model))
         self.dtype = loading.resolve_dtype(p.model, self.device)
         self.builder = InputBuilder(loading.load_processor(p.model), p.prompt)
+        if adapter is not None:
+            loading.check_trained_prompt(adapter, p.prompt)
         model = loading.load_base(p.model, self.device)
         self.model = loading.merge_for_scoring(loading.load_adapter(model, adapter), p.model) if adapter is not None else model
         self.model.eval()
