@@ -187,7 +187,8 @@ def end_to_end(model_dir: Path, builder, audios, batch_size, device, dtype, b_st
     model = loading.load_base(cfg, device)
     sync(device)
     seconds["load_base"] = time.perf_counter() - started
-    print(f"end to end: load_base {seconds['load_base']:.1f} s", flush=True)  # each step as it ends: a killed run still says
+    # the load and the merge print as each ends: a killed run says how far it got
+    print(f"end to end: load_base {seconds['load_base']:.1f} s", flush=True)
     mark = time.perf_counter()
     merged = loading.merge_for_scoring(add_seed_adapter(model, b_std), cfg)
     prefix = forward.PrefixCache(merged, builder.prefix_ids)
