@@ -208,9 +208,13 @@ def end_to_end(model_dir: Path, builder, audios, batch_size, device, dtype, b_st
     return {k: round(v, 2) for k, v in seconds.items()}
 
 
-def tokens_per_clip(builder: InputBuilder) -> dict[str, int]:
-    """Prompt tokens before the audio (run once, cached) and after it (run for every clip)."""
-    return {"prefix_once": len(builder.prefix_ids), "after_audio": len(builder.suffix_ids)}
+def run_header(device, dtype, builder: InputBuilder) -> dict:
+    """What every result JSON opens with: device, dtype, torch, the prompt layout and its prompt tokens before the
+    audio (run once, cached) and after it (run for every clip)."""
+    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "dtype": str(dtype).removeprefix("torch."), "torch": torch.__version__,
+            "question_first": builder.prompt.question_first,
+            "tokens_per_clip": {"prefix_once": len(builder.prefix_ids), "after_audio": len(builder.suffix_ids)}}
 
 
 def end_to_end_only(args, device, dtype) -> None:
@@ -223,9 +227,7 @@ def end_to_end_only(args, device, dtype) -> None:
                            Prompt(question_first=args.question_first))
     audios = bank(args.bank, 0.02, 5.0)
     key = "end_to_end_eager_s" if args.no_compile else "end_to_end_compiled_s"
-    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "torch": torch.__version__,
-              "dtype": str(dtype).removeprefix("torch."), "question_first": args.question_first,
-              "tokens_per_clip": tokens_per_clip(builder),
+    result = {**run_header(device, dtype, builder),
               "bank": {"clips": len(audios), "durations_s": [0.02, 5.0], "batch_size": args.bank_batch}}
     if not args.no_compile:
         from torch._inductor.runtime.cache_dir_utils import cache_dir
@@ -273,17 +275,15 @@ def main() -> None:
     torch.manual_seed(0)
     model, processor, load_s = build(args.model, device, dtype, args.attn)
     builder = InputBuilder(processor, Prompt(question_first=args.question_first))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    header = run_header(device, dtype, builder)
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in header["device"]), None)
     started = time.perf_counter()
     peft_model = add_seed_adapter(model, args.b_std)
     adapter_s = time.perf_counter() - started
-    result = {"model": args.model, "device": name, "dtype": str(dtype).removeprefix("torch."), "torch": torch.__version__,
+    result = {"model": args.model, **header,
               "parameters": sum(q.numel() for q in model.parameters()), "build_s": round(load_s, 2),
               "add_adapter_s": round(adapter_s, 2), "adapted_layers": len(loading.adapted_modules(peft_model)),
-              "peak_tflops": peak, "question_first": args.question_first,
-              "tokens_per_clip": tokens_per_clip(builder),
-              "scoring": [], "compile_first_batch_s": {}}
+              "peak_tflops": peak, "scoring": [], "compile_first_batch_s": {}}
     keys = ["unmerged", "merged"] + ([] if args.no_compile else ["compiled"])
     keys += ["compiled_static"] if args.compile_static else []
 
