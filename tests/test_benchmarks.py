@@ -86,3 +86,27 @@ def test_bench_predict_end_to_end_only_times_predicts_path_from_a_saved_base(tmp
         "load_base", "adapter_merge_prefix"]
     default = InputBuilder(loading.load_processor(params_mod.Model(name_or_path=str(model_dir))), params_mod.Prompt())
     assert result["question_first"] and result["tokens_per_clip"]["after_audio"] < len(default.suffix_ids)
+
+
+@pytest.mark.slow
+def test_training_equivalence_compares_the_compiled_step_with_eager_beside_eagers_own_spread():
+    """``bench.training_equivalence`` (``--train-equivalence``) on the tiny model in fp32: the compiled step gives
+    eager's loss and adapter gradients, eager's two accumulated halves give its one pass, every adapter has a
+    gradient to compare, and the model is left without adapters. The compiling uses dynamo's ``eager``
+    backend, which tests our code under capture without Inductor's minutes of C++ code generation."""
+    import torch
+
+    from benchmarks import bench
+    from speech_calibration.model.inputs import InputBuilder
+    from speech_calibration.params import Prompt
+
+    cpu = torch.device("cpu")
+    model, processor, _ = bench.build("tiny", cpu, torch.float32, "sdpa")
+    result = bench.training_equivalence(model, InputBuilder(processor, Prompt()), cpu, torch.float32, 4,
+                                        backend="eager")
+    assert result["batch_size"] == 4 and result["backend"] == "eager"
+    assert result["grad_max_abs_eager"] > 1e-2 and result["loss"] > 0
+    for key in ("compiled_vs_eager", "eager_two_halves_vs_one_pass"):
+        assert result[key]["abs_loss"] <= 1e-5 and result[key]["grad_rel_l2"] <= 1e-5, (key, result[key])
+    assert not any("lora" in name for name, _ in model.named_modules())
+    assert not any(q.requires_grad for q in model.parameters())
