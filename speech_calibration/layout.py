@@ -222,10 +222,12 @@ SUMMARY_PLOTS_DIR = Path("plots/summary")
 HEADLINE_DIR = Path("metrics/headline")  # the only files dvc.yaml declares as metrics: one per system and series
 
 
-def headline_json(system: str, series: str) -> Path:
+def headline_json(system: str, series: str, eval_set: str | None = None) -> Path:
     """``metrics/headline/<system>/<series>.json``: a system's headline test metrics, uncalibrated or calibrated
-    (``baselines/silero`` -> ``silero/``)."""
-    return HEADLINE_DIR / system.rsplit("/", 1)[-1] / f"{series}.json"
+    (``baselines/silero`` -> ``silero/``); with ``eval_set``, on that evaluation set:
+    ``metrics/headline/eval_sets/<name>/<system>/<series>.json``."""
+    folder = HEADLINE_DIR if eval_set is None else HEADLINE_DIR / "eval_sets" / eval_set
+    return folder / system.rsplit("/", 1)[-1] / f"{series}.json"
 
 CONDITIONS_JSON = Path("metrics/conditions.json")
 CONDITIONS_TABLES_DIR = Path("metrics/conditions")

@@ -152,7 +152,7 @@ def test_an_outside_set_added_with_the_documented_command(study, tmp_path):
     import yaml
 
     from speech_calibration.data.schema import read_metadata
-    from tests.dvc_helpers import copy_repo, dvc, dvc_env, stages_run
+    from tests.dvc_helpers import copy_repo, dvc, dvc_env, metrics_json, stages_run
     from tests.eval_set_helpers import write_clip
 
     repo = copy_repo(study, tmp_path / "repo")
@@ -189,6 +189,19 @@ def test_an_outside_set_added_with_the_documented_command(study, tmp_path):
         assert 0.0 <= entry["calibrated"]["accuracy"] <= 1.0 and entry["calibrated"]["ece"] >= 0.0
         assert entry["calibrated"]["ci_group"]["ece"]["lo"] is not None  # 6 groups: a group-level interval
     assert "Evaluation set 'outside': 26 clips" in (repo / "metrics/summary.txt").read_text()
+    # its headline files beside test's, so `dvc metrics show` and `dvc exp show` carry the set's numbers too
+    shown = metrics_json(repo)
+    prefix = "metrics/headline/eval_sets/outside/"
+    on_set = {path.removeprefix(prefix) for path in shown if path.startswith(prefix)}
+    assert on_set == {f"{system}/{series}.json" for system in ("fine_tuned", "seed_42", "seed_123", "ensemble",
+                                                               "zeroshot", "silero", "webrtc")
+                      for series in ("uncalibrated", "calibrated")}
+    tuned = shown[f"{prefix}fine_tuned/calibrated.json"]["data"]
+    assert tuned["ece"] == round(block["fine_tuned"]["calibrated"]["ece"]["mean"], 4)
+    silero = shown[f"{prefix}silero/uncalibrated.json"]["data"]
+    assert silero["auc"] == round(block["systems"]["baselines/silero"]["uncalibrated"]["roc_auc"], 4)
+    test_tuned = json.loads((repo / "metrics/summary.json").read_text())["fine_tuned"]["calibrated"]["ece"]["mean"]
+    assert shown["metrics/headline/fine_tuned/calibrated.json"]["data"]["ece"] == round(test_tuned, 4)  # test's own
     windows = pd.read_csv(repo / "predictions/eval_sets/outside/seed_42/outside.csv").set_index("clip_id")
     assert windows.loc[["long_nonspeech", "long_speech"], "n_windows"].tolist() == [2, 2]
     assert (windows.drop(index=["long_nonspeech", "long_speech"])["n_windows"] == 1).all()

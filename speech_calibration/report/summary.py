@@ -7,7 +7,8 @@ Reads ``metrics/test/seed_<seed>.json`` and ``metrics/calibration/seed_<seed>.js
 
 * ``metrics/headline/<system>/{uncalibrated,calibrated}.json`` (what ``dvc metrics show``, ``dvc metrics diff`` and
   ``dvc exp show`` print): seven test metrics with short keys (:data:`HEADLINE_KEYS`) per system and series, for
-  ``fine_tuned`` (the mean over seeds), each seed and every reference system;
+  ``fine_tuned`` (the mean over seeds), each seed and every reference system; the same for every system on each
+  evaluation set, in ``metrics/headline/eval_sets/<name>/``;
 * ``metrics/summary.json`` (the detail, an ordinary output): per metric and series (uncalibrated / calibrated)
   the mean, SD and Student-t interval across seeds (clipped to the metric's range, as in the text);
   the fitted parameters and paired deltas per seed; the reference systems' metrics; ``group_level``:
@@ -207,24 +208,31 @@ def _headline(blocks: Mapping[str, Mapping]) -> dict:
     return {series: {key: round(_num(blocks[series].get(name)), 4) for key, name in HEADLINE_KEYS} for series in SERIES}
 
 
-def headlines(summary: dict, seed_results: dict, ref_results: dict) -> dict[str, dict]:
-    """{system: {series: {acc, bacc, auc, ece, sece, nll, brier}}} for both :data:`SERIES`, rounded to 4 decimals;
-    ``fine_tuned`` holds the means over seeds of :data:`AGG_KEYS` in ``summary``."""
-    out = {"fine_tuned": _headline({s: {k: v["mean"] for k, v in summary["fine_tuned"][s].items() if k in AGG_KEYS}
-                                    for s in SERIES})}
-    out |= {name: _headline(r) for name, r in seed_results.items()}
-    out |= {name: _headline(rr["test"]) for name, rr in ref_results.items()}
+def _seed_means(fine_tuned: Mapping[str, Mapping]) -> dict:
+    return {s: {k: v["mean"] for k, v in fine_tuned[s].items()} for s in SERIES}
+
+
+def headlines(summary: dict, seed_results: dict, ref_results: dict) -> dict[Path, dict]:
+    """{headline file (:func:`layout.headline_json`): {acc, bacc, auc, ece, sece, nll, brier}}, rounded to 4 decimals,
+    for both :data:`SERIES` of every system on test and on each evaluation set of ``summary``; ``fine_tuned``
+    holds the means over seeds."""
+    out = {}
+    for eval_set, systems in [(None, {"fine_tuned": _seed_means(summary["fine_tuned"]), **seed_results,
+                                      **{name: rr["test"] for name, rr in ref_results.items()}})] + [
+            (name, {"fine_tuned": _seed_means(block["fine_tuned"]), **block["systems"]})
+            for name, block in summary["eval_sets"].items()]:
+        out |= {layout.headline_json(system, series, eval_set): values
+                for system, blocks in systems.items() for series, values in _headline(blocks).items()}
     return out
 
 
-def write_headlines(blocks: Mapping[str, dict]) -> None:
-    """Replace ``metrics/headline/`` whole (no file of a system that is gone stays behind)."""
+def write_headlines(files: Mapping[Path, dict]) -> None:
+    """Replace ``metrics/headline/`` whole (no file of a system or set that is gone stays behind)."""
     with atomic_dir(layout.HEADLINE_DIR) as tmp:
-        for system, by_series in blocks.items():
-            for series, block in by_series.items():
-                path = tmp / layout.headline_json(system, series).relative_to(layout.HEADLINE_DIR)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_json(path, block)
+        for path, values in files.items():
+            path = tmp / path.relative_to(layout.HEADLINE_DIR)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(path, values)
 
 
 # ------------------------------------------------------------------------------------------ groups
