@@ -9,8 +9,9 @@ For one model configuration, in one run, it measures and prints (JSON and a tabl
   max |batch 1 - batch N| (in bf16 the first should be no larger than the second);
 - training: our ``train`` step (LoRA rank 16 on the decoder's attention + MLP) in clips/s and peak GPU
   memory, with and without gradient checkpointing, with and without LoRA dropout;
-- with ``--train-equivalence N``: one training step with the decoder compiled against eager (loss and adapter
-  gradients), beside eager's own difference between one pass and two accumulated halves;
+- with ``--train-equivalence N``: a training step with the decoder compiled against eager (loss and adapter
+  gradients), beside eager's own difference between one pass and two accumulated halves, on
+  ``--train-equivalence-batches`` batches of N clips;
 - model load time, and model FLOPs utilisation against the device's peak.
 
 Configurations: ``tiny`` (the embedded default; runs on CPU) and ``7b`` (a Qwen2-Audio-7B-shaped
@@ -151,19 +152,22 @@ def equivalence(model, builder, device, dtype, n=8) -> dict:
             "logit_scale": float(np.abs(full_n).mean())}
 
 
-def training_equivalence(model, builder, device, dtype, n: int = 16, *, backend: str = "inductor") -> dict:
-    """One training step of the compiled decoder (``train.compile``) against eager, beside eager's own spread.
+def training_equivalence(model, builder, device, dtype, n: int = 16, *, batches: int = 1,
+                         backend: str = "inductor") -> dict:
+    """Training steps of the compiled decoder (``train.compile``) against eager, beside eager's own spread.
 
     The step is the one ``time_training`` times at its best setting: LoRA r=16 on the decoder's attention + MLP,
     our layer checkpointing, the shared prompt prefix, LoRA dropout 0 (so the step is deterministic). ``lora_B``
-    starts from seeded random values instead of peft's zeros, so every adapter has a gradient. ``n`` clips of
-    0.3-5 s, compiled and eager on the same batch; the bound is eager on the same batch as two accumulated
-    halves (the same loss and gradient, other kernel shapes and sums). Each comparison gives the loss's absolute
-    difference, the gradients' relative L2 difference over all adapters together, and their largest absolute
-    difference, beside the largest absolute gradient.
+    starts from seeded random values instead of peft's zeros, so every adapter has a gradient. ``batches``
+    batches of ``n`` random clips of 0.3-5 s (the same adapter, no optimizer step), each run compiled and eager;
+    the bound is eager on the same batch as two accumulated halves (the same loss and gradient, other kernel
+    shapes and sums). Per batch (``runs``), each comparison gives the loss's absolute difference, the
+    gradients' relative L2 difference over all adapters together, and their largest absolute difference,
+    beside the largest absolute gradient. The decoder is compiled once, for every batch.
     """
     rng = np.random.default_rng(3)
-    audios = [(0.1 * rng.standard_normal(int(s * 16000))).astype(np.float32) for s in np.linspace(0.3, 5.0, n)]
+    sets = [[(0.1 * rng.standard_normal(int(s * 16000))).astype(np.float32) for s in np.linspace(0.3, 5.0, n)]
+            for _ in range(batches)]
     labels = ["SPEECH" if i % 2 == 0 else "NONSPEECH" for i in range(n)]
     torch.manual_seed(0)  # lora_A's init and lora_B's values below
     peft_model = loading.add_lora(model, Lora(r=16, alpha=32, dropout=0.0, mlp_targets=True, encoder_targets=False))
@@ -178,39 +182,37 @@ def training_equivalence(model, builder, device, dtype, n: int = 16, *, backend:
         prefix = forward.PrefixCache(peft_model, builder.prefix_ids, trainable=True)
         trainable = {name: q for name, q in peft_model.named_parameters() if q.requires_grad}
 
-        def step(parts: int, compiled: bool):
+        def step(audios, parts: int):
             for q in trainable.values():
                 q.grad = None
-            if compiled:
-                forward.compile_decoder(peft_model, backend=backend)
-            try:
-                total = 0.0
-                for part in np.array_split(np.arange(n), parts):
-                    loss, _, _ = answer_loss(peft_model, builder, [audios[i] for i in part],
-                                             [labels[i] for i in part], trim=True, device=device, dtype=dtype,
-                                             prefix=prefix)
-                    (loss * len(part) / n).backward()
-                    total += float(loss.detach()) * len(part) / n
-            finally:
-                if compiled:
-                    forward.uncompile_decoder(peft_model)
-            grads = torch.cat([q.grad.detach().float().flatten() for q in trainable.values()])
-            return total, grads
+            total = 0.0
+            for part in np.array_split(np.arange(n), parts):
+                loss, _, _ = answer_loss(peft_model, builder, [audios[i] for i in part], [labels[i] for i in part],
+                                         trim=True, device=device, dtype=dtype, prefix=prefix)
+                (loss * len(part) / n).backward()
+                total += float(loss.detach()) * len(part) / n
+            return total, torch.cat([q.grad.detach().float().flatten() for q in trainable.values()])
 
         def compare(a, b) -> dict:
             return {"abs_loss": abs(a[0] - b[0]),
                     "grad_rel_l2": float(torch.linalg.vector_norm(a[1] - b[1]) / torch.linalg.vector_norm(b[1])),
                     "grad_max_abs": float((a[1] - b[1]).abs().max())}
 
-        eager = step(1, False)
-        halves = step(2, False)
-        print(json.dumps({"eager_two_halves_vs_one_pass": compare(halves, eager)}), flush=True)  # before the long compile
-        started = time.perf_counter()
-        compiled = step(1, True)
-        compile_s = time.perf_counter() - started
-        return {"batch_size": n, "backend": backend, "loss": eager[0], "grad_max_abs_eager": float(eager[1].abs().max()),
-                "compiled_vs_eager": compare(compiled, eager), "eager_two_halves_vs_one_pass": compare(halves, eager),
-                "compiled_first_step_s": round(compile_s, 2)}
+        eager = [step(audios, 1) for audios in sets]
+        halves = [step(audios, 2) for audios in sets]
+        for e, h in zip(eager, halves):  # printed before the long compile
+            print(json.dumps({"eager_two_halves_vs_one_pass": compare(h, e)}), flush=True)
+        forward.compile_decoder(peft_model, backend=backend)
+        try:
+            started = time.perf_counter()
+            compiled = [step(sets[0], 1)]
+            first_s = time.perf_counter() - started
+            compiled += [step(audios, 1) for audios in sets[1:]]
+        finally:
+            forward.uncompile_decoder(peft_model)
+        runs = [{"loss": e[0], "grad_max_abs_eager": float(e[1].abs().max()), "compiled_vs_eager": compare(c, e),
+                 "eager_two_halves_vs_one_pass": compare(h, e)} for e, h, c in zip(eager, halves, compiled)]
+        return {"batch_size": n, "backend": backend, "compiled_first_step_s": round(first_s, 2), "runs": runs}
     finally:
         forward.disable_checkpointing(peft_model)
         torch._dynamo.reset()
@@ -327,8 +329,10 @@ def main() -> None:
                     help="explicit training configurations instead of the product of the options above, "
                          "e.g. 160:layer:0:shared:yes 64:transformers:0.05:per-row:no")
     ap.add_argument("--train-equivalence", type=int, default=0, metavar="N",
-                    help="also one training step compiled vs eager on N clips, beside eager's one pass vs two halves "
+                    help="also a training step compiled vs eager on N clips, beside eager's one pass vs two halves "
                          "(training_equivalence; Inductor: minutes to compile)")
+    ap.add_argument("--train-equivalence-batches", type=int, default=1, metavar="K",
+                    help="--train-equivalence on K batches of other random clips (compiled once)")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-score", action="store_true")
     ap.add_argument("--out", type=Path)
@@ -372,7 +376,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     if args.train_equivalence:
-        result["training_equivalence"] = training_equivalence(model, builder, device, dtype, args.train_equivalence)
+        result["training_equivalence"] = training_equivalence(model, builder, device, dtype, args.train_equivalence,
+                                                              batches=args.train_equivalence_batches)
         print(json.dumps(result["training_equivalence"]), flush=True)
 
     if not args.skip_train:
