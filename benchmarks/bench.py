@@ -27,6 +27,7 @@ import json
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -153,17 +154,19 @@ def equivalence(model, builder, device, dtype, n=8) -> dict:
 
 
 def training_equivalence(model, builder, device, dtype, n: int = 16, *, batches: int = 1,
-                         backend: str = "inductor") -> dict:
-    """Training steps of the compiled decoder (``train.compile``) against eager, beside eager's own spread.
+                         backend: str | Callable = "inductor") -> dict:
+    """Training steps of the compiled decoder (``train.compile``) against eager, beside eager's batching difference.
 
     The step is the one ``time_training`` times at its best setting: LoRA r=16 on the decoder's attention + MLP,
     our layer checkpointing, the shared prompt prefix, LoRA dropout 0 (so the step is deterministic). ``lora_B``
     starts from seeded random values instead of peft's zeros, so every adapter has a gradient. ``batches``
-    batches of ``n`` random clips of 0.3-5 s (the same adapter, no optimizer step), each run compiled and eager;
+    batches of ``n`` random clips of 0.3-5 s (the same ``n`` lengths in each, so one compile serves all; the same
+    adapter; no optimizer step), each run compiled and eager;
     the bound is eager on the same batch as two accumulated halves (the same loss and gradient, other kernel
     shapes and sums). Per batch (``runs``), each comparison gives the loss's absolute difference, the
     gradients' relative L2 difference over all adapters together, and their largest absolute difference,
-    beside the largest absolute gradient. The decoder is compiled once, for every batch.
+    beside the largest absolute gradient. The decoder is compiled once, for every batch, with ``backend``
+    (torch.compile's: a name or a callable).
     """
     rng = np.random.default_rng(3)
     sets = [[(0.1 * rng.standard_normal(int(s * 16000))).astype(np.float32) for s in np.linspace(0.3, 5.0, n)]
@@ -212,7 +215,8 @@ def training_equivalence(model, builder, device, dtype, n: int = 16, *, batches:
             forward.uncompile_decoder(peft_model)
         runs = [{"loss": e[0], "grad_max_abs_eager": float(e[1].abs().max()), "compiled_vs_eager": compare(c, e),
                  "eager_two_halves_vs_one_pass": compare(h, e)} for e, h, c in zip(eager, halves, compiled)]
-        return {"batch_size": n, "backend": backend, "compiled_first_step_s": round(first_s, 2), "runs": runs}
+        return {"batch_size": n, "backend": backend if isinstance(backend, str) else getattr(backend, "__name__", "?"),
+                "compiled_first_step_s": round(first_s, 2), "runs": runs}
     finally:
         forward.disable_checkpointing(peft_model)
         torch._dynamo.reset()
@@ -337,6 +341,10 @@ def main() -> None:
     ap.add_argument("--skip-score", action="store_true")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    if args.train_equivalence == 1 or args.train_equivalence < 0:
+        ap.error("--train-equivalence: at least 2 clips (its bound splits the batch in two), or 0 for none")
+    if args.train_equivalence_batches < 1:
+        ap.error("--train-equivalence-batches: at least 1")
 
     device = loading.resolve_device(Model(device=args.device))
     dtype = loading.resolve_dtype(Model(), device)

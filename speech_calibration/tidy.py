@@ -9,6 +9,8 @@ reports as untracked, that no stage reads, and that is either
 
 * named for a seed that no output of the current ``dvc.yaml`` names (``models/seed_7``, ``plots/test/seed_7_*``,
   ``metrics/headline/seed_7/``), or
+* the headline folder of an evaluation set that the current ``dvc.yaml`` no longer evaluates
+  (``metrics/headline/eval_sets/<name>/`` without a declared ``metrics/eval_sets/<name>.json``), or
 * inside a folder that a stage reads whole and other stages write into (``metrics/test/``, ``evaluation/``,
   ``models/calibrators/`` ...), where no stage declares it.
 
@@ -86,9 +88,12 @@ def stale_outputs(root: str | Path = ".") -> list[Path]:
             # a seed no declared output names any more (models/seed_7, metrics/headline/seed_7/, plots/test/seed_7_*)
             gone_seed = layout.names_a_seed(unit.name) and not any(
                 re.search(rf"(^|/){_seed_token(unit.name)}([._/]|$)", d) for d in declared)
+            # an evaluation set taken out of params.yaml: its headline files (aggregate rewrites the folder whole)
+            gone_set = (unit.parent == root / layout.HEADLINE_DIR / "eval_sets"
+                        and layout.eval_set_metrics(unit.name).as_posix() not in declared)
             # anything else in a folder a stage reads whole, that no stage declares (metrics/test/anything.json)
             undeclared = unit.parent in fan_in and not _overlaps(unit, outs)
-            if gone_seed or undeclared:
+            if gone_seed or gone_set or undeclared:
                 stale.add(unit)
                 break
     return sorted(p.relative_to(root) for p in stale)

@@ -410,6 +410,31 @@ def test_study_wrappers(project):
     _one_line_error(bad, "results/o.csv")
 
 
+def test_headline_files_cover_test_and_every_evaluation_set():
+    """``summary.headlines``: one file per system and series on test (``fine_tuned``: the seeds' mean; a detector by
+    its short name) and the same for each evaluation set under ``metrics/headline/eval_sets/<name>/``, each with the
+    seven short keys rounded to 4 decimals."""
+    from speech_calibration.report.summary import HEADLINE_KEYS, SERIES, headlines
+
+    def block(x):  # a system's metrics: every headline metric at x, 0.1 more when calibrated
+        return {s: {name: x + (0.1 if s == "calibrated" else 0.0) for _, name in HEADLINE_KEYS} for s in SERIES}
+
+    def seed_means(x):
+        return {s: {name: {"mean": v, "sd": 0.0} for name, v in block(x)[s].items()} for s in SERIES}
+
+    summary = {"fine_tuned": seed_means(0.5), "eval_sets": {"mine": {
+        "fine_tuned": seed_means(0.3), "systems": {"seed_1": block(0.31234567), "baselines/silero": block(0.2)}}}}
+    files = headlines(summary, {"seed_1": block(0.5)}, {"baselines/silero": {"test": block(0.6)}})
+    where = ("fine_tuned", "seed_1", "silero", "eval_sets/mine/fine_tuned", "eval_sets/mine/seed_1",
+             "eval_sets/mine/silero")
+    assert {p.as_posix() for p in files} == {f"metrics/headline/{w}/{series}.json" for w in where for series in SERIES}
+    assert files[Path("metrics/headline/eval_sets/mine/seed_1/uncalibrated.json")] == {k: 0.3123 for k, _ in HEADLINE_KEYS}
+    assert files[Path("metrics/headline/eval_sets/mine/fine_tuned/calibrated.json")]["ece"] == 0.4
+    assert files[Path("metrics/headline/eval_sets/mine/silero/uncalibrated.json")]["auc"] == 0.2
+    assert files[Path("metrics/headline/silero/calibrated.json")]["auc"] == 0.7
+    assert files[Path("metrics/headline/fine_tuned/uncalibrated.json")]["nll"] == 0.5
+
+
 def test_summary_json_and_txt_clip_bounded_intervals_alike():
     """A t-interval across seeds ignores a metric's range: both files clip [0, 1] metrics to [0, 1], and only those."""
     from speech_calibration.report.summary import BOUNDED, seed_interval, study_lines

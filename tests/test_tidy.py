@@ -27,9 +27,16 @@ stages:
             cache: false
         - metrics/test/seed_${item}.json:
             cache: false
+  evaluate_eval_set:
+    foreach: ${eval_sets}
+    do:
+      cmd: echo
+      outs:
+        - metrics/eval_sets/${key}.json:
+            cache: false
   aggregate:
     cmd: echo
-    deps: [metrics/test, evaluation]
+    deps: [metrics/test, evaluation, metrics/eval_sets]
     outs:
       - metrics/summary.json:
           cache: false
@@ -51,7 +58,7 @@ def repo(tmp_path) -> Path:
     root.mkdir()
     git("init", "-q", cwd=root)
     dvc("init", "-q", cwd=root)
-    (root / "params.yaml").write_text("seeds:\n  - 1\n  - 2\n")
+    (root / "params.yaml").write_text("seeds:\n  - 1\n  - 2\neval_sets:\n  kept: data/kept\n")
     (root / "dvc.yaml").write_text(DVC_YAML)
     (root / ".gitignore").write_text("/models/ignored_download/\n/models/seed_1\n/models/seed_2\n")
     _touch(root, "models/README.md", "metrics/test/notes.md")
@@ -60,7 +67,8 @@ def repo(tmp_path) -> Path:
     # the current seeds' outputs, the base model a stage reads, a git-ignored download, a file of your own elsewhere
     _touch(root, "models/seed_1/adapter.bin", "evaluation/seed_1/test.csv", "metrics/test/seed_1.json",
            "metrics/test/seed_2.json", "metrics/summary.json", "metrics/headline/seed_1/cal.json",
-           "metrics/headline/seed_2/cal.json", "models/base/weights.bin",
+           "metrics/headline/seed_2/cal.json", "metrics/eval_sets/kept.json",
+           "metrics/headline/eval_sets/kept/seed_1/cal.json", "models/base/weights.bin",
            "models/ignored_download/weights.bin", "notes/mine.txt")
     return root
 
@@ -78,6 +86,15 @@ def test_removes_a_removed_seeds_outputs_and_nothing_else(repo):
     after = {p for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts and ".dvc" not in p.parts}
     assert before - after == {repo / p for p in leftovers}
     assert tidy.stale_outputs(repo) == []
+
+
+def test_removes_a_removed_evaluation_sets_headline_files_and_nothing_else(repo):
+    """Going back from ``dvc exp run -S '+eval_sets.gone=...'`` leaves the set's headline folder (and its metrics
+    JSON) untracked; both go, the headline files of a set still in params.yaml stay, seed by seed."""
+    _touch(repo, "metrics/headline/eval_sets/gone/fine_tuned/cal.json", "metrics/eval_sets/gone.json",
+           "metrics/headline/eval_sets/kept/seed_7/cal.json")
+    assert [str(p) for p in tidy.stale_outputs(repo)] == [
+        "metrics/eval_sets/gone.json", "metrics/headline/eval_sets/gone", "metrics/headline/eval_sets/kept/seed_7"]
 
 
 def test_a_base_model_no_stage_reads_any_more_is_kept(repo):

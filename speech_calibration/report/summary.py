@@ -216,13 +216,14 @@ def headlines(summary: dict, seed_results: dict, ref_results: dict) -> dict[Path
     """{headline file (:func:`layout.headline_json`): {acc, bacc, auc, ece, sece, nll, brier}}, rounded to 4 decimals,
     for both :data:`SERIES` of every system on test and on each evaluation set of ``summary``; ``fine_tuned``
     holds the means over seeds."""
-    out = {}
-    for eval_set, systems in [(None, {"fine_tuned": _seed_means(summary["fine_tuned"]), **seed_results,
-                                      **{name: rr["test"] for name, rr in ref_results.items()}})] + [
-            (name, {"fine_tuned": _seed_means(block["fine_tuned"]), **block["systems"]})
-            for name, block in summary["eval_sets"].items()]:
-        out |= {layout.headline_json(system, series, eval_set): values
+    def files(systems: Mapping[str, Mapping], eval_set: str | None = None) -> dict[Path, dict]:
+        return {layout.headline_json(system, series, eval_set): values
                 for system, blocks in systems.items() for series, values in _headline(blocks).items()}
+
+    out = files({"fine_tuned": _seed_means(summary["fine_tuned"]), **seed_results,
+                 **{name: rr["test"] for name, rr in ref_results.items()}})
+    for name, block in summary["eval_sets"].items():
+        out |= files({"fine_tuned": _seed_means(block["fine_tuned"]), **block["systems"]}, eval_set=name)
     return out
 
 
