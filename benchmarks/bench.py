@@ -161,9 +161,8 @@ def training_equivalence(model, builder, device, dtype, n: int = 16, *, batches:
     our layer checkpointing, the shared prompt prefix, LoRA dropout 0 (so the step is deterministic). ``lora_B``
     starts from seeded random values instead of peft's zeros, so every adapter has a gradient. ``batches``
     batches of ``n`` random clips of 0.3-5 s (the same ``n`` lengths in each, so one compile serves all; the same
-    adapter; no optimizer step), each run compiled and eager;
-    the bound is eager on the same batch as two accumulated halves (the same loss and gradient, other kernel
-    shapes and sums). Per batch (``runs``), each comparison gives the loss's absolute difference, the
+    adapter; no optimizer step), each run compiled and eager; the bound is eager on the same batch as two
+    accumulated halves (the same loss and gradient, other kernel shapes and sums). Per batch (``runs``), each comparison gives the loss's absolute difference, the
     gradients' relative L2 difference over all adapters together, and their largest absolute difference,
     beside the largest absolute gradient. The decoder is compiled once, for every batch, with ``backend``
     (torch.compile's: a name or a callable).

@@ -89,7 +89,7 @@ def test_bench_predict_end_to_end_only_times_predicts_path_from_a_saved_base(tmp
 
 
 @pytest.mark.slow
-def test_training_equivalence_compares_the_compiled_step_with_eager_beside_eagers_own_spread():
+def test_training_equivalence_compares_the_compiled_step_with_eager_beside_eagers_batching_difference():
     """``bench.training_equivalence`` (``--train-equivalence``) on the tiny model in fp32, two batches: on each, the
     compiled step gives eager's loss and adapter gradients, eager's two accumulated halves give its one pass, and
     every adapter has a gradient to compare; the model is left as it was. The compiling goes through a backend that

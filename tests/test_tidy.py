@@ -90,7 +90,7 @@ def test_removes_a_removed_seeds_outputs_and_nothing_else(repo):
 
 def test_removes_a_removed_evaluation_sets_headline_files_and_nothing_else(repo):
     """Going back from ``dvc exp run -S '+eval_sets.gone=...'`` leaves the set's headline folder (and its metrics
-    JSON) untracked; both go, the headline files of a set still in params.yaml stay, seed by seed."""
+    JSON) untracked; both go. A set still in params.yaml keeps its headline files, but for a removed seed's."""
     _touch(repo, "metrics/headline/eval_sets/gone/fine_tuned/cal.json", "metrics/eval_sets/gone.json",
            "metrics/headline/eval_sets/kept/seed_7/cal.json")
     assert [str(p) for p in tidy.stale_outputs(repo)] == [
