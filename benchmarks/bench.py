@@ -162,10 +162,10 @@ def training_equivalence(model, builder, device, dtype, n: int = 16, *, batches:
     starts from seeded random values instead of peft's zeros, so every adapter has a gradient. ``batches``
     batches of ``n`` random clips of 0.3-5 s (the same ``n`` lengths in each, so one compile serves all; the same
     adapter; no optimizer step), each run compiled and eager; the bound is eager on the same batch as two
-    accumulated halves (the same loss and gradient, other kernel shapes and sums). Per batch (``runs``), each comparison gives the loss's absolute difference, the
-    gradients' relative L2 difference over all adapters together, and their largest absolute difference,
-    beside the largest absolute gradient. The decoder is compiled once, for every batch, with ``backend``
-    (torch.compile's: a name or a callable).
+    accumulated halves (the same loss and gradient, other kernel shapes and sums). Per batch (``runs``), each
+    comparison gives the loss's absolute difference, the gradients' relative L2 difference over all adapters
+    together, and their largest absolute difference, beside the largest absolute gradient. The decoder is
+    compiled once, for every batch, with ``backend`` (torch.compile's: a name or a callable).
     """
     rng = np.random.default_rng(3)
     sets = [[(0.1 * rng.standard_normal(int(s * 16000))).astype(np.float32) for s in np.linspace(0.3, 5.0, n)]
