@@ -90,6 +90,11 @@ def adapter_dir(seed: int) -> Path:
     return Path("models") / seed_system(seed)
 
 
+def train_info_json(adapter: str | Path) -> Path:
+    """``<adapter>/train_info.json``: what trained the adapter in folder ``adapter`` (steps, time, the params it used)."""
+    return Path(adapter) / "train_info.json"
+
+
 def train_live_dir(seed: int) -> Path:
     """``metrics/train/seed_<seed>/``: the seed's dvclive training curves."""
     return Path("metrics/train") / seed_system(seed)
@@ -220,13 +225,14 @@ SUMMARY_JSON = Path("metrics/summary.json")
 SUMMARY_TXT = Path("metrics/summary.txt")
 SUMMARY_PLOTS_DIR = Path("plots/summary")
 HEADLINE_DIR = Path("metrics/headline")  # the only files dvc.yaml declares as metrics: one per system and series
+EVAL_SETS_HEADLINE_DIR = HEADLINE_DIR / "eval_sets"  # metrics/headline/eval_sets/<name>/: the same on each eval set
 
 
 def headline_json(system: str, series: str, eval_set: str | None = None) -> Path:
     """``metrics/headline/<system>/<series>.json``: a system's headline test metrics, uncalibrated or calibrated
     (``baselines/silero`` -> ``silero/``); with ``eval_set``, on that evaluation set:
     ``metrics/headline/eval_sets/<name>/<system>/<series>.json``."""
-    folder = HEADLINE_DIR if eval_set is None else HEADLINE_DIR / "eval_sets" / eval_set
+    folder = HEADLINE_DIR if eval_set is None else EVAL_SETS_HEADLINE_DIR / eval_set
     return folder / system.rsplit("/", 1)[-1] / f"{series}.json"
 
 CONDITIONS_JSON = Path("metrics/conditions.json")

@@ -89,7 +89,7 @@ def stale_outputs(root: str | Path = ".") -> list[Path]:
             gone_seed = layout.names_a_seed(unit.name) and not any(
                 re.search(rf"(^|/){_seed_token(unit.name)}([._/]|$)", d) for d in declared)
             # an evaluation set taken out of params.yaml: its headline files (aggregate rewrites the folder whole)
-            gone_set = (unit.parent == root / layout.HEADLINE_DIR / "eval_sets"
+            gone_set = (unit.parent == root / layout.EVAL_SETS_HEADLINE_DIR
                         and layout.eval_set_metrics(unit.name).as_posix() not in declared)
             # anything else in a folder a stage reads whole, that no stage declares (metrics/test/anything.json)
             undeclared = unit.parent in fan_in and not _overlaps(unit, outs)

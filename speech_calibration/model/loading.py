@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from speech_calibration import layout
 from speech_calibration.errors import UserError
 from speech_calibration.params import Lora, Model, Prompt
 
@@ -140,7 +141,7 @@ def check_trained_prompt(adapter_dir: str | Path, prompt: Prompt) -> None:
     import json
     from dataclasses import asdict
 
-    info = Path(adapter_dir) / "train_info.json"
+    info = layout.train_info_json(adapter_dir)
     if not info.is_file():
         return
     trained = {**asdict(Prompt()), **json.loads(info.read_text()).get("params", {}).get("prompt", {})}

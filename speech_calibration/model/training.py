@@ -199,6 +199,6 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
     if ranks.is_main:
         with atomic_dir(out_dir) as tmp:
             model.save_pretrained(str(tmp), safe_serialization=True)
-            write_json(tmp / "train_info.json", info)
+            write_json(layout.train_info_json(tmp), info)
     log.info("seed %d: %d steps in %.1f s, final loss %.4f -> %s", seed, step, wall, last_loss, out_dir)
     return info
