@@ -23,6 +23,7 @@ config with random weights built directly on the GPU: no download).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import tempfile
@@ -153,6 +154,38 @@ def equivalence(model, builder, device, dtype, n=8) -> dict:
             "logit_scale": float(np.abs(full_n).mean())}
 
 
+@contextlib.contextmanager
+def training_adapter(model, *, dropout: float, checkpointing: str = "none", compiled: bool = False):
+    """``model`` with the train step's LoRA (r=16 on the decoder's attention + MLP; the real model's pretrained encoder
+    stays frozen, as ``lora.encoder_targets: false``), in training mode, and the same plain base again afterwards,
+    also after running out of memory.
+
+    ``checkpointing``: "none"; "layer" or "mlp" (``forward.enable_checkpointing``'s scopes); "transformers"
+    (``gradient_checkpointing_enable``, the plain peft + transformers path; per-row prefix only).
+    ``compiled``: every decoder layer under ``torch.compile`` (``forward.compile_decoder``).
+    """
+    peft_model = loading.add_lora(model, Lora(r=16, alpha=32, dropout=dropout, mlp_targets=True, encoder_targets=False))
+    try:
+        if checkpointing == "transformers":
+            peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif checkpointing != "none":
+            forward.enable_checkpointing(peft_model, checkpointing)
+        if compiled:
+            forward.compile_decoder(peft_model)
+        peft_model.train()
+        loading.unwrap(peft_model).model.audio_tower.eval()
+        yield peft_model
+    finally:
+        forward.disable_checkpointing(peft_model)
+        if checkpointing == "transformers":  # its hook that makes the embeddings' output require grad goes too
+            peft_model.gradient_checkpointing_disable()
+            peft_model.disable_input_require_grads()
+        forward.uncompile_decoder(peft_model)  # a no-op unless compiled, here or by the caller
+        torch._dynamo.reset()
+        peft_model.unload()
+        model.eval().requires_grad_(False)
+
+
 def training_equivalence(model, builder, device, dtype, n: int = 16, *, batches: int = 1,
                          backend: str | Callable = "inductor") -> dict:
     """Training steps of the compiled decoder (``train.compile``) against eager, beside eager's batching difference.
@@ -172,15 +205,11 @@ def training_equivalence(model, builder, device, dtype, n: int = 16, *, batches:
             for _ in range(batches)]
     labels = ["SPEECH" if i % 2 == 0 else "NONSPEECH" for i in range(n)]
     torch.manual_seed(0)  # lora_A's init and lora_B's values below
-    peft_model = loading.add_lora(model, Lora(r=16, alpha=32, dropout=0.0, mlp_targets=True, encoder_targets=False))
-    try:
+    with training_adapter(model, dropout=0.0, checkpointing="layer") as peft_model:
         with torch.no_grad():
             for name, q in peft_model.named_parameters():
                 if "lora_B" in name:
                     q.normal_(0.0, 0.02)
-        forward.enable_checkpointing(peft_model, "layer")
-        peft_model.train()
-        loading.unwrap(peft_model).model.audio_tower.eval()
         prefix = forward.PrefixCache(peft_model, builder.prefix_ids, trainable=True)
         trainable = {name: q for name, q in peft_model.named_parameters() if q.requires_grad}
 
@@ -204,44 +233,24 @@ def training_equivalence(model, builder, device, dtype, n: int = 16, *, batches:
         halves = [step(audios, 2) for audios in sets]
         for e, h in zip(eager, halves):  # printed before the long compile
             print(json.dumps({"eager_two_halves_vs_one_pass": compare(h, e)}), flush=True)
-        forward.compile_decoder(peft_model, backend=backend)
-        try:
-            started = time.perf_counter()
-            compiled = [step(sets[0], 1)]
-            first_s = time.perf_counter() - started
-            compiled += [step(audios, 1) for audios in sets[1:]]
-        finally:
-            forward.uncompile_decoder(peft_model)
+        forward.compile_decoder(peft_model, backend=backend)  # undone by training_adapter on the way out
+        started = time.perf_counter()
+        compiled = [step(sets[0], 1)]
+        first_s = time.perf_counter() - started
+        compiled += [step(audios, 1) for audios in sets[1:]]
         runs = [{"loss": e[0], "grad_max_abs_eager": float(e[1].abs().max()), "compiled_vs_eager": compare(c, e),
                  "eager_two_halves_vs_one_pass": compare(h, e)} for e, h, c in zip(eager, halves, compiled)]
         return {"batch_size": n, "backend": backend if isinstance(backend, str) else getattr(backend, "__name__", "?"),
                 "compiled_first_step_s": round(first_s, 2), "runs": runs}
-    finally:
-        forward.disable_checkpointing(peft_model)
-        torch._dynamo.reset()
-        peft_model.unload()
-        model.eval().requires_grad_(False)
 
 
 def time_training(model, builder, audios, batch_size, steps, *, checkpointing, dropout, shared_prefix, device,
                   dtype, compiled: bool = False) -> dict:
     """Clips per second and peak memory of the train stage's step (LoRA r=16 on attention + MLP).
 
-    ``checkpointing``: "none"; "layer" or "mlp" (``forward.enable_checkpointing``'s scopes); "transformers"
-    (``gradient_checkpointing_enable``, the plain peft + transformers path; per-row prefix only).
-    ``compiled``: every decoder layer under ``torch.compile`` (``forward.compile_decoder``).
+    ``checkpointing``, ``compiled``: as :func:`training_adapter`.
     """
-    # the decoder's attention + MLP; the real model's pretrained encoder stays frozen (lora.encoder_targets: false)
-    peft_model = loading.add_lora(model, Lora(r=16, alpha=32, dropout=dropout, mlp_targets=True, encoder_targets=False))
-    try:
-        if checkpointing == "transformers":
-            peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        elif checkpointing != "none":
-            forward.enable_checkpointing(peft_model, checkpointing)
-        if compiled:
-            forward.compile_decoder(peft_model)
-        peft_model.train()
-        loading.unwrap(peft_model).model.audio_tower.eval()
+    with training_adapter(model, dropout=dropout, checkpointing=checkpointing, compiled=compiled) as peft_model:
         prefix = forward.PrefixCache(peft_model, builder.prefix_ids, trainable=True) if shared_prefix else None
         trainable = [q for q in peft_model.parameters() if q.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=1e-4)
@@ -276,16 +285,6 @@ def time_training(model, builder, audios, batch_size, steps, *, checkpointing, d
         if device.type == "cuda":
             out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         return out
-    finally:  # also after running out of memory: the next measurement starts from the same plain base
-        forward.disable_checkpointing(peft_model)
-        if checkpointing == "transformers":  # its hook that makes the embeddings' output require grad goes too
-            peft_model.gradient_checkpointing_disable()
-            peft_model.disable_input_require_grads()
-        if compiled:
-            forward.uncompile_decoder(peft_model)
-            torch._dynamo.reset()
-        peft_model.unload()
-        model.eval().requires_grad_(False)
 
 
 def forward_flops(model, builder, seconds: float, *, shared_prefix: bool = False) -> float:
