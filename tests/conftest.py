@@ -1,8 +1,9 @@
 """Shared fixtures: temporary params files, real audio files, a small synthetic corpus config, and the shrunk
-study reproduced once by the real ``dvc`` (``study``, for the slow tier)."""
+study reproduced by the real ``dvc`` (``study``, for the slow tier), once in each pytest-xdist worker that reads it."""
 from __future__ import annotations
 
 import copy
+import os
 import time
 from pathlib import Path
 
@@ -12,6 +13,18 @@ import soundfile as sf
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+MAX_WORKERS = 4  # pytest-xdist's `-n auto` (addopts): each worker that reads `study` reproduces it, model stages and all
+CORES = len(os.sched_getaffinity(0))  # the cores this process may use
+
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # a pytest-xdist worker: the workers share the cores between them
+    # set before torch is imported; the stages and dvc runs a test starts inherit it
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, CORES // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: a worker per core, at most :data:`MAX_WORKERS`."""
+    return max(1, min(MAX_WORKERS, CORES))
 
 # A small synthetic corpus (20 clips) that prepares in a couple of seconds; tests copy and override it.
 SMALL_SYNTHETIC = {
@@ -75,9 +88,9 @@ def make_audio(tmp_path):
 
 @pytest.fixture(scope="session")
 def study(tmp_path_factory) -> Path:
-    """The shrunk study (tests/dvc_helpers.SHRINK) in a temporary git repository, reproduced once by ``dvc repro``
-    and committed (dvc.lock, uncached metrics and plots). Shared by every test of the session: read it, or
-    change a copy (``dvc_helpers.copy_repo``)."""
+    """The shrunk study (tests/dvc_helpers.SHRINK) in a temporary git repository, reproduced by ``dvc repro``
+    and committed (dvc.lock, uncached metrics and plots). Shared by every test of the session (of the worker, under
+    pytest-xdist): read it, or change a copy (``dvc_helpers.copy_repo``)."""
     from tests.dvc_helpers import SHRINK, commit_all, dvc, init_project, stages_run
 
     repo = init_project(tmp_path_factory.mktemp("study") / "repo", SHRINK)

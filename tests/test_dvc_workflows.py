@@ -57,7 +57,7 @@ def analysis_stages(repo: Path) -> set[str]:
 # fixtures
 # ---------------------------------------------------------------------------------------------
 
-# `study` (tests/conftest.py): the shrunk study, reproduced once per session and committed.
+# `study` (tests/conftest.py): the shrunk study, reproduced once per session (per pytest-xdist worker) and committed.
 
 @pytest.fixture
 def work(study, tmp_path) -> Path:
