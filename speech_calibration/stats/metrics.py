@@ -315,6 +315,7 @@ def _one_blas_thread():
     return _blas_controller().limit(limits=1, user_api="blas")
 
 
+_KERNEL_FLOOR = 1e-20  # kernel terms below this (before normalising) are set to 0: see _kernel
 _KERNEL_CACHED_MAX = 2**20  # entries (4 MiB of float32) of the largest kernel kept: the cache holds at most 256 MiB
 
 
@@ -347,6 +348,7 @@ def _kernel(sigma: float, keys: bytes) -> np.ndarray:
     k = np.zeros((m, keys_f.size))
     for centre in (keys_f, -keys_f, 2.0 - keys_f):  # reflections at 0 and 1 keep the kernel's mass in [0, 1]
         k += np.exp(-0.5 * ((t[:, None] - centre[None, :]) / sigma) ** 2)
+    k[k < _KERNEL_FLOOR] = 0.0  # far tails: in float32 their products with the residuals would be subnormal
     kernel = (c * k).T.astype(np.float32)
     kernel.flags.writeable = False
     return kernel
