@@ -14,7 +14,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_WORKERS = 4  # pytest-xdist's `-n auto` (addopts): each worker that reads `study` reproduces it, model stages and all
-CORES = len(os.sched_getaffinity(0))  # the cores this process may use
+# the cores this process may use (macOS has no sched_getaffinity: all of them)
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # a pytest-xdist worker: the workers share the cores between them
     # set before torch is imported; the stages and dvc runs a test starts inherit it
@@ -25,6 +26,7 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # a pytest-xdist worker: the work
 def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto``: a worker per core, at most :data:`MAX_WORKERS`."""
     return max(1, min(MAX_WORKERS, CORES))
+
 
 # A small synthetic corpus (20 clips) that prepares in a couple of seconds; tests copy and override it.
 SMALL_SYNTHETIC = {
