@@ -6,10 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from speech_calibration.model import forward, loading
 from speech_calibration.errors import UserError
+from speech_calibration.model import forward, loading
+from speech_calibration.model.inputs import (
+    IGNORE_INDEX,
+    FeatureCache,
+    InputBuilder,
+    answer_token_ids,
+)
 from speech_calibration.params import Lora, Model, Prompt
-from speech_calibration.model.inputs import IGNORE_INDEX, InputBuilder, answer_token_ids
 from tests.model_helpers import tiny_model_dir, toy_clips
 
 
@@ -291,6 +296,29 @@ def test_features_are_float32_under_autocast_as_training_builds_them(tiny):
         matmul = torch.ones(4, 4) @ torch.ones(4, 4)
     assert matmul.dtype == torch.bfloat16  # autocast really was in force
     assert under.dtype == torch.float32 and torch.equal(under, plain) and torch.equal(under_mask, plain_mask)
+
+
+@pytest.mark.parametrize("trim", [True, False], ids=["trimmed", "whole_window"])
+def test_feature_cache_slices_equal_the_features_of_each_batch_bit_for_bit(tiny, trim):
+    """``FeatureCache`` (training's features, computed once) against ``InputBuilder.features`` per batch, over batches
+    of every mix of lengths, digital silence among them, and the batches it builds equal field by field."""
+    _, _, _, builder = tiny
+    clips = toy_clips(seed=3, durations=(0.2, 4.7, 1.3, 0.5, 2.9, 0.9, 3.6, 0.25)) + [np.zeros(8000, np.float32)]
+    cache = FeatureCache(builder, clips, trim=trim)
+    assert cache.features.shape[-1] == builder.window_length(clips, trim=trim) // builder.hop
+    assert FeatureCache.nbytes(builder, clips, trim=trim) == cache.features.numel() * 4
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 3, 5, len(clips)):
+        idx = rng.permutation(len(clips))[:size].tolist()
+        features, mask = builder.features([clips[i] for i in idx], trim=trim)
+        got, got_mask = cache.take(idx)
+        assert torch.equal(got, features) and torch.equal(got_mask, mask), idx
+        labels = ["SPEECH"] * size
+        plain = builder.build([clips[i] for i in idx], labels, trim=trim)
+        cached = builder.build([clips[i] for i in idx], labels, trim=trim, features=cache.take(idx))
+        for field, value in vars(plain).items():
+            other = getattr(cached, field)
+            assert torch.equal(other, value) if isinstance(value, torch.Tensor) else other == value, field
 
 
 def test_audio_index_places_each_rows_audio_tokens_where_the_prompt_has_them(tiny):

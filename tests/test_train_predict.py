@@ -69,6 +69,16 @@ def test_same_seed_gives_the_same_adapter_bit_for_bit(project, trained, monkeypa
     assert _sha(project / "models/other/adapter_model.safetensors") != _sha(project / "models/seed_42/adapter_model.safetensors")
 
 
+def test_features_computed_once_train_the_same_adapter_bit_for_bit(project, trained, monkeypatch):
+    """On the CPU ``train`` computes the split's features once (``FeatureCache``); computing them for every batch, as
+    it does on a GPU or past the cache's size, gives the same adapter to the last bit."""
+    p, _ = trained
+    monkeypatch.chdir(project)
+    train(p, 42, project / "models/uncached", project / "metrics/train/uncached", feature_cache_bytes=0)
+    adapter = "adapter_model.safetensors"
+    assert _sha(project / "models/uncached" / adapter) == _sha(project / "models/seed_42" / adapter)
+
+
 def test_reloaded_adapter_gives_identical_logits_and_generation_agrees(project, trained, monkeypatch):
     p, _ = trained
     monkeypatch.chdir(project)

@@ -164,13 +164,16 @@ class InputBuilder:
         return out["input_features"], out["attention_mask"].long()
 
     def build(self, audios: Sequence[np.ndarray], labels: Sequence[str] | None = None, *, trim: bool = True,
-              feature_device: str = "cpu", shared_prefix: bool = False) -> Batch:
+              feature_device: str = "cpu", shared_prefix: bool = False,
+              features: tuple[torch.Tensor, torch.Tensor] | None = None) -> Batch:
         """Inputs for ``audios``; with ``labels``, each row ends with its answer token, the only supervised one.
 
         ``shared_prefix`` leaves the prompt text before the audio (the same for every clip) out of the rows,
         for a model that has it in a :class:`speech_calibration.model.forward.PrefixCache`; positions still count it.
+        ``features``: these clips' log-mel features and frame mask, already computed (:meth:`FeatureCache.take`).
         """
-        features, feature_mask = self.features(audios, trim=trim, device=feature_device)
+        features, feature_mask = features if features is not None else self.features(audios, trim=trim,
+                                                                                      device=feature_device)
         real_frames = feature_mask.sum(-1).cpu()
         n_audio = num_audio_tokens(real_frames).tolist()
         head = [] if shared_prefix else self.prefix_ids
@@ -200,6 +203,32 @@ class InputBuilder:
         keep = torch.arange(encoder_positions(features.shape[-1]))[None, :] < encoder_positions(real_frames)[:, None]
         return Batch(input_ids, attention_mask, position_ids, features, feature_mask, batch_labels, prefix_len,
                      audio_index, None if bool(keep.all()) else keep)
+
+
+class FeatureCache:
+    """The log-mel features of a fixed list of clips, computed once over the window of the longest, so that each
+    training epoch slices them instead of computing them again.
+
+    A batch's slice equals what :meth:`InputBuilder.features` computes for that batch (``tests/test_modeling.py``
+    checks it bit for bit): every frame within a clip and its margin is the same in any window that holds it
+    (:meth:`InputBuilder.window_length`), and past them the audio is zeros, whose log-mel is the clip's own floor.
+    """
+
+    def __init__(self, builder: InputBuilder, audios: Sequence[np.ndarray], *, trim: bool):
+        self.builder, self.trim, self.audios = builder, trim, audios
+        self.features, self.mask = builder.features(audios, trim=trim)
+
+    @staticmethod
+    def nbytes(builder: InputBuilder, audios: Sequence[np.ndarray], *, trim: bool) -> int:
+        """The bytes a cache of ``audios`` would hold (float32 features; the mask is a small fraction more)."""
+        frames = builder.window_length(audios, trim=trim) // builder.hop
+        return len(audios) * builder.feature_extractor.feature_size * frames * 4
+
+    def take(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and frame mask of the clips ``idx``, over the window :meth:`InputBuilder.features` would use."""
+        frames = self.builder.window_length([self.audios[i] for i in idx], trim=self.trim) // self.builder.hop
+        rows = torch.as_tensor(list(idx), dtype=torch.long)
+        return self.features[rows, :, :frames].contiguous(), self.mask[rows, :frames].contiguous()
 
 
 def label_of_token(token: str, prompt: Prompt) -> str:

@@ -27,6 +27,10 @@ from speech_calibration import params as params_mod
 from speech_calibration.fileio import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
+# On the CPU the train split's log-mel features are computed once and sliced every epoch, when they fit in this
+# many bytes (:class:`speech_calibration.model.inputs.FeatureCache`; 17 MB for the embedded default). On a GPU
+# they are computed on the GPU for every batch, as when scoring.
+FEATURE_CACHE_BYTES = 1 << 30
 
 
 def seed_everything(seed: int) -> None:
@@ -58,13 +62,14 @@ class _NoLive:
         pass
 
 
-def answer_loss(model, builder, audios, labels, *, trim: bool, device, dtype, prefix=None):
+def answer_loss(model, builder, audios, labels, *, trim: bool, device, dtype, prefix=None, features=None):
     """One micro-batch: build the training inputs, forward, cross-entropy on the answer token only.
 
     The answer token is the last of each (left-padded) row; it is predicted at the position before it.
     ``prefix`` (a trainable :class:`speech_calibration.model.forward.PrefixCache`) runs the prompt text that every row
-    shares once for the batch instead of once per row. Returns (loss, vocabulary logits at the answer
-    position, target token ids).
+    shares once for the batch instead of once per row. ``features``: the batch's log-mel features and frame mask,
+    already computed (``FeatureCache.take``). Returns (loss, vocabulary logits at the answer position, target
+    token ids).
     """
     import torch
     import torch.nn.functional as F
@@ -77,8 +82,8 @@ def answer_loss(model, builder, audios, labels, *, trim: bool, device, dtype, pr
     if prefix is not None:  # queued before the batch's inputs, so its small kernels can overlap the last step's tail
         with autocast:
             prefix_kv = prefix.for_batch(len(audios))
-    batch = builder.build(audios, labels, trim=trim, feature_device=feature_device,
-                          shared_prefix=prefix is not None).to(device, dtype)
+    batch = builder.build(audios, labels, trim=trim, feature_device=feature_device, shared_prefix=prefix is not None,
+                          features=features).to(device, dtype)
     with autocast:
         hidden = forward.last_hidden(model, batch, trim=trim, prefix=prefix, prefix_kv=prefix_kv)[:, -2]
         logits = forward.vocab_logits(model, hidden)
@@ -86,7 +91,12 @@ def answer_loss(model, builder, audios, labels, *, trim: bool, device, dtype, pr
     return F.cross_entropy(logits, target), logits, target
 
 
-def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dict:
+def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path, *,
+          feature_cache_bytes: int = FEATURE_CACHE_BYTES) -> dict:
+    """Train the seed's adapter into ``out_dir`` (dvclive logs into ``live_dir``); returns ``train_info.json``'s dict.
+
+    ``feature_cache_bytes``: on the CPU, compute the features once when they fit in this many bytes (0: never).
+    """
     import torch
     from dvclive import Live
     from tqdm import tqdm
@@ -96,7 +106,7 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
     from speech_calibration.data.audio import load_clips
     from speech_calibration.data.long_clips import apply_policy
     from speech_calibration.model import distributed, forward, loading
-    from speech_calibration.model.inputs import InputBuilder
+    from speech_calibration.model.inputs import FeatureCache, InputBuilder
 
     cfg = p.train
     seed_everything(seed)
@@ -128,6 +138,9 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
     if not p.lora.encoder_targets:
         loading.unwrap(model).model.audio_tower.eval()  # frozen encoder: no dropout
     trim = p.model.trim_audio_window
+    cache = None
+    if device.type == "cpu" and FeatureCache.nbytes(builder, audios, trim=trim) <= feature_cache_bytes:
+        cache = FeatureCache(builder, audios, trim=trim)
     prefix = forward.PrefixCache(model, builder.prefix_ids, trainable=True) if cfg.share_prompt_prefix else None
     if cfg.compile:
         forward.compile_decoder(model)
@@ -158,7 +171,7 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path) -> dic
                 if idx:
                     loss, logits, target = answer_loss(model, builder, [audios[i] for i in idx],
                                                        [labels[i] for i in idx], trim=trim, device=device, dtype=dtype,
-                                                       prefix=prefix)
+                                                       prefix=prefix, features=cache.take(idx) if cache else None)
                     (loss * share / cfg.grad_accum).backward()
                     loss_part = loss.detach().item() * share
                     pair = logits[:, list(answer_ids)]
