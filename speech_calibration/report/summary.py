@@ -266,17 +266,23 @@ def _interval_text(key: str, block: dict | None) -> str:
     return f"[{fmt_value(key, block['lo'])}, {fmt_value(key, block['hi'])}]"
 
 
+def _missing_intervals(blocks) -> tuple[bool, list[str]]:
+    """Whether none of these group-bootstrap results has an interval, and the reasons given where one is missing."""
+    blocks = list(blocks)
+    reasons = sorted({b["reason"] for b in blocks if b.get("lo") is None and b.get("reason")})
+    return all(b.get("lo") is None for b in blocks), reasons
+
+
 def group_lines(summary: dict, ci: float) -> list[str]:
     """The group-level view: group-bootstrap intervals where the groups allow one, else why not; the per-group table."""
     info = summary["group_level"]
     n_groups = info.get("n_groups")
     pct = int(round(100 * ci))
     out = [f"Group-level view: a new speaker or recording is a new group, and the test split has {n_groups} groups"]
-    reasons = {b.get("reason") for sys in info["systems"].values() for series in SERIES
-               for b in sys[series].values() if b.get("reason")}
-    if n_groups is not None and all(b.get("lo") is None for sys in info["systems"].values() for series in SERIES
-                                    for b in sys[series].values()):
-        out += [f"  No group-level interval: {'; '.join(sorted(reasons))}.",
+    none, reasons = _missing_intervals(b for sys in info["systems"].values() for series in SERIES
+                                       for b in sys[series].values())
+    if n_groups is not None and none:
+        out += [f"  No group-level interval: {'; '.join(reasons)}.",
                 "  The table below (each metric on each group alone) is the group-level evidence."]
     else:
         out.append(f"  {pct}% group-bootstrap intervals ({info.get('resampled')}; {info.get('rule')}; 'none': see below)")
@@ -292,7 +298,7 @@ def group_lines(summary: dict, ci: float) -> list[str]:
                            + (f"[{d['lo']:+.3f}, {d['hi']:+.3f}] {d['verdict']}" if d.get("lo") is not None
                               else d["verdict"]))
         if reasons:
-            out.append("  none: " + "; ".join(sorted(reasons)))
+            out.append("  none: " + "; ".join(reasons))
     out += ["", "Per test group (fine-tuned: mean ± SD over seeds; reference systems: one run each)"]
     header = f"{'group':<26}{'clips':>9}  {'system':<20}{'series':<14}" + "".join(f"{label:>16}" for label, _ in GROUP_COLUMNS)
     out += [header, "-" * len(header)]
@@ -334,8 +340,8 @@ def eval_set_lines(name: str, block: dict, k: int, ci: float) -> list[str]:
                                                               for _, key in TABLE_COLUMNS))
     intervals = [(system, series, entry[series]["ci_group"]) for system, entry in block["systems"].items()
                  for series in SERIES]
-    reasons = sorted({b["reason"] for _, _, g in intervals for b in g.values() if b.get("lo") is None and "reason" in b})
-    if all(b.get("lo") is None for _, _, g in intervals for b in g.values()):
+    none, reasons = _missing_intervals(b for _, _, g in intervals for b in g.values())
+    if none:
         out.append(f"  No group-level interval: {'; '.join(reasons)}.")
         return out
     out.append(f"  {int(round(100 * ci))}% group-bootstrap intervals ({block['n_groups']} groups; 'none': "
