@@ -6,6 +6,8 @@
 - every calibrator, fitted on any dev data, gives probabilities in [0, 1] for any finite logits;
 - temperature scaling never changes a calibrator's decision: sign(z / T) = sign(z) for T > 0, on the float32
   logits a model emits and the temperatures ``calibration.temperature_bounds`` allows;
+- nor the ROC-AUC that the metrics report, however large the logits: it ranks the log-odds, not the
+  probabilities, which round to exactly 0 or 1 past about ±37;
 - the paired difference of a system with itself is exactly 0, with a zero-width interval and no verdict;
 - a cluster bootstrap with one clip per group (the groups named anyhow, in any order) gives exactly the clip
   bootstrap's replicates with the same seed, for every metric.
@@ -79,6 +81,30 @@ def test_temperature_scaling_never_changes_a_decision(logit_a, logit_b, temperat
     scaled = calibrators.TemperatureScaling({"temperature": temperature})
     assert np.array_equal(scaled.predict(a, b), calibrators.NoCalibration().predict(a, b))
     assert np.array_equal(scaled.predict(a, b), (a >= b).astype(np.int64))
+
+
+@settings(max_examples=50, deadline=None)
+@given(arrays(np.float32, st.integers(2, 40), elements=logits32), st.floats(0.01, 100.0), st.randoms(use_true_random=False))
+def test_temperature_scaling_never_changes_the_reported_roc_auc(logits, temperature, random):
+    from sklearn.metrics import roc_auc_score
+
+    z = logits.astype(np.float64)
+    y = np.array([random.randint(0, 1) for _ in z])
+    y[:2] = [0, 1]
+    scaled = calibrators.TemperatureScaling({"temperature": temperature})
+    zero = np.zeros_like(z)
+    result = evaluate_arrays(y, metrics.sigmoid(z), scaled.predict_proba(z, zero), n_bins=10, n_bootstrap=20,
+                             log_odds=(z, scaled.log_odds(z, zero)))
+    assert result["uncalibrated"]["roc_auc"] == result["calibrated"]["roc_auc"] == round(roc_auc_score(y, z), 6)
+
+
+def test_the_roc_auc_invariant_is_not_vacuous():
+    """Logits past the probabilities' rounding to 0 or 1: ranked by probability, ties appear that a temperature breaks."""
+    z, y = np.array([39.0, 45.0, 50.0, 60.0, -39.0, -45.0]), np.array([0, 1, 1, 1, 0, 0])
+    assert metrics.sigmoid(39.0) == 1.0 and metrics.sigmoid(-39.0) == 0.0
+    by_probability = [metrics.binary_metrics(y, metrics.sigmoid(z / t))["roc_auc"] for t in (1.0, 3.0)]
+    assert by_probability[0] < by_probability[1] == 1.0
+    assert [metrics.binary_metrics(y, metrics.sigmoid(z / t), score=z / t)["roc_auc"] for t in (1.0, 3.0)] == [1.0, 1.0]
 
 
 @settings(max_examples=25, deadline=None)

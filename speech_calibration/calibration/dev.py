@@ -39,8 +39,10 @@ def temperature_text(cal: Calibrator) -> str:
     return f"{cal.temperature:.6f}\n"
 
 
-def dev_summary(y: np.ndarray, p: np.ndarray, n_bins: int, threshold: float = 0.5) -> dict[str, float]:
-    m = metrics.binary_metrics(y, p, n_bins=n_bins, threshold=threshold, decomposition=False)
+def dev_summary(y: np.ndarray, p: np.ndarray, n_bins: int, threshold: float = 0.5, *, log_odds=None) -> dict[str, float]:
+    """The dev metrics of ``DEV_SUMMARY_KEYS``; ``log_odds`` (behind ``p``) is what ROC-AUC ranks
+    (:func:`~speech_calibration.stats.metrics.binary_metrics`)."""
+    m = metrics.binary_metrics(y, p, n_bins=n_bins, threshold=threshold, decomposition=False, score=log_odds)
     return {k: round(float(m[k]), 6) for k in DEV_SUMMARY_KEYS}
 
 
@@ -104,6 +106,7 @@ def calibrate_system(files: SystemFiles, cfg: Calibration, n_bins: int, *, allow
         cal.info = {**cal.info, "content_free_inputs": schema.content_free_inputs(files.content_free("dev"))}
     p_before = metrics.p_speech_from_logits(a, b)
     p_after = cal.predict_proba(a, b)
+    z_before, z_after = a - b, cal.log_odds(a, b)
     result = {
         "system": files.system,
         "method_requested": cfg.method,
@@ -111,12 +114,13 @@ def calibrate_system(files: SystemFiles, cfg: Calibration, n_bins: int, *, allow
         "params": cal.scalar_params(),
         "threshold": cal.threshold,
         "dev": {"n": int(y.size), "n_speech": int(y.sum()),
-                "uncalibrated": dev_summary(y, p_before, n_bins), "calibrated": dev_summary(y, p_after, n_bins)},
+                "uncalibrated": dev_summary(y, p_before, n_bins, log_odds=z_before),
+                "calibrated": dev_summary(y, p_after, n_bins, log_odds=z_after)},
     }
     if "content_free_inputs" in cal.info:
         result["content_free_inputs"] = cal.info["content_free_inputs"]
     if cal.threshold != 0.5 or cfg.tune_threshold:
-        result["dev"]["tuned_threshold"] = dev_summary(y, p_after, n_bins, cal.threshold)
+        result["dev"]["tuned_threshold"] = dev_summary(y, p_after, n_bins, cal.threshold, log_odds=z_after)
     notes = fit_notes(cal.method, p_after, y, result["dev"]["uncalibrated"], result["dev"]["calibrated"])
     if notes:
         result["notes"] = notes

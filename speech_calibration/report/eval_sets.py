@@ -87,7 +87,8 @@ def evaluate_set(name: str, seeds: Sequence[int], references: Sequence[str], cfg
         p_uncal = metrics.p_speech_from_logits(a, b)
         cal = calibrators.load(cal_path) if cal_path is not None else calibrators.NoCalibration()
         result = evaluate_arrays(y, p_uncal, cal.predict_proba(a, b), threshold=cal.threshold, n_bins=cfg.n_bins,
-                                 n_bootstrap=cfg.n_bootstrap, ci=cfg.ci, seed=cfg.bootstrap_seed, groups=groups)
+                                 n_bootstrap=cfg.n_bootstrap, ci=cfg.ci, seed=cfg.bootstrap_seed, groups=groups,
+                                 log_odds=(a - b, cal.log_odds(a, b)))
         out.setdefault("group_bootstrap", result["group_bootstrap"])
         out["systems"][system] = {
             "method_fitted": cal.method if cal_path is not None else "none (no dev-fitted calibrator)",

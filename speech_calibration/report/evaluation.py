@@ -69,20 +69,32 @@ def _rounded(block: dict) -> dict:
     return {k: _r(v) if isinstance(v, float) else v for k, v in block.items()}
 
 
-def per_group_metrics(y: np.ndarray, series: dict[str, np.ndarray], groups: np.ndarray, *, n_bins: int = 15) -> dict:
-    """``{group: {"n", "n_speech", <series>: {metric: value}}}``: every ``GROUP_KEYS`` metric on each group's clips alone."""
+def per_group_metrics(y: np.ndarray, series: dict[str, np.ndarray], groups: np.ndarray, *, n_bins: int = 15,
+                      scores: dict[str, np.ndarray] | None = None) -> dict:
+    """``{group: {"n", "n_speech", <series>: {metric: value}}}``: every ``GROUP_KEYS`` metric on each group's clips alone
+    (``scores``: each series' log-odds, which ROC-AUC ranks, as in :func:`evaluate_arrays`)."""
     out = {}
     for g in dict.fromkeys(np.asarray(groups).tolist()):
         idx = np.flatnonzero(np.asarray(groups) == g)
         out[str(g)] = {"n": int(idx.size), "n_speech": int(np.sum(y[idx])), **{
-            name: {k: _r(v) for k, v in metrics.binary_metrics(y[idx], p[idx], n_bins=n_bins, decomposition=False).items()
+            name: {k: _r(v) for k, v in metrics.binary_metrics(y[idx], p[idx], n_bins=n_bins, decomposition=False,
+                                                               score=_part(scores, name, idx)).items()
                    if k in GROUP_KEYS} for name, p in series.items()}}
     return out
 
 
+def _part(scores: dict[str, np.ndarray] | None, name: str, idx: np.ndarray) -> np.ndarray | None:
+    return None if scores is None else scores[name][idx]
+
+
 def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, threshold: float = 0.5, n_bins: int = 15,
-                    n_bootstrap: int = 2000, ci: float = 0.95, seed: int = 0, groups: np.ndarray | None = None) -> dict:
+                    n_bootstrap: int = 2000, ci: float = 0.95, seed: int = 0, groups: np.ndarray | None = None,
+                    log_odds: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """The metrics JSON of one system (see the module doc) from labels and the two p(SPEECH) columns.
+
+    ``log_odds``: the log-odds of SPEECH behind ``p_uncal`` and ``p_cal``, which ROC-AUC ranks instead of the
+    probabilities (which are exactly 0 or 1 past about ±37, where a temperature could break their ties; see
+    :func:`~speech_calibration.stats.metrics.binary_metrics`).
 
     With ``groups`` (each clip's group) also the group-level view: ``ci_group`` per series and
     ``delta_ci_group`` from a bootstrap over groups (stratified by the classes a group holds where the
@@ -90,14 +102,16 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
     ``per_group``: every metric on each group alone.
     """
     series = {"uncalibrated": np.asarray(p_uncal, float), "calibrated": np.asarray(p_cal, float)}
+    scores = None if log_odds is None else dict(zip(SERIES, (np.asarray(z, float) for z in log_odds)))
     tuned = threshold != 0.5
-    point = {name: metrics.binary_metrics(y, p, n_bins=n_bins) for name, p in series.items()}
+    point = {name: metrics.binary_metrics(y, p, n_bins=n_bins, score=None if scores is None else scores[name])
+             for name, p in series.items()}
 
     def stat(idx):
         out = {}
         yb = y[idx]
         for name, p in series.items():
-            m = metrics.binary_metrics(yb, p[idx], n_bins=n_bins, decomposition=False)
+            m = metrics.binary_metrics(yb, p[idx], n_bins=n_bins, decomposition=False, score=_part(scores, name, idx))
             out.update({f"{name}/{k}": v for k, v in m.items()})
         if tuned:
             out["tuned/accuracy"] = metrics.accuracy(yb, metrics.predict(series["calibrated"][idx], threshold))
@@ -134,7 +148,7 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
                 point["uncalibrated"][k], point["calibrated"][k], greps[f"uncalibrated/{k}"], greps[f"calibrated/{k}"],
                 ci=ci, lower_is_better=k in metrics.LOWER_IS_BETTER, n_clusters=n_groups))
             for k in DELTA_KEYS}
-        result["per_group"] = per_group_metrics(y, series, groups, n_bins=n_bins)
+        result["per_group"] = per_group_metrics(y, series, groups, n_bins=n_bins, scores=scores)
     if tuned:
         pred = metrics.predict(series["calibrated"], threshold)
         result["tuned_threshold"] = {
@@ -161,7 +175,7 @@ def evaluate_system(files: SystemFiles, cfg: Evaluate) -> dict:
     groups = df[GROUP_ID].astype(str).to_numpy()
     result = {"system": files.system, "method_fitted": cal.method, "n_groups": int(df[GROUP_ID].nunique()), **evaluate_arrays(
         y, p_uncal, p_cal, threshold=cal.threshold, n_bins=cfg.n_bins, n_bootstrap=cfg.n_bootstrap, ci=cfg.ci,
-        seed=cfg.bootstrap_seed, groups=groups)}
+        seed=cfg.bootstrap_seed, groups=groups, log_odds=(a - b, cal.log_odds(a, b)))}
     write_json(files.test_json, result)
 
     # calibrated predictions, per clip

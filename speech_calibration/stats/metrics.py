@@ -487,8 +487,13 @@ def calibration_errors(conf, correct, n_bins: int = 15) -> dict[str, np.ndarray]
     }
 
 
-def binary_metrics(y, p, *, n_bins: int = 15, threshold: float = 0.5, decomposition: bool = True) -> dict[str, np.ndarray]:
+def binary_metrics(y, p, *, n_bins: int = 15, threshold: float = 0.5, decomposition: bool = True,
+                   score=None) -> dict[str, np.ndarray]:
     """All metrics of one system: classification at ``threshold``, ranking, proper scores, calibration errors.
+
+    ``score``: what ROC-AUC ranks, where not ``p`` itself: the log-odds of SPEECH behind ``p``, which rank the
+    clips as ``p`` does but never round (``p`` is exactly 0 or 1 once the log-odds pass about ±37, so clips
+    beyond would tie there, and a temperature could break the ties).
 
     Keys: ``accuracy, acc_speech, acc_nonspeech, balanced_accuracy, roc_auc, brier, nll``, the
     top-label calibration errors ``ece, ece_mass, ece_debiased, ece_smooth, mce`` and ``aurc`` (selective
@@ -508,7 +513,7 @@ def binary_metrics(y, p, *, n_bins: int = 15, threshold: float = 0.5, decomposit
         "acc_speech": class_accuracy(y, pred, 1),
         "acc_nonspeech": class_accuracy(y, pred, 0),
         "balanced_accuracy": balanced_accuracy(y, pred),
-        "roc_auc": roc_auc(y, p),
+        "roc_auc": roc_auc(y, p if score is None else _f(score)),
         "brier": brier(y, p),
         "nll": nll(y, p),
     }
