@@ -183,8 +183,11 @@ def test_bad_inputs_are_clear_errors():
         C.Calibrator.from_dict({"method": "platt", "params": {"slope": 1.0}})
     with pytest.raises(UserError, match="not one of"):
         C.Calibrator.from_dict({"method": "magic"})
-    # label-free methods do not need both classes
+    # label-free methods do not need both classes, unless the threshold is tuned on them
     assert fit("none", z, np.zeros(40), np.ones(40, dtype=int)).method == "none"
+    with pytest.raises(UserError, match="calibration.tune_threshold: dev holds only SPEECH clips .40.; tuning the "
+                                        "threshold needs both classes"):
+        fit("none", z, np.zeros(40), np.ones(40, dtype=int), tune_threshold=True)
 
 
 def test_temperature_at_a_bound_is_reported():
