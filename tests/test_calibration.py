@@ -9,8 +9,8 @@ import pytest
 from speech_calibration.calibration import calibrators as C
 from speech_calibration.calibration.fitting import fit
 from speech_calibration.calibration.methods import AUTO, FITTED, METHODS
-from speech_calibration.stats import metrics as M
 from speech_calibration.errors import UserError
+from speech_calibration.stats import metrics as M
 
 
 def draw(n, rng, scale=3.0):
@@ -201,21 +201,33 @@ def test_temperature_at_a_bound_is_reported():
     assert np.isfinite(platt.params["slope"]) and platt.params["slope"] < C.PARAM_BOUND
 
 
-def test_temperature_at_the_upper_bound_blames_the_ranking_not_separation(caplog):
-    """Logits that point the wrong way on dev: the NLL keeps falling as T grows (p -> 0.5), the upper bound."""
-    z = np.r_[-np.linspace(1, 3, 20), np.linspace(1, 3, 20)]
-    y = np.r_[np.ones(20, dtype=int), np.zeros(20, dtype=int)]
-    cal = fit("temperature", z, np.zeros(40), y, temperature_bounds=(0.05, 10.0))
-    assert cal.params["temperature"] == pytest.approx(10.0, rel=1e-3)
-    assert cal.info["bound"] == "upper"
-    assert "wrong way" in caplog.text and "separated" not in caplog.text
+def test_temperature_at_the_upper_bound_names_the_lean_of_the_logits_not_separation(caplog):
+    """The NLL keeps falling as T grows (p -> 0.5) exactly when logit_A - logit_B, signed by the true class, averages
+    <= 0: logits that rank the wrong way, and logits that rank perfectly but all lean towards SPEECH."""
+    ranked_wrong = (np.r_[-np.linspace(1, 3, 20), np.linspace(1, 3, 20)], np.r_[np.ones(20, int), np.zeros(20, int)])
+    leaning = (np.r_[np.full(40, 3.0), np.full(60, 2.0)], np.r_[np.ones(40, int), np.zeros(60, int)])
+    assert M.roc_auc(leaning[1], leaning[0]) == 1.0  # SPEECH above every NONSPEECH clip, all on SPEECH's side
+    for z, y in (ranked_wrong, leaning):
+        caplog.clear()
+        cal = fit("temperature", z, np.zeros(len(z)), y, temperature_bounds=(0.05, 10.0))
+        assert cal.params["temperature"] == pytest.approx(10.0, rel=1e-3)
+        assert cal.info["bound"] == "upper"
+        assert "no temperature beats p(SPEECH) = 0.5" in caplog.text and "wider bounds cannot help" in caplog.text
+        assert "separated" not in caplog.text
+    # logits of +-5 that are right 60 % of the time: the optimum is finite, T = 5 / ln 1.5 = 12.3, past a bound of 10
+    y = np.r_[np.ones(20, int), np.zeros(20, int)]
+    z = 5.0 * np.where(np.arange(40) % 20 < 12, 1.0, -1.0) * np.where(y == 1, 1.0, -1.0)
+    caplog.clear()
+    assert fit("temperature", z, np.zeros(40), y, temperature_bounds=(0.05, 10.0)).info["bound"] == "upper"
+    assert fit("temperature", z, np.zeros(40), y).temperature == pytest.approx(5 / np.log(1.5), rel=1e-5)
+    assert "widen the bounds" in caplog.text and "no temperature beats" not in caplog.text
 
 
 # ------------------------------------------------------------------------------- degenerate fits, in words
-def _dev_report(method, a, y):
+def _dev_report(method, a, y, **fit_args):
     from speech_calibration.calibration.dev import dev_summary, fit_notes
 
-    cal = fit(method, a, np.zeros_like(a), y)
+    cal = fit(method, a, np.zeros_like(a), y, **fit_args)
     p_before, p_after = M.sigmoid(a), cal.predict_proba(a, np.zeros_like(a))
     return fit_notes(cal.method, p_after, y, dev_summary(y, p_before, 15), dev_summary(y, p_after, 15))
 
@@ -237,6 +249,21 @@ def test_a_fit_that_raises_dev_nll_is_explained_and_temperature_never_does():
     notes = _dev_report("platt", a, y)
     assert any("raised the dev NLL" in n and "smoothed targets" in n for n in notes)
     assert _dev_report("temperature", a, y) == []
+    assert any("temperature_bounds leave out T = 1" in n for n in _dev_report("temperature", a, y,
+                                                                             temperature_bounds=(2.0, 10.0)))
+    assert any("raised the dev NLL" in n and "clips p(SPEECH)" in n for n in _dev_report("isotonic", a, y))
+
+
+def test_unclipped_isotonic_never_raises_the_dev_nll():
+    """What the isotonic note says: the pool-adjacent-violators fit, before its clip, is the non-decreasing map of the
+    logits with the least NLL, and sigmoid is such a map, so only the clip can raise the dev NLL."""
+    from sklearn.isotonic import IsotonicRegression
+
+    for seed in range(5):
+        z, y = draw(200, np.random.default_rng(seed))
+        z = z * (1 + seed)  # from well calibrated to overconfident
+        unclipped = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(z, y).predict(z)
+        assert M.nll(y, unclipped, eps=1e-15) <= M.nll(y, M.sigmoid(z), eps=1e-15) + 1e-12
 
 
 # ------------------------------------------------------------------------------------------ batch calibration

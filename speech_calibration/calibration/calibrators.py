@@ -254,12 +254,21 @@ class TemperatureScaling(Calibrator):
             lower = res.x - lo < hi - res.x
             self.info["at_bound"] = True
             self.info["bound"] = "lower" if lower else "upper"
-            why = ("sharper is always better on dev: every dev clip is on the right side (the classes are separated), "
-                   "so the fit wants T -> 0" if lower else
-                   "flatter is always better on dev: the logits rank the dev classes no better than chance or the "
-                   "wrong way (check the dev ROC-AUC), so the fit wants p(SPEECH) -> 0.5")
-            log.warning("temperature %.4g is at the %s bound of calibration.temperature_bounds %s: %s; widen the bounds "
-                        "or choose another method", t, self.info["bound"], list(bounds), why)
+            # The dev NLL is convex in 1/T, with slope -mean(sign * z) / 2 at 1/T = 0: where that mean is <= 0 it only
+            # falls as T grows, and its infimum is p(SPEECH) = 0.5 everywhere (T -> infinity).
+            margin = float(np.mean(sign * z))
+            if lower:
+                why = ("sharper is always better on dev: every dev clip is on the right side (the classes are "
+                       "separated), so the fit wants T -> 0; widen the bounds or choose another method")
+            elif margin <= 0:
+                why = (f"no temperature beats p(SPEECH) = 0.5 on dev: logit_A - logit_B, signed by the true class, "
+                       f"averages {margin:.3g} <= 0, so the logits lean as far the wrong way as the right way, however "
+                       "well they rank (a model biased towards one answer can rank perfectly); wider bounds cannot "
+                       "help; a method that moves the decision boundary can (platt, beta, contextual)")
+            else:
+                why = "the dev NLL still falls at the bound; widen the bounds or choose another method"
+            log.warning("temperature %.4g is at the %s bound of calibration.temperature_bounds %s: %s", t,
+                        self.info["bound"], list(bounds), why)
 
     def _log_odds(self, z):
         return z / self.params["temperature"]

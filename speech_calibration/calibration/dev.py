@@ -46,14 +46,16 @@ def dev_summary(y: np.ndarray, p: np.ndarray, n_bins: int, threshold: float = 0.
     return {k: round(float(m[k]), 6) for k in DEV_SUMMARY_KEYS}
 
 
-# Why a fitted map can end above the uncalibrated dev NLL, by method (temperature and none cannot: T = 1 is
-# inside the bounds the fit searches, and none is the identity).
+# Why a fitted map can end above the uncalibrated dev NLL, by method (none cannot: it is the identity).
 WORSE_NLL_REASON = {
+    "temperature": "calibration.temperature_bounds leave out T = 1, so the fit could not keep the model's own scale",
     "platt": "platt fits Platt's smoothed targets, not the 0/1 labels, so it pulls confident right answers "
              "away from 0 and 1",
     "beta": "beta fits Platt's smoothed targets, not the 0/1 labels, so it pulls confident right answers "
             "away from 0 and 1",
-    "isotonic": "isotonic minimises squared error (pool adjacent violators), not NLL, and clips to [eps, 1 - eps]",
+    "isotonic": "isotonic clips p(SPEECH) to [eps, 1 - eps], which costs its confident right answers (unclipped, "
+                "its pool-adjacent-violators fit is the non-decreasing map of the logits with the least dev NLL, "
+                "so it could not end above the uncalibrated one)",
     "contextual": "contextual uses no labels: it removes the A/B prior of the content-free inputs, whatever "
                   "dev says",
     "batch": "batch uses no labels: it removes the mean answer distribution of the set, whatever the set's "

@@ -72,9 +72,9 @@ TABLE_COLUMNS = (("Overall", "accuracy"), ("SPEECH", "acc_speech"), ("NONSPEECH"
 GROUP_COLUMNS = (("Overall", "accuracy"), ("SPEECH", "acc_speech"), ("NONSPEECH", "acc_nonspeech"),
                  ("ROC-AUC", "roc_auc"), ("ECE", "ece"), ("NLL", "nll"), ("Brier", "brier"))
 AURC_NOTE = ("AURC = area under the risk-coverage curve: the mean error rate of the k most confident clips over every "
-             "k (a system that may abstain on its least confident clips; lower is better, 0 when every error is less "
-             "confident than every correct answer). Temperature scaling keeps the order of the confidences, so it leaves "
-             "AURC as it was, except where rounding ties confidences at 0 or 1.")
+             "k (a system that may abstain on its least confident clips; lower is better: 0 only without errors, and "
+             "with them least when every error is less confident than every correct answer). Temperature scaling keeps "
+             "the order of the confidences, so it leaves AURC as it was, except where rounding ties confidences at 0 or 1.")
 ESTIMATORS_NOTE = ("Calibration error estimators (on small samples they disagree, so all are shown): ECE = equal-width "
                    "bins (evaluate.n_bins) of the top-label confidence; ECE(mass) = equal-mass bins; RMSCE(db) = the "
                    "debiased root-mean-square error of Kumar et al. 2019 (bin sampling noise subtracted, so near 0 when "
