@@ -201,6 +201,25 @@ def test_render_stage_writes_valid_metadata(tmp_path, params_with_model, capsys)
     assert (meta.groupby("base_clip_id")["label"].nunique() == 1).all()
 
 
+def test_a_clip_of_digital_silence_gets_every_variant_but_the_snr_ones(tmp_path, params_with_model, capsys, caplog):
+    """No signal power, so no noise level gives an SNR: its SNR variants are left out, with a warning, and the rest of
+    its variants and every other clip's are rendered as usual."""
+    src = make_test_split(tmp_path)
+    write_audio(tmp_path / "silent.wav", np.zeros(int(1.5 * SR)), SR)
+    meta = pd.read_csv(src)
+    meta.loc[len(meta)] = {"clip_id": "silent", "audio_path": "silent.wav", "label": "NONSPEECH", "group_id": "g1",
+                           "duration_s": 1.5}
+    meta.to_csv(src, index=False)
+    out = tmp_path / "conditions"
+    assert run_stage(capsys, "--input", str(src), "--out-dir", str(out), "--params", str(params_with_model))[0] == 0
+    rendered = schema.read_metadata(out / "conditions_metadata.csv")
+    silent = rendered[rendered["base_clip_id"] == "silent"]
+    assert set(silent["condition"]) == {"clean", "duration", "reverb", "band"}
+    assert len(silent) == 25 - len(params_mod.Conditions().snr_db)
+    assert len(rendered) == 4 * 25 + len(silent)
+    assert "1 clip(s) of digital silence have no SNR variants" in caplog.text
+
+
 def test_cli_missing_input_is_one_line_exit_2(tmp_path, params_with_model, capsys):
     code, err = run_stage(capsys, "--params", str(params_with_model), "--input", str(tmp_path / "nope.csv"),
                           "--out-dir", str(tmp_path / "o"))

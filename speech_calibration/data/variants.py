@@ -52,7 +52,10 @@ def variant_id(base: str, condition: str, level: str) -> str:
 
 
 def render_clip(x: np.ndarray, clip_id: str, cfg: params_mod.Conditions, rate: int) -> list[tuple[str, str, np.ndarray]]:
-    """Every variant of one clip as ``(condition, level, samples)``; the clean reference first."""
+    """Every variant of one clip as ``(condition, level, samples)``; the clean reference first.
+
+    Left out: a duration longer than the clip, and every SNR of a clip of digital silence (no signal power, so no
+    noise level gives an SNR)."""
     out: list[tuple[str, str, np.ndarray]] = [(CLEAN, CLEAN, np.asarray(x, dtype=np.float64))]
     for ms in cfg.durations_ms:
         level = level_text(ms)
@@ -62,7 +65,8 @@ def render_clip(x: np.ndarray, clip_id: str, cfg: params_mod.Conditions, rate: i
                                            keyed_rng(cfg.seed, clip_id, "duration", level))
         out.append(("duration", level, fit_peak(y)))
     segment = degrade.signal_segment(x, rate)
-    for snr in cfg.snr_db:
+    silent = not np.any(x[segment])
+    for snr in [] if silent else cfg.snr_db:
         level = level_text(snr)
         y = degrade.add_noise_at_snr(x, snr, keyed_rng(cfg.seed, clip_id, "snr", level), segment)
         out.append(("snr", level, fit_peak(y)))
@@ -91,7 +95,7 @@ def render(metadata: pd.DataFrame, cfg: params_mod.Conditions, rate: int, out_di
     """Write every variant of every clip under ``out_dir/audio`` and return the metadata rows."""
     from tqdm import tqdm
 
-    rows, skipped = [], 0
+    rows, skipped, silent = [], 0, 0
     for rec in tqdm(metadata.to_dict("records"), desc="render conditions", unit="clip", disable=None):
         x = load_audio(rec["audio_file"], rate).astype(np.float64)
         if len(x) > window_s * rate:
@@ -99,6 +103,7 @@ def render(metadata: pd.DataFrame, cfg: params_mod.Conditions, rate: int, out_di
                             f"{window_s:g} s audio window; the variants would be cut (drop the clip or use a model with a longer window)")
         variants = render_clip(x, rec[schema.CLIP_ID], cfg, rate)
         skipped += len(cfg.durations_ms) - sum(c == "duration" for c, _, _ in variants)
+        silent += bool(cfg.snr_db) and not any(c == "snr" for c, _, _ in variants)
         for condition, level, y in variants:
             cid = variant_id(rec[schema.CLIP_ID], condition, level)
             rel = Path("audio") / f"{cid}.wav"
@@ -111,6 +116,9 @@ def render(metadata: pd.DataFrame, cfg: params_mod.Conditions, rate: int, out_di
             rows.append(row)
     if skipped:
         log.warning("%d duration variant(s) skipped: the clip is shorter than the requested segment", skipped)
+    if silent:
+        log.warning("%d clip(s) of digital silence have no SNR variants: with no signal power, no noise level gives "
+                    "an SNR", silent)
     return pd.DataFrame(rows)
 
 
