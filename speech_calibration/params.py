@@ -430,6 +430,8 @@ class Params:
                    "a set name is letters, digits, '_' or '-', starting with a letter, and not "
                    + " / ".join(RESERVED_SET_NAMES))
         _check(len(set(self.seeds)) == len(self.seeds), "seeds", "must not repeat a seed")
+        _check(all(seed >= 0 for seed in self.seeds), "seeds",
+               f"{[s for s in self.seeds if s < 0]}: a seed is a non-negative integer (it names the folders seed_<seed>)")
         _check(not self.train.share_prompt_prefix or self.model.trim_audio_window, "train.share_prompt_prefix",
                "needs model.trim_audio_window: true (the shared prefix is a fast-path feature); set one of them")
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import dataclasses
 import typing
 
+import pytest
 import yaml
 
 from speech_calibration import params
 from speech_calibration.calibration.calibrators import REGISTRY
 from speech_calibration.calibration.methods import AUTO, FITTED, METHODS
+from speech_calibration.errors import UserError
 from tests.import_graph import ROOT
 
 
@@ -82,3 +84,12 @@ def test_an_experiments_set_param_changes_one_line_of_params_yaml(tmp_path):
         changed = [(a, b) for a, b in zip(original, path.read_text().splitlines()) if a != b]
         assert len(path.read_text().splitlines()) == len(original), override
         assert len(changed) == 1 and changed[0][1] == line, (override, changed)
+
+
+@pytest.mark.parametrize("seeds,message", [([], "seeds: must list at least one seed"),
+                                           ([1, 2, 1], "seeds: must not repeat a seed"),
+                                           ([42, -1], r"seeds: \[-1\]: a seed is a non-negative integer")])
+def test_bad_seeds_are_one_line_errors(seeds, message):
+    """A negative seed would name a folder (seed_-1) that the layout does not read as a seed's."""
+    with pytest.raises(UserError, match=message):
+        params.parse(params.Params, {"seeds": seeds}, "")
