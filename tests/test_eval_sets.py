@@ -95,6 +95,9 @@ def test_what_is_not_a_set_folder_is_refused_with_the_key(outside, tmp_path):
     meta.assign(audio_path=[str(elsewhere)] + list(meta["audio_path"][1:])).to_csv(folder / "metadata.csv", index=False)
     with pytest.raises(UserError, match=r"row 1 \(g0_c0\): .*elsewhere\.wav lies outside the set's folder"):
         eval_sets.validate("outside", folder, WINDOW_S, "error")
+    meta.iloc[:0].to_csv(folder / "metadata.csv", index=False)
+    with pytest.raises(UserError, match=r"^eval_sets\.outside: .*metadata\.csv has no rows; list the set's clips"):
+        eval_sets.validate("outside", folder, WINDOW_S, "error")
 
 
 def test_the_manifest_is_written_whole_with_portable_paths(outside, tmp_path, monkeypatch):

@@ -66,6 +66,8 @@ def validate(name: str, folder: str | os.PathLike, window_s, policy: str) -> pd.
     """
     csv = input_csv(name, folder)
     meta = schema.read_metadata(csv, require_both_classes=False)
+    if meta.empty:
+        raise UserError(f"eval_sets.{name}: {csv} has no rows; list the set's clips there, one a row")
     places = schema.clip_places(csv, meta)
     root = os.path.abspath(folder)
     for place, file in zip(places, meta["audio_file"]):
