@@ -54,6 +54,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    old = None
     try:
         yield tmp
         _publish(tmp, directory=True)
@@ -66,6 +67,10 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:  # stopped between the two renames: the previous folder goes back
+            if (old / "x").exists() and not path.exists():
+                os.replace(old / "x", path)
+            shutil.rmtree(old, ignore_errors=True)
         raise
 
 

@@ -32,3 +32,24 @@ def test_a_crash_leaves_the_old_file_and_no_temporary(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("crash")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["t.csv"]
+
+
+def test_a_folder_stopped_between_its_two_renames_gets_the_old_one_back(tmp_path, monkeypatch):
+    """``atomic_dir`` moves the old folder aside, then the new one in: a failure of the second rename (a full disk,
+    an interrupt) puts the old folder back, and leaves nothing else behind."""
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "f.txt").write_text("old")
+    real_replace, failed = os.replace, []
+
+    def failing_second(src, dst):
+        if os.fspath(dst) == os.fspath(target) and not failed:  # the new folder's rename, once
+            failed.append(src)
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_second)
+    with pytest.raises(KeyboardInterrupt), atomic_dir(target) as tmp:
+        (tmp / "f.txt").write_text("new")
+    monkeypatch.undo()
+    assert (target / "f.txt").read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out"]
