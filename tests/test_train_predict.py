@@ -273,6 +273,26 @@ def test_shared_prompt_prefix_trains_the_same_adapter(project, monkeypatch):
                                              "model": {**raw["model"], "trim_audio_window": False}}, "")
 
 
+def test_gradient_accumulation_steps_on_the_mean_loss_of_its_window(project, monkeypatch):
+    """24 clips as micro-batches of 8 accumulated in twos (windows of 16, then the epoch's last 8) train the adapter that
+    batches of 16 (then 8) train, within float noise: the last window's one micro-batch counts in full, not half (as
+    it did: 5.9e-3 apart). No LoRA dropout, whose masks differ, and no gradient clipping, which would hide a scale."""
+    from safetensors.torch import load_file
+
+    monkeypatch.chdir(project)
+    raw = _raw(project)
+    adapters = {}
+    for batch_size, accumulate in ((16, 1), (8, 2)):
+        p = params_mod.parse(params_mod.Params, {
+            **raw, "lora": {**raw["lora"], "dropout": 0.0},
+            "train": {**raw["train"], "batch_size": batch_size, "grad_accum": accumulate, "max_grad_norm": 1e9}}, "")
+        info = train(p, 42, project / f"models/accumulate_{accumulate}", project / f"metrics/train/accumulate_{accumulate}")
+        assert info["steps"] == 2 * raw["train"]["epochs"]
+        adapters[accumulate] = load_file(project / f"models/accumulate_{accumulate}/adapter_model.safetensors")
+    for k, ref in adapters[1].items():
+        assert torch.allclose(adapters[2][k], ref, atol=1e-5), k
+
+
 def test_question_first_trains_and_scores_like_generate_on_its_own_prompt(project, trained, monkeypatch):
     """prompt.question_first through train and Scorer: the question in the cached prefix, an adapter trained on that
     prompt (not the default's: same seed and data, so only the prompt can make them differ), our A/B argmax equal to

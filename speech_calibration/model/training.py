@@ -166,14 +166,18 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path, *,
             for micro in range(micro_per_epoch):
                 batch = perm[micro * cfg.batch_size:(micro + 1) * cfg.batch_size]
                 idx = ranks.shard(batch)  # this rank's share of the global batch (all of it in one process)
-                share = len(idx) / len(batch)  # its weight in the batch's mean loss (1.0 in one process)
+                # The optimizer step follows the mean loss over every clip of its accumulation window, however many
+                # micro-batches the window holds (an epoch's last may hold fewer) and however many clips each has.
+                first = micro - micro % cfg.grad_accum
+                window_clips = min((first + cfg.grad_accum) * cfg.batch_size, len(frame)) - first * cfg.batch_size
+                weight = len(idx) / window_clips  # 1.0 in one process without accumulation
                 loss_part = 0.0
                 if idx:
                     loss, logits, target = answer_loss(model, builder, [audios[i] for i in idx],
                                                        [labels[i] for i in idx], trim=trim, device=device, dtype=dtype,
                                                        prefix=prefix, features=cache.take(idx) if cache else None)
-                    (loss * share / cfg.grad_accum).backward()
-                    loss_part = loss.detach().item() * share
+                    (loss * weight).backward()
+                    loss_part = loss.detach().item() * weight
                     pair = logits[:, list(answer_ids)]
                     predicted = torch.where(pair[:, 0] >= pair[:, 1], answer_ids[0], answer_ids[1])
                     correct += int((predicted == target).sum())
@@ -185,7 +189,7 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path, *,
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                    last_loss = ranks.sum([float(np.mean(window_loss))])[0]
+                    last_loss = ranks.sum([float(np.sum(window_loss))])[0]
                     live.log_metric("train/loss", last_loss)
                     live.log_metric("train/learning_rate", scheduler.get_last_lr()[0])
                     live.next_step()
