@@ -244,6 +244,19 @@ def test_csv_with_a_nan_wav_is_rejected_at_prepare_naming_its_row(user_corpus, m
     assert not processed.exists() or list(processed.iterdir()) == []  # nothing half-written
 
 
+def test_decoding_in_chunks_still_names_the_row_of_a_bad_clip(user_corpus):
+    """``check_decodable`` holds a few clips at a time: a bad clip in a later chunk is named by its own row."""
+    source = pd.read_csv(user_corpus)
+    bad = user_corpus.parent / "audio" / "nan.wav"
+    sf.write(str(bad), np.full(4000, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
+    source.loc[6, "audio_path"] = "audio/nan.wav"
+    source.to_csv(user_corpus, index=False)
+    meta = schema.read_metadata(user_corpus, require_both_classes=False)
+    splits.check_decodable(meta.iloc[:6], user_corpus, chunk=4)  # the rows before it decode
+    with pytest.raises(UserError, match=rf"^{user_corpus} row 7 \({source.loc[6, 'clip_id']}\): .*NaN or infinite"):
+        splits.check_decodable(meta, user_corpus, chunk=4)
+
+
 def test_a_clip_longer_than_the_model_window_is_decided_at_prepare(user_corpus, make_params, make_audio, tmp_path,
                                                                    capsys, caplog):
     """7 s against the tiny model's 6-s window: error stops prepare naming the CSV row, before anything is written;

@@ -105,10 +105,13 @@ def rebase_audio_paths(df: pd.DataFrame, out_dir: str | os.PathLike) -> pd.DataF
     return df.drop(columns=["audio_file"]).assign(**{schema.AUDIO_PATH: paths})
 
 
-def check_decodable(df: pd.DataFrame, csv: str | os.PathLike) -> None:
+def check_decodable(df: pd.DataFrame, csv: str | os.PathLike, chunk: int = 64) -> None:
     """Decode every clip once: a file whose header is fine but whose samples are not (NaN, infinite, truncated)
-    stops here, naming its CSV row, instead of in train or predict."""
-    load_clips(list(df["audio_file"]), places=schema.clip_places(csv, df))
+    stops here, naming its CSV row, instead of in train or predict. ``chunk`` clips at a time are held, so a corpus
+    of any size fits in memory."""
+    files, places = list(df["audio_file"]), list(schema.clip_places(csv, df))
+    for start in range(0, len(files), chunk):
+        load_clips(files[start:start + chunk], places=places[start:start + chunk])  # decoded, then dropped
 
 
 def with_durations(df: pd.DataFrame) -> pd.DataFrame:
