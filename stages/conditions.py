@@ -1,7 +1,7 @@
 """Stage ``conditions``: robustness of every system under acoustic conditions, calibrated and not.
 
 Reads the variants' metadata (``data/processed/conditions/conditions_metadata.csv``), every system's
-scores of them (the seeds, the zero-shot model and the VAD baselines that scored them) and each
+scores of them (the seeds, the zero-shot model, the seed ensemble and the VAD baselines that scored them) and each
 system's DEV-fitted calibrator, applied unchanged. Writes ``metrics/conditions.json`` (headline per
 system), the tables under ``metrics/conditions/`` (per condition and level, sensitivity, hit-rate and
 calibration thresholds, calibration under shift, psychometric fits, paired tests clustered by base clip)

@@ -2,7 +2,7 @@
 
 Every calibration method is refitted on random dev subsets of whole groups (``learning_curve.sizes`` clips,
 ``learning_curve.repeats`` subsets each; ``all`` = the full-dev fit) and scored on the full test set, for every
-seed (:mod:`speech_calibration.calibration.learning_curve`). Reads ``predictions/seed_<s>/{dev,test}.csv`` and
+seed (:mod:`speech_calibration.calibration.learning_curve`). Reads ``predictions/seeds/seed_<s>/{dev,test}.csv`` and
 ``dev_content_free.csv``; writes ``metrics/learning_curve.json``, the table ``metrics/learning_curve.txt`` and
 ``plots/learning_curve/learning_curve.{csv,png}``. Params: ``seeds``, ``learning_curve``,
 ``calibration.temperature_bounds``, ``evaluate.ci``.

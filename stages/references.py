@@ -1,4 +1,4 @@
-"""Stage ``references``: the zero-shot model and the VAD baselines through the same calibrate + evaluate code.
+"""Stage ``references``: the zero-shot model, the seed ensemble and the VAD baselines through the same calibrate + evaluate code.
 
 For every system of ``evaluate.references`` whose ``predictions/<system>/{dev,test}.csv`` exist, fits
 the calibrator on dev (``models/calibrators/references/<system>.json``) and evaluates it on test
