@@ -18,7 +18,15 @@ from collections.abc import Sequence
 
 from speech_calibration import layout, params
 from speech_calibration.cli import parser, run
-from speech_calibration.report.conditions import AXES, discover_systems, ece_threshold_name, read_variants, report, score_system
+from speech_calibration.report.conditions import (
+    AXES,
+    discover_systems,
+    ece_threshold_name,
+    interval_scope,
+    read_variants,
+    report,
+    score_system,
+)
 
 log = logging.getLogger("stages.conditions")
 
@@ -34,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         log.info("%s: BA_clip %.3f, BA_conditions %.3f, DT75 %s, SNR75 %s, %s", name, entry.get("BA_clip", math.nan),
                  entry.get("BA_conditions", math.nan), entry.get("DT75_text"), entry.get("SNR75_text"),
                  ", ".join(f"{key} {entry.get(key + '_text')}" for key in ece_names))
+    log.info("Intervals: %s", interval_scope(meta))
 
 
 if __name__ == "__main__":

@@ -157,6 +157,46 @@ def test_report_end_to_end(project):
     ece = thresholds[thresholds["measure"] == "smooth_ece"]
     assert len(ece) == 5 * 2 and set(ece["threshold"]) == {"DT_ECE10", "SNR_ECE10"}
     assert all("DT_ECE10_text" in entry and "SNR_ECE10_text" in entry for entry in head.values())
+    # whose output each threshold measures: the answers are the system's own; an ECE threshold the calibrator's,
+    # or, for the baseline without one, its own output, which its headline text says
+    assert set(thresholds.loc[thresholds["measure"] != "smooth_ece", "calibration"]) == {"uncalibrated"}
+    assert dict(ece.groupby("system")["calibration"].first()) == {**{f"seed_{s}": "calibrated" for s in (42, 123, 456)},
+                                                                   "zeroshot": "calibrated", "silero": "uncalibrated"}
+    assert head["silero"]["DT_ECE10_text"].endswith("(its own output: no dev-fitted calibrator)")
+    assert not head["seed_42"]["DT_ECE10_text"].endswith("calibrator)")
+    # every curve here rises with the level, so none reaches a criterion and loses it again
+    assert thresholds["falls_below_again"].isna().all()
+    assert conditions.interval_scope(conditions.read_variants(layout.conditions_csv())) == (
+        "every interval here resamples the 12 base clips, which come from 3 test groups: it describes these speakers "
+        "and recordings, not new ones (a group-level interval needs >= 5 groups)")
+
+
+@pytest.mark.parametrize("q,name", [(0.10, "DT_ECE10"), (0.05, "DT_ECE05"), (0.125, "DT_ECE12.5"), (0.005, "DT_ECE0.5")])
+def test_the_calibration_threshold_is_named_by_its_criterion_unrounded(q, name):
+    assert conditions.ece_threshold_name(conditions.AXES[0], q) == name
+
+
+def test_a_balanced_accuracy_reached_at_once_and_lost_again_says_so():
+    """Speech always answered SPEECH, false alarms rising with duration (as a VAD's can): DT75 is below the range, and
+    its text says where the balanced accuracy falls below 75 % again, rather than reading as "holds above 20 ms"."""
+    from speech_calibration import params as params_mod
+
+    meta = variants_frame(40)
+    dur = (meta["condition"] == "duration").to_numpy()
+    lv = pd.to_numeric(meta["level"], errors="coerce").to_numpy()
+    speech = (meta["label"] == "SPEECH").to_numpy()
+    z = np.where(speech, 3.0, -3.0)
+    z[dur & ~speech] = 4.0 * (np.log10(lv[dur & ~speech]) - 2.3)  # false alarms past ~200 ms
+    scored = [conditions.Scored(conditions.System("vad", "baseline", None, Path("x"), None), 1 / (1 + np.exp(-z)), None,
+                                0.5)]
+    cfg = params_mod.Conditions(durations_ms=DURATIONS, snr_db=SNRS, n_bootstrap=100)
+    curves = conditions.psychometric_curves(meta, (z >= 0).astype(float), conditions.variant_order(meta, cfg), cfg, 0.95,
+                                            "vad")
+    rows = pd.DataFrame(conditions.threshold_rows(scored[0].system, curves, 0.95)).set_index("threshold")
+    dt75 = rows.loc["DT75"]
+    assert dt75["censored"] == "below" and 100 < dt75["falls_below_again"] < 1000
+    assert dt75["text"] == f"< 20 ms (below 75% again from {dt75['falls_below_again']:.0f} ms)"
+    assert np.isnan(rows.loc["SNR75", "falls_below_again"])  # no false alarms in noise: it holds
 
 
 def test_ba_summary_by_hand():

@@ -163,3 +163,29 @@ def test_a_constant_answer_never_reaches_a_sensitivity_threshold(answer):
         assert ps.describe(t.value, DURATIONS.min(), DURATIONS.max(), lambda x: f"{10 ** x:.0f} ms") == "not reached by 1000 ms"
     hit = ps.fit_curve(DURATIONS, speech, (0.5,), n_boot=200)
     assert hit.thresholds[0].value == (-np.inf if answer else np.inf)
+
+
+def test_a_curve_that_falls_with_the_level_says_where_it_loses_the_criterion():
+    """Speech always answered SPEECH, false alarms rising with duration: the balanced accuracy starts near 1 and falls
+    to 1/2, so DT75 is reached below the range ("< 20 ms") and lost again where the fitted BA falls through 75 %
+    (brentq on the fitted curves). A hit rate that falls with duration does the same; a rising one never falls back."""
+    a0, b0 = -9.0, 4.0  # false alarms: 50 % at 10^(9/4) = 178 ms
+    speech, nonspeech = np.ones((400, 8)), simulate(DURATIONS, a0, b0, clusters=400, seed=8)
+    sens = ps.fit_sensitivity(DURATIONS, speech, nonspeech, (0.75,), n_boot=100, rng=np.random.default_rng(9))
+    t = sens.thresholds[0]
+    assert t.value == -np.inf and DURATIONS.min() < t.falls_back < DURATIONS.max()
+    fitted = optimize.brentq(lambda x: sens.fitted(np.array([x]))[0] - 0.75, DURATIONS.min(), DURATIONS.max())
+    assert t.falls_back == pytest.approx(fitted, abs=2e-3)
+    falling_hits = ps.fit_curve(DURATIONS, simulate(DURATIONS, 9.0, -4.0, clusters=400, seed=10), (0.5,), n_boot=100)
+    t = falling_hits.thresholds[0]
+    assert t.value == -np.inf
+    assert t.falls_back == pytest.approx(-falling_hits.a / falling_hits.b)  # where the fitted curve is 1/2
+    rising = ps.fit_curve(DURATIONS, simulate(DURATIONS, -8.0, 4.5, clusters=400, seed=11), (0.5,), n_boot=100)
+    assert np.isfinite(rising.thresholds[0].value) and rising.thresholds[0].falls_back == np.inf
+
+
+def test_falls_back_interpolates_between_grid_levels():
+    grid = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    assert ps.falls_back(np.array([0.2, 0.8, 0.9, 0.6, 0.9]), grid, 0.75) == pytest.approx(2.0 + 0.15 / 0.3)
+    assert ps.falls_back(np.array([0.2, 0.8, 0.9, 0.95, 0.99]), grid, 0.75) == np.inf  # holds once reached
+    assert ps.falls_back(np.array([0.2, 0.3, 0.1, 0.3, 0.2]), grid, 0.75) == np.inf  # never reached

@@ -45,7 +45,7 @@ Writes:
   with the base clip as the unit: ``n_clusters`` base clips (of ``n_variants`` variants), the clustered
   exact McNemar test (:mod:`speech_calibration.stats.paired_tests`) with Holm correction across the whole
   table, the naive McNemar p-value that treats variants as independent (for contrast), and the accuracy
-  difference with a clustered-bootstrap interval;
+  difference with a clustered-bootstrap interval (each comparison's own, not adjusted like ``p_holm``);
 - ``plots/conditions/*.csv`` (``dvc plots`` data, one series per system) and ``*.png``; among them
   ``calibration_<dimension>.csv`` (the curves above with their bands; the seeds averaged, their band the
   interval of the seed mean, resample by resample) and ``calibration_under_shift.png`` (smooth ECE and
@@ -83,6 +83,7 @@ from speech_calibration.fileio import atomic_path, write_csv, write_json
 from speech_calibration.layout import SystemFiles
 from speech_calibration.stats import metrics, paired_tests, psychometric
 from speech_calibration.stats.resampling import (
+    MIN_CLUSTERS,
     class_strata,
     cluster_bootstrap_replicates,
     cluster_interval,
@@ -365,7 +366,8 @@ def threshold_rows(system: System, curves: dict, ci: float) -> list[dict]:
             curve = curves.get((axis.dimension, key))
             if curve is None:
                 continue
-            valid = curve.levels[curve.hit.n > 0] if measure == BALANCED else curve.levels[curve.n > 0]
+            present = (curve.hit.n > 0) & (curve.false_alarm.n > 0) if measure == BALANCED else curve.n > 0
+            valid = curve.levels[present]  # the levels the threshold was searched over
             x_min, x_max = float(valid.min()), float(valid.max())
             rows += [threshold_row(system, axis, f"{axis.name}{round(100 * t.q)}{suffix}", measure, t, x_min, x_max, ci)
                      for t in curve.thresholds]
@@ -374,22 +376,27 @@ def threshold_rows(system: System, curves: dict, ci: float) -> list[dict]:
 
 def threshold_row(system: System, axis: Axis, name: str, measure: str, t: psychometric.Threshold, x_min: float,
                   x_max: float, ci: float, *, censored: tuple[str, str] = ("below", "not reached"),
-                  words: dict[str, str] | None = None, bound_words: dict[str, str] | None = None) -> dict:
+                  words: dict[str, str] | None = None, bound_words: dict[str, str] | None = None,
+                  calibration: str = UNCALIBRATED) -> dict:
     """One thresholds.csv row: the value and interval in the level's unit (NaN where censored), ``censored`` naming
     the side (``censored[0]`` below the range, ``censored[1]`` above), and both as text
-    (:func:`~speech_calibration.stats.psychometric.describe` with ``words`` for the value, ``bound_words`` for the bounds)."""
+    (:func:`~speech_calibration.stats.psychometric.describe` with ``words`` for the value, ``bound_words`` for the bounds).
+    ``calibration``: whose output it measures (the system's own answer, or its dev-fitted calibrator's)."""
     def text(v, w):
         return psychometric.describe(v, x_min, x_max, axis.fmt, **(w or {}))
 
     finite = math.isfinite(t.value)
+    lost = math.isfinite(t.falls_back)  # reached, then lost again within the range
+    value_text = text(t.value, words) + (f" (below {t.q:.0%} again from {axis.fmt(t.falls_back)})" if lost else "")
     return {
         "system": system.name, "kind": system.kind, "seed": system.seed,
-        "threshold": name, "measure": measure, "unit": axis.unit,
+        "threshold": name, "measure": measure, "calibration": calibration, "unit": axis.unit,
         "value": axis.display(t.value) if finite else math.nan,
         "censored": "" if finite else (censored[0] if t.value < 0 else censored[1]),
         "lo": axis.display(t.lo) if math.isfinite(t.lo) else math.nan,
         "hi": axis.display(t.hi) if math.isfinite(t.hi) else math.nan,
-        "text": text(t.value, words), "ci_text": f"[{text(t.lo, bound_words)}, {text(t.hi, bound_words)}]", "ci": ci,
+        "falls_below_again": axis.display(t.falls_back) if lost else math.nan,
+        "text": value_text, "ci_text": f"[{text(t.lo, bound_words)}, {text(t.hi, bound_words)}]", "ci": ci,
     }
 
 
@@ -509,8 +516,10 @@ def shift_table_rows(system: System, curves: dict[str, ShiftCurve], ci: float) -
 
 
 def ece_threshold_name(axis: Axis, q: float) -> str:
-    """The calibration threshold's name: ``DT_ECE10`` is the duration where smooth ECE first exceeds 0.10."""
-    return f"{axis.name}_ECE{round(100 * q):02d}"
+    """The calibration threshold's name: ``DT_ECE10`` is the duration where smooth ECE first exceeds 0.10 (0.05:
+    ``DT_ECE05``; 0.125: ``DT_ECE12.5``)."""
+    percent = round(100 * q, 6)
+    return f"{axis.name}_ECE{int(percent):02d}" if percent == int(percent) else f"{axis.name}_ECE{percent:g}"
 
 
 def calibration_threshold_rows(system: System, curves: dict[str, ShiftCurve], q: float, ci: float) -> list[dict]:
@@ -530,7 +539,7 @@ def calibration_threshold_rows(system: System, curves: dict[str, ShiftCurve], q:
             system, axis, ece_threshold_name(axis, q), ECE, psychometric.Threshold(q, value, lo, hi),
             float(x.min()), float(x.max()), ci, censored=("never exceeds", "already above"),
             words={"below": f"never exceeds {q:.2f} within {{lo}} to {{hi}}", "above": f"already above {q:.2f} at {{hi}}"},
-            bound_words={"above": "> {hi}"}))
+            bound_words={"above": "> {hi}"}, calibration=c.calibration))
     return rows
 
 
@@ -540,7 +549,8 @@ def paired_table(meta: pd.DataFrame, correct: dict[str, np.ndarray], cfg: params
 
     ``n_clusters`` (base clips) is the sample size of ``p_clustered`` (the clustered exact McNemar test) and of
     the bootstrap interval of the accuracy difference; ``p_naive`` is the plain McNemar test that counts the
-    ``n_variants`` variants as independent, shown for contrast only.
+    ``n_variants`` variants as independent, shown for contrast only. ``p_holm`` is adjusted for the whole table;
+    the interval is not (it is each comparison's own, so with many rows some exclude 0 by chance).
     """
     rows = []
     base = meta[BASE_CLIP_ID].to_numpy()
@@ -565,6 +575,14 @@ def paired_table(meta: pd.DataFrame, correct: dict[str, np.ndarray], cfg: params
         table.insert(table.columns.get_loc("p_clustered") + 1, "p_holm",
                      paired_tests.holm(table["p_clustered"].to_numpy()))
     return table
+
+
+def interval_scope(meta: pd.DataFrame) -> str:
+    """What every interval of this report can generalise to, in words: it resamples base clips, not groups."""
+    n_base, n_groups = meta[BASE_CLIP_ID].nunique(), meta[schema.GROUP_ID].nunique()
+    return (f"every interval here resamples the {n_base} base clips, which come from {n_groups} test groups: it "
+            "describes these speakers and recordings, not new ones" + (
+                f" (a group-level interval needs >= {MIN_CLUSTERS} groups)" if n_groups < MIN_CLUSTERS else ""))
 
 
 # ---------------------------------------------------------------------------------- headline JSON
@@ -825,7 +843,9 @@ def report(meta: pd.DataFrame, scored: list[Scored], cfg: params_mod.Conditions,
         for r in (r for r in rows if r["measure"] in (BALANCED, ECE)):  # the headline: sensitivity and calibration thresholds
             key = f"{r['threshold']}_{r['unit']}"
             entry[key] = r["value"]
-            entry[f"{r['threshold']}_text"] = f"{r['text']} {r['ci_text']}"
+            entry[f"{r['threshold']}_text"] = f"{r['text']} {r['ci_text']}" + (
+                " (its own output: no dev-fitted calibrator)" if r["measure"] == ECE and r["calibration"] == UNCALIBRATED
+                else "")
         per_system[s.name] = entry
         for (dimension, label), c in curves[s.name].items():
             if label == BALANCED:

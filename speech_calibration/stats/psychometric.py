@@ -25,7 +25,10 @@ which a constant answer holds at exactly 1/2. Its threshold at ``q`` is the lowe
 ``[x_min, x_max]`` where the fitted ``BA`` reaches ``q``: ``-inf`` when it already does at ``x_min``,
 ``+inf`` (not reached) when it does not by ``x_max``, else found on ``GRID`` equally spaced levels with
 linear interpolation between the two around the first crossing. Speech and non-speech base clips are
-resampled separately (they are disjoint clusters), so every resample refits both curves.
+resampled separately (they are disjoint clusters), so every resample refits both curves. A curve that falls
+with the level (a hit rate that drops with duration, or a balanced accuracy that rises and falls) can reach
+``q`` and lose it again: ``Threshold.falls_back`` is where, so "reached below the lowest level" is never read
+as "holds everywhere above it".
 
 :func:`first_exceedance` locates, for a measure that grows towards low levels (a calibration error), the first
 level where it reaches a criterion, scanning down from the highest level, between tested levels by the
@@ -103,6 +106,25 @@ class Threshold:
     value: float  # level units (x); -inf / +inf when censored
     lo: float
     hi: float
+    # where the fitted curve, having reached q, is below q again within the tested range (a curve that falls with
+    # the level); +inf when it stays at or above q up to the highest level, or never reaches q
+    falls_back: float = np.inf
+
+
+def falls_back(values: np.ndarray, grid: np.ndarray, q: float) -> float:
+    """Of one curve's ``values`` on the increasing levels ``grid``: once it has reached ``q``, the first level where it
+    is below ``q`` again, linearly interpolated between the two grid levels around that fall; ``+inf`` when it never
+    falls back (or never reaches ``q``)."""
+    values, grid = np.asarray(values, dtype=np.float64), np.asarray(grid, dtype=np.float64)
+    reached = np.flatnonzero(values >= q)
+    if not reached.size:
+        return np.inf
+    below = np.flatnonzero(values[reached[0]:] < q)
+    if not below.size:
+        return np.inf
+    k = int(reached[0] + below[0])  # values[k - 1] >= q > values[k]
+    v0, v1 = values[k - 1], values[k]
+    return float(grid[k - 1] + (v0 - q) / (v0 - v1) * (grid[k] - grid[k - 1]))
 
 
 @dataclass(frozen=True)
@@ -149,7 +171,9 @@ def fit_curve(levels: np.ndarray, responses: np.ndarray, criteria: tuple[float, 
         for q in criteria:
             value = float(thresholds(a, b, q, x_min, x_max))
             lo, hi = percentile_interval(thresholds(a_b, b_b, q, x_min, x_max), ci, interpolate=False)
-            found.append(Threshold(q, value, lo, hi))
+            target = np.log(q / (1.0 - q))  # a falling curve (b < 0) at or above q at x_min is below it past x_q
+            fall = (target - a) / b if b < 0 and a + b * x_min >= target > a + b * x_max else np.inf
+            found.append(Threshold(q, value, lo, hi, float(fall)))
     return Curve(levels, k, n, a, b, tuple(found))
 
 
@@ -234,7 +258,7 @@ def fit_sensitivity(levels: np.ndarray, speech: np.ndarray, nonspeech: np.ndarra
     found = []
     for q in criteria:
         lo, hi = percentile_interval(first_crossing(replicates, grid, q), ci, interpolate=False)
-        found.append(Threshold(q, float(first_crossing(point, grid, q)[0]), lo, hi))
+        found.append(Threshold(q, float(first_crossing(point, grid, q)[0]), lo, hi, falls_back(point[0], grid, q)))
     return Sensitivity(hit, false_alarm, tuple(found))
 
 
