@@ -372,8 +372,11 @@ def test_exactly_calibrated_system_never_exceeds_the_ece_threshold():
     assert (table["balanced_accuracy"] == 0.8).all() and (table["n_clusters"] == 40).all()
     assert list(thresholds.index) == ["DT_ECE10", "SNR_ECE10"]
     assert (thresholds["censored"] == "never exceeds").all() and thresholds["value"].isna().all()
-    assert thresholds.loc["DT_ECE10", "text"] == "never exceeds 0.10 within 20 ms to 1000 ms"
-    assert thresholds.loc["SNR_ECE10", "text"] == "never exceeds 0.10 within -10.0 dB to 20.0 dB"
+    # exact frequencies: no sampling noise here, but 40 clips drawn from these forecasts would exceed 0.10 by chance
+    chance = " (a calibrated system exceeds 0.10 by chance in over 5% of samples at {} levels)"
+    assert thresholds.loc["DT_ECE10", "text"] == "never exceeds 0.10 within 20 ms to 1000 ms" + chance.format("8 of 8")
+    assert thresholds.loc["SNR_ECE10", "text"] == "never exceeds 0.10 within -10.0 dB to 20.0 dB" + chance.format("6 of 6")
+    assert (table["smooth_ece_calibrated_null"] > 0.10).all()
 
 
 def test_miscalibration_growing_towards_low_snr_crosses_at_the_closed_form_level():
@@ -389,7 +392,7 @@ def test_miscalibration_growing_towards_low_snr_crosses_at_the_closed_form_level
     np.testing.assert_allclose(snr.point["smooth_ece"], lowered(np.array(SNRS, float)), atol=2e-3)
     t = thresholds.loc["SNR_ECE10"]
     assert t["censored"] == "" and t["value"] == pytest.approx(4.0, abs=0.3), t.to_dict()
-    assert t["text"] == "4.0 dB"
+    assert t["text"].startswith("4.0 dB (a calibrated system exceeds 0.10 by chance")
     # its interval: every resample moves the whole curve (the same base clips at every level), so here it is censored:
     # below where a resample never exceeds 0.10 down to -10 dB, above where one already does at 20 dB
     lo, hi = t["ci_text"][1:-1].split(", ")
@@ -403,6 +406,21 @@ def test_miscalibration_growing_towards_low_snr_crosses_at_the_closed_form_level
         t = table[table["condition"] == "snr"] if m == "smooth_ece" else table
         assert ((t[f"{m}_lo"] <= t[m] + 1e-12) & (t[m] <= t[f"{m}_hi"] + 1e-12)).all(), m
         assert (t[f"{m}_lo"] < t[f"{m}_hi"]).all(), m
+
+
+def test_the_calibrated_null_is_the_smooth_ece_of_outcomes_drawn_from_the_forecasts():
+    """calibrated_null against a plain loop over the same draws, and what it is for: on 24 clips, forecasts that are
+    calibrated by construction reach a smooth ECE of 0.10 by chance; on 1000 they do not."""
+    from speech_calibration.stats import metrics
+
+    p = np.random.default_rng(0).uniform(0.5, 1.0, 24)
+    got = conditions.calibrated_null(p, 0.5, 0.9, np.random.default_rng(1), draws=60)
+    u = np.random.default_rng(1).random((60, len(p)))
+    loop = [metrics.smooth_ece(*metrics.top_label((u[i] < p).astype(int), p, 0.5)) for i in range(60)]
+    assert got == pytest.approx(float(np.quantile(loop, 0.9)), abs=1e-6)  # rows evaluated together: 3e-9 apart
+    many = np.random.default_rng(0).uniform(0.5, 1.0, 1000)
+    assert conditions.calibrated_null(p, 0.5, 0.95, np.random.default_rng(2)) > 0.10
+    assert conditions.calibrated_null(many, 0.5, 0.95, np.random.default_rng(2)) < 0.05
 
 
 def test_first_exceedance_scans_down_from_the_highest_level():

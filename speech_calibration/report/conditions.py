@@ -35,11 +35,16 @@ Writes:
   reaches ``conditions.ece_threshold``, linear between the two levels around it on the axis of the accuracy
   thresholds (log10 duration, dB); censored in words (``never exceeds 0.10 within 20 ms to 1000 ms``,
   ``already above 0.10 at 1000 ms``), its interval from the same bootstrap over base clips (a bound ``< 20 ms``:
-  some resamples never exceed it; ``> 1000 ms``: some are already above at the mildest level);
+  some resamples never exceed it; ``> 1000 ms``: some are already above at the mildest level), and
+  ``chance_levels``: at how many levels forecasts calibrated by construction exceed the criterion by chance
+  (:func:`calibrated_null`), which the text then says; ``falls_below_again``: where a curve that reached its
+  criterion loses it again within the range (a curve that falls with the level);
 - ``metrics/conditions/calibration_under_shift.csv``: calibration under shift, per system (each seed), dimension
   and level: top-label smooth ECE, NLL and balanced accuracy of the dev-fitted calibrator's output (answered at
   its threshold; a system without a calibrator: its own output, ``calibration`` = uncalibrated), each with an
-  interval from a bootstrap over base clips that resamples all levels of a dimension together;
+  interval from a bootstrap over base clips that resamples all levels of a dimension together, and
+  ``smooth_ece_calibrated_null``: the ``evaluate.ci`` quantile of the smooth ECE the same forecasts reach when each
+  outcome is drawn from its own forecast (what chance alone gives on that many clips);
 - ``metrics/conditions/psychometric_fits.csv``: intercept and slope of every fitted curve;
 - ``metrics/conditions/paired_tests.csv``: every pair of systems, over all variants and per dimension,
   with the base clip as the unit: ``n_clusters`` base clips (of ``n_variants`` variants), the clustered
@@ -425,6 +430,7 @@ class ShiftCurve:
     n_clusters: np.ndarray  # base clips per level
     point: dict[str, np.ndarray]  # measure -> (L,)
     replicates: dict[str, np.ndarray]  # measure -> (B, L); every system resamples the same base clips
+    null: np.ndarray  # (L,): the smooth ECE these forecasts reach by chance when calibrated (:func:`calibrated_null`)
 
 
 @dataclass(frozen=True)
@@ -482,22 +488,39 @@ def shift_resamples(meta: pd.DataFrame, y: np.ndarray, order: list[tuple[str, st
     return out
 
 
+NULL_DRAWS = 400  # label draws of calibrated_null
+
+
+def calibrated_null(p: np.ndarray, threshold: float, q: float, rng: np.random.Generator,
+                    draws: int = NULL_DRAWS) -> float:
+    """The ``q``-quantile of the top-label smooth ECE of forecasts ``p`` (answered SPEECH from ``threshold`` on) when
+    every outcome is drawn from its own forecast: forecasts calibrated by construction, so what the smooth ECE of
+    this many clips reaches by chance alone (it is biased up on few clips)."""
+    outcomes = (rng.random((draws, len(p))) < p).astype(np.int64)
+    conf, correct = metrics.top_label(outcomes, np.broadcast_to(p, outcomes.shape), threshold)
+    return float(np.quantile(metrics.smooth_ece(conf, correct), q))
+
+
 def shift_curves(resamples: dict[str, ShiftResamples], y: np.ndarray, p: np.ndarray, threshold: float,
-                 calibration: str) -> dict[str, ShiftCurve]:
-    """Per dimension, :func:`shift_measures` at each level, and on each of its bootstrap resamples (:func:`shift_resamples`)."""
+                 calibration: str, *, ci: float = 0.95, seed: int = 0, system_name: str = "") -> dict[str, ShiftCurve]:
+    """Per dimension, :func:`shift_measures` at each level, and on each of its bootstrap resamples (:func:`shift_resamples`);
+    and each level's :func:`calibrated_null` at quantile ``ci`` (seeded by ``seed``, the system and the level)."""
     curves = {}
     for dimension, res in resamples.items():
         yy, pp = y[res.rows], p[res.rows]
         point = {m: np.full(len(res.levels), np.nan) for m in SHIFT_MEASURES}
         reps = {m: np.full((res.n_boot, len(res.levels)), np.nan) for m in SHIFT_MEASURES}
+        null = np.full(len(res.levels), np.nan)
         for j, (member, groups) in enumerate(zip(res.at_level, res.groups)):
             for m, value in shift_measures(yy[member], pp[member], threshold).items():
                 point[m][j] = value
             for which, idx in groups:
                 for m, values in shift_measures(yy[idx], pp[idx], threshold).items():
                     reps[m][which, j] = values
+            null[j] = calibrated_null(pp[member], threshold, ci,
+                                      keyed_rng(seed, "calibrated_null", system_name, dimension, res.levels[j]))
         curves[dimension] = ShiftCurve(dimension, calibration, res.levels, np.array([int(m.sum()) for m in res.at_level]),
-                                       res.n_clusters, point, reps)
+                                       res.n_clusters, point, reps, null)
     return curves
 
 
@@ -511,6 +534,8 @@ def shift_table_rows(system: System, curves: dict[str, ShiftCurve], ci: float) -
             for m in SHIFT_MEASURES:
                 row[m] = float(c.point[m][j])
                 _band(row, c.replicates[m][:, j], int(c.n_clusters[j]), ci, m)
+                if m == ECE:
+                    row[f"{ECE}_calibrated_null"] = float(c.null[j])
             rows.append(row)
     return rows
 
@@ -526,7 +551,9 @@ def calibration_threshold_rows(system: System, curves: dict[str, ShiftCurve], q:
     """thresholds.csv rows of the calibration thresholds (measure ``smooth_ece``): per axis (duration, SNR), the
     level where smooth ECE first reaches ``q`` coming down from the mildest level
     (:func:`~speech_calibration.stats.psychometric.first_exceedance`, linear between levels on the axis of the
-    accuracy thresholds), its bootstrap interval over base clips, and its censoring in words."""
+    accuracy thresholds), its bootstrap interval over base clips, and its censoring in words. ``chance_levels``: at how
+    many levels forecasts calibrated by construction exceed ``q`` in over ``1 - ci`` of draws
+    (:func:`calibrated_null`); the text says so where there are any, since a crossing there may be chance."""
     rows = []
     for axis in AXES:
         c = curves.get(axis.dimension)
@@ -535,11 +562,16 @@ def calibration_threshold_rows(system: System, curves: dict[str, ShiftCurve], q:
         x = axis.x(c.levels)
         value = float(psychometric.first_exceedance(c.point[ECE], x, q)[0])
         lo, hi = percentile_interval(psychometric.first_exceedance(c.replicates[ECE], x, q), ci, interpolate=False)
-        rows.append(threshold_row(
+        row = threshold_row(
             system, axis, ece_threshold_name(axis, q), ECE, psychometric.Threshold(q, value, lo, hi),
             float(x.min()), float(x.max()), ci, censored=("never exceeds", "already above"),
             words={"below": f"never exceeds {q:.2f} within {{lo}} to {{hi}}", "above": f"already above {q:.2f} at {{hi}}"},
-            bound_words={"above": "> {hi}"}, calibration=c.calibration))
+            bound_words={"above": "> {hi}"}, calibration=c.calibration)
+        row["chance_levels"] = chance = int(np.sum(c.null >= q))
+        if chance:
+            row["text"] += (f" (a calibrated system exceeds {q:.2f} by chance in over {1 - ci:.0%} of samples at "
+                            f"{chance} of {len(c.levels)} levels)")
+        rows.append(row)
     return rows
 
 
@@ -827,7 +859,8 @@ def report(meta: pd.DataFrame, scored: list[Scored], cfg: params_mod.Conditions,
         if sc.p_cal is not None:
             probs[CALIBRATED] = (sc.p_cal, sc.threshold_cal)
         calibration = CALIBRATED if sc.p_cal is not None else UNCALIBRATED  # the curves under shift: calibrated if it can
-        shift[s.name] = shift_curves(resamples, y, *probs[calibration], calibration)
+        shift[s.name] = shift_curves(resamples, y, *probs[calibration], calibration, ci=ci, seed=cfg.bootstrap_seed,
+                                     system_name=s.name)
         shift_rows += shift_table_rows(s, shift[s.name], ci)
         table = per_condition_table(y, cond, lev, order, probs, n_bins, base=base, n_boot=cfg.n_bootstrap, ci=ci,
                                     seed=cfg.bootstrap_seed, system_name=s.name)
