@@ -97,7 +97,11 @@ def test_report_end_to_end(project):
         assert set(hit["threshold"]) == {"DT50_hit", "DT75_hit", "DT90_hit", "SNR50_hit", "SNR75_hit"}
         assert 60 < hit.set_index("threshold").loc["DT50_hit", "value"] < 160
     assert head["finetuned"]["n_seeds"] == 3
-    assert head["finetuned"]["DT75_ms"] == pytest.approx(np.mean([head[f"seed_{s}"]["DT75_ms"] for s in (42, 123, 456)]))
+    dt75 = [head[f"seed_{s}"]["DT75_ms"] for s in (42, 123, 456)]
+    assert head["finetuned"]["DT75_ms"] == pytest.approx(np.prod(dt75) ** (1 / 3))  # geometric: found on log10 ms
+    snr75 = [head[f"seed_{s}"]["SNR75_dB"] for s in (42, 123, 456)]
+    assert head["finetuned"]["SNR75_dB"] == pytest.approx(np.mean(snr75))
+    assert head["finetuned"]["DT75_text"] == "; ".join(f"seed_{s}: {head[f'seed_{s}']['DT75_text']}" for s in (42, 123, 456))
     # zero-shot never answers SPEECH: balanced accuracy stays at 1/2, not reached, no number
     assert head["zeroshot"]["DT75_ms"] is None and head["zeroshot"]["DT75_text"].startswith("not reached by 1000 ms")
     assert head["zeroshot"]["SNR75_text"].startswith("not reached by 20.0 dB")

@@ -17,8 +17,8 @@ Writes:
 
 - ``metrics/conditions.json``: headline figures per system (BA_clip, BA_conditions, the sensitivity
   thresholds DT75, DT90 (ms), SNR75, SNR90 (dB) and the calibration thresholds DT_ECE10 (ms), SNR_ECE10 (dB)
-  with their intervals; the fine-tuned entry averages its seeds, and holds no mean where a seed's threshold
-  is censored);
+  with their intervals; the fine-tuned entry averages its seeds (durations geometrically, on the log axis they
+  are found on), lists their texts seed by seed, and holds no mean where a seed's threshold is censored);
 - ``metrics/conditions/per_condition.csv``: per system, condition and level (and ``all``), uncalibrated
   and calibrated: n, accuracy, balanced accuracy, recall of each class, ECE (top-label, equal-width
   ``evaluate.n_bins`` bins) and NLL; the number of base clips (``n_clusters``) and intervals of balanced
@@ -620,17 +620,19 @@ def interval_scope(meta: pd.DataFrame) -> str:
 # ---------------------------------------------------------------------------------- headline JSON
 def headline(per_system: dict[str, dict], systems: list[System]) -> dict:
     """metrics/conditions.json: per system BA_clip, BA_conditions and the balanced-accuracy thresholds (+ text);
-    fine-tuned seeds averaged."""
+    fine-tuned seeds averaged (a duration in ms geometrically: its thresholds are found on log10 duration), their
+    texts listed seed by seed."""
     out = {s.name: per_system[s.name] for s in systems}
-    tuned = [per_system[s.name] for s in systems if s.kind == FINETUNED]
+    seeds = [s for s in systems if s.kind == FINETUNED]
+    tuned = [per_system[s.name] for s in seeds]
     if tuned:
         agg = {"n_seeds": len(tuned)}
         for key in tuned[0]:
             values = [t.get(key) for t in tuned]
             if all(isinstance(v, (int, float)) and v is not None and math.isfinite(v) for v in values):
-                agg[key] = float(np.mean(values))
+                agg[key] = float(10 ** np.mean(np.log10(values)) if key.endswith("_ms") else np.mean(values))
             elif key.endswith("_text"):
-                agg[key] = "; ".join(str(v) for v in values)
+                agg[key] = "; ".join(f"{s.name}: {v}" for s, v in zip(seeds, values))
             else:
                 agg[key] = None  # censored (or undefined) in some seed: no mean
         out[FINETUNED] = agg
