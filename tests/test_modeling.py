@@ -306,6 +306,8 @@ def test_feature_cache_slices_equal_the_features_of_each_batch_bit_for_bit(tiny,
     clips = toy_clips(seed=3, durations=(0.2, 4.7, 1.3, 0.5, 2.9, 0.9, 3.6, 0.25)) + [np.zeros(8000, np.float32)]
     cache = FeatureCache(builder, clips, trim=trim)
     assert cache.features.shape[-1] == builder.window_length(clips, trim=trim) // builder.hop
+    chunked = FeatureCache(builder, clips, trim=trim, chunk=2)  # built two clips at a time
+    assert torch.equal(chunked.features, cache.features) and torch.equal(chunked.mask, cache.mask)
     assert FeatureCache.nbytes(builder, clips, trim=trim) == cache.features.numel() * 4
     rng = np.random.default_rng(0)
     for size in (1, 2, 3, 5, len(clips)):

@@ -214,9 +214,18 @@ class FeatureCache:
     (:meth:`InputBuilder.window_length`), and past them the audio is zeros, whose log-mel is the clip's own floor.
     """
 
-    def __init__(self, builder: InputBuilder, audios: Sequence[np.ndarray], *, trim: bool):
+    def __init__(self, builder: InputBuilder, audios: Sequence[np.ndarray], *, trim: bool, chunk: int = 64):
+        """Computed ``chunk`` clips at a time into tensors of the final size: the STFT's temporaries of a whole split at
+        once would take about 12 times the cache itself."""
         self.builder, self.trim, self.audios = builder, trim, audios
-        self.features, self.mask = builder.features(audios, trim=trim)
+        length = builder.window_length(audios, trim=trim)
+        frames = length // builder.hop
+        self.features = torch.empty((len(audios), builder.feature_extractor.feature_size, frames), dtype=torch.float32)
+        self.mask = torch.empty((len(audios), frames), dtype=torch.long)
+        with torch.autocast(device_type="cpu", enabled=False):  # float32, as InputBuilder.features computes them
+            for start in range(0, len(audios), chunk):
+                part = slice(start, start + chunk)
+                self.features[part], self.mask[part] = builder.log_mel(audios[part], length)
 
     @staticmethod
     def nbytes(builder: InputBuilder, audios: Sequence[np.ndarray], *, trim: bool) -> int:
