@@ -242,7 +242,7 @@ def test_a_fit_that_collapses_to_a_constant_is_explained():
     assert "wrong way" in notes[0] and "< 0.5" in notes[0]
 
 
-def test_a_fit_that_raises_dev_nll_is_explained_and_temperature_never_does():
+def test_a_fit_that_raises_dev_nll_is_explained_and_temperature_only_when_its_bounds_leave_out_1():
     """A model already confident and right on dev: Platt's smoothed targets cost NLL; temperature cannot."""
     y = np.repeat([0, 1], 30)
     a = np.where(y == 1, 12.0, -12.0) + np.linspace(-1, 1, y.size)

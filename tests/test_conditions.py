@@ -172,12 +172,30 @@ def test_report_end_to_end(project):
     assert thresholds["falls_below_again"].isna().all()
     assert conditions.interval_scope(conditions.read_variants(layout.conditions_csv())) == (
         "every interval here resamples the 12 base clips, which come from 3 test groups: it describes these speakers "
-        "and recordings, not new ones (a group-level interval needs >= 5 groups)")
+        "and recordings, not new ones (group-level intervals, as in summary.txt, need >= 5 groups)")
 
 
-@pytest.mark.parametrize("q,name", [(0.10, "DT_ECE10"), (0.05, "DT_ECE05"), (0.125, "DT_ECE12.5"), (0.005, "DT_ECE0.5")])
+@pytest.mark.parametrize("q,name", [(0.10, "DT_ECE10"), (0.05, "DT_ECE05"), (0.125, "DT_ECE12p5"), (0.005, "DT_ECE0p5"),
+                                    (0.1234567, "DT_ECE12p34567")])
 def test_the_calibration_threshold_is_named_by_its_criterion_unrounded(q, name):
     assert conditions.ece_threshold_name(conditions.AXES[0], q) == name
+
+
+def test_a_balanced_accuracy_threshold_names_only_levels_with_both_classes():
+    """No non-speech clip has a 1000 ms variant: balanced accuracy was only found up to 500 ms, and its censoring says
+    so (the hit-rate threshold, of speech clips alone, still reaches 1000 ms)."""
+    from speech_calibration import params as params_mod
+
+    meta = variants_frame(12)
+    meta = meta[~((meta["condition"] == "duration") & (meta["level"] == "1000") & (meta["label"] == "NONSPEECH"))]
+    meta = meta.reset_index(drop=True)
+    cfg = params_mod.Conditions(durations_ms=DURATIONS, snr_db=SNRS, n_bootstrap=50)
+    answers = np.zeros(len(meta))  # always NONSPEECH: never reaches a sensitivity threshold
+    curves = conditions.psychometric_curves(meta, answers, conditions.variant_order(meta, cfg), cfg, 0.95, "x")
+    system = conditions.System("x", "baseline", None, Path("x"), None)
+    rows = pd.DataFrame(conditions.threshold_rows(system, curves, 0.95)).set_index("threshold")
+    assert rows.loc["DT75", "text"] == "not reached by 500 ms"
+    assert rows.loc["DT50_hit", "text"] == "not reached by 1000 ms"
 
 
 def test_a_balanced_accuracy_reached_at_once_and_lost_again_says_so():

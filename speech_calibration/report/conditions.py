@@ -491,14 +491,14 @@ def shift_resamples(meta: pd.DataFrame, y: np.ndarray, order: list[tuple[str, st
 NULL_DRAWS = 400  # label draws of calibrated_null
 
 
-def calibrated_null(p: np.ndarray, threshold: float, q: float, rng: np.random.Generator,
+def calibrated_null(p: np.ndarray, threshold: float, quantile: float, rng: np.random.Generator,
                     draws: int = NULL_DRAWS) -> float:
-    """The ``q``-quantile of the top-label smooth ECE of forecasts ``p`` (answered SPEECH from ``threshold`` on) when
+    """The ``quantile`` of the top-label smooth ECE of forecasts ``p`` (answered SPEECH from ``threshold`` on) when
     every outcome is drawn from its own forecast: forecasts calibrated by construction, so what the smooth ECE of
     this many clips reaches by chance alone (it is biased up on few clips)."""
     outcomes = (rng.random((draws, len(p))) < p).astype(np.int64)
     conf, correct = metrics.top_label(outcomes, np.broadcast_to(p, outcomes.shape), threshold)
-    return float(np.quantile(metrics.smooth_ece(conf, correct), q))
+    return float(np.quantile(metrics.smooth_ece(conf, correct), quantile))
 
 
 def shift_curves(resamples: dict[str, ShiftResamples], y: np.ndarray, p: np.ndarray, threshold: float,
@@ -542,9 +542,11 @@ def shift_table_rows(system: System, curves: dict[str, ShiftCurve], ci: float) -
 
 def ece_threshold_name(axis: Axis, q: float) -> str:
     """The calibration threshold's name: ``DT_ECE10`` is the duration where smooth ECE first exceeds 0.10 (0.05:
-    ``DT_ECE05``; 0.125: ``DT_ECE12.5``)."""
-    percent = round(100 * q, 6)
-    return f"{axis.name}_ECE{int(percent):02d}" if percent == int(percent) else f"{axis.name}_ECE{percent:g}"
+    ``DT_ECE05``; 0.125: ``DT_ECE12p5``, with no dot, which ``dvc metrics show`` would read as nesting)."""
+    percent = round(100 * q, 9)
+    if percent == int(percent):
+        return f"{axis.name}_ECE{int(percent):02d}"
+    return f"{axis.name}_ECE" + np.format_float_positional(percent, trim="-").replace(".", "p")
 
 
 def calibration_threshold_rows(system: System, curves: dict[str, ShiftCurve], q: float, ci: float) -> list[dict]:
@@ -614,7 +616,8 @@ def interval_scope(meta: pd.DataFrame) -> str:
     n_base, n_groups = meta[BASE_CLIP_ID].nunique(), meta[schema.GROUP_ID].nunique()
     return (f"every interval here resamples the {n_base} base clips, which come from {n_groups} test groups: it "
             "describes these speakers and recordings, not new ones" + (
-                f" (a group-level interval needs >= {MIN_CLUSTERS} groups)" if n_groups < MIN_CLUSTERS else ""))
+                f" (group-level intervals, as in summary.txt, need >= {MIN_CLUSTERS} groups)"
+                if n_groups < MIN_CLUSTERS else ""))
 
 
 # ---------------------------------------------------------------------------------- headline JSON

@@ -492,8 +492,8 @@ def binary_metrics(y, p, *, n_bins: int = 15, threshold: float = 0.5, decomposit
     """All metrics of one system: classification at ``threshold``, ranking, proper scores, calibration errors.
 
     ``score``: what ROC-AUC ranks, where not ``p`` itself: the log-odds of SPEECH behind ``p``, which rank the
-    clips as ``p`` does but never round (``p`` is exactly 0 or 1 once the log-odds pass about ±37, so clips
-    beyond would tie there, and a temperature could break the ties).
+    clips as ``p`` does but never round (``p`` is exactly 0 or 1 once the log-odds pass about ±37, and near ±30
+    log-odds 1e-3 apart already give the same ``p``: such clips would tie, and a temperature could break the ties).
 
     Keys: ``accuracy, acc_speech, acc_nonspeech, balanced_accuracy, roc_auc, brier, nll``, the
     top-label calibration errors ``ece, ece_mass, ece_debiased, ece_smooth, mce`` and ``aurc`` (selective
