@@ -121,3 +121,17 @@ def test_training_equivalence_compares_the_compiled_step_with_eager_beside_eager
     assert not any("lora" in name for name, _ in model.named_modules())  # left as it was: no adapter, eager, frozen
     assert all(layer._compiled_call_impl is None for layer in model.model.language_model.layers)
     assert not any(q.requires_grad for q in model.parameters()) and not model.training
+
+
+@pytest.mark.slow
+def test_feature_cache_memory_reports_both_ways_with_the_cache_size():
+    """Each way in its own process, and the same cache size for both: 3 clips x 128 bins x 3000 frames x 4 bytes."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks.feature_cache_memory", "--clips", "3", "--seconds", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout[:done.stdout.rindex("]") + 1])
+    assert [r["way"] for r in rows] == ["whole", "chunked"]
+    assert all(r["cache_mib"] == round(3 * 128 * 3000 * 4 / 2**20, 1) and r["peak_rss_growth_mib"] >= 0 for r in rows)
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.feature_cache_memory", "--seconds", "40"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--seconds in (0, 30]" in bad.stderr

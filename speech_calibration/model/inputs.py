@@ -214,7 +214,7 @@ class FeatureCache:
     (:meth:`InputBuilder.window_length`), and past them the audio is zeros, whose log-mel is the clip's own floor.
     """
 
-    def __init__(self, builder: InputBuilder, audios: Sequence[np.ndarray], *, trim: bool, chunk: int = 64):
+    def __init__(self, builder: InputBuilder, audios: Sequence[np.ndarray], *, trim: bool, chunk: int = 16):
         """Computed ``chunk`` clips at a time into tensors of the final size: the STFT's temporaries of a whole split at
         once would take about 12 times the cache itself."""
         self.builder, self.trim, self.audios = builder, trim, audios
