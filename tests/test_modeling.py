@@ -8,12 +8,7 @@ import torch.nn.functional as F
 
 from speech_calibration.errors import UserError
 from speech_calibration.model import forward, loading
-from speech_calibration.model.inputs import (
-    IGNORE_INDEX,
-    FeatureCache,
-    InputBuilder,
-    answer_token_ids,
-)
+from speech_calibration.model.inputs import IGNORE_INDEX, FeatureCache, InputBuilder, answer_token_ids
 from speech_calibration.params import Lora, Model, Prompt
 from tests.model_helpers import tiny_model_dir, toy_clips
 
