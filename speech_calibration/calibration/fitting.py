@@ -115,11 +115,12 @@ def fit(method: str, logit_a, logit_b, y, *, content_free: tuple[np.ndarray, np.
     if method not in METHODS:
         raise UserError(f"calibration.method: '{method}' is not one of {', '.join(METHODS)}")
     z, y = _check_inputs(logit_a, logit_b, y)
-    if len(np.unique(y)) < 2 and (method not in LABEL_FREE or tune_threshold):
-        only = "SPEECH" if y.size and y[0] == 1 else "NONSPEECH"
-        what = f"calibration.method={method}" if method not in LABEL_FREE else "calibration.tune_threshold"
-        raise UserError(f"{what}: dev holds only {only} clips ({y.size}); "
-                        f"{'fitting' if method not in LABEL_FREE else 'tuning the threshold'} needs both classes")
+    if len(np.unique(y)) < 2:
+        only = f"dev holds only {'SPEECH' if y.size and y[0] == 1 else 'NONSPEECH'} clips ({y.size})"
+        if method not in LABEL_FREE:
+            raise UserError(f"calibration.method={method}: {only}; fitting needs both classes")
+        if tune_threshold:
+            raise UserError(f"calibration.tune_threshold: {only}; tuning the threshold needs both classes")
     lo, hi = (float(v) for v in temperature_bounds)
     if not 0 < lo < hi:
         raise UserError(f"calibration.temperature_bounds: {list(temperature_bounds)} must be two numbers 0 < low < high")
