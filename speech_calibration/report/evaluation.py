@@ -83,7 +83,8 @@ def per_group_metrics(y: np.ndarray, series: dict[str, np.ndarray], groups: np.n
     return out
 
 
-def _part(scores: dict[str, np.ndarray] | None, name: str, idx: np.ndarray) -> np.ndarray | None:
+def _part(scores: dict[str, np.ndarray] | None, name: str, idx=slice(None)) -> np.ndarray | None:
+    """Series ``name``'s log-odds at ``idx`` (all by default), or None without log-odds (ROC-AUC then ranks p)."""
     return None if scores is None else scores[name][idx]
 
 
@@ -104,8 +105,7 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
     series = {"uncalibrated": np.asarray(p_uncal, float), "calibrated": np.asarray(p_cal, float)}
     scores = None if log_odds is None else dict(zip(SERIES, (np.asarray(z, float) for z in log_odds)))
     tuned = threshold != 0.5
-    point = {name: metrics.binary_metrics(y, p, n_bins=n_bins, score=None if scores is None else scores[name])
-             for name, p in series.items()}
+    point = {name: metrics.binary_metrics(y, p, n_bins=n_bins, score=_part(scores, name)) for name, p in series.items()}
 
     def stat(idx):
         out = {}
