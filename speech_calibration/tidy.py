@@ -16,6 +16,9 @@ reports as untracked, that no stage reads, and that is either
 
 Files git tracks or ignores, other folders of your own (a downloaded base model in ``models/``), an evaluation
 set's audio and the base model a stage reads are never touched; neither are the current seeds' new outputs.
+One exception to "tracked": a ``.gitignore`` that ``dvc repro`` wrote into a folder new to git and staged
+(``core.autostage``), such as ``metrics/train/seed_7/.gitignore``, is in git's index but not in HEAD, so
+``git checkout HEAD -- .`` leaves it there. Inside a folder removed as above, it is taken out of the index too.
 
 It also says, in one line, how to get back onto your branch when an interrupted ``dvc exp run`` left git on a
 detached HEAD (:func:`interrupted_experiment`); it changes nothing in git itself.
@@ -47,6 +50,14 @@ def _git_paths(root: Path, *args: str) -> set[Path]:
     return {root / p for p in res.stdout.split("\0") if p}
 
 
+def _staged_gitignores(root: Path, index: set[Path]) -> set[Path]:
+    """The ``.gitignore`` files in git's index but not in HEAD: those ``dvc repro`` staged in folders new to git."""
+    res = subprocess.run(["git", "ls-tree", "-r", "-z", "--name-only", "HEAD"], cwd=root, capture_output=True,
+                         text=True, check=False)
+    head = {root / p for p in res.stdout.split("\0") if p} if res.returncode == 0 else set()
+    return {p for p in index - head if p.name == ".gitignore"}
+
+
 def _overlaps(path: Path, others: Iterable[Path]) -> bool:
     """``path`` is one of ``others``, inside one, or holds one."""
     return any(path == o or o in path.parents or path in o.parents for o in others)
@@ -75,14 +86,19 @@ def stale_outputs(root: str | Path = ".") -> list[Path]:
     # and where leftovers matter; any other dep (the base model, an evaluation set's audio) is kept whole
     fan_in = {d for d in deps if any(d in o.parents for o in outs)}
     deps = [d for d in deps if d not in fan_in]
-    tracked = _git_paths(root)
+    index = _git_paths(root)
+    staged_ignores = _staged_gitignores(root, index)
+    tracked = index - staged_ignores
     declared = [o.relative_to(root).as_posix() for o in outs if root in o.parents]
     stale: set[Path] = set()
-    for path in _git_paths(root, "--others", "--exclude-standard"):  # untracked and not ignored
-        if path.name in KEEP or not any(r in path.parents for r in roots) or _overlaps(path, deps):
+    for path in _git_paths(root, "--others", "--exclude-standard") | staged_ignores:  # untracked and not ignored
+        if (path.name in KEEP and path not in staged_ignores) or not any(r in path.parents for r in roots) \
+                or _overlaps(path, deps):
             continue
         rel = path.relative_to(root)
-        for unit in [*(root / u for u in reversed(rel.parents[:-1])), path]:
+        # a staged .gitignore goes only with a stale folder around it, never on its own
+        own = [] if path in staged_ignores else [path]
+        for unit in [*(root / u for u in reversed(rel.parents[:-1])), *own]:
             if _overlaps(unit, tracked):
                 continue
             # a seed no declared output names any more (models/seed_7, metrics/headline/seed_7/, plots/test/seed_7_*)
@@ -161,6 +177,9 @@ def tidy(root: str | Path = ".", *, dry_run: bool = False) -> list[Path]:
         path = Path(root) / rel
         log.info("%s %s", "would remove" if dry_run else "removing", rel)
         if not dry_run:
+            # only a .gitignore dvc repro staged can be in the index here (stale_outputs skips what HEAD has)
+            subprocess.run(["git", "rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", rel.as_posix()],
+                           cwd=root, capture_output=True, check=True)
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     if not stale:
         log.info("nothing to remove: no untracked file lies beside the outputs of the current dvc.yaml")

@@ -88,6 +88,21 @@ def test_removes_a_removed_seeds_outputs_and_nothing_else(repo):
     assert tidy.stale_outputs(repo) == []
 
 
+def test_a_gitignore_dvc_staged_in_a_removed_seeds_new_folder_goes_with_it(repo):
+    """``dvc repro`` of a new seed writes ``metrics/train/seed_7/.gitignore`` (its cached metrics file) and stages it;
+    ``git checkout HEAD -- .`` leaves it staged. It goes with the seed's folder, out of the index too. The same
+    file staged for a current seed stays, and so does one staged beside other outputs (a first run, uncommitted)."""
+    _touch(repo, "metrics/train/seed_7/plots/loss.tsv", "metrics/train/seed_7/.gitignore",
+           "metrics/train/seed_2/.gitignore", "evaluation/.gitignore")
+    git("add", "metrics/train/seed_7/.gitignore", "metrics/train/seed_2/.gitignore", "evaluation/.gitignore",
+        cwd=repo)
+    assert [str(p) for p in tidy.stale_outputs(repo)] == ["metrics/train/seed_7"]
+    tidy.tidy(repo)
+    assert not (repo / "metrics/train/seed_7").exists()
+    staged = git("diff", "--cached", "--name-only", cwd=repo).stdout.split()
+    assert staged == ["evaluation/.gitignore", "metrics/train/seed_2/.gitignore"], staged
+
+
 def test_removes_a_removed_evaluation_sets_headline_files_and_nothing_else(repo):
     """Going back from ``dvc exp run -S '+eval_sets.gone=...'`` leaves the set's headline folder (and its metrics
     JSON) untracked; both go. A set still in params.yaml keeps its headline files, but for a removed seed's."""
