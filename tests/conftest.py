@@ -91,7 +91,7 @@ def make_audio(tmp_path):
 @pytest.fixture(scope="session")
 def study(tmp_path_factory) -> Path:
     """The shrunk study (tests/dvc_helpers.SHRINK) in a temporary git repository, reproduced by ``dvc repro``
-    and committed (dvc.lock, uncached metrics and plots). Shared by every test of the session (of the worker, under
+    and committed (dvc.lock, uncached headline metrics and plots). Shared by every test of the session (of the worker, under
     pytest-xdist): read it, or change a copy (``dvc_helpers.copy_repo``)."""
     from tests.dvc_helpers import SHRINK, commit_all, dvc, init_project, stages_run
 

@@ -149,7 +149,7 @@ def init_project(dest: Path, params: Mapping[str, Any] | None = None) -> Path:
 
 
 def commit_all(repo: Path, message: str) -> None:
-    """git add -A and commit (the dvc.lock, the uncached metrics and plots, the .gitignore files DVC wrote)."""
+    """git add -A and commit (the dvc.lock, the uncached headline metrics and plots, the .gitignore files DVC wrote)."""
     git("add", "-A", cwd=repo)
     if git("diff", "--cached", "--quiet", cwd=repo, check=False).returncode:
         git("commit", "-q", "-m", message, cwd=repo)

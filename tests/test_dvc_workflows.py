@@ -7,6 +7,7 @@ shrinks the embedded default (two seeds, two epochs, a smaller corpus: tests/dvc
 * a second `dvc repro` does nothing, and a run never edits dvc.yaml; dvclive writes where dvc.yaml says;
 * a `calibration.*` change re-runs the analysis stages only (never prepare, train or predict);
   adding a seed trains only that seed;
+* an experiment back at an earlier configuration is restored from DVC's run-cache, running nothing;
 * `dvc exp run -S`, `dvc exp show` (also compact, with --drop/--keep), a queued sweep run by
   `dvc queue start`, `dvc metrics diff`, `dvc plots diff`;
 * `dvc metrics show` / `dvc plots show` find every metrics and plots file with no arguments; the page
@@ -125,17 +126,19 @@ def test_adding_a_seed_trains_only_the_new_seed(work):
     assert not ran & (old | {"prepare", "tiny_model", "predict_zeroshot"}), ran
     assert (work / "models" / f"seed_{new}").is_dir()
     assert UP_TO_DATE in dvc("status", cwd=work).stdout
-    # back to the baseline (HEAD: `dvc repro` staged dvc.lock and the .gitignore files, core.autostage): the new
-    # seed's outputs stay behind, untracked, in folders other stages read ...
+    # back to the baseline (HEAD: `dvc repro` staged dvc.lock and the .gitignore files, core.autostage). `dvc checkout`
+    # removes the new seed's cached outputs; its headline files stay behind, untracked, in the folder `aggregate`
+    # writes whole, and so does the .gitignore DVC wrote into its new dvclive folder, staged ...
     git("checkout", "HEAD", "--", ".", cwd=work)
     dvc("checkout", cwd=work)
     left = git("status", "--porcelain", "--untracked-files=all", cwd=work).stdout
-    assert f"seed_{new}" in left, left
+    assert f"metrics/headline/seed_{new}/" in left and f"A  metrics/train/seed_{new}/.gitignore" in left, left
     assert UP_TO_DATE not in dvc("status", cwd=work).stdout
     # ... until the README's tidy command removes exactly them
     res = subprocess.run([sys.executable, "-m", "speech_calibration.tidy"], cwd=work, capture_output=True, text=True,
                          check=True)
-    assert f"removing metrics/test/seed_{new}.json" in res.stderr, res.stderr
+    for gone in (f"metrics/headline/seed_{new}", f"metrics/train/seed_{new}"):
+        assert f"removing {gone}\n" in res.stderr, res.stderr
     assert git("status", "--porcelain", cwd=work).stdout == ""
     assert not [p for root in layout.OUTPUT_ROOTS for p in (work / root).rglob(f"*seed_{new}*")]
     assert UP_TO_DATE in dvc("status", cwd=work).stdout
@@ -254,6 +257,22 @@ def test_exp_run_calibration_only(platt):
     assert ran, platt["out"]
     assert not {s for s in ran if UPSTREAM.match(s)}, ran
     assert ran >= analysis_stages(platt["repo"])
+
+
+RESTORED = re.compile(r"Stage '([^']+)' is cached - skipping run")
+
+
+@pytest.mark.slow
+def test_going_back_to_an_earlier_configuration_restores_it_from_the_run_cache(study, platt, tmp_path):
+    """DVC's run-cache: after the platt experiment, an experiment with the baseline's calibration runs no stage
+    command. Every analysis stage is restored from the runs the study's `dvc repro` saved, byte for byte."""
+    repo = copy_repo(platt["repo"], tmp_path / "repo")
+    res = dvc("exp", "run", "-S", "calibration.method=temperature", cwd=repo)
+    out = res.stdout + res.stderr
+    assert stages_run(out) == set(), out
+    assert set(RESTORED.findall(out)) >= analysis_stages(repo), out
+    folders = ["metrics", "evaluation", "models/calibrators", "plots"]
+    assert tree_digest(repo, folders) == tree_digest(study, folders)
 
 
 @pytest.mark.slow
@@ -468,6 +487,16 @@ def test_metrics_and_plots_outs_are_not_cached_checkpoints_are():
         for path, props in _entries(block, "outs"):
             if path.startswith("models/"):
                 assert props.get("cache", True), f"dvc.yaml stage {name}: checkpoint {path} must be cached"
+
+
+def test_no_stage_turns_the_run_cache_off():
+    """DVC neither saves nor restores a stage's run-cache when one of its outputs has `cache: false` and is not a
+    metric or a plot (test_going_back_to_an_earlier_configuration_restores_it_from_the_run_cache shows the cache
+    at work)."""
+    for name, stage in _stage_blocks().items():
+        for path, props in _entries(stage.get("do", stage), "outs"):
+            assert props.get("cache", True), (f"dvc.yaml stage {name}: out {path} has cache: false, which turns DVC's "
+                                              "run-cache off for the stage; cache it, or declare it as metrics/plots")
 
 
 def test_per_seed_stages_use_per_seed_paths():
