@@ -16,9 +16,11 @@ reports as untracked, that no stage reads, and that is either
 
 Files git tracks or ignores, other folders of your own (a downloaded base model in ``models/``), an evaluation
 set's audio and the base model a stage reads are never touched; neither are the current seeds' new outputs.
-One exception to "tracked": a ``.gitignore`` that ``dvc repro`` wrote into a folder new to git and staged
-(``core.autostage``), such as ``metrics/train/seed_7/.gitignore``, is in git's index but not in HEAD, so
-``git checkout HEAD -- .`` leaves it there. Inside a folder removed as above, it is taken out of the index too.
+One exception: the ``.gitignore`` DVC writes into a seed's folder new to git (``metrics/train/seed_7/.gitignore``,
+for the cached ``metrics.json`` beside the seed's plots) is not in HEAD, and going back leaves it behind: staged by
+``dvc repro`` (``core.autostage``; ``git checkout HEAD -- .`` keeps what HEAD lacks), untracked after
+``dvc exp run``. One that holds only DVC's ``/name`` lines goes with the folder of a seed named above (out of
+git's index too, where it was staged), never on its own and never with another kind of folder.
 
 It also says, in one line, how to get back onto your branch when an interrupted ``dvc exp run`` left git on a
 detached HEAD (:func:`interrupted_experiment`); it changes nothing in git itself.
@@ -50,12 +52,28 @@ def _git_paths(root: Path, *args: str) -> set[Path]:
     return {root / p for p in res.stdout.split("\0") if p}
 
 
-def _staged_gitignores(root: Path, index: set[Path]) -> set[Path]:
-    """The ``.gitignore`` files in git's index but not in HEAD: those ``dvc repro`` staged in folders new to git."""
+_DVC_IGNORE_LINE = re.compile(r"/[^/]+")  # what DVC writes into an output's folder: one "/<name>" per output
+
+
+def _head_paths(root: Path) -> set[Path]:
+    """The files of HEAD's commit (none before the first commit)."""
+    if subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=root, capture_output=True).returncode:
+        return set()
     res = subprocess.run(["git", "ls-tree", "-r", "-z", "--name-only", "HEAD"], cwd=root, capture_output=True,
                          text=True, check=False)
-    head = {root / p for p in res.stdout.split("\0") if p} if res.returncode == 0 else set()
-    return {p for p in index - head if p.name == ".gitignore"}
+    if res.returncode != 0:
+        raise UserError(f"{root}: git ls-tree HEAD failed ({res.stderr.strip()}); check the repository with git status")
+    return {root / p for p in res.stdout.split("\0") if p}
+
+
+def _dvc_gitignores(root: Path, index: set[Path], untracked: set[Path]) -> set[Path]:
+    """The ``.gitignore`` files HEAD does not have (staged by ``dvc repro``, or untracked after ``dvc exp run``) that
+    hold nothing but DVC's ``/<name>`` lines."""
+    def dvc_wrote(path: Path) -> bool:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        return bool(lines) and all(_DVC_IGNORE_LINE.fullmatch(line) for line in lines)
+    new = ((index - _head_paths(root)) | untracked)
+    return {p for p in new if p.name == ".gitignore" and p.is_file() and dvc_wrote(p)}
 
 
 def _overlaps(path: Path, others: Iterable[Path]) -> bool:
@@ -86,19 +104,19 @@ def stale_outputs(root: str | Path = ".") -> list[Path]:
     # and where leftovers matter; any other dep (the base model, an evaluation set's audio) is kept whole
     fan_in = {d for d in deps if any(d in o.parents for o in outs)}
     deps = [d for d in deps if d not in fan_in]
-    index = _git_paths(root)
-    staged_ignores = _staged_gitignores(root, index)
-    tracked = index - staged_ignores
+    index, untracked = _git_paths(root), _git_paths(root, "--others", "--exclude-standard")  # untracked: not ignored
+    dvc_ignores = _dvc_gitignores(root, index, untracked)
+    tracked = index - dvc_ignores
     declared = [o.relative_to(root).as_posix() for o in outs if root in o.parents]
     stale: set[Path] = set()
-    for path in _git_paths(root, "--others", "--exclude-standard") | staged_ignores:  # untracked and not ignored
-        if (path.name in KEEP and path not in staged_ignores) or not any(r in path.parents for r in roots) \
+    for path in untracked | dvc_ignores:
+        if (path.name in KEEP and path not in dvc_ignores) or not any(r in path.parents for r in roots) \
                 or _overlaps(path, deps):
             continue
         rel = path.relative_to(root)
-        # a staged .gitignore goes only with a stale folder around it, never on its own
-        own = [] if path in staged_ignores else [path]
-        for unit in [*(root / u for u in reversed(rel.parents[:-1])), *own]:
+        # DVC's .gitignore goes only with a removed seed's folder around it, never on its own
+        only_seed = path in dvc_ignores
+        for unit in [*(root / u for u in reversed(rel.parents[:-1])), *([] if only_seed else [path])]:
             if _overlaps(unit, tracked):
                 continue
             # a seed no declared output names any more (models/seed_7, metrics/headline/seed_7/, plots/test/seed_7_*)
@@ -109,7 +127,7 @@ def stale_outputs(root: str | Path = ".") -> list[Path]:
                         and layout.eval_set_metrics(unit.name).as_posix() not in declared)
             # anything else in a folder a stage reads whole, that no stage declares (metrics/test/anything.json)
             undeclared = unit.parent in fan_in and not _overlaps(unit, outs)
-            if gone_seed or gone_set or undeclared:
+            if gone_seed or (not only_seed and (gone_set or undeclared)):
                 stale.add(unit)
                 break
     return sorted(p.relative_to(root) for p in stale)
@@ -173,13 +191,20 @@ def tidy(root: str | Path = ".", *, dry_run: bool = False) -> list[Path]:
     if hint:
         log.warning("%s", hint)
     stale = stale_outputs(root)
+    root = Path(root).resolve()
+    index = _git_paths(root) if stale and not dry_run else set()
     for rel in stale:
-        path = Path(root) / rel
+        path = root / rel
         log.info("%s %s", "would remove" if dry_run else "removing", rel)
         if not dry_run:
-            # only a .gitignore dvc repro staged can be in the index here (stale_outputs skips what HEAD has)
-            subprocess.run(["git", "rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", rel.as_posix()],
-                           cwd=root, capture_output=True, check=True)
+            # in git's index inside a stale folder: only a .gitignore dvc repro staged (stale_outputs made sure)
+            staged = sorted(p.relative_to(root).as_posix() for p in index if p == path or path in p.parents)
+            if staged:
+                res = subprocess.run(["git", "--literal-pathspecs", "rm", "-q", "--cached", "--", *staged], cwd=root,
+                                     capture_output=True, text=True, check=False)
+                if res.returncode != 0:
+                    raise UserError(f"{root}: git rm --cached {' '.join(staged)} failed ({res.stderr.strip()}); "
+                                    "unstage it with git restore --staged, then run this again")
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     if not stale:
         log.info("nothing to remove: no untracked file lies beside the outputs of the current dvc.yaml")

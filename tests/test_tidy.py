@@ -23,23 +23,19 @@ stages:
       deps: [models/base]
       outs:
         - models/seed_${item}
-        - evaluation/seed_${item}:
-            cache: false
-        - metrics/test/seed_${item}.json:
-            cache: false
+        - evaluation/seed_${item}
+        - metrics/test/seed_${item}.json
   evaluate_eval_set:
     foreach: ${eval_sets}
     do:
       cmd: echo
       outs:
-        - metrics/eval_sets/${key}.json:
-            cache: false
+        - metrics/eval_sets/${key}.json
   aggregate:
     cmd: echo
     deps: [metrics/test, evaluation, metrics/eval_sets]
     outs:
-      - metrics/summary.json:
-          cache: false
+      - metrics/summary.json
     metrics:
       - metrics/headline:
           cache: false
@@ -88,19 +84,26 @@ def test_removes_a_removed_seeds_outputs_and_nothing_else(repo):
     assert tidy.stale_outputs(repo) == []
 
 
-def test_a_gitignore_dvc_staged_in_a_removed_seeds_new_folder_goes_with_it(repo):
-    """``dvc repro`` of a new seed writes ``metrics/train/seed_7/.gitignore`` (its cached metrics file) and stages it;
-    ``git checkout HEAD -- .`` leaves it staged. It goes with the seed's folder, out of the index too. The same
-    file staged for a current seed stays, and so does one staged beside other outputs (a first run, uncommitted)."""
-    _touch(repo, "metrics/train/seed_7/plots/loss.tsv", "metrics/train/seed_7/.gitignore",
-           "metrics/train/seed_2/.gitignore", "evaluation/.gitignore")
+def test_the_gitignore_dvc_wrote_in_a_removed_seeds_new_folder_goes_with_it(repo):
+    """A new seed's cached ``metrics/train/seed_N/metrics.json`` makes DVC write ``/metrics.json`` into a folder new to
+    git. Going back, ``dvc checkout`` removes the file and leaves the .gitignore: staged after ``dvc repro``
+    (``git checkout HEAD -- .`` keeps it), untracked after ``dvc exp run``. Either goes with the seed's folder, out
+    of the index too. One of DVC's for a current seed stays, one staged beside other outputs stays (a first run, not
+    committed yet), and a .gitignore of your own keeps its folder."""
+    dvc_lines = "/metrics.json\n"
+    for rel in ("metrics/train/seed_7/.gitignore", "metrics/train/seed_8/.gitignore", "metrics/train/seed_2/.gitignore"):
+        (repo / rel).parent.mkdir(parents=True)
+        (repo / rel).write_text(dvc_lines)
+    _touch(repo, "evaluation/.gitignore", "metrics/train/seed_9/.gitignore")
+    (repo / "evaluation/.gitignore").write_text("/seed_1\n")
+    (repo / "metrics/train/seed_9/.gitignore").write_text("*.tmp\n")  # yours, staged
     git("add", "metrics/train/seed_7/.gitignore", "metrics/train/seed_2/.gitignore", "evaluation/.gitignore",
-        cwd=repo)
-    assert [str(p) for p in tidy.stale_outputs(repo)] == ["metrics/train/seed_7"]
+        "metrics/train/seed_9/.gitignore", cwd=repo)
+    assert [str(p) for p in tidy.stale_outputs(repo)] == ["metrics/train/seed_7", "metrics/train/seed_8"]
     tidy.tidy(repo)
-    assert not (repo / "metrics/train/seed_7").exists()
+    assert not (repo / "metrics/train/seed_7").exists() and not (repo / "metrics/train/seed_8").exists()
     staged = git("diff", "--cached", "--name-only", cwd=repo).stdout.split()
-    assert staged == ["evaluation/.gitignore", "metrics/train/seed_2/.gitignore"], staged
+    assert staged == ["evaluation/.gitignore", "metrics/train/seed_2/.gitignore", "metrics/train/seed_9/.gitignore"]
 
 
 def test_removes_a_removed_evaluation_sets_headline_files_and_nothing_else(repo):
