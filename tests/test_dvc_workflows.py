@@ -490,13 +490,13 @@ def test_metrics_and_plots_outs_are_not_cached_checkpoints_are():
 
 
 def test_no_stage_turns_the_run_cache_off():
-    """DVC neither saves nor restores a stage's run-cache when one of its outputs has `cache: false` and is not a
-    metric or a plot (test_going_back_to_an_earlier_configuration_restores_it_from_the_run_cache shows the cache
-    at work)."""
+    """`dvc repro` and `dvc exp run` save no run-cache entry for a stage when one of its outputs has `cache: false`
+    and is not a metric or a plot, so there is nothing to restore later
+    (test_going_back_to_an_earlier_configuration_restores_it_from_the_run_cache shows the cache at work)."""
     for name, stage in _stage_blocks().items():
         for path, props in _entries(stage.get("do", stage), "outs"):
-            assert props.get("cache", True), (f"dvc.yaml stage {name}: out {path} has cache: false, which turns DVC's "
-                                              "run-cache off for the stage; cache it, or declare it as metrics/plots")
+            assert props.get("cache", True), (f"dvc.yaml stage {name}: out {path} has cache: false, so DVC saves no "
+                                              "run-cache entry for the stage; cache it, or declare it as metrics/plots")
 
 
 def test_per_seed_stages_use_per_seed_paths():
