@@ -72,7 +72,7 @@ def _dvc_gitignores(root: Path, index: set[Path], untracked: set[Path]) -> set[P
     def dvc_wrote(path: Path) -> bool:
         lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
         return bool(lines) and all(_DVC_IGNORE_LINE.fullmatch(line) for line in lines)
-    new = ((index - _head_paths(root)) | untracked)
+    new = (index - _head_paths(root)) | untracked
     return {p for p in new if p.name == ".gitignore" and p.is_file() and dvc_wrote(p)}
 
 
