@@ -16,11 +16,12 @@ reports as untracked, that no stage reads, and that is either
 
 Files git tracks or ignores, other folders of your own (a downloaded base model in ``models/``), an evaluation
 set's audio and the base model a stage reads are never touched; neither are the current seeds' new outputs.
-One exception: the ``.gitignore`` DVC writes into a seed's folder new to git (``metrics/train/seed_7/.gitignore``,
-for the cached ``metrics.json`` beside the seed's plots) is not in HEAD, and going back leaves it behind: staged by
-``dvc repro`` (``core.autostage``; ``git checkout HEAD -- .`` keeps what HEAD lacks), untracked after
-``dvc exp run``. One that holds only DVC's ``/name`` lines goes with the folder of a seed named above (out of
-git's index too, where it was staged), never on its own and never with another kind of folder.
+One exception: a ``.gitignore`` that DVC wrote into a folder new to git (``metrics/train/seed_7/.gitignore`` for a
+new seed's cached ``metrics.json``, ``metrics/eval_sets/.gitignore`` for a new evaluation set's) is not in HEAD,
+and going back leaves it behind: staged by ``dvc repro`` (``core.autostage``; ``git checkout HEAD -- .`` keeps what
+HEAD lacks), untracked after ``dvc exp run``. One that holds only DVC's ``/name`` lines goes (out of git's index
+too, where it was staged) with the folder of a seed named above, or on its own when none of its lines names an
+output of the current ``dvc.yaml``.
 
 It also says, in one line, how to get back onto your branch when an interrupted ``dvc exp run`` left git on a
 detached HEAD (:func:`interrupted_experiment`); it changes nothing in git itself.
@@ -108,15 +109,20 @@ def stale_outputs(root: str | Path = ".") -> list[Path]:
     dvc_ignores = _dvc_gitignores(root, index, untracked)
     tracked = index - dvc_ignores
     declared = [o.relative_to(root).as_posix() for o in outs if root in o.parents]
+
+    def ignores_nothing_declared(gitignore: Path) -> bool:
+        folder = gitignore.parent.relative_to(root)
+        names = [line.strip()[1:] for line in gitignore.read_text(errors="replace").splitlines() if line.strip()]
+        return not any((folder / name).as_posix() in declared for name in names)
+
     stale: set[Path] = set()
     for path in untracked | dvc_ignores:
         if (path.name in KEEP and path not in dvc_ignores) or not any(r in path.parents for r in roots) \
                 or _overlaps(path, deps):
             continue
         rel = path.relative_to(root)
-        # DVC's .gitignore goes only with a removed seed's folder around it, never on its own
-        only_seed = path in dvc_ignores
-        for unit in [*(root / u for u in reversed(rel.parents[:-1])), *([] if only_seed else [path])]:
+        dvc_ignore = path in dvc_ignores
+        for unit in [*(root / u for u in reversed(rel.parents[:-1])), path]:
             if _overlaps(unit, tracked):
                 continue
             # a seed no declared output names any more (models/seed_7, metrics/headline/seed_7/, plots/test/seed_7_*)
@@ -127,7 +133,12 @@ def stale_outputs(root: str | Path = ".") -> list[Path]:
                         and layout.eval_set_metrics(unit.name).as_posix() not in declared)
             # anything else in a folder a stage reads whole, that no stage declares (metrics/test/anything.json)
             undeclared = unit.parent in fan_in and not _overlaps(unit, outs)
-            if gone_seed or (not only_seed and (gone_set or undeclared)):
+            # DVC's .gitignore: with a removed seed's folder, or alone once it names no declared output
+            if dvc_ignore:
+                gone = gone_seed or (unit == path and ignores_nothing_declared(path))
+            else:
+                gone = gone_seed or gone_set or undeclared
+            if gone:
                 stale.add(unit)
                 break
     return sorted(p.relative_to(root) for p in stale)
@@ -197,7 +208,7 @@ def tidy(root: str | Path = ".", *, dry_run: bool = False) -> list[Path]:
         path = root / rel
         log.info("%s %s", "would remove" if dry_run else "removing", rel)
         if not dry_run:
-            # in git's index inside a stale folder: only a .gitignore dvc repro staged (stale_outputs made sure)
+            # in git's index at or inside a stale path: only a .gitignore dvc repro staged (stale_outputs made sure)
             staged = sorted(p.relative_to(root).as_posix() for p in index if p == path or path in p.parents)
             if staged:
                 res = subprocess.run(["git", "--literal-pathspecs", "rm", "-q", "--cached", "--", *staged], cwd=root,

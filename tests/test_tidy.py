@@ -88,22 +88,30 @@ def test_the_gitignore_dvc_wrote_in_a_removed_seeds_new_folder_goes_with_it(repo
     """A new seed's cached ``metrics/train/seed_N/metrics.json`` makes DVC write ``/metrics.json`` into a folder new to
     git. Going back, ``dvc checkout`` removes the file and leaves the .gitignore: staged after ``dvc repro``
     (``git checkout HEAD -- .`` keeps it), untracked after ``dvc exp run``. Either goes with the seed's folder, out
-    of the index too. One of DVC's for a current seed stays, one staged beside other outputs stays (a first run, not
-    committed yet), and a .gitignore of your own keeps its folder."""
+    of the index too. So does one that names only outputs no stage declares (an evaluation set's, taken out again).
+    One of DVC's for a current seed's output stays, one staged beside other outputs stays (a first run, not committed
+    yet), one that also names a current output stays, and a .gitignore of your own keeps its folder."""
     dvc_lines = "/metrics.json\n"
-    for rel in ("metrics/train/seed_7/.gitignore", "metrics/train/seed_8/.gitignore", "metrics/train/seed_2/.gitignore"):
+    for rel in ("metrics/train/seed_7/.gitignore", "metrics/train/seed_8/.gitignore"):
         (repo / rel).parent.mkdir(parents=True)
         (repo / rel).write_text(dvc_lines)
-    _touch(repo, "evaluation/.gitignore", "metrics/train/seed_9/.gitignore")
+    _touch(repo, "evaluation/.gitignore", "metrics/train/seed_9/.gitignore", "metrics/eval_sets/.gitignore",
+           "models/.gitignore", "metrics/test/.gitignore")
+    (repo / "metrics/test/.gitignore").write_text("/seed_2.json\n")  # a current seed's output
     (repo / "evaluation/.gitignore").write_text("/seed_1\n")
     (repo / "metrics/train/seed_9/.gitignore").write_text("*.tmp\n")  # yours, staged
-    git("add", "metrics/train/seed_7/.gitignore", "metrics/train/seed_2/.gitignore", "evaluation/.gitignore",
-        "metrics/train/seed_9/.gitignore", cwd=repo)
-    assert [str(p) for p in tidy.stale_outputs(repo)] == ["metrics/train/seed_7", "metrics/train/seed_8"]
+    (repo / "metrics/eval_sets/.gitignore").write_text("/gone.json\n")  # an evaluation set taken out again
+    (repo / "models/.gitignore").write_text("/gone\n/seed_1\n")  # names a current output too
+    git("add", "metrics/train/seed_7/.gitignore", "metrics/test/.gitignore", "evaluation/.gitignore",
+        "metrics/train/seed_9/.gitignore", "metrics/eval_sets/.gitignore", cwd=repo)
+    assert [str(p) for p in tidy.stale_outputs(repo)] == [
+        "metrics/eval_sets/.gitignore", "metrics/train/seed_7", "metrics/train/seed_8"]
     tidy.tidy(repo)
-    assert not (repo / "metrics/train/seed_7").exists() and not (repo / "metrics/train/seed_8").exists()
+    for gone in ("metrics/train/seed_7", "metrics/train/seed_8", "metrics/eval_sets/.gitignore"):
+        assert not (repo / gone).exists(), gone
     staged = git("diff", "--cached", "--name-only", cwd=repo).stdout.split()
-    assert staged == ["evaluation/.gitignore", "metrics/train/seed_2/.gitignore", "metrics/train/seed_9/.gitignore"]
+    assert staged == ["evaluation/.gitignore", "metrics/test/.gitignore", "metrics/train/seed_9/.gitignore"]
+    assert (repo / "models/.gitignore").is_file()
 
 
 def test_removes_a_removed_evaluation_sets_headline_files_and_nothing_else(repo):
