@@ -20,8 +20,8 @@ One exception: a ``.gitignore`` that DVC wrote into a folder new to git (``metri
 new seed's cached ``metrics.json``, ``metrics/eval_sets/.gitignore`` for a new evaluation set's) is not in HEAD,
 and going back leaves it behind: staged by ``dvc repro`` (``core.autostage``; ``git checkout HEAD -- .`` keeps what
 HEAD lacks), untracked after ``dvc exp run``. One that holds only DVC's ``/name`` lines goes (out of git's index
-too, where it was staged) with the folder of a seed named above, or on its own when none of its lines names an
-output of the current ``dvc.yaml``.
+too, where it was staged) with the folder of a seed named above, or on its own when nothing it names is an output
+of the current ``dvc.yaml`` or is left once the rest is removed (so an evaluation set's audio stays ignored).
 
 It also says, in one line, how to get back onto your branch when an interrupted ``dvc exp run`` left git on a
 detached HEAD (:func:`interrupted_experiment`); it changes nothing in git itself.
@@ -110,11 +110,12 @@ def stale_outputs(root: str | Path = ".") -> list[Path]:
     tracked = index - dvc_ignores
     declared = [o.relative_to(root).as_posix() for o in outs if root in o.parents]
 
-    def ignores_nothing_declared(gitignore: Path) -> bool:
-        folder = gitignore.parent.relative_to(root)
-        names = [line.strip()[1:] for line in gitignore.read_text(errors="replace").splitlines() if line.strip()]
-        return not any((folder / name).as_posix() in declared for name in names)
+    def ignored(gitignore: Path) -> list[Path]:
+        """What a .gitignore of DVC's ``/<name>`` lines names."""
+        return [gitignore.parent / line.strip()[1:] for line in gitignore.read_text(errors="replace").splitlines()
+                if line.strip()]
 
+    lone: list[Path] = []  # DVC's .gitignore files outside any removed seed's folder, decided once the rest is known
     stale: set[Path] = set()
     for path in untracked | dvc_ignores:
         if (path.name in KEEP and path not in dvc_ignores) or not any(r in path.parents for r in roots) \
@@ -133,14 +134,16 @@ def stale_outputs(root: str | Path = ".") -> list[Path]:
                         and layout.eval_set_metrics(unit.name).as_posix() not in declared)
             # anything else in a folder a stage reads whole, that no stage declares (metrics/test/anything.json)
             undeclared = unit.parent in fan_in and not _overlaps(unit, outs)
-            # DVC's .gitignore: with a removed seed's folder, or alone once it names no declared output
-            if dvc_ignore:
-                gone = gone_seed or (unit == path and ignores_nothing_declared(path))
-            else:
-                gone = gone_seed or gone_set or undeclared
-            if gone:
+            if dvc_ignore and unit == path:
+                lone.append(path)
+            elif gone_seed or (not dvc_ignore and (gone_set or undeclared)):  # DVC's .gitignore: with a seed's folder
                 stale.add(unit)
                 break
+    # alone, DVC's .gitignore goes once none of what it names is declared or left (an evaluation set's audio can be)
+    for path in lone:
+        if all(p.relative_to(root).as_posix() not in declared
+               and (not p.exists() or any(p == s or s in p.parents for s in stale)) for p in ignored(path)):
+            stale.add(path)
     return sorted(p.relative_to(root) for p in stale)
 
 

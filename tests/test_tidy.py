@@ -88,7 +88,8 @@ def test_the_gitignore_dvc_wrote_in_a_removed_seeds_new_folder_goes_with_it(repo
     """A new seed's cached ``metrics/train/seed_N/metrics.json`` makes DVC write ``/metrics.json`` into a folder new to
     git. Going back, ``dvc checkout`` removes the file and leaves the .gitignore: staged after ``dvc repro``
     (``git checkout HEAD -- .`` keeps it), untracked after ``dvc exp run``. Either goes with the seed's folder, out
-    of the index too. So does one that names only outputs no stage declares (an evaluation set's, taken out again).
+    of the index too. So does one that names only outputs no stage declares and nothing left (an evaluation set's
+    metrics, taken out again); one naming a removed set's audio, still there, stays and keeps it ignored.
     One of DVC's for a current seed's output stays, one staged beside other outputs stays (a first run, not committed
     yet), one that also names a current output stays, and a .gitignore of your own keeps its folder."""
     dvc_lines = "/metrics.json\n"
@@ -102,6 +103,8 @@ def test_the_gitignore_dvc_wrote_in_a_removed_seeds_new_folder_goes_with_it(repo
     (repo / "metrics/train/seed_9/.gitignore").write_text("*.tmp\n")  # yours, staged
     (repo / "metrics/eval_sets/.gitignore").write_text("/gone.json\n")  # an evaluation set taken out again
     (repo / "models/.gitignore").write_text("/gone\n/seed_1\n")  # names a current output too
+    _touch(repo, "data/eval_sets/gone/a.flac", "data/eval_sets/.gitignore")  # a removed set's audio, still there
+    (repo / "data/eval_sets/.gitignore").write_text("/gone\n")
     git("add", "metrics/train/seed_7/.gitignore", "metrics/test/.gitignore", "evaluation/.gitignore",
         "metrics/train/seed_9/.gitignore", "metrics/eval_sets/.gitignore", cwd=repo)
     assert [str(p) for p in tidy.stale_outputs(repo)] == [
@@ -111,7 +114,7 @@ def test_the_gitignore_dvc_wrote_in_a_removed_seeds_new_folder_goes_with_it(repo
         assert not (repo / gone).exists(), gone
     staged = git("diff", "--cached", "--name-only", cwd=repo).stdout.split()
     assert staged == ["evaluation/.gitignore", "metrics/test/.gitignore", "metrics/train/seed_9/.gitignore"]
-    assert (repo / "models/.gitignore").is_file()
+    assert (repo / "models/.gitignore").is_file() and (repo / "data/eval_sets/.gitignore").is_file()
 
 
 def test_removes_a_removed_evaluation_sets_headline_files_and_nothing_else(repo):
