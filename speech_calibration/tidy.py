@@ -16,12 +16,12 @@ reports as untracked, that no stage reads, and that is either
 
 Files git tracks or ignores, other folders of your own (a downloaded base model in ``models/``), an evaluation
 set's audio and the base model a stage reads are never touched; neither are the current seeds' new outputs.
-One exception: a ``.gitignore`` that DVC wrote into a folder new to git (``metrics/train/seed_7/.gitignore`` for a
-new seed's cached ``metrics.json``, ``metrics/eval_sets/.gitignore`` for a new evaluation set's) is not in HEAD,
-and going back leaves it behind: staged by ``dvc repro`` (``core.autostage``; ``git checkout HEAD -- .`` keeps what
-HEAD lacks), untracked after ``dvc exp run``. One that holds only DVC's ``/name`` lines goes (out of git's index
-too, where it was staged) with the folder of a seed named above, or on its own when nothing it names is an output
-of the current ``dvc.yaml`` or is left once the rest is removed (so an evaluation set's audio stays ignored).
+One exception: a ``.gitignore`` that DVC wrote and HEAD lacks (``metrics/train/seed_7/.gitignore`` for a new
+seed's cached ``metrics.json``, ``metrics/eval_sets/.gitignore`` for a new evaluation set's) is left behind when
+going back: staged by ``dvc repro`` (``core.autostage``; ``git checkout HEAD -- .`` keeps what HEAD lacks),
+untracked after ``dvc exp run``. One that holds only DVC's ``/name`` lines goes (out of git's index too, where it
+was staged) with the folder of a seed named above, or on its own once nothing it names is an output of the current
+``dvc.yaml`` or still there (so a removed evaluation set's audio stays ignored).
 
 It also says, in one line, how to get back onto your branch when an interrupted ``dvc exp run`` left git on a
 detached HEAD (:func:`interrupted_experiment`); it changes nothing in git itself.
@@ -53,7 +53,8 @@ def _git_paths(root: Path, *args: str) -> set[Path]:
     return {root / p for p in res.stdout.split("\0") if p}
 
 
-_DVC_IGNORE_LINE = re.compile(r"/[^/]+")  # what DVC writes into an output's folder: one "/<name>" per output
+# what DVC writes into an output's folder: one "/<name>" per output, with git's special characters escaped
+_DVC_IGNORE_LINE = re.compile(r"/(?:[^/\\\[\]!*#?]|\\[\\\[\]!*#?])+")
 
 
 def _head_paths(root: Path) -> set[Path]:
@@ -111,18 +112,18 @@ def stale_outputs(root: str | Path = ".") -> list[Path]:
     declared = [o.relative_to(root).as_posix() for o in outs if root in o.parents]
 
     def ignored(gitignore: Path) -> list[Path]:
-        """What a .gitignore of DVC's ``/<name>`` lines names."""
-        return [gitignore.parent / line.strip()[1:] for line in gitignore.read_text(errors="replace").splitlines()
-                if line.strip()]
+        """What a .gitignore of DVC's ``/<name>`` lines names (unescaped)."""
+        return [gitignore.parent / re.sub(r"\\(.)", r"\1", line.strip()[1:])
+                for line in gitignore.read_text(errors="replace").splitlines() if line.strip()]
 
     lone: list[Path] = []  # DVC's .gitignore files outside any removed seed's folder, decided once the rest is known
     stale: set[Path] = set()
     for path in untracked | dvc_ignores:
-        if (path.name in KEEP and path not in dvc_ignores) or not any(r in path.parents for r in roots) \
-                or _overlaps(path, deps):
+        dvc_ignore = path in dvc_ignores  # kept below while what it names is declared or there (a dep's files)
+        if (path.name in KEEP and not dvc_ignore) or not any(r in path.parents for r in roots) \
+                or (_overlaps(path, deps) and not dvc_ignore):
             continue
         rel = path.relative_to(root)
-        dvc_ignore = path in dvc_ignores
         for unit in [*(root / u for u in reversed(rel.parents[:-1])), path]:
             if _overlaps(unit, tracked):
                 continue
@@ -139,11 +140,11 @@ def stale_outputs(root: str | Path = ".") -> list[Path]:
             elif gone_seed or (not dvc_ignore and (gone_set or undeclared)):  # DVC's .gitignore: with a seed's folder
                 stale.add(unit)
                 break
-    # alone, DVC's .gitignore goes once none of what it names is declared or left (an evaluation set's audio can be)
+    # alone, DVC's .gitignore goes once nothing it names is declared or there (a removed set's audio can be)
     for path in lone:
-        if all(p.relative_to(root).as_posix() not in declared
-               and (not p.exists() or any(p == s or s in p.parents for s in stale)) for p in ignored(path)):
+        if all(p.relative_to(root).as_posix() not in declared and not p.exists() for p in ignored(path)):
             stale.add(path)
+    stale = {p for p in stale if not any(s in p.parents for s in stale)}  # a removed folder takes what it holds
     return sorted(p.relative_to(root) for p in stale)
 
 
@@ -214,8 +215,9 @@ def tidy(root: str | Path = ".", *, dry_run: bool = False) -> list[Path]:
             # in git's index at or inside a stale path: only a .gitignore dvc repro staged (stale_outputs made sure)
             staged = sorted(p.relative_to(root).as_posix() for p in index if p == path or path in p.parents)
             if staged:
-                res = subprocess.run(["git", "--literal-pathspecs", "rm", "-q", "--cached", "--", *staged], cwd=root,
-                                     capture_output=True, text=True, check=False)
+                # -f: DVC may have added lines since it staged the file; the file goes either way
+                res = subprocess.run(["git", "--literal-pathspecs", "rm", "-q", "-f", "--cached", "--", *staged],
+                                     cwd=root, capture_output=True, text=True, check=False)
                 if res.returncode != 0:
                     raise UserError(f"{root}: git rm --cached {' '.join(staged)} failed ({res.stderr.strip()}); "
                                     "unstage it with git restore --staged, then run this again")

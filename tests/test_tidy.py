@@ -25,6 +25,7 @@ stages:
         - models/seed_${item}
         - evaluation/seed_${item}
         - metrics/test/seed_${item}.json
+        - metrics/train/seed_${item}/metrics.json
   evaluate_eval_set:
     foreach: ${eval_sets}
     do:
@@ -93,7 +94,7 @@ def test_the_gitignore_dvc_wrote_in_a_removed_seeds_new_folder_goes_with_it(repo
     One of DVC's for a current seed's output stays, one staged beside other outputs stays (a first run, not committed
     yet), one that also names a current output stays, and a .gitignore of your own keeps its folder."""
     dvc_lines = "/metrics.json\n"
-    for rel in ("metrics/train/seed_7/.gitignore", "metrics/train/seed_8/.gitignore"):
+    for rel in ("metrics/train/seed_7/.gitignore", "metrics/train/seed_8/.gitignore", "metrics/train/seed_1/.gitignore"):
         (repo / rel).parent.mkdir(parents=True)
         (repo / rel).write_text(dvc_lines)
     _touch(repo, "evaluation/.gitignore", "metrics/train/seed_9/.gitignore", "metrics/eval_sets/.gitignore",
@@ -105,16 +106,36 @@ def test_the_gitignore_dvc_wrote_in_a_removed_seeds_new_folder_goes_with_it(repo
     (repo / "models/.gitignore").write_text("/gone\n/seed_1\n")  # names a current output too
     _touch(repo, "data/eval_sets/gone/a.flac", "data/eval_sets/.gitignore")  # a removed set's audio, still there
     (repo / "data/eval_sets/.gitignore").write_text("/gone\n")
+    _touch(repo, "plots/.gitignore", "metrics/test/foo/x.txt", "metrics/test/foo/seed_7/.gitignore")
+    (repo / "plots/.gitignore").write_text("/*.html\n")  # yours: DVC escapes the glob characters it writes
+    (repo / "metrics/test/foo/seed_7/.gitignore").write_text("/metrics.json\n")  # inside a folder that goes anyway
     git("add", "metrics/train/seed_7/.gitignore", "metrics/test/.gitignore", "evaluation/.gitignore",
         "metrics/train/seed_9/.gitignore", "metrics/eval_sets/.gitignore", cwd=repo)
     assert [str(p) for p in tidy.stale_outputs(repo)] == [
-        "metrics/eval_sets/.gitignore", "metrics/train/seed_7", "metrics/train/seed_8"]
+        "metrics/eval_sets/.gitignore", "metrics/test/foo", "metrics/train/seed_7", "metrics/train/seed_8"]
     tidy.tidy(repo)
-    for gone in ("metrics/train/seed_7", "metrics/train/seed_8", "metrics/eval_sets/.gitignore"):
+    for gone in ("metrics/train/seed_7", "metrics/train/seed_8", "metrics/eval_sets/.gitignore", "metrics/test/foo"):
         assert not (repo / gone).exists(), gone
     staged = git("diff", "--cached", "--name-only", cwd=repo).stdout.split()
     assert staged == ["evaluation/.gitignore", "metrics/test/.gitignore", "metrics/train/seed_9/.gitignore"]
-    assert (repo / "models/.gitignore").is_file() and (repo / "data/eval_sets/.gitignore").is_file()
+    for kept in ("models/.gitignore", "data/eval_sets/.gitignore", "plots/.gitignore", "metrics/train/seed_1/.gitignore"):
+        assert (repo / kept).is_file(), kept
+
+
+def test_a_new_evaluation_sets_gitignore_goes_when_no_set_is_left(repo):
+    """With no evaluation set (the shipped ``eval_sets: {}``), ``aggregate`` reads ``metrics/eval_sets`` as a plain
+    folder; the .gitignore DVC wrote there for a set that was tried and taken out goes all the same, and with
+    ``-f`` also when DVC added a line after staging it."""
+    (repo / "params.yaml").write_text("seeds:\n  - 1\n  - 2\neval_sets: {}\n")
+    ignore = repo / "metrics/eval_sets/.gitignore"
+    ignore.write_text("/mine.json\n")
+    git("add", "metrics/eval_sets/.gitignore", cwd=repo)
+    ignore.write_text("/mine.json\n/other.json\n")
+    stale = [str(p) for p in tidy.stale_outputs(repo)]
+    assert "metrics/eval_sets/.gitignore" in stale, stale  # beside the fixture's set `kept`, now taken out too
+    tidy.tidy(repo)
+    assert not ignore.exists()
+    assert git("ls-files", "--", "metrics/eval_sets", cwd=repo).stdout == ""  # out of the index too
 
 
 def test_removes_a_removed_evaluation_sets_headline_files_and_nothing_else(repo):
