@@ -59,7 +59,7 @@ _DVC_IGNORE_LINE = re.compile(r"/(?:[^/\\\[\]!*#?]|\\[\\\[\]!*#?])+")
 
 def _head_paths(root: Path) -> set[Path]:
     """The files of HEAD's commit (none before the first commit)."""
-    if subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=root, capture_output=True).returncode:
+    if _git_out(root, "rev-parse", "--verify", "-q", "HEAD") is None:
         return set()
     res = subprocess.run(["git", "ls-tree", "-r", "-z", "--name-only", "HEAD"], cwd=root, capture_output=True,
                          text=True, check=False)
@@ -68,14 +68,17 @@ def _head_paths(root: Path) -> set[Path]:
     return {root / p for p in res.stdout.split("\0") if p}
 
 
-def _dvc_gitignores(root: Path, index: set[Path], untracked: set[Path]) -> set[Path]:
+def _dvc_gitignores(root: Path, index: set[Path], untracked: set[Path]) -> dict[Path, list[Path]]:
     """The ``.gitignore`` files HEAD does not have (staged by ``dvc repro``, or untracked after ``dvc exp run``) that
-    hold nothing but DVC's ``/<name>`` lines."""
-    def dvc_wrote(path: Path) -> bool:
+    hold nothing but DVC's ``/<name>`` lines, each with the paths it names (unescaped)."""
+    found = {}
+    for path in (index - _head_paths(root)) | untracked:
+        if path.name != ".gitignore" or not path.is_file():
+            continue
         lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
-        return bool(lines) and all(_DVC_IGNORE_LINE.fullmatch(line) for line in lines)
-    new = (index - _head_paths(root)) | untracked
-    return {p for p in new if p.name == ".gitignore" and p.is_file() and dvc_wrote(p)}
+        if lines and all(_DVC_IGNORE_LINE.fullmatch(line) for line in lines):
+            found[path] = [path.parent / re.sub(r"\\(.)", r"\1", line[1:]) for line in lines]
+    return found
 
 
 def _overlaps(path: Path, others: Iterable[Path]) -> bool:
@@ -108,17 +111,11 @@ def stale_outputs(root: str | Path = ".") -> list[Path]:
     deps = [d for d in deps if d not in fan_in]
     index, untracked = _git_paths(root), _git_paths(root, "--others", "--exclude-standard")  # untracked: not ignored
     dvc_ignores = _dvc_gitignores(root, index, untracked)
-    tracked = index - dvc_ignores
+    tracked = index - dvc_ignores.keys()
     declared = [o.relative_to(root).as_posix() for o in outs if root in o.parents]
-
-    def ignored(gitignore: Path) -> list[Path]:
-        """What a .gitignore of DVC's ``/<name>`` lines names (unescaped)."""
-        return [gitignore.parent / re.sub(r"\\(.)", r"\1", line.strip()[1:])
-                for line in gitignore.read_text(errors="replace").splitlines() if line.strip()]
-
     lone: list[Path] = []  # DVC's .gitignore files outside any removed seed's folder, decided once the rest is known
     stale: set[Path] = set()
-    for path in untracked | dvc_ignores:
+    for path in untracked | dvc_ignores.keys():
         dvc_ignore = path in dvc_ignores  # kept below while what it names is declared or there (a dep's files)
         if (path.name in KEEP and not dvc_ignore) or not any(r in path.parents for r in roots) \
                 or (_overlaps(path, deps) and not dvc_ignore):
@@ -142,7 +139,7 @@ def stale_outputs(root: str | Path = ".") -> list[Path]:
                 break
     # alone, DVC's .gitignore goes once nothing it names is declared or there (a removed set's audio can be)
     for path in lone:
-        if all(p.relative_to(root).as_posix() not in declared and not p.exists() for p in ignored(path)):
+        if all(p.relative_to(root).as_posix() not in declared and not p.exists() for p in dvc_ignores[path]):
             stale.add(path)
     stale = {p for p in stale if not any(s in p.parents for s in stale)}  # a removed folder takes what it holds
     return sorted(p.relative_to(root) for p in stale)
