@@ -276,6 +276,34 @@ def test_going_back_to_an_earlier_configuration_restores_it_from_the_run_cache(s
 
 
 @pytest.mark.slow
+def test_a_colleague_fetches_a_seed_trained_elsewhere_instead_of_training_it(work, tmp_path):
+    """The run-cache through a remote: one clone trains a seed at `lora.r: 8`, pushes its outputs and, with
+    `dvc push --run-cache`, the record of its runs. In a fresh clone of the baseline, after `dvc pull --run-cache`,
+    `dvc repro --pull` at the same configuration trains nothing: the stage is restored, its adapter and training
+    curves fetched from the remote byte for byte."""
+    seed = SHRINK["seeds"][0]
+    stage, trained = f"train@{seed}", [f"models/seed_{seed}", f"metrics/train/seed_{seed}"]
+    dvc("remote", "add", "-d", "storage", str(tmp_path / "dvc-storage"), cwd=work)
+    git("commit", "-q", "-m", "DVC remote", "--", ".dvc/config", cwd=work)
+    dvc("push", cwd=work)  # the baseline
+    assert edit_params(work, {"lora.r": 8}) == ["lora.r"]
+    assert stages_run(dvc("repro", "-s", stage, cwd=work).stdout) == {stage}
+    expected = tree_digest(work, trained)
+    dvc("push", "--run-cache", cwd=work)  # the new adapter and curves, and the record of every run
+
+    colleague = tmp_path / "colleague"
+    git("clone", "-q", str(work), str(colleague), cwd=tmp_path)
+    dvc("pull", "--run-cache", cwd=colleague)
+    assert tree_digest(colleague, trained) != expected  # the baseline's adapter, trained at lora.r 16
+    edit_params(colleague, {"lora.r": 8})
+    res = dvc("repro", "--pull", "-s", stage, cwd=colleague)
+    out = res.stdout + res.stderr
+    assert stages_run(out) == set(), out
+    assert RESTORED.findall(out) == [stage], out
+    assert tree_digest(colleague, trained) == expected
+
+
+@pytest.mark.slow
 def test_keep_an_experiment_as_a_branch_then_return_to_the_baseline(platt, tmp_path):
     """The README's lifecycle: dvc exp branch keeps the experiment; git checkout + dvc checkout go back to the
     committed baseline; dvc exp remove forgets it; git and DVC then both report nothing to do."""
@@ -478,15 +506,39 @@ def _entries(block: dict, kind: str):
             yield entry, {}
 
 
+def _runs_the_model(block: dict) -> bool:
+    """A stage that loads the base model (or its processor): it depends on ``model.name_or_path``."""
+    return "${model.name_or_path}" in block.get("deps", [])
+
+
 def test_metrics_and_plots_outs_are_not_cached_checkpoints_are():
+    """Metrics and plots stay in git (`cache: false`), except in a stage that runs the model (see the next test)."""
     for name, stage in _stage_blocks().items():
         block = stage.get("do", stage)
+        if _runs_the_model(block):
+            continue
         for kind in ("metrics", "plots"):
             for path, props in _entries(block, kind):
                 assert props.get("cache") is False, f"dvc.yaml stage {name}: {kind} {path} should be cache: false"
         for path, props in _entries(block, "outs"):
             if path.startswith("models/"):
                 assert props.get("cache", True), f"dvc.yaml stage {name}: checkpoint {path} must be cached"
+
+
+def test_a_stage_that_runs_the_model_has_every_output_cached():
+    """DVC's run-cache restores a run in another clone only when the remote holds every one of its outputs, and
+    `dvc push` never sends a `cache: false` one. So a stage that runs the model (training, scoring: the expensive
+    ones) has none, and a run pushed with `dvc push --run-cache` is fetched instead of run again
+    (test_a_colleague_fetches_a_seed_trained_elsewhere_instead_of_training_it)."""
+    blocks = {name: stage.get("do", stage) for name, stage in _stage_blocks().items()}
+    model_stages = {name: block for name, block in blocks.items() if _runs_the_model(block)}
+    assert {"train", "predict"} <= set(model_stages), sorted(model_stages)
+    for name, block in model_stages.items():
+        for kind in ("outs", "metrics", "plots"):
+            for path, props in _entries(block, kind):
+                assert props.get("cache", True), (f"dvc.yaml stage {name}: {kind} {path} has cache: false, so a run "
+                                                  "of it pushed with `dvc push --run-cache` cannot be restored "
+                                                  "elsewhere; drop `cache: false`")
 
 
 def test_no_stage_turns_the_run_cache_off():
