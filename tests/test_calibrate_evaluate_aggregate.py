@@ -279,6 +279,25 @@ def test_platt_moves_the_boundary_temperature_does_not(study, tmp_path):
     assert platt["calibrated"]["acc_speech"]["mean"] > platt["uncalibrated"]["acc_speech"]["mean"]
 
 
+def test_the_references_are_the_same_computed_on_one_process_or_on_two(tmp_path, monkeypatch):
+    """run_references computes its systems on forked workers (speech_calibration.parallel): every file it writes,
+    the PNGs included, is byte for byte what one process writes."""
+    from speech_calibration import params as params_mod
+    from speech_calibration.report.references import run_references
+
+    written = {}
+    for workers in (1, 2):
+        root = make_project(tmp_path / f"workers_{workers}")
+        monkeypatch.chdir(root)
+        index = run_references(params_mod.load(root / "params.yaml"), workers=workers)
+        assert index["evaluated"] == ["zeroshot", "baselines/silero"], index
+        written[workers] = {p.relative_to(root).as_posix(): p.read_bytes() for folder in
+                            ("metrics/references", "evaluation/references", "models/calibrators/references")
+                            for p in (root / folder).rglob("*") if p.is_file()}
+    assert any(name.endswith(".png") for name in written[1]) and len(written[1]) > 6
+    assert written[2] == written[1]
+
+
 @pytest.mark.parametrize("method", ["beta", "isotonic", "contextual", "batch", "none", "auto"])
 def test_every_method_runs_and_is_recorded(project, method):
     set_params(project, {"method": method, "tune_threshold": True})

@@ -322,6 +322,27 @@ def test_a_constant_answer_reaches_no_sensitivity_threshold(tmp_path, monkeypatc
     assert pd.isna(tuned["censored"]) and np.isfinite(tuned["value"])  # a real threshold, inside the range
 
 
+def test_the_report_is_the_same_computed_on_one_process_or_on_two(tmp_path, monkeypatch):
+    """The systems are computed on forked workers (speech_calibration.parallel): every file written, the PNGs
+    included, is byte for byte what one process writes."""
+    from speech_calibration import params as params_mod
+
+    meta = variants_frame(12)
+    scored = [conditions.Scored(conditions.System(f"seed_{i}", "finetuned", i, Path("x"), None),
+                                1 / (1 + np.exp(-logit_difference(meta, "finetuned", i))),
+                                1 / (1 + np.exp(-logit_difference(meta, "finetuned", i) / 2)), 0.5) for i in (1, 2, 3)]
+    cfg = params_mod.Conditions(durations_ms=DURATIONS, snr_db=SNRS, n_bootstrap=100)
+    written = {}
+    for workers in (1, 2):
+        folder = tmp_path / f"workers_{workers}"
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        conditions.report(meta, scored, cfg, 15, 0.95, workers=workers)
+        written[workers] = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert len(written[1]) > 10 and any(name.endswith(".png") for name in written[1])
+    assert written[2] == written[1]
+
+
 def test_paired_table_counts_base_clips_so_repeated_variants_change_nothing():
     """paired_tests.csv: repeating every variant 22 times keeps n_clusters and p_clustered, and shrinks p_naive."""
     from speech_calibration import params as params_mod

@@ -68,6 +68,7 @@ holds it at 1/2, so its sensitivity thresholds are "not reached". Every interval
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -86,6 +87,7 @@ from speech_calibration.data.schema import BASE_CLIP_ID, CLEAN, CONDITION, DIMEN
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_path, write_csv, write_json
 from speech_calibration.layout import SystemFiles
+from speech_calibration.parallel import map_forked
 from speech_calibration.stats import metrics, paired_tests, psychometric
 from speech_calibration.stats.resampling import (
     MIN_CLUSTERS,
@@ -849,48 +851,74 @@ def save_pngs(curves: dict[str, dict], systems: list[System], per_condition: pd.
 
 
 # ----------------------------------------------------------------------------------------- stage
-def report(meta: pd.DataFrame, scored: list[Scored], cfg: params_mod.Conditions, n_bins: int, ci: float) -> dict:
-    """Write every table, plot and the headline JSON of the conditions report (see the module doc)."""
+@dataclass
+class SystemReport:
+    """What the report needs of one system (:func:`system_report`)."""
+
+    table: pd.DataFrame  # per_condition_table
+    shift: dict[str, ShiftCurve]  # calibration under shift, per dimension
+    curves: dict  # psychometric_curves
+    correct: np.ndarray  # its own answer is right, per variant (the paired tests)
+    entry: dict  # its headline
+    shift_rows: list[dict]
+    threshold_rows: list[dict]
+    fit_rows: list[dict]
+
+
+def system_report(sc: Scored, meta: pd.DataFrame, y: np.ndarray, order: list[tuple[str, str]],
+                  resamples: dict[str, ShiftResamples], cfg: params_mod.Conditions, n_bins: int, ci: float) -> SystemReport:
+    """One system's tables, curves and headline. Every random draw is keyed by the system's name (``keyed_rng``), so
+    the result does not depend on which other systems are computed, in which order or in which process."""
+    s = sc.system
+    cond, lev, base = meta[CONDITION].to_numpy(), meta[LEVEL].to_numpy(), meta[BASE_CLIP_ID].to_numpy()
+    probs = {UNCALIBRATED: (sc.p, 0.5)}
+    if sc.p_cal is not None:
+        probs[CALIBRATED] = (sc.p_cal, sc.threshold_cal)
+    calibration = CALIBRATED if sc.p_cal is not None else UNCALIBRATED  # the curves under shift: calibrated if it can
+    shift = shift_curves(resamples, y, *probs[calibration], calibration, ci=ci, seed=cfg.bootstrap_seed,
+                         system_name=s.name)
+    table = per_condition_table(y, cond, lev, order, probs, n_bins, base=base, n_boot=cfg.n_bootstrap, ci=ci,
+                                seed=cfg.bootstrap_seed, system_name=s.name)
+    answers = metrics.predict(sc.p, 0.5).astype(float)
+    curves = psychometric_curves(meta, answers, order, cfg, ci, s.name)
+    entry = ba_summary(table[table["calibration"] == UNCALIBRATED])
+    if sc.p_cal is not None:
+        entry.update({f"{k}_calibrated": v for k, v in ba_summary(table[table["calibration"] == CALIBRATED]).items()})
+    rows = threshold_rows(s, curves, ci) + calibration_threshold_rows(s, shift, cfg.ece_threshold, ci)
+    for r in (r for r in rows if r["measure"] in (BALANCED, ECE)):  # the headline: sensitivity and calibration thresholds
+        key = f"{r['threshold']}_{r['unit']}"
+        entry[key] = r["value"]
+        entry[f"{r['threshold']}_text"] = f"{r['text']} {r['ci_text']}" + (
+            " (its own output: no dev-fitted calibrator)" if r["measure"] == ECE and r["calibration"] == UNCALIBRATED
+            else "")
+    fit_rows = [{"system": s.name, "kind": s.kind, "seed": s.seed, "dimension": dimension, "clips": label,
+                 "intercept": c.a, "slope": c.b, "x": "log10(duration_ms)" if dimension == "duration" else "snr_db"}
+                for (dimension, label), c in curves.items() if label != BALANCED]  # balanced: built from the other two
+    return SystemReport(table, shift, curves, answers == y, entry, shift_table_rows(s, shift, ci), rows, fit_rows)
+
+
+def report(meta: pd.DataFrame, scored: list[Scored], cfg: params_mod.Conditions, n_bins: int, ci: float,
+           workers: int | None = None) -> dict:
+    """Write every table, plot and the headline JSON of the conditions report (see the module doc).
+
+    The systems are computed on up to ``workers`` processes (default: one per CPU this process may use;
+    :func:`~speech_calibration.parallel.map_forked`); the files written are the same for any number.
+    """
     tables_dir, plots_dir = layout.CONDITIONS_TABLES_DIR, layout.CONDITIONS_PLOTS_DIR
     order = variant_order(meta, cfg)
     y = schema.label_to_int(meta[schema.LABEL])
-    cond, lev, base = meta[CONDITION].to_numpy(), meta[LEVEL].to_numpy(), meta[BASE_CLIP_ID].to_numpy()
     systems = [s.system for s in scored]
-    tables, curves, per_system, correct, thr_rows, fit_rows = {}, {}, {}, {}, [], []
-    shift, shift_rows, resamples = {}, [], shift_resamples(meta, y, order, cfg)
-    for sc in scored:
-        s = sc.system
-        probs = {UNCALIBRATED: (sc.p, 0.5)}
-        if sc.p_cal is not None:
-            probs[CALIBRATED] = (sc.p_cal, sc.threshold_cal)
-        calibration = CALIBRATED if sc.p_cal is not None else UNCALIBRATED  # the curves under shift: calibrated if it can
-        shift[s.name] = shift_curves(resamples, y, *probs[calibration], calibration, ci=ci, seed=cfg.bootstrap_seed,
-                                     system_name=s.name)
-        shift_rows += shift_table_rows(s, shift[s.name], ci)
-        table = per_condition_table(y, cond, lev, order, probs, n_bins, base=base, n_boot=cfg.n_bootstrap, ci=ci,
-                                    seed=cfg.bootstrap_seed, system_name=s.name)
-        tables[s.name] = table
-        answers = metrics.predict(sc.p, 0.5).astype(float)
-        correct[s.name] = answers == y
-        curves[s.name] = psychometric_curves(meta, answers, order, cfg, ci, s.name)
-        entry = ba_summary(table[table["calibration"] == UNCALIBRATED])
-        if sc.p_cal is not None:
-            entry.update({f"{k}_calibrated": v for k, v in ba_summary(table[table["calibration"] == CALIBRATED]).items()})
-        rows = threshold_rows(s, curves[s.name], ci) + calibration_threshold_rows(s, shift[s.name], cfg.ece_threshold, ci)
-        thr_rows += rows
-        for r in (r for r in rows if r["measure"] in (BALANCED, ECE)):  # the headline: sensitivity and calibration thresholds
-            key = f"{r['threshold']}_{r['unit']}"
-            entry[key] = r["value"]
-            entry[f"{r['threshold']}_text"] = f"{r['text']} {r['ci_text']}" + (
-                " (its own output: no dev-fitted calibrator)" if r["measure"] == ECE and r["calibration"] == UNCALIBRATED
-                else "")
-        per_system[s.name] = entry
-        for (dimension, label), c in curves[s.name].items():
-            if label == BALANCED:
-                continue  # built from the two curves below
-            fit_rows.append({"system": s.name, "kind": s.kind, "seed": s.seed, "dimension": dimension,
-                             "clips": label, "intercept": c.a, "slope": c.b,
-                             "x": "log10(duration_ms)" if dimension == "duration" else "snr_db"})
+    resamples = shift_resamples(meta, y, order, cfg)
+    done = map_forked(functools.partial(system_report, meta=meta, y=y, order=order, resamples=resamples, cfg=cfg,
+                                        n_bins=n_bins, ci=ci), scored, workers)
+    tables = {s.name: r.table for s, r in zip(systems, done)}
+    shift = {s.name: r.shift for s, r in zip(systems, done)}
+    curves = {s.name: r.curves for s, r in zip(systems, done)}
+    correct = {s.name: r.correct for s, r in zip(systems, done)}
+    per_system = {s.name: r.entry for s, r in zip(systems, done)}
+    shift_rows = [row for r in done for row in r.shift_rows]
+    thr_rows = [row for r in done for row in r.threshold_rows]
+    fit_rows = [row for r in done for row in r.fit_rows]
     long = pd.concat([t.assign(system=n, kind=s.kind, seed=s.seed) for (n, t), s in zip(tables.items(), systems)],
                      ignore_index=True)
     long = long[["system", "kind", "seed", *[c for c in long.columns if c not in ("system", "kind", "seed")]]]
