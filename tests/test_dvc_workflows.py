@@ -128,7 +128,7 @@ def test_adding_a_seed_trains_only_the_new_seed(work):
     assert UP_TO_DATE in dvc("status", cwd=work).stdout
     # back to the baseline (HEAD: `dvc repro` staged dvc.lock and the .gitignore files, core.autostage). `dvc checkout`
     # removes the new seed's cached outputs; its headline files stay behind, untracked, in the folder `aggregate`
-    # writes whole, and so does the .gitignore DVC wrote into its new dvclive folder, staged ...
+    # writes whole, and so do the .gitignore files DVC wrote into its new dvclive folders, staged ...
     git("checkout", "HEAD", "--", ".", cwd=work)
     dvc("checkout", cwd=work)
     left = git("status", "--porcelain", "--untracked-files=all", cwd=work).stdout
