@@ -38,7 +38,8 @@ def map_forked(function: Callable[[T], R], items: Sequence[T], workers: int | No
     ``workers`` defaults to :func:`available_cpus`. With one worker, one item, or where ``fork`` is not available,
     everything runs here in this process. The results are the same either way as long as ``function`` depends only on
     its item and on what it was given, never on state that another item changes (a shared random generator, for
-    one); ``tests/test_parallel.py`` checks that on the conditions report. An exception in a worker is raised here.
+    one). ``tests/test_conditions.py`` and ``tests/test_calibrate_evaluate_aggregate.py`` check that the two reports
+    that use it write the same files on one process or two. An exception in a worker is raised here.
     """
     global _SHARED
     workers = available_cpus() if workers is None else workers

@@ -28,8 +28,9 @@ def _calibrate_and_evaluate(files: SystemFiles, params: Params) -> None:
 def run_references(params: Params, workers: int | None = None) -> dict:
     """Calibrate + evaluate every system of ``evaluate.references`` whose predictions exist; skip the others.
 
-    The systems are independent (each bootstrap has its own seed) and run on up to ``workers`` processes
-    (:func:`~speech_calibration.parallel.map_forked`; default one per CPU); the files are the same for any number.
+    The systems are independent (each bootstrap draws from a generator of its own, seeded alike) and run on up to
+    ``workers`` processes (:func:`~speech_calibration.parallel.map_forked`; default one per CPU); the files are the
+    same for any number.
     """
     index: dict = {"evaluated": [], "skipped": {}}
     for d in (layout.REFERENCES_METRICS_DIR, layout.REFERENCES_EVALUATION_DIR, layout.REFERENCE_CALIBRATORS_DIR):
