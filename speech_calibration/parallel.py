@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
@@ -35,18 +36,19 @@ def _call(index: int):
 def map_forked(function: Callable[[T], R], items: Sequence[T], workers: int | None = None) -> list[R]:
     """``[function(x) for x in items]``, in that order, on up to ``workers`` forked processes.
 
-    ``workers`` defaults to :func:`available_cpus`. With one worker, one item, or where ``fork`` is not available,
-    everything runs here in this process. The results are the same either way as long as ``function`` depends only on
-    its item and on what it was given, never on state that another item changes (a shared random generator, for
-    one). ``tests/test_conditions.py`` and ``tests/test_calibrate_evaluate_aggregate.py`` check that the two reports
-    that use it write the same files on one process or two. An exception in a worker is raised here.
+    ``workers`` defaults to :func:`available_cpus`. With one worker or one item, and on any system but Linux,
+    everything runs here in this process (macOS has ``fork``, but Python stopped defaulting to it there because
+    system libraries are not safe in a forked child). The results are the same either way as long as ``function``
+    depends only on its item and on what it was given, never on state that another item changes (a shared random
+    generator, for one). ``tests/test_conditions.py`` and ``tests/test_calibrate_evaluate_aggregate.py`` check that the
+    two reports that use it write the same files on one process or two. An exception in a worker is raised here.
     """
     global _SHARED
     workers = available_cpus() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     n = min(workers, len(items))
-    if n <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+    if n <= 1 or not sys.platform.startswith("linux"):
         return [function(x) for x in items]
     if _SHARED is not None:
         raise RuntimeError("map_forked cannot be nested")
