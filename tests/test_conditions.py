@@ -331,6 +331,8 @@ def test_the_report_is_the_same_computed_on_one_process_or_on_two(tmp_path, monk
     scored = [conditions.Scored(conditions.System(f"seed_{i}", "finetuned", i, Path("x"), None),
                                 1 / (1 + np.exp(-logit_difference(meta, "finetuned", i))),
                                 1 / (1 + np.exp(-logit_difference(meta, "finetuned", i) / 2)), 0.5) for i in (1, 2, 3)]
+    scored.append(conditions.Scored(conditions.System("silero", "baseline", None, Path("x"), None),  # no calibrator
+                                    1 / (1 + np.exp(-logit_difference(meta, "zeroshot"))), None, 0.5))
     cfg = params_mod.Conditions(durations_ms=DURATIONS, snr_db=SNRS, n_bootstrap=100)
     written = {}
     for workers in (1, 2):

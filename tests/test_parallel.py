@@ -1,13 +1,25 @@
-"""speech_calibration.parallel: the forked map gives what a plain loop gives, in order, and raises what it raises.
-(tests/test_conditions.py checks that the conditions report it runs writes the same files on one process or two.)"""
+"""speech_calibration.parallel: the forked map gives what a plain loop gives, in order, and raises what it raises; a
+dead worker is one line naming the fix, and no worker outlives a killed stage. (tests/test_conditions.py and
+tests/test_calibrate_evaluate_aggregate.py check that the two reports that use it write the same files on one
+process or two.)"""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
+from speech_calibration import parallel
 from speech_calibration.errors import UserError
-from speech_calibration.parallel import available_cpus, map_forked
+from speech_calibration.parallel import WORKERS_ENV, available_cpus, map_forked
+
+LINUX = sys.platform.startswith("linux")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _square_and_pid(x: int) -> tuple[int, int]:
@@ -20,16 +32,41 @@ def _fails_on_three(x: int) -> int:
     return x
 
 
-def test_results_come_back_in_order_from_forked_workers():
+def _dies_on_two(x: int) -> int:
+    if x == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def _nested(x: int) -> list[int]:
+    return map_forked(abs, [x, -x], workers=2)
+
+
+def test_results_come_back_in_order():
     out = map_forked(_square_and_pid, list(range(20)), workers=2)
     assert [square for square, _ in out] == [x * x for x in range(20)]
-    assert os.getpid() not in {pid for _, pid in out}  # computed in the workers, not here
 
 
-def test_one_worker_or_one_item_runs_here():
+@pytest.mark.skipif(not LINUX, reason="map_forked forks on Linux only; elsewhere it runs the items in this process")
+def test_on_linux_the_items_run_in_forked_workers():
+    assert os.getpid() not in {pid for _, pid in map_forked(_square_and_pid, list(range(20)), workers=2)}
+
+
+def test_one_worker_or_one_item_runs_here(monkeypatch):
     assert map_forked(_square_and_pid, [1, 2, 3], workers=1) == [(1, os.getpid()), (4, os.getpid()), (9, os.getpid())]
     assert map_forked(_square_and_pid, [5], workers=2) == [(25, os.getpid())]
     assert map_forked(_square_and_pid, [], workers=2) == []
+    monkeypatch.setenv(WORKERS_ENV, "1")
+    assert {pid for _, pid in map_forked(_square_and_pid, list(range(6)))} == {os.getpid()}
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_a_bad_workers_variable_is_one_line_naming_it(monkeypatch, value):
+    monkeypatch.setenv(WORKERS_ENV, value)
+    with pytest.raises(UserError, match=f"{WORKERS_ENV}={value!r}: not a positive integer"):
+        map_forked(_square_and_pid, [1, 2])
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        map_forked(_square_and_pid, [1, 2], workers=0)
 
 
 def test_a_workers_exception_is_raised_here_with_its_message():
@@ -38,7 +75,73 @@ def test_a_workers_exception_is_raised_here_with_its_message():
     assert map_forked(_fails_on_three, [0, 1, 2], workers=2) == [0, 1, 2]  # usable again afterwards
 
 
-def test_workers_must_be_positive():
-    with pytest.raises(ValueError, match="workers must be >= 1"):
-        map_forked(_square_and_pid, [1, 2], workers=0)
-    assert available_cpus() >= 1
+@pytest.mark.skipif(not LINUX, reason="no worker processes off Linux")
+def test_a_dead_worker_is_one_line_naming_the_fix():
+    with pytest.raises(UserError, match=f"a worker process died .* {WORKERS_ENV}=1"):
+        map_forked(_dies_on_two, list(range(6)), workers=2)
+    with pytest.raises(RuntimeError, match="cannot be nested"):
+        map_forked(_nested, [1, 2], workers=2)
+    assert map_forked(_nested, [1], workers=2) == [[1, 1]]  # one item runs here, and its own map may fork
+
+
+def _alive(pid: int) -> bool:
+    """Running or sleeping (a zombie waiting for whoever adopted it counts as gone)."""
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not LINUX, reason="no worker processes off Linux")
+def test_no_worker_outlives_a_killed_stage(tmp_path):
+    """SIGKILL to the process that called map_forked (what the OOM killer or a timeout does) ends its workers too."""
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from speech_calibration.parallel import map_forked
+
+        def wait(i):
+            open(os.path.join({str(tmp_path)!r}, f"worker_{{i}}"), "w").write(str(os.getpid()))
+            time.sleep(120)
+
+        map_forked(wait, [0, 1], workers=2)
+    """)
+    stage = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("worker_*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pids = [int(p.read_text()) for p in sorted(tmp_path.glob("worker_*"))]
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids), pids
+    finally:
+        stage.kill()
+        stage.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in pids if _alive(pid)]
+
+
+def test_a_container_cpu_quota_caps_the_workers(tmp_path):
+    assert parallel._cgroup_cpu_limit(tmp_path) is None  # no cgroup files: no quota
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert parallel._cgroup_cpu_limit(tmp_path) is None
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert parallel._cgroup_cpu_limit(tmp_path) == 1.5
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert parallel._cgroup_cpu_limit(v1) is None
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")
+    assert parallel._cgroup_cpu_limit(v1) == 3.0
+
+
+def test_available_cpus_is_the_affinity_capped_by_the_quota_rounded_up(monkeypatch):
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    monkeypatch.setattr(parallel, "_cgroup_cpu_limit", lambda: None)
+    assert available_cpus() == affinity
+    monkeypatch.setattr(parallel, "_cgroup_cpu_limit", lambda: 0.5)
+    assert available_cpus() == 1
+    monkeypatch.setattr(parallel, "_cgroup_cpu_limit", lambda: affinity + 3.0)
+    assert available_cpus() == affinity
