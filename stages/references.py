@@ -4,6 +4,8 @@ For every system of ``evaluate.references`` whose ``predictions/<system>/{dev,te
 the calibrator on dev (``models/calibrators/references/<system>.json``) and evaluates it on test
 (``metrics/references/``, ``evaluation/references/<system>/``); a system without predictions (a
 switched-off detector) is skipped with a log line and listed in ``metrics/references/systems.json``.
+The systems run on forked worker processes, one per CPU (``SPEECH_CALIBRATION_WORKERS=1``: one process; the
+files are the same either way).
 Params: ``calibration``, ``evaluate``.
 
     python -m stages.references
