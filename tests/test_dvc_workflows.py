@@ -7,7 +7,9 @@ shrinks the embedded default (two seeds, two epochs, a smaller corpus: tests/dvc
 * a second `dvc repro` does nothing, and a run never edits dvc.yaml; dvclive writes where dvc.yaml says;
 * a `calibration.*` change re-runs the analysis stages only (never prepare, train or predict);
   adding a seed trains only that seed;
-* an experiment back at an earlier configuration is restored from DVC's run-cache, running nothing;
+* an experiment back at an earlier configuration is restored from DVC's run-cache, running nothing, and a seed
+  trained in one clone is fetched through a remote in another (`dvc push --run-cache`, `dvc repro --pull`), not
+  trained again;
 * `dvc exp run -S`, `dvc exp show` (also compact, with --drop/--keep), a queued sweep run by
   `dvc queue start`, `dvc metrics diff`, `dvc plots diff`;
 * `dvc metrics show` / `dvc plots show` find every metrics and plots file with no arguments; the page
