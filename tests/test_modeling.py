@@ -149,6 +149,52 @@ def test_audio_window_is_read_from_the_models_feature_extractor(tiny, tmp_path):
         loading.audio_window_s(Model(name_or_path=str(tmp_path / "empty")))
 
 
+def _extractor_config_copy(src, dst, edit) -> None:
+    """The model folder ``src`` without its weights, in ``dst``, with ``edit`` applied to the saved feature-extractor
+    config (nested in ``processor_config.json`` by transformers 5, its own ``preprocessor_config.json`` before)."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors"))
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        path = Path(dst) / name
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            edit(saved.get("feature_extractor", saved))
+            path.write_text(json.dumps(saved))
+
+
+@pytest.mark.parametrize("edit, window", [
+    (lambda d: d.update(chunk_length=10, n_samples=96000), 10.0),  # a stale n_samples: Whisper's own rule ignores it
+    (lambda d: d.pop("chunk_length"), 30.0),  # no chunk_length: the extractor is built, with its default
+], ids=["chunk_length_edited", "chunk_length_missing"])
+def test_audio_window_read_from_the_config_is_what_the_built_extractor_says(tiny, tmp_path, edit, window):
+    from transformers import AutoFeatureExtractor
+
+    cfg, _, _, _ = tiny
+    _extractor_config_copy(cfg.name_or_path, tmp_path / "m", edit)
+    built = AutoFeatureExtractor.from_pretrained(tmp_path / "m")
+    assert built.n_samples / built.sampling_rate == window  # the reference: transformers' own extractor
+    assert loading.audio_window_s(Model(name_or_path=str(tmp_path / "m"))) == window
+
+
+def test_reading_the_audio_window_does_not_load_torch(tiny):
+    """``prepare`` and ``conditions_render`` need only the window: a process that imports them and reads it never
+    imports torch (about 2.5 s of a stage's start on a 2-core CPU)."""
+    import subprocess
+    import sys
+
+    from tests.model_helpers import ROOT
+
+    cfg, _, _, _ = tiny
+    code = ("import sys, stages.prepare, stages.conditions_render, stages.eval_set; "
+            "from speech_calibration.model.loading import audio_window_s; from speech_calibration.params import Model; "
+            f"print(audio_window_s(Model(name_or_path={cfg.name_or_path!r})), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(loading.audio_window_s(cfg)), "False"]
+
+
 def test_missing_base_model_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="model.name_or_path: .*does not exist; build the embedded model"):
         loading.load_base(Model(name_or_path=str(tmp_path / "nope")))

@@ -8,12 +8,14 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from speech_calibration import layout
 from speech_calibration.errors import UserError
 from speech_calibration.params import Lora, Model, Prompt
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ def lora_target_pattern(cfg: Lora) -> str:
 
 
 def resolve_device(cfg: Model) -> torch.device:
+    import torch  # here, not at the top: the stages that only read the audio window never load torch
+
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(cfg.device)
@@ -40,6 +44,8 @@ def resolve_device(cfg: Model) -> torch.device:
 
 
 def resolve_dtype(cfg: Model, device: torch.device) -> torch.dtype:
+    import torch
+
     if cfg.dtype == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
@@ -183,7 +189,23 @@ def unwrap(model):
 
 
 def audio_window_s(cfg: Model) -> float:
-    """The model's audio window in seconds, as its feature extractor defines it (``n_samples / sampling_rate``)."""
+    """The model's audio window in seconds, as its feature extractor defines it (``n_samples / sampling_rate``).
+
+    A Whisper feature extractor (every Qwen2-Audio checkpoint's) sets ``n_samples = chunk_length * sampling_rate``
+    whatever else its config holds, so its window is the saved ``chunk_length``: read from the config that
+    ``from_pretrained`` would read, without building the extractor, whose module imports torch (the stages that
+    only need the window, ``prepare`` and ``conditions_render``, never load torch). Any other extractor is built.
+    """
+    from transformers.feature_extraction_utils import FeatureExtractionMixin
+
+    _check_base_exists(cfg.name_or_path)
+    try:
+        saved, _ = FeatureExtractionMixin.get_feature_extractor_dict(cfg.name_or_path)
+    except (OSError, ValueError) as err:
+        raise UserError(f"model.name_or_path: cannot load a feature extractor from {cfg.name_or_path!r} "
+                        f"({str(err).splitlines()[0]})") from None
+    if saved.get("feature_extractor_type") == "WhisperFeatureExtractor" and "chunk_length" in saved:
+        return float(saved["chunk_length"])
     from transformers import AutoFeatureExtractor
 
     extractor = _pretrained(AutoFeatureExtractor, cfg, "feature extractor")
