@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -86,12 +86,22 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _progress(results: Iterable[R], total: int, desc: str | None, unit: str) -> Iterable[R]:
+    """``results``, through a tqdm bar labelled ``desc`` (none without one; quiet when stderr is not a terminal)."""
+    if desc is None:
+        return results
+    from tqdm import tqdm
+
+    return tqdm(results, total=total, desc=desc, unit=unit, leave=False, disable=None)
+
+
 def _call(index: int):
     function, items = _SHARED
     return function(items[index])
 
 
-def map_forked(function: Callable[[T], R], items: Sequence[T], workers: int | None = None) -> list[R]:
+def map_forked(function: Callable[[T], R], items: Sequence[T], workers: int | None = None, *,
+               desc: str | None = None, unit: str = "item") -> list[R]:
     """``[function(x) for x in items]``, in that order, on up to ``workers`` forked processes.
 
     ``workers`` defaults to :func:`default_workers`. With one worker or one item, and on any system but Linux,
@@ -100,7 +110,8 @@ def map_forked(function: Callable[[T], R], items: Sequence[T], workers: int | No
     depends only on its item and on what it was given, never on state that another item changes (a shared random
     generator, for one). ``tests/test_conditions.py`` and ``tests/test_calibrate_evaluate_aggregate.py`` check that the
     two reports that use it write the same files on one process or two. An exception in a worker is raised here; a
-    worker that dies (out of memory, killed) ends the call with one line naming the fix.
+    worker that dies (out of memory, killed) ends the call with one line naming the fix. ``desc``: a progress bar
+    with this label, counting ``unit``s as they come back in order (quiet when stderr is not a terminal).
     """
     global _SHARED
     workers = default_workers() if workers is None else workers
@@ -108,14 +119,14 @@ def map_forked(function: Callable[[T], R], items: Sequence[T], workers: int | No
         raise ValueError(f"workers must be >= 1, got {workers}")
     n = min(workers, len(items))
     if n <= 1 or not sys.platform.startswith("linux"):
-        return [function(x) for x in items]
+        return [function(x) for x in _progress(items, len(items), desc, unit)]
     if _SHARED is not None:
         raise RuntimeError("map_forked cannot be nested")
     _SHARED = (function, items)
     try:
         with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork"),
                                  initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
-            return list(pool.map(_call, range(len(items))))
+            return list(_progress(pool.map(_call, range(len(items))), len(items), desc, unit))
     except BrokenProcessPool:
         raise UserError(f"a worker process died while computing {len(items)} items on {n} processes (out of memory, "
                         f"or killed); run again with {WORKERS_ENV}=1 in the environment to compute them in one process "

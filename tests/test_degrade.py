@@ -17,6 +17,7 @@ from speech_calibration.data.audio import load_audio, write_audio
 from speech_calibration.data.signal import rms
 from speech_calibration.data.variants import render_clip, variant_id
 from speech_calibration.errors import UserError
+from speech_calibration.parallel import WORKERS_ENV
 from tests.model_helpers import tiny_model_dir, write_params
 
 SR = 16000
@@ -199,6 +200,22 @@ def test_render_stage_writes_valid_metadata(tmp_path, params_with_model, capsys)
     audio = load_audio(row["audio_file"])
     assert len(audio) == 2 * SR
     assert (meta.groupby("base_clip_id")["label"].nunique() == 1).all()
+
+
+def test_the_rendered_variants_are_the_same_on_one_process_or_two(tmp_path, params_with_model, capsys, monkeypatch):
+    """The clips are rendered on forked workers; each clip's generators are keyed by the clip, so every file is the
+    same byte for byte whether one process renders them all or two share them."""
+    import hashlib
+
+    src = make_test_split(tmp_path)
+    digests = []
+    for workers in ("1", "2"):
+        monkeypatch.setenv(WORKERS_ENV, workers)
+        out = tmp_path / f"conditions_{workers}"
+        assert run_stage(capsys, "--input", str(src), "--out-dir", str(out), "--params", str(params_with_model))[0] == 0
+        digests.append({p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                        for p in sorted(out.rglob("*")) if p.is_file()})
+    assert len(digests[0]) == 4 * 25 + 1 and digests[0] == digests[1]  # 100 variants and the metadata CSV
 
 
 def test_a_clip_of_digital_silence_gets_every_variant_but_the_snr_ones(tmp_path, params_with_model, capsys, caplog):

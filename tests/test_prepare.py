@@ -20,6 +20,7 @@ from speech_calibration import cli, layout
 from speech_calibration import params as params_mod
 from speech_calibration.data import schema, splits
 from speech_calibration.errors import UserError
+from speech_calibration.parallel import WORKERS_ENV
 from stages import prepare as stage
 
 
@@ -82,12 +83,16 @@ def synthetic_run(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("synthetic")
     params = root / "params.yaml"
     params.write_text(yaml.safe_dump({"data": {"synthetic": SMALL_SYNTHETIC}, "model": {"name_or_path": str(tiny_model)}}))
-    out, metrics = prepare_in(root / "a", params)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(WORKERS_ENV, "2")  # the clips rendered on two forked workers
+        out, metrics = prepare_in(root / "a", params)
     return params, out, metrics
 
 
-def test_synthetic_is_byte_identical_across_runs_into_different_folders(synthetic_run, tmp_path):
+def test_synthetic_is_byte_identical_across_runs_into_different_folders_on_one_process_or_two(synthetic_run, tmp_path,
+                                                                                             monkeypatch):
     params, out, metrics = synthetic_run
+    monkeypatch.setenv(WORKERS_ENV, "1")  # the fixture's run rendered on two workers; this one in this process
     out2, metrics2 = prepare_in(tmp_path / "b", params)
     first, second = digest(out), digest(out2)
     assert len(first) == 20 + 3 and first == second  # 20 clips and 3 CSVs, every byte the same

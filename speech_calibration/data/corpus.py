@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.signal import fftconvolve
-from tqdm import tqdm
 
 from speech_calibration.data import schema
 from speech_calibration.data.audio import write_audio
@@ -47,6 +46,7 @@ from speech_calibration.data.signal import (
     unit_rms,
 )
 from speech_calibration.errors import UserError
+from speech_calibration.parallel import map_forked
 from speech_calibration.params import SPLITS, SyntheticData
 
 log = logging.getLogger(__name__)
@@ -299,16 +299,19 @@ def write_corpus(cfg: SyntheticData, out_dir: str | Path, sample_rate: int) -> d
                 raise UserError(f"{KEY}.voices.{split}[{i}]: {errors[v]}")
     log.info("synthesised %d utterances with eSpeak NG (%d voices)", len(requests), len(set(voices)))
     voice_of = {p.clip_id: a for p, a in zip(speech, audio)}
-    rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
-    for plan in tqdm(plans, desc="prepare: rendering clips", unit="clip", leave=False, disable=None):
+
+    def write_one(plan: ClipPlan) -> dict:  # depends on its plan alone (each clip's generator is keyed by the clip)
         session = sessions[plan.split][plan.group]
         samples = render_clip(session, plan, cfg, sample_rate, voice_of.get(plan.clip_id))
         rel = Path("audio") / plan.split / f"{plan.clip_id}.wav"
         write_audio(out_dir / rel, samples, sample_rate)
-        rows[plan.split].append({
-            schema.CLIP_ID: plan.clip_id, schema.AUDIO_PATH: rel.as_posix(), schema.LABEL: plan.label,
-            schema.GROUP_ID: session.group_id, schema.DURATION_S: plan.n_samples / sample_rate,
-            schema.SNR_DB: plan.snr_db if plan.label == schema.SPEECH else float("nan"),
-            schema.SOURCE: source_of(session, plan)})
+        return {schema.CLIP_ID: plan.clip_id, schema.AUDIO_PATH: rel.as_posix(), schema.LABEL: plan.label,
+                schema.GROUP_ID: session.group_id, schema.DURATION_S: plan.n_samples / sample_rate,
+                schema.SNR_DB: plan.snr_db if plan.label == schema.SPEECH else float("nan"),
+                schema.SOURCE: source_of(session, plan)}
+
+    rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    for plan, row in zip(plans, map_forked(write_one, plans, desc="prepare: rendering clips", unit="clip")):
+        rows[plan.split].append(row)
     columns = list(schema.METADATA_REQUIRED + schema.METADATA_OPTIONAL)
     return {split: pd.DataFrame(rows[split], columns=columns) for split in SPLITS}

@@ -40,6 +40,7 @@ from speech_calibration.data.schema import (
 from speech_calibration.data.signal import fit_peak
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv
+from speech_calibration.parallel import map_forked
 from speech_calibration.stats.resampling import keyed_rng
 
 log = logging.getLogger(__name__)
@@ -92,18 +93,18 @@ def check_config(p: params_mod.Params, params_path: str, window: float) -> None:
 
 
 def render(metadata: pd.DataFrame, cfg: params_mod.Conditions, rate: int, out_dir: Path, window_s: float) -> pd.DataFrame:
-    """Write every variant of every clip under ``out_dir/audio`` and return the metadata rows."""
-    from tqdm import tqdm
+    """Write every variant of every clip under ``out_dir/audio`` and return the metadata rows (clips on the CPUs'
+    forked workers: each clip's generators are keyed by the clip, so the files are the same on any number)."""
 
-    rows, skipped, silent = [], 0, 0
-    for rec in tqdm(metadata.to_dict("records"), desc="render conditions", unit="clip", disable=None):
+    def render_one(rec: dict) -> tuple[list[dict], int, bool]:
+        """One clip's rows, its duration variants left out, and whether it is digital silence with no SNR variant."""
         x = load_audio(rec["audio_file"], rate).astype(np.float64)
         if len(x) > window_s * rate:
             raise UserError(f"{rec['audio_file']}: clip of {len(x) / rate:.2f} s is longer than the model's "
-                            f"{window_s:g} s audio window; the variants would be cut (drop the clip or use a model with a longer window)")
+                            f"{window_s:g} s audio window; the variants would be cut (drop the clip or use a model "
+                            "with a longer window)")
         variants = render_clip(x, rec[schema.CLIP_ID], cfg, rate)
-        skipped += len(cfg.durations_ms) - sum(c == "duration" for c, _, _ in variants)
-        silent += bool(cfg.snr_db) and not any(c == "snr" for c, _, _ in variants)
+        rows = []
         for condition, level, y in variants:
             cid = variant_id(rec[schema.CLIP_ID], condition, level)
             rel = Path("audio") / f"{cid}.wav"
@@ -114,6 +115,13 @@ def render(metadata: pd.DataFrame, cfg: params_mod.Conditions, rate: int, out_di
             if schema.SOURCE in rec and isinstance(rec[schema.SOURCE], str):
                 row[schema.SOURCE] = rec[schema.SOURCE]
             rows.append(row)
+        skipped = len(cfg.durations_ms) - sum(c == "duration" for c, _, _ in variants)
+        silent = bool(cfg.snr_db) and not any(c == "snr" for c, _, _ in variants)
+        return rows, skipped, silent
+
+    done = map_forked(render_one, metadata.to_dict("records"), desc="render conditions", unit="clip")
+    rows = [row for clip_rows, _, _ in done for row in clip_rows]
+    skipped, silent = sum(d[1] for d in done), sum(d[2] for d in done)
     if skipped:
         log.warning("%d duration variant(s) skipped: the clip is shorter than the requested segment", skipped)
     if silent:
