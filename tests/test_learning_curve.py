@@ -19,6 +19,8 @@ from speech_calibration.calibration.dev import calibrate_system
 from speech_calibration.calibration.learning_curve import (
     CURVE_METHODS,
     Split,
+    _fmt,
+    _interval,
     draw_group_subsets,
     scores,
     subset_clips,
@@ -27,6 +29,7 @@ from speech_calibration.calibration.learning_curve import (
 from speech_calibration.data import schema
 from speech_calibration.errors import UserError
 from speech_calibration.stats import metrics
+from speech_calibration.stats.resampling import MIN_DISTINCT
 from stages import learning_curve as stage
 
 BOUNDS = (0.01, 100.0)
@@ -151,3 +154,19 @@ def test_a_bad_learning_curve_param_is_rejected_by_key(section, message):
     with pytest.raises(UserError) as err:
         params.parse(params.Params, {"learning_curve": section}, "")
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("distinct", [3, MIN_DISTINCT - 1, MIN_DISTINCT])
+def test_an_interval_needs_as_many_distinct_values_as_every_other_interval(distinct):
+    """The ``all`` row pools one fit per seed (3 values by default) and small sizes have few distinct subsets: below
+    ``MIN_DISTINCT`` distinct values there is no interval, but the range and the reason in words."""
+    values = np.repeat(np.arange(distinct, dtype=float) / 10, 3)  # each value three times: distinct values, not draws
+    block = _interval(values, 0.95)
+    assert block["mean"] == pytest.approx((distinct - 1) / 20)
+    if distinct < MIN_DISTINCT:
+        assert (block["lo"], block["hi"], block["min"], block["max"]) == (None, None, 0.0, (distinct - 1) / 10)
+        assert block["reason"] == f"{distinct} distinct values: too few for an interval (needs >= {MIN_DISTINCT})"
+        assert _fmt(block) == f"{block['mean']:.3f} (0.00 to {(distinct - 1) / 10:.2f})"
+    else:
+        assert block["lo"] is not None and block["lo"] < block["mean"] < block["hi"]
+        assert _fmt(block).endswith("]")

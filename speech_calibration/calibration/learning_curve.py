@@ -41,7 +41,7 @@ from speech_calibration.data import schema
 from speech_calibration.fileio import atomic_path, write_csv, write_json, write_text
 from speech_calibration.params import ALL_DEV, Params
 from speech_calibration.stats import metrics
-from speech_calibration.stats.resampling import keyed_rng, percentile_interval
+from speech_calibration.stats.resampling import MIN_DISTINCT, keyed_rng, percentile_interval
 
 log = logging.getLogger(__name__)
 
@@ -194,11 +194,18 @@ def _fit_predict(method: str, dev: Split, test: Split, content_free, bounds) -> 
 
 
 # ---------------------------------------------------------------------------------------- summary
-def _interval(values: np.ndarray, ci: float) -> dict[str, float | None]:
+def _interval(values: np.ndarray, ci: float) -> dict:
+    """The mean over the values, and their percentile interval where they take at least ``MIN_DISTINCT`` distinct
+    values (the rule of every interval here, :mod:`speech_calibration.stats.resampling`). Fewer: ``lo = hi = None``,
+    their range (``min``, ``max``) and the reason in words; the percentile interval of a few values is their range
+    and says more about those few subsets than about another one."""
     values = np.asarray(values, dtype=float)
     mean = float(np.mean(values))
-    if values.size < 2:
-        return {"mean": mean, "lo": None, "hi": None}
+    distinct = int(np.unique(values).size)
+    if distinct < MIN_DISTINCT:
+        return {"mean": mean, "lo": None, "hi": None, "min": float(values.min()), "max": float(values.max()),
+                "reason": f"{distinct} distinct value{'s' * (distinct != 1)}: too few for an interval "
+                          f"(needs >= {MIN_DISTINCT})"}
     lo, hi = percentile_interval(values, ci)
     return {"mean": mean, "lo": lo, "hi": hi}
 
@@ -255,10 +262,13 @@ def plot_rows(rows: Sequence[dict]) -> list[dict]:
 
 
 def _fmt(block: dict | None) -> str:
+    """``mean [lo, hi]`` with an interval; ``mean (min to max)`` with too few values for one."""
     if block is None:
         return ""
     mean, lo, hi = block["mean"], block["lo"], block["hi"]
-    return f"{mean:.3f}" + ("" if lo is None else f" [{lo:.3f}, {hi:.3f}]")
+    if lo is not None:
+        return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{mean:.3f}" + (f" ({block['min']:.2f} to {block['max']:.2f})" if block["min"] != block["max"] else "")
 
 
 def table_text(rows: Sequence[dict], not_drawn: dict[str, str], *, n_seeds: int, repeats: int, ci: float) -> str:
@@ -268,7 +278,8 @@ def table_text(rows: Sequence[dict], not_drawn: dict[str, str], *, n_seeds: int,
     head = [f"How much dev data each calibration method needs: every method refitted on random dev subsets of whole "
             f"groups ({repeats} per size; {ALL_DEV} = the full-dev fit), each fit scored on the full test set.",
             f"Mean over {n_seeds} seed(s) x repeats [{level} percentile interval over them: which dev subset you "
-            f"happen to have; for {ALL_DEV}, one fit per seed, so over the seeds alone]; n_dev, groups: clips and "
+            f"happen to have; for {ALL_DEV}, one fit per seed, so over the seeds alone], or (min to max) where they "
+            f"take fewer than {MIN_DISTINCT} distinct values, too few for an interval; n_dev, groups: clips and "
             "groups per subset (mean); subsets: distinct subsets drawn. NLL - temperature: paired on the same "
             "subsets, and the share of subsets where the method's test NLL is lower. contextual and batch use no "
             "dev labels (flat by construction)."]
@@ -289,7 +300,8 @@ def table_text(rows: Sequence[dict], not_drawn: dict[str, str], *, n_seeds: int,
 
 
 def plot_png(path, rows: Sequence[dict], *, title: str) -> None:
-    """Two panels (test NLL, smooth ECE) against mean dev clips (log x): a line and its interval band per method."""
+    """Two panels (test NLL, smooth ECE) against mean dev clips (log x): a line per method, with its interval band, or
+    a dotted range where the values are too few for an interval (:func:`_interval`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: only the stage draws
     from matplotlib.figure import Figure
 
@@ -308,6 +320,11 @@ def plot_png(path, rows: Sequence[dict], *, title: str) -> None:
             if band:
                 bx, lo, hi = zip(*band)
                 ax.fill_between(bx, lo, hi, color=line.get_color(), alpha=0.12, lw=0)
+            few = [(xi, row[f"test_{key}"]["min"], row[f"test_{key}"]["max"]) for xi, row in zip(x, r)
+                   if row[f"test_{key}"]["lo"] is None and "min" in row[f"test_{key}"]]
+            if few:
+                fx, lo, hi = zip(*few)
+                ax.vlines(fx, lo, hi, color=line.get_color(), lw=0.9, ls=":")
         if rows:
             ax.axhline(rows[0][f"uncalibrated_{key}"], color="0.3", ls="--", lw=1, label="uncalibrated")
         ax.set_xscale("log")
@@ -319,6 +336,8 @@ def plot_png(path, rows: Sequence[dict], *, title: str) -> None:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(title, fontsize=10)
+    fig.text(0.01, 0.01, f"bands: percentile intervals; dotted: min to max, where fewer than {MIN_DISTINCT} distinct values "
+             "allow no interval", fontsize=7, color="0.3")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
 
