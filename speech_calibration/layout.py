@@ -180,7 +180,8 @@ class SystemFiles:
 
     @property
     def calibration_json(self) -> Path:
-        """Dev metrics before and after calibration, and the fitted parameters (for ``dvc metrics``)."""
+        """Dev metrics before and after calibration, and the fitted parameters (an ordinary cached output; the
+        declared metrics are the headline files, :func:`headline_json`)."""
         return self._metrics / "calibration" / f"{self.system}.json"
 
     @property

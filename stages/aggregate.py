@@ -1,10 +1,15 @@
-"""Stage ``aggregate``: the fine-tuned seeds together, beside the zero-shot model and the VAD baselines.
+"""Stage ``aggregate``: the fine-tuned seeds together, beside the seed ensemble, the zero-shot model and the VADs.
 
-Reads every seed's test and calibration metrics and the reference systems'; writes
-``metrics/summary.json`` (mean, SD and t-interval across seeds, for ``dvc metrics``),
-``metrics/summary.txt`` (the study's summary lines and one table of every system) and the pooled
-reliability and per-seed plots (:mod:`speech_calibration.report.summary`), with a block per evaluation set
-(``metrics/eval_sets/<name>.json``). Params: ``seeds``, ``evaluate.references``, ``evaluate.ci``,
+Reads every seed's ``metrics/test/`` and ``metrics/calibration/`` JSONs, the reference systems' in
+``metrics/references/``, every system's ``test_calibrated.csv`` under ``evaluation/``, each evaluation set's
+``metrics/eval_sets/<name>.json`` and ``metrics/learning_curve.txt``. Writes
+``metrics/headline/<system>/{uncalibrated,calibrated}.json`` (``fine_tuned``, each seed, each reference system;
+the same per evaluation set in ``metrics/headline/eval_sets/<name>/``: the only files ``dvc.yaml`` declares as
+metrics, read by ``dvc metrics show`` and ``dvc exp show``), ``metrics/summary.json`` (the detail: mean, SD and
+t-interval across seeds, group-level intervals, per-group tables; an ordinary cached output),
+``metrics/summary.txt`` (the study's summary lines and one table of every system, with a block per evaluation
+set and the learning-curve table) and ``plots/summary/`` (pooled reliability, per-seed and risk-coverage plots)
+(:mod:`speech_calibration.report.summary`). Params: ``seeds``, ``evaluate.references``, ``evaluate.ci``,
 ``evaluate.n_bins``, ``eval_sets``.
 
     python -m stages.aggregate

@@ -1,7 +1,7 @@
 """Stage ``train@<seed>``: LoRA fine-tuning of Qwen2-Audio to answer A (SPEECH) or B (NONSPEECH).
 
 Reads the train split, the base model named by ``model.name_or_path``, and the ``model``, ``prompt``,
-``lora`` and ``train`` params. Only the answer token is supervised. Writes the adapter with
+``lora``, ``train`` and ``audio.long_clips`` params. Only the answer token is supervised. Writes the adapter with
 ``save_pretrained`` (``PeftModel.from_pretrained`` opens it) plus ``train_info.json`` into
 ``models/seed_<seed>/``, and dvclive curves into ``metrics/train/seed_<seed>/``
 (:mod:`speech_calibration.model.training`).
