@@ -36,3 +36,18 @@ def test_fill_rewrites_only_the_marked_blocks_and_the_generated_line(make):
     assert make.fill(filled, outs) == filled  # idempotent
     with pytest.raises(SystemExit, match="no command"):
         make.fill(text.replace("metrics-show", "unknown-block"), outs)
+
+
+def test_no_document_links_outside_the_repository():
+    """The project describes everything in its own words: a link (Markdown ``](...)`` or ``<http...>``) points to a
+    file in the repository, never to a web page. Example URLs inside code blocks are values, not links."""
+    import re
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files", "*.md"], cwd=PROJECT, capture_output=True, text=True, check=True)
+    outside = []
+    for name in tracked.stdout.split():
+        text = re.sub(r"```.*?```", "", (PROJECT / name).read_text(), flags=re.S)  # code blocks hold example values
+        text = re.sub(r"`[^`\n]*`", "", text)  # and so do inline code spans
+        outside += [f"{name}: {''.join(m)}" for m in re.findall(r"\]\(\s*([a-z][a-z0-9+.-]*:[^)]*)\)|<(https?://[^>]*)>", text)]
+    assert outside == []
