@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -35,6 +36,65 @@ def test_debiased_ece_by_hand():
     conf, out = np.array([0.2, 0.4, 0.6, 0.8]), np.array([0.0, 1.0, 0.0, 1.0])
     assert M.binned_calibration_error(conf, out, 2, "mass", "l2") == pytest.approx(0.2)
     assert M.debiased_ece(conf, out, n_bins=2) == 0.0
+
+
+def test_equal_mass_bins_never_split_a_run_of_ties_by_hand():
+    # eight clips at confidence 0.7, half of them right, 2 bins: the run cannot be split, so one bin of 8 whatever
+    # the row order (before the fix: 0.50 sorted as below, 0.20 interleaved)
+    conf = np.full(8, 0.7)
+    for out in (np.r_[np.ones(4), np.zeros(4)], np.tile([1.0, 0.0], 4)):
+        assert M.ece_equal_mass(conf, out, n_bins=2) == pytest.approx(0.7 - 0.5)
+        # one bin: (0.5 - 0.7)^2 - 0.5 * 0.5 / (8 - 1) = 0.04 - 0.25/7 = 0.03/7
+        assert M.debiased_ece(conf, out, n_bins=2) == pytest.approx(math.sqrt(0.03 / 7))
+    # n = 6, 3 bins: equal-mass ends after 2, 4, 6 items; forecasts change after items 1, 4, 6. Bin 1 ends at the first
+    # change at or after 2 -> 4, bin 2 at the first at or after 4 -> 4 (empty, dropped), bin 3 at 6.
+    # {.2,.5,.5,.5}: conf 1.7/4 = .425, acc 2/4 -> gap .075, weight 4/6 ; {.9,.9}: conf .9, acc 1 -> gap .1, weight 2/6
+    conf, out = np.array([0.5, 0.9, 0.2, 0.5, 0.9, 0.5]), np.array([0.0, 1.0, 0.0, 1.0, 1.0, 1.0])
+    assert M.ece_equal_mass(conf, out, n_bins=3) == pytest.approx(4 / 6 * 0.075 + 2 / 6 * 0.1)
+    t = M.reliability_table(conf, out, n_bins=3, strategy="mass")
+    np.testing.assert_array_equal(t["count"], [4, 2])
+    np.testing.assert_allclose(np.c_[t["bin_lo"], t["bin_hi"]], [[0.2, 0.5], [0.9, 0.9]])
+    np.testing.assert_allclose(np.c_[t["confidence"], t["observed"]], [[0.425, 0.5], [0.9, 1.0]])
+    # a lone item after a run of ties: n = 4, 2 bins, ends after 2 and 4; forecasts change after items 1, 3, 4
+    conf, out = np.array([0.3, 0.6, 0.1, 0.3]), np.array([1.0, 1.0, 0.0, 1.0])
+    # equal mass: {.1,.3,.3} (conf .7/3, acc 2/3, weight 3/4) and {.6} (conf .6, acc 1, weight 1/4): .75 * .4333 + .25 * .4
+    assert M.ece_equal_mass(conf, out, n_bins=2) == pytest.approx(0.75 * (2 / 3 - 0.7 / 3) + 0.25 * 0.4)
+    # debiased needs 2 items per bin: {.6} joins the bin before it -> one bin, conf 1.3/4 = .325, ybar .75:
+    # (.75 - .325)^2 - .75 * .25 / 3 = .180625 - .0625 = .118125
+    assert M.debiased_ece(conf, out, n_bins=2) == pytest.approx(math.sqrt(0.118125))
+
+
+def _tied_cases() -> list[tuple[np.ndarray, np.ndarray]]:
+    """(prob, outcome) pairs with many ties: a VAD-like baseline (20 of 24 confidences equal) and a few levels."""
+    rng = np.random.default_rng(21)
+    vad = np.r_[np.full(20, 0.93), 0.61, 0.75, 0.8, 0.99]
+    levels = rng.choice([0.55, 0.7, 0.8, 0.9, 0.99], 60)
+    return [(f, (rng.uniform(size=f.size) < f - 0.1).astype(float)) for f in (vad, levels, np.full(9, 0.7))]
+
+
+@pytest.mark.parametrize("case", range(3))
+def test_every_metric_of_forecasts_and_outcomes_ignores_the_row_order_with_ties(case):
+    f, o = _tied_cases()[case]
+    y, p = (o == 1).astype(int), np.where(o == 1, f, 1 - f)  # binary_metrics' inputs with the same (conf, correct)
+    rng = np.random.default_rng(8)
+    perms = np.stack([rng.permutation(f.size) for _ in range(5)])
+
+    def every_metric(f, o, y, p):
+        out = {f"{k}_{b}": v for b in (2, 5, 15) for k, v in M.calibration_errors(f, o, b).items()}
+        out |= {f"{s}_{nm}": M.binned_calibration_error(f, o, 5, s, nm) for s in ("width", "mass") for nm in ("l1", "l2", "max")}
+        out |= {"aurc": M.aurc(f, o), "risk_coverage": M.risk_coverage(f, o)}
+        out |= {f"table_{s}_{k}": v for s in ("width", "mass") for k, v in M.reliability_table(f, o, 5, s).items()}
+        return out | {f"binary_{k}": v for k, v in M.binary_metrics(y, p, n_bins=5).items()}
+
+    ref = every_metric(f, o, y, p)
+    for perm in perms:
+        shuffled = every_metric(f[perm], o[perm], y[perm], p[perm])
+        for k, v in ref.items():  # bincount sums in row order: float sums may differ in the last bits
+            np.testing.assert_allclose(shuffled[k], v, rtol=1e-12, atol=1e-14, err_msg=k)
+    batched = M.calibration_errors(f[perms], o[perms], 5)  # the shuffles as the rows of one (B, n) matrix
+    for k, v in M.calibration_errors(f, o, 5).items():  # smooth ECE's shared bandwidth grid: within 2e-3 (its docstring)
+        np.testing.assert_allclose(batched[k], np.full(len(perms), v), rtol=1e-12, atol=2e-3 if k == "ece_smooth" else 1e-14,
+                                   err_msg=k)
 
 
 def test_smooth_ece_by_hand():
@@ -110,6 +170,29 @@ def test_equal_width_matches_torchmetrics(norm):
 
 
 # --------------------------------------------------------------------------- debiased vs plain
+@pytest.mark.parametrize("spread", [0.0, 0.2])
+def test_debiased_square_has_the_documented_expectation_given_the_forecasts(spread):
+    """Monte Carlo, forecasts fixed (so the 4 equal-mass bins of 10 are fixed), outcomes drawn with true rates
+    mu_i = mu_b +- spread (alternating) in bin b: E[squared term] = sum_b w_b [(mu_b - conf_b)^2 - s_b^2 / (n_b - 1)],
+    with s_b^2 = spread^2 the variance of the true rates within a bin (0: unbiased for the binned forecaster)."""
+    rng = np.random.default_rng(12)
+    f = np.linspace(0.05, 0.95, 40)
+    mu_b = np.array([0.25, 0.45, 0.6, 0.75])
+    mu = np.repeat(mu_b, 10) + spread * np.tile([1.0, -1.0], 20)
+    draws = 40000
+    y = (rng.uniform(size=(draws, 40)) < mu).astype(float)
+    sq = M._debiased_square(np.broadcast_to(f, y.shape), y, 4)
+    conf_b = f.reshape(4, 10).mean(axis=1)
+    expected = np.mean((mu_b - conf_b) ** 2 - spread**2 / (10 - 1))
+    se = sq.std(ddof=1) / math.sqrt(draws)  # Monte-Carlo standard error of the mean, about 1e-4 here
+    assert abs(sq.mean() - expected) < 4 * se
+    # the test can tell a biased estimate: the plug-in square (bias sum_b w_b Var(ybar_b) ~ 0.02) is far outside
+    plug_in = M.binned_calibration_error(np.broadcast_to(f, y.shape), y, 4, "mass", "l2") ** 2
+    assert plug_in.mean() - expected > 50 * se
+    if spread:  # and the spread term (0.04 / 9 ~ 0.0044) is resolved: not unbiased for (mu_b - conf_b)^2 then
+        assert np.mean((mu_b - conf_b) ** 2) - sq.mean() > 20 * se
+
+
 def test_debiased_closer_to_true_l2_error_than_plug_in():
     """Small samples of known calibration: forecasts f ~ U(0,1), P(y=1 | f) = g(f).
 
@@ -163,8 +246,25 @@ def test_one_class_absent_gives_documented_nan_not_a_crash():
     assert math.isnan(m["acc_nonspeech"]) and math.isnan(m["roc_auc"]) and math.isnan(m["balanced_accuracy"])
     assert m["acc_speech"] == pytest.approx(0.8) and m["accuracy"] == pytest.approx(0.8)
     assert np.isfinite(m["ece"]) and np.isfinite(m["nll"]) and np.isfinite(m["ece_smooth"])
-    empty = M.binary_metrics(np.zeros(0, dtype=int), np.zeros(0))
-    assert all(math.isnan(float(v)) or float(v) == 0.0 for v in empty.values())
+
+
+
+@pytest.mark.parametrize("shape", [(0,), (3, 0)])
+def test_zero_clips_give_nan_for_every_metric(shape):
+    """Zero clips: every metric, alone or in binary_metrics, is NaN (none 0), without a numpy warning."""
+    e = np.zeros(shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = dict(M.binary_metrics(e.astype(int), e))
+        values |= {f"alone_{k}": v for k, v in M.calibration_errors(e, e).items()}
+        values |= {f"alone_{k}": v for k, v in M.brier_decomposition(e, e).items()}
+        values |= {"alone_brier": M.brier(e, e), "alone_nll": M.nll(e, e), "alone_aurc": M.aurc(e, e),
+                   "alone_accuracy": M.accuracy(e, e), "alone_roc_auc": M.roc_auc(e, e),
+                   "alone_l2_mass": M.binned_calibration_error(e, e, 15, "mass", "l2")}
+        table = M.reliability_table(np.zeros(0), np.zeros(0), strategy="mass")
+    for k, v in values.items():
+        assert np.shape(v) == shape[:-1] and np.all(np.isnan(v)), k
+    assert all(len(v) == 0 for v in table.values())
 
 
 def test_sigmoid_and_logit_closed_forms():
@@ -246,7 +346,11 @@ def test_smooth_ece_equals_an_exact_computation_also_near_one(case):
     rng = np.random.default_rng(11)
     f = rng.uniform(0, 1, 60) if case == "spread" else 1 - rng.exponential(0.01, 60).clip(0, 0.2)
     y = (rng.uniform(size=60) < np.clip(f - 0.05, 0, 1)).astype(float)
-    assert M.smooth_ece(f, y) == pytest.approx(_smooth_ece_by_quadrature(f, y), abs=2e-4)
+    exact = _smooth_ece_by_quadrature(f, y)
+    assert M.smooth_ece(f, y) == pytest.approx(exact, abs=2e-4)
+    if case == "near_one":  # as the docstring says, relplot's gridded kernel is off the formula here
+        relplot = pytest.importorskip("relplot")
+        assert abs(float(relplot.smECE(f, y)) - exact) > 1e-3
 
 
 # ------------------------------------------------------------------------------------ selective prediction
@@ -282,5 +386,7 @@ def test_aurc_is_batched_like_every_metric_and_in_binary_metrics():
     rng = np.random.default_rng(1)
     conf, correct = rng.uniform(0.5, 1, (6, 20)).round(2), rng.integers(0, 2, (6, 20))
     np.testing.assert_allclose(M.aurc(conf, correct), [M.aurc(conf[i], correct[i]) for i in range(6)])
-    y, p = rng.integers(0, 2, 30), rng.uniform(0, 1, 30)
-    assert M.binary_metrics(y, p)["aurc"] == M.aurc(*M.top_label(y, p))
+    # binary_metrics ranks by top-label confidence: p = .9, .2, .3, .6 -> conf .9, .8, .7, .6, right / wrong / right / wrong
+    y, p = np.array([1, 1, 0, 0]), np.array([0.9, 0.2, 0.3, 0.6])
+    # brute force over the thresholds .9, .8, .7, .6: error rates 0/1, 1/2, 1/3, 2/4; their mean = (4/3) / 4 = 1/3
+    assert M.binary_metrics(y, p)["aurc"] == pytest.approx((0 + 1 / 2 + 1 / 3 + 2 / 4) / 4)

@@ -21,7 +21,8 @@ Estimators of the calibration error (all ``>= 0``; 0 is perfect calibration):
                   (bins ``[lo, hi)``, the last one closed). On ``(p, y)`` it equals torchmetrics'
                   ``binary_calibration_error``; on the top-label pair that the headline ECE uses it equals its
                   ``multiclass_calibration_error`` with two classes (tests/test_metrics.py, l1, l2 and max norms)
-``ece_mass``      the same with equal-mass bins (sorted by confidence, split into ``n_bins`` groups of (almost) equal size)
+``ece_mass``      the same with equal-mass bins (sorted by confidence, split into ``n_bins`` groups of (almost) equal size;
+                  a run of equal confidences is never split, so ties can merge bins: see ``_mass_ends``)
 ``ece_debiased``  Kumar, Liang & Ma (2019) debiased estimate of the l2 (RMS) calibration error over equal-mass bins:
                   ``sqrt(max(0, sum_b n_b/n * [(mean outcome_b - mean conf_b)^2 - ybar_b (1 - ybar_b) / (n_b - 1)]))``
 ``ece_smooth``    SmoothECE (Blasiok & Nakkiran 2024): the kernel-smoothed residual integrated over [0, 1] at the
@@ -47,6 +48,13 @@ def _safe_div(num, den) -> np.ndarray:
     out = np.full(num.shape, np.nan)
     np.divide(num, den, out=out, where=den != 0)
     return out if out.ndim else out[()]
+
+
+def _mean(x: np.ndarray) -> np.ndarray:
+    """Mean over the last axis; NaN (without numpy's warning) where it is empty."""
+    if x.shape[-1] == 0:
+        return np.full(x.shape[:-1], np.nan)[()]
+    return np.mean(x, axis=-1)
 
 
 def _rows(x: np.ndarray) -> np.ndarray:
@@ -182,21 +190,23 @@ def risk_coverage(conf, correct) -> np.ndarray:
 
 def aurc(conf, correct) -> np.ndarray:
     """Area under the risk-coverage curve: the mean of :func:`risk_coverage` over the ``n`` coverages (lower is
-    better; for a perfect ranking of ``m`` errors among ``n`` clips it is ``(1/n) sum_{j=1..m} j / (n - m + j)``)."""
-    return np.mean(risk_coverage(conf, correct), axis=-1)
+    better; for a perfect ranking of ``m`` errors among ``n`` clips it is ``(1/n) sum_{j=1..m} j / (n - m + j)``).
+    NaN for zero clips."""
+    return _mean(risk_coverage(conf, correct))
 
 
 # ---------------------------------------------------------------------------------- proper scores
 def brier(y, p) -> np.ndarray:
-    """Brier score of p(SPEECH): ``mean((p - y)^2)`` (the one-class form, in [0, 1]; 0.25 for p = 0.5)."""
-    return np.mean((_f(p) - _f(y)) ** 2, axis=-1)
+    """Brier score of p(SPEECH): ``mean((p - y)^2)`` (the one-class form, in [0, 1]; 0.25 for p = 0.5). NaN for zero clips."""
+    return _mean((_f(p) - _f(y)) ** 2)
 
 
 def nll(y, p, eps: float = NLL_EPS) -> np.ndarray:
-    """Mean negative log-likelihood ``-mean(y log p + (1 - y) log(1 - p))`` in nats, p clipped to [eps, 1 - eps]."""
+    """Mean negative log-likelihood ``-mean(y log p + (1 - y) log(1 - p))`` in nats, p clipped to [eps, 1 - eps].
+    NaN for zero clips."""
     p = np.clip(_f(p), eps, 1.0 - eps)
     y = _f(y)
-    return -np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p), axis=-1)
+    return -_mean(y * np.log(p) + (1.0 - y) * np.log1p(-p))
 
 
 # --------------------------------------------------------------------------------------- binning
@@ -212,30 +222,62 @@ def _mass_sizes(n: int, n_bins: int) -> np.ndarray:
     return np.array([n // k + 1] * (n % k) + [n // k] * (k - n % k))
 
 
-def _bin_stats(prob, outcome, n_bins: int, strategy: str):
-    """Per-bin (count, sum of prob, sum of outcome), each of shape ``(rows, bins)``."""
+def _mass_ends(ps: np.ndarray, n_bins: int, min_count: int = 1) -> np.ndarray:
+    """Ends of the equal-mass bins of sorted forecasts ``ps`` (rows, n): bin ``k`` holds sorted items
+    ``ends[k-1] .. ends[k] - 1`` (``ends[-1] = 0``), shape ``(rows, min(n_bins, n))``, non-decreasing, the last ``n``.
+
+    A run of equal forecasts is never split. Bin ``k`` would end after the first ``e_k`` items (``e_k`` the
+    cumulative :func:`_mass_sizes`); it ends instead at the first boundary between distinct forecasts at or after
+    ``e_k`` (``n`` counts as one). A run of ties reaching past the next ``e_k`` therefore leaves the bins after it
+    empty (count 0; every estimator skips them). With ``min_count=2`` a bin of one item (possible only right after
+    such a run) joins the bin before it. The bins depend on the sorted forecasts only, never on the row order.
+    """
+    rows, n = ps.shape
+    pos = np.arange(n + 1)
+    edge = np.ones((rows, n + 1), dtype=bool)  # edge[:, j]: a bin may end after the first j sorted items
+    edge[:, 1:n] = ps[:, 1:] != ps[:, :-1]
+    next_edge = np.flip(np.minimum.accumulate(np.flip(np.where(edge, pos, n), axis=-1), axis=-1), axis=-1)
+    ends = next_edge[:, np.cumsum(_mass_sizes(n, n_bins))]
+    if min_count == 2:
+        for k in range(1, ends.shape[1]):  # a lone item after a run of ties joins the bin before it
+            single = (ends[:, k] - ends[:, k - 1] == 1)[:, None]
+            ends = np.where(single & (ends == ends[:, k - 1 : k]), ends[:, k : k + 1], ends)
+    elif min_count != 1:
+        raise ValueError(f"min_count must be 1 or 2, got {min_count}")
+    return ends
+
+
+def _bin_stats(prob, outcome, n_bins: int, strategy: str, min_count: int = 1):
+    """Per-bin (count, sum of prob, sum of outcome), each of shape ``(rows, bins)``; a bin may be empty (count 0).
+
+    ``mass`` bins are those of :func:`_mass_ends` (``min_count`` items at least in every non-empty bin).
+    """
     prob, outcome = _rows(_f(prob)), _rows(_f(outcome))
     rows, n = prob.shape
     if strategy == "width":
         idx = _width_bins(prob, n_bins)
-        flat = (np.arange(rows)[:, None] * n_bins + idx).ravel()
         size = rows * n_bins
-        count = np.bincount(flat, minlength=size).reshape(rows, n_bins).astype(float)
-        s_prob = np.bincount(flat, weights=prob.ravel(), minlength=size).reshape(rows, n_bins)
-        s_out = np.bincount(flat, weights=outcome.ravel(), minlength=size).reshape(rows, n_bins)
-        return count, s_prob, s_out
-    if strategy == "mass":
+    elif strategy == "mass":
         if n == 0:
             z = np.zeros((rows, 1))
             return z, z, z
         order = np.argsort(prob, axis=-1, kind="mergesort")
-        ps = np.take_along_axis(prob, order, axis=-1)
-        os_ = np.take_along_axis(outcome, order, axis=-1)
-        sizes = _mass_sizes(n, n_bins)
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        count = np.broadcast_to(sizes.astype(float), (rows, len(sizes)))
-        return count, np.add.reduceat(ps, starts, axis=-1), np.add.reduceat(os_, starts, axis=-1)
-    raise ValueError(f"strategy must be 'width' or 'mass', got {strategy!r}")
+        prob = np.take_along_axis(prob, order, axis=-1)
+        outcome = np.take_along_axis(outcome, order, axis=-1)
+        ends = _mass_ends(prob, n_bins, min_count)
+        n_bins = ends.shape[1]
+        starts = np.zeros((rows, n), dtype=np.int64)  # +1 at the first item of every bin after the first
+        np.add.at(starts, (np.repeat(np.arange(rows), n_bins - 1), np.minimum(ends[:, :-1], n - 1).ravel()),
+                  (ends[:, :-1] < n).ravel().astype(np.int64))
+        idx = np.cumsum(starts, axis=-1)
+        size = rows * n_bins
+    else:
+        raise ValueError(f"strategy must be 'width' or 'mass', got {strategy!r}")
+    flat = (np.arange(rows)[:, None] * n_bins + idx).ravel()
+    count = np.bincount(flat, minlength=size).reshape(rows, n_bins).astype(float)
+    s_prob = np.bincount(flat, weights=prob.ravel(), minlength=size).reshape(rows, n_bins)
+    s_out = np.bincount(flat, weights=outcome.ravel(), minlength=size).reshape(rows, n_bins)
+    return count, s_prob, s_out
 
 
 def binned_calibration_error(prob, outcome, n_bins: int = 15, strategy: str = "width", norm: str = "l1") -> np.ndarray:
@@ -244,7 +286,8 @@ def binned_calibration_error(prob, outcome, n_bins: int = 15, strategy: str = "w
     With ``conf_b`` and ``acc_b`` the mean forecast and mean outcome of the ``n_b`` items in bin ``b`` (of ``n``):
     ``l1 = sum_b n_b/n |conf_b - acc_b|`` (ECE), ``l2 = sqrt(sum_b n_b/n (conf_b - acc_b)^2)`` (RMSCE),
     ``max = max_b |conf_b - acc_b|`` over non-empty bins (MCE). ``strategy``: ``width`` (bins of [0, 1] of
-    equal width) or ``mass`` (equal counts). NaN for zero items.
+    equal width) or ``mass`` (equal counts, except that equal forecasts always share a bin: :func:`_mass_ends`).
+    Every value is independent of the order of the items. NaN for zero items.
     """
     prob = _f(prob)
     count, s_prob, s_out = _bin_stats(prob, outcome, n_bins, strategy)
@@ -267,7 +310,8 @@ def ece(prob, outcome, n_bins: int = 15) -> np.ndarray:
 
 
 def ece_equal_mass(prob, outcome, n_bins: int = 15) -> np.ndarray:
-    """Equal-mass binned expected calibration error (l1): ``min(n_bins, n)`` bins of (almost) equal count."""
+    """Equal-mass binned expected calibration error (l1): ``min(n_bins, n)`` bins of (almost) equal count, ties kept
+    together (a bin ends at the first change of forecast at or after its equal-mass quantile; see :func:`_mass_ends`)."""
     return binned_calibration_error(prob, outcome, n_bins, "mass", "l1")
 
 
@@ -280,20 +324,32 @@ def debiased_ece(prob, outcome, n_bins: int = 15) -> np.ndarray:
     """Debiased estimate of the l2 (RMS) calibration error, Kumar, Liang & Ma (2019), "Verified uncertainty calibration".
 
     The plug-in ``sum_b w_b (ybar_b - conf_b)^2`` overestimates the squared error: ``ybar_b`` is a mean of
-    ``n_b`` Bernoulli draws, so ``E[(ybar_b - conf_b)^2] = (mu_b - conf_b)^2 + Var(ybar_b)``. Subtracting the
-    unbiased variance estimate ``ybar_b (1 - ybar_b) / (n_b - 1)`` in every bin gives an unbiased estimate of
-    the squared error of the binned forecaster; the square root of its positive part is returned.
-    Bins are equal-mass, ``min(n_bins, n // 2)`` of them so that every bin holds at least 2 items.
+    ``n_b`` Bernoulli draws, so ``E[(ybar_b - conf_b)^2] = (mu_b - conf_b)^2 + Var(ybar_b)``. Subtracting
+    ``ybar_b (1 - ybar_b) / (n_b - 1)`` in every bin gives the squared term ``sum_b w_b [(ybar_b - conf_b)^2 -
+    ybar_b (1 - ybar_b) / (n_b - 1)]``; the square root of its positive part is returned. Given the forecasts (the
+    bins depend on them only) and outcomes drawn independently with true rates ``mu_i``, the squared term has
+    expectation ``sum_b w_b [(mu_b - conf_b)^2 - s_b^2 / (n_b - 1)]``, with ``mu_b`` and ``s_b^2`` the mean and the
+    variance of the ``mu_i`` in bin ``b``: it is unbiased for the squared error of the binned forecaster when every
+    item of a bin has the same true rate, and lower by ``s_b^2 / (n_b - 1)`` per bin otherwise (both checked by
+    Monte Carlo in tests/test_metrics.py). The square root and the clipping at 0 add their own bias.
+    Bins are equal-mass, ``min(n_bins, n // 2)`` of them so that every bin holds at least 2 items (ties kept
+    together, and a lone item after a run of ties joined to the bin before it: :func:`_mass_ends`).
     NaN for fewer than 2 items.
     """
     prob = _f(prob)
     n = prob.shape[-1]
     if n < 2:
         return np.full(prob.shape[:-1], np.nan)[()]
-    count, s_prob, s_out = _bin_stats(prob, outcome, min(n_bins, n // 2), "mass")
-    ybar, cbar = s_out / count, s_prob / count
-    sq = np.sum(count / n * ((ybar - cbar) ** 2 - ybar * (1.0 - ybar) / (count - 1.0)), axis=-1)
-    return _unrows(np.sqrt(np.maximum(sq, 0.0)), prob)
+    return _unrows(np.sqrt(np.maximum(_debiased_square(prob, outcome, n_bins), 0.0)), prob)
+
+
+def _debiased_square(prob, outcome, n_bins: int) -> np.ndarray:
+    """The squared term of :func:`debiased_ece` before clipping, per row (rows,), for ``n >= 2`` items."""
+    n = prob.shape[-1]
+    count, s_prob, s_out = _bin_stats(prob, outcome, min(n_bins, n // 2), "mass", min_count=2)
+    ybar, cbar = _safe_div(s_out, count), _safe_div(s_prob, count)  # NaN in the empty bins, which nansum skips
+    with np.errstate(invalid="ignore"):
+        return np.nansum(count / n * ((ybar - cbar) ** 2 - ybar * (1.0 - ybar) / (count - 1.0)), axis=-1)
 
 
 # ------------------------------------------------------------------------------------- smooth ECE
@@ -386,8 +442,8 @@ def smooth_ece(prob, outcome) -> np.ndarray:
     (unique, since ``smECE_s`` decreases in ``s``); below ``s = 0.001`` the value at 0.001 is returned, as
     ``relplot.smECE`` does. Equal within 2e-4 to the formula above integrated independently (dense grid,
     brentq), also with forecasts piled up near 1; within 2e-3 of ``relplot.smECE`` on forecasts spread over
-    (0, 1), while near 0 or 1 relplot, which evaluates its reflected kernel on a grid, differs (0.0427 against
-    0.0410 in tests/test_metrics.py).
+    (0, 1), while near 0 or 1 relplot, which evaluates its reflected kernel on a grid, is more than 1e-3 off that
+    formula (the near-one case of tests/test_metrics.py).
 
     Rows of a 2-D input (bootstrap resamples) are evaluated together: the kernel is computed once per
     distinct (prob, outcome) pair and a bandwidth grid (coarse, then refined around the crossings) is
@@ -456,9 +512,12 @@ def brier_decomposition(y, p, n_bins: int = 15) -> dict[str, np.ndarray]:
     ``reliability = sum_b n_b/n (pbar_b - ybar_b)^2`` (lower is better), ``resolution = sum_b n_b/n (ybar_b - ybar)^2``
     (higher is better), ``uncertainty = ybar (1 - ybar)``. For forecasts that take one value per bin,
     ``brier = reliability - resolution + uncertainty`` exactly; for continuous forecasts binning leaves a
-    small remainder, reported as ``within_bin = brier - (reliability - resolution + uncertainty)``.
+    small remainder, reported as ``within_bin = brier - (reliability - resolution + uncertainty)``. Every term is
+    NaN for zero clips.
     """
     y, p = _f(y), _f(p)
+    if p.shape[-1] == 0:
+        return {k: np.full(p.shape[:-1], np.nan)[()] for k in ("reliability", "resolution", "uncertainty", "within_bin")}
     count, s_p, s_y = _bin_stats(p, y, n_bins, "width")
     n = count.sum(axis=-1, keepdims=True)
     ybar = s_y.sum(axis=-1, keepdims=True) / n
@@ -526,17 +585,20 @@ def binary_metrics(y, p, *, n_bins: int = 15, threshold: float = 0.5, decomposit
 
 
 def reliability_table(prob, outcome, n_bins: int = 15, strategy: str = "width") -> dict[str, np.ndarray]:
-    """Reliability-diagram data (1-D inputs): per non-empty bin its edges, count, mean forecast and observed rate."""
+    """Reliability-diagram data (1-D inputs): per non-empty bin its edges, count, mean forecast and observed rate.
+
+    Equal-width bins are given by their edges; equal-mass bins (:func:`_mass_ends`) by their smallest and largest
+    forecast. Empty arrays for zero items.
+    """
     prob, outcome = _f(prob), _f(outcome)
     count, s_prob, s_out = (a[0] for a in _bin_stats(prob, outcome, n_bins, strategy))
+    keep = count > 0
     if strategy == "width":
         edges = np.linspace(0.0, 1.0, n_bins + 1)
-        lo, hi = edges[:-1], edges[1:]
+        lo, hi = edges[:-1][keep], edges[1:][keep]
     else:
         ps = np.sort(prob)
-        ends = np.cumsum(count).astype(int)
-        lo = ps[np.concatenate([[0], ends[:-1]])] if len(ps) else np.zeros(0)
-        hi = ps[ends - 1] if len(ps) else np.zeros(0)
-    keep = count > 0
-    return {"bin_lo": lo[keep], "bin_hi": hi[keep], "count": count[keep].astype(int),
+        ends = np.cumsum(count).astype(int)[keep]
+        lo, hi = ps[ends - count[keep].astype(int)], ps[ends - 1]
+    return {"bin_lo": lo, "bin_hi": hi, "count": count[keep].astype(int),
             "confidence": s_prob[keep] / count[keep], "observed": s_out[keep] / count[keep]}
