@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from speech_calibration.calibration import calibrators as C
+from speech_calibration.calibration.calibrators import DEFAULT_TEMPERATURE_BOUNDS
 from speech_calibration.calibration.fitting import fit
 from speech_calibration.calibration.methods import AUTO, FITTED, METHODS
 from speech_calibration.errors import UserError
@@ -228,8 +229,11 @@ def _dev_report(method, a, y, **fit_args):
     from speech_calibration.calibration.dev import dev_summary, fit_notes
 
     cal = fit(method, a, np.zeros_like(a), y, **fit_args)
-    p_before, p_after = M.sigmoid(a), cal.predict_proba(a, np.zeros_like(a))
-    return fit_notes(cal.method, p_after, y, dev_summary(y, p_before, 15), dev_summary(y, p_after, 15))
+    z_after = cal.log_odds(a, np.zeros_like(a))
+    p_before, p_after = M.sigmoid(a), M.sigmoid(z_after)
+    return fit_notes(cal.method, p_after, y, dev_summary(y, p_before, 15, log_odds=a),
+                     dev_summary(y, p_after, 15, log_odds=z_after),
+                     fit_args.get("temperature_bounds", DEFAULT_TEMPERATURE_BOUNDS))
 
 
 def test_a_fit_that_collapses_to_a_constant_is_explained():
@@ -252,6 +256,27 @@ def test_a_fit_that_raises_dev_nll_is_explained_and_temperature_only_when_its_bo
     assert any("temperature_bounds leave out T = 1" in n for n in _dev_report("temperature", a, y,
                                                                              temperature_bounds=(2.0, 10.0)))
     assert any("raised the dev NLL" in n and "clips p(SPEECH)" in n for n in _dev_report("isotonic", a, y))
+
+
+def test_a_temperature_whose_bounds_keep_1_never_raises_the_dev_nll_even_past_the_clip_of_p():
+    """Confident dev clips (|log-odds| ~ 20) and one error at 200 log-odds. The fit minimises the unclipped NLL, which
+    T ~ 6.8 lowers (1.0 -> 0.2 nats); an NLL of p clipped at 1e-12 caps that error at 27.6 nats and would report a
+    rise (0.14 -> 0.19), once blamed on the bounds. The dev NLL is computed from the log-odds, so it falls, and no
+    note blames bounds that keep T = 1."""
+    from speech_calibration.calibration.dev import dev_summary
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 100)
+    a = np.where(y == 1, 20.0, -20.0) + rng.normal(0, 1.0, y.size)
+    a[0] = 200.0  # a NONSPEECH clip answered SPEECH at 200 log-odds
+    cal = fit("temperature", a, np.zeros_like(a), y)
+    assert cal.temperature > 2.0
+    z = cal.log_odds(a, np.zeros_like(a))
+    before, after = dev_summary(y, M.sigmoid(a), 15, log_odds=a), dev_summary(y, M.sigmoid(z), 15, log_odds=z)
+    assert after["nll"] < before["nll"]
+    assert before["nll"] == pytest.approx(np.mean(np.logaddexp(0, np.where(y == 1, -a, a))), rel=1e-6)
+    assert M.nll(y, M.sigmoid(z)) > M.nll(y, M.sigmoid(a))  # what the clipped NLL would have reported
+    assert _dev_report("temperature", a, y) == []
 
 
 def test_unclipped_isotonic_never_raises_the_dev_nll():

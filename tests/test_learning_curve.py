@@ -87,7 +87,7 @@ def test_the_largest_size_equals_the_full_dev_fit_of_the_calibrate_stage(tmp_pat
         for method in CURVE_METHODS:
             calibrate_system(files, params.Calibration(method=method, temperature_bounds=list(BOUNDS)), p.evaluate.n_bins)
             cal = calibrators.load(files.calibrator)
-            expected = scores(test.y, cal.predict_proba(test.logit_a, test.logit_b))
+            expected = scores(test.y, cal.log_odds(test.logit_a, test.logit_b))
             row = rows[method]
             assert (row["n_repeats"], row["n_dev_mean"], row["test_nll"]["lo"]) == (1, 36.0, None)
             assert row["test_nll"]["mean"] == float(expected["nll"]), method

@@ -390,3 +390,22 @@ def test_aurc_is_batched_like_every_metric_and_in_binary_metrics():
     y, p = np.array([1, 1, 0, 0]), np.array([0.9, 0.2, 0.3, 0.6])
     # brute force over the thresholds .9, .8, .7, .6: error rates 0/1, 1/2, 1/3, 2/4; their mean = (4/3) / 4 = 1/3
     assert M.binary_metrics(y, p)["aurc"] == pytest.approx((0 + 1 / 2 + 1 / 3 + 2 / 4) / 4)
+
+
+def test_nll_from_the_log_odds_is_unclipped_and_equals_the_nll_of_p_where_p_does_not_round():
+    """Where ``p = sigmoid(z)`` is far from 0 and 1 both forms are ``-log p`` / ``-log(1 - p)`` (an independent
+    formula here); an error at 120 log-odds costs ``120 + log(1 + e^-120)`` nats from the log-odds, but only
+    ``-log(1e-12)`` from p, which the clip stops at ``1 - 1e-12``."""
+    rng = np.random.default_rng(5)
+    z = rng.uniform(-20, 20, 200)
+    y = (rng.uniform(size=200) < 0.5).astype(float)
+    p = 1.0 / (1.0 + np.exp(-z))
+    direct = -np.mean(np.where(y == 1, np.log(p), np.log(1.0 - p)))
+    assert M.nll(y, p, log_odds=z) == pytest.approx(direct, rel=1e-9)
+    assert M.nll(y, p) == pytest.approx(direct, rel=1e-9)
+    assert M.nll([0.0], [1.0], log_odds=[120.0]) == pytest.approx(120.0 + np.log1p(np.exp(-120.0)), rel=1e-15)
+    assert M.nll([1.0], [0.0], log_odds=[-120.0]) == pytest.approx(120.0, rel=1e-15)
+    assert M.nll([0.0], [1.0]) == pytest.approx(-np.log(1e-12), rel=1e-6)
+    batch = M.nll(np.tile(y, (3, 1)), np.tile(p, (3, 1)), log_odds=np.tile(z, (3, 1)))  # (B, n) resamples
+    assert batch.shape == (3,) and np.allclose(batch, direct, rtol=1e-9)
+    assert np.isnan(M.nll([], [], log_odds=[]))

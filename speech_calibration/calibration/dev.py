@@ -40,8 +40,8 @@ def temperature_text(cal: Calibrator) -> str:
 
 
 def dev_summary(y: np.ndarray, p: np.ndarray, n_bins: int, threshold: float = 0.5, *, log_odds=None) -> dict[str, float]:
-    """The dev metrics of ``DEV_SUMMARY_KEYS``; ``log_odds`` (behind ``p``) is what ROC-AUC ranks
-    (:func:`~speech_calibration.stats.metrics.binary_metrics`)."""
+    """The dev metrics of ``DEV_SUMMARY_KEYS``; ``log_odds`` (behind ``p``) is what ROC-AUC ranks and what the NLL is
+    computed from, unclipped (:func:`~speech_calibration.stats.metrics.binary_metrics`)."""
     m = metrics.binary_metrics(y, p, n_bins=n_bins, threshold=threshold, decomposition=False, score=log_odds)
     return {k: round(float(m[k]), 6) for k in DEV_SUMMARY_KEYS}
 
@@ -64,8 +64,13 @@ WORSE_NLL_REASON = {
 CONSTANT_SPREAD = 1e-6  # a calibrated p(SPEECH) whose range on dev is below this is reported as constant
 
 
-def fit_notes(method: str, p_after: np.ndarray, y: np.ndarray, before: dict, after: dict) -> list[str]:
-    """Sentences for the report when a fit is degenerate: constant on dev, or worse than no calibration there."""
+def fit_notes(method: str, p_after: np.ndarray, y: np.ndarray, before: dict, after: dict,
+              temperature_bounds: tuple[float, float] | None = None) -> list[str]:
+    """Sentences for the report when a fit is degenerate: constant on dev, or worse than no calibration there.
+
+    The dev NLLs are computed from the log-odds, unclipped (:func:`dev_summary`), as the fits minimise them. A
+    temperature fit can then raise the dev NLL only where ``temperature_bounds`` leave out T = 1, and its sentence
+    says so only then."""
     notes = []
     if p_after.size and float(np.ptp(p_after)) < CONSTANT_SPREAD:
         if before["roc_auc"] < 0.5:
@@ -75,7 +80,9 @@ def fit_notes(method: str, p_after: np.ndarray, y: np.ndarray, before: dict, aft
             why = f"the dev logits carry no ranking the map could use (dev ROC-AUC {before['roc_auc']:.3f})"
         notes.append(f"{method} collapsed to a constant p(SPEECH) = {float(p_after[0]):.3f} on dev: {why}; every "
                      f"clip gets the same answer, so its calibrated ROC-AUC is 0.5 (ties) and one class is never chosen")
-    if after["nll"] > before["nll"] + 1e-9 and method in WORSE_NLL_REASON:
+    bounds_keep_1 = temperature_bounds is not None and temperature_bounds[0] <= 1.0 <= temperature_bounds[1]
+    if after["nll"] > before["nll"] + 1e-9 and method in WORSE_NLL_REASON and not (method == "temperature"
+                                                                                and bounds_keep_1):
         notes.append(f"{method} raised the dev NLL from {before['nll']:.4f} to {after['nll']:.4f}: "
                      f"{WORSE_NLL_REASON[method]}")
     return notes
@@ -123,7 +130,8 @@ def calibrate_system(files: SystemFiles, cfg: Calibration, n_bins: int, *, allow
         result["content_free_inputs"] = cal.info["content_free_inputs"]
     if cal.threshold != 0.5 or cfg.tune_threshold:
         result["dev"]["tuned_threshold"] = dev_summary(y, p_after, n_bins, cal.threshold, log_odds=z_after)
-    notes = fit_notes(cal.method, p_after, y, result["dev"]["uncalibrated"], result["dev"]["calibrated"])
+    notes = fit_notes(cal.method, p_after, y, result["dev"]["uncalibrated"], result["dev"]["calibrated"],
+                      tuple(cfg.temperature_bounds))
     if notes:
         result["notes"] = notes
         for note in notes:

@@ -43,12 +43,12 @@ def _check_inputs(logit_a, logit_b, y) -> tuple[np.ndarray, np.ndarray]:
 def cross_validated_nll(method: str, z: np.ndarray, y: np.ndarray, folds: np.ndarray, content_free=None,
                         bounds=DEFAULT_TEMPERATURE_BOUNDS) -> float:
     """Pooled held-out NLL of ``method``: for each fold, fit on the others and predict the fold."""
-    p = np.empty_like(z)
+    z_cal = np.empty_like(z)
     for f in np.unique(folds):
         held = folds == f
         cal = _fit_one(method, z[~held], y[~held], content_free, bounds)
-        p[held] = cal.predict_proba(z[held], np.zeros(int(held.sum())))
-    return float(metrics.nll(y, p))
+        z_cal[held] = cal.log_odds(z[held], np.zeros(int(held.sum())))
+    return float(metrics.nll(y, metrics.sigmoid(z_cal), log_odds=z_cal))
 
 
 def _folds(y: np.ndarray, groups) -> tuple[np.ndarray, str]:

@@ -70,19 +70,21 @@ class Split:
         return Split(self.logit_a[idx], self.logit_b[idx], self.y[idx], self.groups[idx])
 
 
-def scores(y: np.ndarray, p: np.ndarray) -> dict[str, np.ndarray]:
-    """Test NLL and top-label smooth ECE of p(SPEECH); ``p`` may be ``(fits, clips)``, one fit per row.
+def scores(y: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
+    """Test NLL (from the log-odds, unclipped: :func:`~speech_calibration.stats.metrics.nll`) and top-label smooth
+    ECE of the log-odds of SPEECH ``z``; ``z`` may be ``(fits, clips)``, one fit per row.
 
     Row by row: the rows of different fits share no forecasts, and ``smooth_ece``'s 2-D path (built for bootstrap
     resamples of one set of forecasts) would build its kernel over every row's forecasts at once.
     """
-    rows = np.atleast_2d(np.asarray(p, dtype=float))
+    rows = np.atleast_2d(np.asarray(z, dtype=float))
     out = {"nll": [], "ece_smooth": []}
     for row in rows:
-        conf, correct = metrics.top_label(y, row)
-        out["nll"].append(float(metrics.nll(y, row)))
+        p = metrics.sigmoid(row)
+        conf, correct = metrics.top_label(y, p)
+        out["nll"].append(float(metrics.nll(y, p, log_odds=row)))
         out["ece_smooth"].append(float(metrics.smooth_ece(conf, correct)))
-    return {k: np.array(v) if np.ndim(p) == 2 else np.array(v[0]) for k, v in out.items()}
+    return {k: np.array(v) if np.ndim(z) == 2 else np.array(v[0]) for k, v in out.items()}
 
 
 # ---------------------------------------------------------------------------------------- drawing
@@ -151,7 +153,7 @@ def system_curve(dev: Split, test: Split, *, sizes: Sequence[int | str], repeats
     if "contextual" in methods and content_free is None:
         log.info("learning curve: contextual left out (no content-free logits)")
         methods = [m for m in methods if m != "contextual"]
-    uncal = {k: float(v) for k, v in scores(test.y, metrics.p_speech_from_logits(test.logit_a, test.logit_b)).items()}
+    uncal = {k: float(v) for k, v in scores(test.y, test.logit_a - test.logit_b).items()}
     n_groups = int(_codes(dev.groups).max()) + 1
     everything = tuple(range(n_groups))
     cells, not_drawn = [], {}
@@ -177,8 +179,8 @@ def system_curve(dev: Split, test: Split, *, sizes: Sequence[int | str], repeats
         per_method = {}
         with quiet():
             for method in methods:
-                p = np.stack([_fit_predict(method, dev.subset(c), test, content_free, temperature_bounds) for c in clips])
-                per_method[method] = {k: v[where] for k, v in scores(test.y, p).items()}
+                z = np.stack([_fit_predict(method, dev.subset(c), test, content_free, temperature_bounds) for c in clips])
+                per_method[method] = {k: v[where] for k, v in scores(test.y, z).items()}
         ref = per_method.get(REFERENCE_METHOD)
         for method in methods:
             minus = None if ref is None or method == REFERENCE_METHOD else per_method[method]["nll"] - ref["nll"]
@@ -187,10 +189,11 @@ def system_curve(dev: Split, test: Split, *, sizes: Sequence[int | str], repeats
 
 
 def _fit_predict(method: str, dev: Split, test: Split, content_free, bounds) -> np.ndarray:
-    """Fit as the calibrate stage does (:func:`speech_calibration.calibration.dev.calibrate_system`), predict test."""
+    """Fit as the calibrate stage does (:func:`speech_calibration.calibration.dev.calibrate_system`); the calibrated
+    log-odds of SPEECH on test."""
     cal = fit(method, dev.logit_a, dev.logit_b, dev.y, content_free=content_free, groups=dev.groups,
               temperature_bounds=tuple(bounds))
-    return cal.predict_proba(test.logit_a, test.logit_b)
+    return cal.log_odds(test.logit_a, test.logit_b)
 
 
 # ---------------------------------------------------------------------------------------- summary

@@ -201,11 +201,19 @@ def brier(y, p) -> np.ndarray:
     return _mean((_f(p) - _f(y)) ** 2)
 
 
-def nll(y, p, eps: float = NLL_EPS) -> np.ndarray:
-    """Mean negative log-likelihood ``-mean(y log p + (1 - y) log(1 - p))`` in nats, p clipped to [eps, 1 - eps].
-    NaN for zero clips."""
-    p = np.clip(_f(p), eps, 1.0 - eps)
+def nll(y, p, eps: float = NLL_EPS, *, log_odds=None) -> np.ndarray:
+    """Mean negative log-likelihood ``-mean(y log p + (1 - y) log(1 - p))`` in nats. NaN for zero clips.
+
+    From ``p`` alone, ``p`` is clipped to ``[eps, 1 - eps]``, so one confident error costs at most ``-log(eps)``
+    (27.6 nats). Given ``log_odds``, the log-odds of SPEECH behind ``p`` (``p = sigmoid(log_odds)``), it is
+    computed from them instead, without clipping: ``mean(y softplus(-z) + (1 - y) softplus(z))``, so an error
+    at log-odds ``z`` costs its full ``|z|`` nats and more (the NLL the calibrators minimise).
+    """
     y = _f(y)
+    if log_odds is not None:
+        z = _f(log_odds)
+        return _mean(y * np.logaddexp(0.0, -z) + (1.0 - y) * np.logaddexp(0.0, z))
+    p = np.clip(_f(p), eps, 1.0 - eps)
     return -_mean(y * np.log(p) + (1.0 - y) * np.log1p(-p))
 
 
@@ -550,9 +558,10 @@ def binary_metrics(y, p, *, n_bins: int = 15, threshold: float = 0.5, decomposit
                    score=None) -> dict[str, np.ndarray]:
     """All metrics of one system: classification at ``threshold``, ranking, proper scores, calibration errors.
 
-    ``score``: what ROC-AUC ranks, where not ``p`` itself: the log-odds of SPEECH behind ``p``, which rank the
-    clips as ``p`` does but never round (``p`` is exactly 0 or 1 once the log-odds pass about ±37, and near ±30
-    log-odds 1e-3 apart already give the same ``p``: such clips would tie, and a temperature could break the ties).
+    ``score``: the log-odds of SPEECH behind ``p``, where known. ROC-AUC ranks them, since they rank the clips as
+    ``p`` does but never round (``p`` is exactly 0 or 1 once the log-odds pass about ±37, and near ±30 log-odds
+    1e-3 apart already give the same ``p``: such clips would tie, and a temperature could break the ties), and the
+    NLL is computed from them, unclipped (:func:`nll`).
 
     Keys: ``accuracy, acc_speech, acc_nonspeech, balanced_accuracy, roc_auc, brier, nll``, the
     top-label calibration errors ``ece, ece_mass, ece_debiased, ece_smooth, mce`` and ``aurc`` (selective
@@ -574,7 +583,7 @@ def binary_metrics(y, p, *, n_bins: int = 15, threshold: float = 0.5, decomposit
         "balanced_accuracy": balanced_accuracy(y, pred),
         "roc_auc": roc_auc(y, p if score is None else _f(score)),
         "brier": brier(y, p),
-        "nll": nll(y, p),
+        "nll": nll(y, p, log_odds=score),
     }
     conf, correct = top_label(y, p, threshold)
     out.update(calibration_errors(conf, correct, n_bins))
