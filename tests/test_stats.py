@@ -70,12 +70,14 @@ def test_percentile_interval_covers_the_mean():
     assert 0.88 <= hits / 200 <= 0.99
 
 
-def test_percentile_interval_is_numpys_quantile_without_the_nans():
-    rng = np.random.default_rng(4)
-    r = rng.normal(size=501)
-    assert percentile_interval(r, 0.9) == tuple(np.quantile(r, [0.05, 0.95]))
+def test_percentile_interval_interpolates_order_statistics_without_the_nans():
+    # 0, 1, ..., 1000 shuffled: the quantile q sits at position q (n - 1) = 1000 q of the sorted values, whose value it is
+    r = np.random.default_rng(4).permutation(np.arange(1001.0))
+    assert percentile_interval(r, 0.9) == pytest.approx((50.0, 950.0))
     with_nan = np.concatenate([r[:200], [np.nan] * 7, r[200:]])
-    assert percentile_interval(with_nan, 0.9) == percentile_interval(r, 0.9)
+    assert percentile_interval(with_nan, 0.9) == pytest.approx((50.0, 950.0))  # NaN left out, not sorted in
+    # 0, 10, 20, 30 at ci = 0.5: positions 0.25 * 3 = 0.75 and 0.75 * 3 = 2.25, interpolated: 7.5 and 22.5
+    assert percentile_interval(np.array([30.0, 0.0, 20.0, 10.0]), 0.5) == pytest.approx((7.5, 22.5))
     assert percentile_interval(np.arange(101.0), 0.9) == pytest.approx((5.0, 95.0))
     assert percentile_interval(np.array([0.0, 1.0]), 0.5) == (0.25, 0.75)  # interpolated between the two
     assert all(math.isnan(v) for v in percentile_interval(np.array([np.nan, np.nan])))
@@ -186,18 +188,47 @@ def test_strata_keep_each_stratum_s_cluster_count():
         cluster_bootstrap_replicates(lambda i: {"m": i.mean(-1)}, [0, 0, 1], strata=["x", "y", "y"], n_boot=5)
 
 
+def _lost_a_label(labels, clusters, n_boot: int, seed: int) -> float:
+    """How often an unstratified cluster resample misses some label, counted on the resamples themselves."""
+    labels = np.asarray(labels)
+    return float(np.mean([len(set(labels[idx])) < len(set(labels)) for idx in resampled(clusters, n_boot=n_boot,
+                                                                                          seed=seed)]))
+
+
 def test_class_strata_only_where_a_resample_would_lose_a_class():
     y = np.array([1] * 12 + [0] * 12)
     one_class_groups = np.repeat(np.arange(6), 4)  # 3 speech-only and 3 non-speech-only groups
-    assert miss_probability(y, one_class_groups) == pytest.approx(0.5 ** 6)
+    # each class is missed when all 6 draws avoid its 3 groups, 0.5^6; both at once is impossible: 2 * 0.5^6
+    assert miss_probability(y, one_class_groups) == pytest.approx(2 * 0.5 ** 6)
     assert list(class_strata(y, one_class_groups)) == ["1"] * 12 + ["0"] * 12
     mixed = np.tile(np.arange(3), 8)  # every group holds both classes
     assert miss_probability(y, mixed) == 0.0 and class_strata(y, mixed) is None
     assert set(composition_strata(y, mixed)) == {"0+1"}
     assert class_strata(y, np.arange(24)) is None  # one clip per group: 2 * 0.5^24 of losing a class
-    # the formula against the resamples themselves
-    lost = [len(set(y[idx])) < 2 for idx in resampled(one_class_groups, n_boot=20000, seed=0)]
-    assert np.mean(lost) == pytest.approx(2 * 0.5 ** 6, abs=0.006)
+
+
+@pytest.mark.parametrize("speech_groups, nonspeech_groups", [(3, 3), (2, 2), (5, 2)])
+def test_miss_probability_is_the_frequency_of_resamples_that_lose_a_class(speech_groups, nonspeech_groups):
+    y = np.array([1] * (2 * speech_groups) + [0] * (2 * nonspeech_groups))
+    groups = np.repeat(np.arange(speech_groups + nonspeech_groups), 2)
+    n_boot = 20000
+    p = miss_probability(y, groups)
+    tolerance = 4 * math.sqrt(p * (1 - p) / n_boot)  # 4 binomial standard errors of the measured frequency
+    assert _lost_a_label(y, groups, n_boot, seed=0) == pytest.approx(p, abs=tolerance)
+
+
+def test_miss_probability_bounds_the_frequency_with_more_than_two_labels():
+    """Three labels, one per group: a resample can miss two at once, so the sum over labels is an upper bound."""
+    labels = np.repeat([0, 1, 2], [2, 1, 1])  # groups 0, 1 hold label 0; group 2 label 1; group 3 label 2
+    groups = np.arange(4)
+    n_boot = 20000
+    p = miss_probability(labels, groups)
+    assert p == pytest.approx(0.5 ** 4 + 2 * 0.75 ** 4)
+    # exact, by inclusion-exclusion: minus the resamples missing two labels (only 1 and 2 can be missed together)
+    exact = p - 0.5 ** 4
+    tolerance = 4 * math.sqrt(exact * (1 - exact) / n_boot)
+    assert _lost_a_label(labels, groups, n_boot, seed=1) == pytest.approx(exact, abs=tolerance)
+    assert p > exact + tolerance
 
 
 def test_cluster_interval_says_why_when_the_groups_are_too_few():
@@ -208,9 +239,83 @@ def test_cluster_interval_says_why_when_the_groups_are_too_few():
     assert cluster_interval(np.zeros(100), 8) == {"lo": 0.0, "hi": 0.0}  # cannot vary: zero width, honest
     reps = np.random.default_rng(1).normal(size=400)
     assert cluster_interval(reps, MIN_CLUSTERS) == dict(zip(("lo", "hi"), percentile_interval(reps)))
-    assert MIN_DISTINCT == 20
     none = paired_difference(0.1, 0.2, np.zeros(50), np.ones(50) * 0.1 + np.arange(50) % 3, n_clusters=4)
     assert none["lo"] is None and none["p"] is None and none["verdict"].startswith("no interval: 4 groups")
+    one = cluster_interval(reps, 1)
+    assert one["lo"] is None and one["reason"].startswith("1 group: too few")
+
+
+def test_min_distinct_decides_between_too_coarse_and_an_interval():
+    # 0, 1, ..., m - 1, each 20 times (n = 20 m): the 2.5% and 97.5% quantiles fall inside the runs of 0 and of m - 1
+    coarse = cluster_interval(np.repeat(np.arange(MIN_DISTINCT - 1.0), 20), 50)
+    assert coarse == {"lo": None, "hi": None, "reason": f"{MIN_DISTINCT - 1} distinct resampled values from 50 groups: "
+                                                        f"too coarse for an interval (needs >= {MIN_DISTINCT})"}
+    assert cluster_interval(np.repeat(np.arange(float(MIN_DISTINCT)), 20), 50) == {"lo": 0.0, "hi": MIN_DISTINCT - 1.0}
+
+
+def test_cluster_interval_reports_the_nan_replicates_it_leaves_out():
+    reps = np.concatenate([np.arange(40.0), [np.nan] * 3])  # 0..39: quantiles at positions 0.975 and 38.025
+    assert cluster_interval(reps, 10) == {"lo": pytest.approx(0.975), "hi": pytest.approx(38.025), "n_nan": 3}
+    assert cluster_interval(np.full(5, np.nan), 10) == {"lo": None, "hi": None, "reason": "undefined in every resample",
+                                                        "n_nan": 5}
+    assert "n_nan" not in cluster_interval(np.arange(40.0), 10)
+
+
+def test_stratified_cluster_interval_needs_enough_groups_in_every_stratum():
+    reps = np.random.default_rng(2).normal(size=400)
+    # 31 groups in all, but the one NONSPEECH group is the same in every resample
+    lone = cluster_interval(reps, 31, per_stratum={"SPEECH": 30, "NONSPEECH": 1})
+    assert lone["lo"] is None and lone["reason"].startswith(
+        f"1 NONSPEECH group: too few for a group-level interval (groups are resampled within each class stratum; "
+        f"needs >= {MIN_CLUSTERS} groups per stratum")
+    both = cluster_interval(reps, 2 * MIN_CLUSTERS, per_stratum={"SPEECH": MIN_CLUSTERS, "NONSPEECH": MIN_CLUSTERS})
+    assert both == dict(zip(("lo", "hi"), percentile_interval(reps)))
+    two_small = cluster_interval(reps, 40, per_stratum={"SPEECH": 35, "NONSPEECH": 3, "NONSPEECH+SPEECH": 2})
+    assert two_small["reason"].startswith("2 NONSPEECH+SPEECH groups, 3 NONSPEECH groups: too few")
+    d = paired_difference(0.1, 0.2, reps, reps + 0.1, n_clusters=31, per_stratum={"SPEECH": 30, "NONSPEECH": 1})
+    assert d["lo"] is None and d["p"] is None and d["verdict"] == f"no interval: {lone['reason']}"
+
+
+def _speech_and_nonspeech_groups(n_speech: int, n_nonspeech: int, seed: int = 0):
+    """Speech-only groups of 4 clips and non-speech-only groups of 30 / n_nonspeech clips, noisy scores."""
+    rng = np.random.default_rng(seed)
+    per_nonspeech = 30 // n_nonspeech
+    groups = np.array([f"s{i}" for i in range(n_speech) for _ in range(4)]
+                      + [f"n{i}" for i in range(n_nonspeech) for _ in range(per_nonspeech)])
+    y = np.array([1] * (4 * n_speech) + [0] * (per_nonspeech * n_nonspeech))
+    z = np.where(y == 1, 2.0, -1.0) + rng.normal(0, 1.5, len(y))
+    return y, 1 / (1 + np.exp(-z)), 1 / (1 + np.exp(-z / 2)), groups
+
+
+def test_one_nonspeech_group_gives_no_group_interval_though_there_are_31_groups():
+    from speech_calibration.report.evaluation import evaluate_arrays
+
+    y, p_uncal, p_cal, groups = _speech_and_nonspeech_groups(30, 1)
+    res = evaluate_arrays(y, p_uncal, p_cal, groups=groups, n_bootstrap=500)
+    info = res["group_bootstrap"]
+    assert info["n_groups"] == 31 and info["groups_holding"] == {"SPEECH": 30, "NONSPEECH": 1}
+    assert info["resampled"] == "whole test groups, within strata of the classes a group holds"
+    for series in ("uncalibrated", "calibrated"):
+        for key, block in res[series]["ci_group"].items():
+            assert block["lo"] is None and block["hi"] is None, (series, key)
+            assert block["reason"].startswith("1 NONSPEECH group: too few for a group-level interval"), (series, key)
+    for block in res["delta_ci_group"].values():
+        assert block["lo"] is None and block["verdict"].startswith("no interval: 1 NONSPEECH group: too few")
+    assert res["uncalibrated"]["ci"]["roc_auc"]["lo"] is not None  # the clip bootstrap still gives its interval
+
+
+def test_enough_groups_of_each_class_give_a_stratified_group_interval():
+    from speech_calibration.report.evaluation import evaluate_arrays
+
+    y, p_uncal, p_cal, groups = _speech_and_nonspeech_groups(MIN_CLUSTERS + 1, MIN_CLUSTERS)
+    res = evaluate_arrays(y, p_uncal, p_cal, groups=groups, n_bootstrap=500)
+    info = res["group_bootstrap"]
+    assert info["groups_holding"] == {"SPEECH": MIN_CLUSTERS + 1, "NONSPEECH": MIN_CLUSTERS}
+    assert info["resampled"] == "whole test groups, within strata of the classes a group holds"
+    for key in ("roc_auc", "ece"):
+        block = res["uncalibrated"]["ci_group"][key]
+        assert "reason" not in block and block["lo"] < res["uncalibrated"][key] < block["hi"], key
+    assert res["delta_ci_group"]["ece"]["lo"] is not None
 
 
 def test_group_intervals_are_wider_than_clip_intervals_when_groups_differ():

@@ -135,18 +135,22 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
         strata = class_strata(y, groups)
         greps = cluster_bootstrap_replicates(stat, groups, strata=strata, n_boot=n_bootstrap, seed=seed)
         composition = composition_strata(y, groups)
+        holding = {"+".join(CLASS_NAMES[c] for c in k.split("+")): len(set(groups[composition == k].tolist()))
+                   for k in dict.fromkeys(composition.tolist())}
+        per_stratum = holding if strata is not None else None  # each stratum varies only among its own groups
         result["group_bootstrap"] = {
             "n_groups": n_groups,
             "resampled": "whole test groups" + (", within strata of the classes a group holds" if strata is not None else ""),
-            "groups_holding": {"+".join(CLASS_NAMES[c] for c in k.split("+")): len(set(groups[composition == k].tolist()))
-                               for k in dict.fromkeys(composition.tolist())},
-            "rule": f"an interval needs >= {MIN_CLUSTERS} groups and >= {MIN_DISTINCT} distinct resampled values"}
+            "groups_holding": holding,
+            "rule": f"an interval needs >= {MIN_CLUSTERS} groups" + (" in each stratum" if strata is not None else "")
+                    + f" and >= {MIN_DISTINCT} distinct resampled values"}
         for name in SERIES:
-            result[name]["ci_group"] = {k: _rounded(cluster_interval(greps[f"{name}/{k}"], n_groups, ci)) for k in CI_KEYS}
+            result[name]["ci_group"] = {k: _rounded(cluster_interval(greps[f"{name}/{k}"], n_groups, ci, per_stratum=per_stratum))
+                                        for k in CI_KEYS}
         result["delta_ci_group"] = {
             k: _rounded(paired_difference(
                 point["uncalibrated"][k], point["calibrated"][k], greps[f"uncalibrated/{k}"], greps[f"calibrated/{k}"],
-                ci=ci, lower_is_better=k in metrics.LOWER_IS_BETTER, n_clusters=n_groups))
+                ci=ci, lower_is_better=k in metrics.LOWER_IS_BETTER, n_clusters=n_groups, per_stratum=per_stratum))
             for k in DELTA_KEYS}
         result["per_group"] = per_group_metrics(y, series, groups, n_bins=n_bins, scores=scores)
     if tuned:
@@ -206,9 +210,14 @@ def evaluate_system(files: SystemFiles, cfg: Evaluate) -> dict:
     plot_reliability(files.reliability("test", "png"), rel, kinds=("predicted", "SPEECH", "NONSPEECH"),
                      title=f"{files.system} test ({cal.method})",
                      legend={k: f"{k} (ECE {result[k]['ece']:.3f})" for k in SERIES})
-    u, c, d = result["uncalibrated"], result["calibrated"], result["delta_ci"]
-    log.info("%s test (%d clips): accuracy %.1f%% -> %.1f%%, ROC-AUC %.3f -> %.3f, ECE %.3f -> %.3f "
-             "(paired delta %+.3f [%+.3f, %+.3f]: %s)", files.system, result["n"], 100 * u["accuracy"], 100 * c["accuracy"],
-             u["roc_auc"], c["roc_auc"], u["ece"], c["ece"], d["ece"]["delta"], d["ece"]["lo"], d["ece"]["hi"],
-             d["ece"]["verdict"])
+    u, c, d, g = result["uncalibrated"], result["calibrated"], result["delta_ci"]["ece"], result["delta_ci_group"]["ece"]
+    log.info("%s test (%d clips in %d groups): accuracy %.1f%% -> %.1f%%, ROC-AUC %.3f -> %.3f, ECE %.3f -> %.3f "
+             "(delta %+.3f; paired clip bootstrap [%+.3f, %+.3f]: %s on these clips; paired group bootstrap: %s)",
+             files.system, result["n"], result["n_groups"], 100 * u["accuracy"], 100 * c["accuracy"], u["roc_auc"],
+             c["roc_auc"], u["ece"], c["ece"], d["delta"], d["lo"], d["hi"], d["verdict"], _group_verdict(g))
     return result
+
+
+def _group_verdict(d: dict) -> str:
+    """A group-bootstrap paired difference in words: ``[lo, hi] verdict``, or ``no interval: <reason>``."""
+    return d["verdict"] if d["lo"] is None else f"[{d['lo']:+.3f}, {d['hi']:+.3f}] {d['verdict']}"

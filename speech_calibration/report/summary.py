@@ -369,7 +369,8 @@ def summary_text(summary: dict, seed_results: dict, seed_cal: dict, ref_results:
     out = [f"Multi-seed summary: fine-tuned, seeds {', '.join(str(s) for s in summary['seeds'])} (k={k}); "
            f"test split: {first.get('n')} clips ({first.get('n_speech')} SPEECH, {first.get('n') - first.get('n_speech')} "
            f"NONSPEECH) in {first.get('n_groups', '?')} groups",
-           f"Values: mean ± SD across seeds, [{pct}% Student-t interval across seeds, clipped to the metric's range]",
+           f"Values: mean ± SD across seeds, [{pct}% Student-t interval across seeds, clipped to the metric's range]"
+           if k >= 2 else "Values: the one seed's value, '± n/a' (1 seed: no interval across seeds, nor an SD)",
            ""]
     for series in SERIES:
         out.append(_series_title(series, summary, seed_cal))
@@ -382,16 +383,18 @@ def summary_text(summary: dict, seed_results: dict, seed_cal: dict, ref_results:
         for label, key in (("Overall", "accuracy"), ("SPEECH", "acc_speech"), ("NONSPEECH", "acc_nonspeech")):
             out.append(f"{label + ':':<11}{fmt_mean_sd(key, t[key]['mean'], t[key]['sd'])}")
         out.append("")
-    out.append(f"Calibrated minus uncalibrated on the same test clips (paired clip bootstrap, {pct}% interval):")
+    out.append(f"Calibrated minus uncalibrated on the same test clips ({pct}% intervals: paired clip bootstrap, which "
+               "describes these clips; beside it the paired group bootstrap, which is about a new group, or why it has none):")
     for name, r in seed_results.items():
-        parts = []
+        lead = f"  {name:<10} "
         for key, label in (("ece", "ECE"), ("nll", "NLL"), ("brier", "Brier"), ("accuracy", "accuracy")):
             d = r.get("delta_ci", {}).get(key)
             if d:
                 scale, unit = (100.0, " pts") if key == "accuracy" else (1.0, "")
-                parts.append(f"{label} {scale * d['delta']:+.3f}{unit} [{scale * d['lo']:+.3f}, {scale * d['hi']:+.3f}] "
-                             f"{d['verdict']}")
-        out.append(f"  {name:<10} " + "; ".join(parts))
+                out.append(f"{lead}{label:<9}{scale * d['delta']:+.3f}{unit} [{scale * d['lo']:+.3f}, "
+                           f"{scale * d['hi']:+.3f}] {d['verdict']} on these clips; over groups: "
+                           f"{_group_delta_text(r.get('delta_ci_group', {}).get(key), scale)}")
+                lead = " " * len(lead)
     out += ["", ESTIMATORS_NOTE, "", AURC_NOTE]
     if "temperature" in summary.get("method_fitted", []) or summary.get("method_requested") == "temperature":
         out += ["", TEMPERATURE_NOTE]
@@ -410,9 +413,19 @@ def summary_text(summary: dict, seed_results: dict, seed_cal: dict, ref_results:
         out += ["", layout.LEARNING_CURVE_TXT.read_text().rstrip("\n")]
     out += ["", f"Caveat: the clip-bootstrap intervals above resample test clips; clips of one group (speaker / "
                 f"recording) are correlated and the test split has {first.get('n_groups', '?')} groups, so they "
-                "describe these groups, not a new one (the group-level view above does). The t-interval across "
-                f"{k} seeds covers training randomness only."]
+                "describe these groups, not a new one (the group-level view above does). "
+                + (f"The t-interval across {k} seeds covers training randomness only." if k >= 2 else
+                   "1 seed: no interval across seeds, so nothing here measures training randomness.")]
     return "\n".join(out) + "\n"
+
+
+def _group_delta_text(d: dict | None, scale: float) -> str:
+    """A paired group-bootstrap difference in words: ``[lo, hi] verdict``, or ``no interval: <reason>``."""
+    if not d:
+        return "not computed (no groups in the test predictions)"
+    if d.get("lo") is None:
+        return d["verdict"]
+    return f"[{scale * d['lo']:+.3f}, {scale * d['hi']:+.3f}] {d['verdict']}"
 
 
 def _table(summary: dict, seed_results: dict, ref_results: dict) -> list[str]:

@@ -13,9 +13,11 @@ Clips of one group (speaker or recording) are not independent, so a clip-level b
 the test groups at hand, not a new group. :func:`cluster_bootstrap_replicates` resamples whole groups
 instead (within strata where :func:`class_strata` finds that the design needs them: speech-only and
 non-speech-only groups separately, so every resample keeps both classes); with one clip per group and
-no strata it draws exactly the resamples of the clip-level bootstrap with the same seed. A group-level interval is honest only when the groups are
-many enough to vary: :func:`cluster_interval` gives one only from ``MIN_CLUSTERS`` groups and
-``MIN_DISTINCT`` distinct resampled values on (else it says why in words).
+no strata it draws exactly the resamples of the clip-level bootstrap with the same seed. A group-level
+interval is honest only when the groups are many enough to vary: :func:`cluster_interval` gives one only
+from ``MIN_CLUSTERS`` groups (in each stratum, where the groups are resampled within strata: a stratum of
+one group is the same in every resample) and ``MIN_DISTINCT`` distinct resampled values on (else it says
+why in words).
 """
 from __future__ import annotations
 
@@ -130,11 +132,17 @@ def composition_strata(labels, clusters) -> np.ndarray:
 
 
 def miss_probability(labels, clusters) -> float:
-    """The chance that one unstratified cluster resample holds no item of some label: ``max_c (1 - m_c / k)^k``,
-    with ``k`` clusters of which ``m_c`` hold label ``c``."""
+    """The chance that one unstratified cluster resample holds no item of some label, or an upper bound of it.
+
+    A resample draws ``k`` of the ``k`` clusters with replacement, so it misses label ``c`` (held by ``m_c``
+    of the clusters) with probability ``(1 - m_c / k)^k``. Returned: the sum of that over the labels. With
+    two labels the sum is exact, since a resample (``k >= 1`` drawn clusters, each holding some label) cannot
+    miss both at once; with more labels it is the union bound, an upper bound (it counts twice a resample
+    that misses two labels).
+    """
     labels, clusters = np.asarray(labels), np.asarray(clusters)
     k = len(set(clusters.tolist()))
-    return max((1.0 - len(set(clusters[labels == c].tolist())) / k) ** k for c in set(labels.tolist()))
+    return float(sum((1.0 - len(set(clusters[labels == c].tolist())) / k) ** k for c in set(labels.tolist())))
 
 
 def class_strata(labels, clusters, max_miss: float = MAX_MISS) -> np.ndarray | None:
@@ -148,30 +156,47 @@ def class_strata(labels, clusters, max_miss: float = MAX_MISS) -> np.ndarray | N
     return composition_strata(labels, clusters) if miss_probability(labels, clusters) > max_miss else None
 
 
-def cluster_interval(replicates: np.ndarray, n_clusters: int, ci: float = 0.95, *,
-                     unit: str = "groups") -> dict[str, float | None | str]:
+def _count(n: int, unit: str) -> str:
+    """``"3 groups"``, ``"1 group"``: ``n`` and the plural ``unit``, singular for one."""
+    return f"{n} {unit[:-1] if n == 1 and unit.endswith('s') else unit}"
+
+
+def cluster_interval(replicates: np.ndarray, n_clusters: int, ci: float = 0.95, *, unit: str = "groups",
+                     per_stratum: Mapping[str, int] | None = None) -> dict[str, float | int | None | str]:
     """The percentile interval of cluster-bootstrap replicates, or ``lo = hi = None`` and the reason in words.
 
     No interval from fewer than ``MIN_CLUSTERS`` clusters, nor when the replicates take more than one
     but fewer than ``MIN_DISTINCT`` distinct values: the percentile interval of so coarse a
     distribution says more about the few clusters than about a new one. Replicates that are all equal
     (e.g. an accuracy difference that cannot change) give the zero-width interval.
+
+    ``per_stratum``: ``{stratum name: its number of clusters}`` when the clusters were resampled within
+    strata (:func:`cluster_bootstrap_replicates` with ``strata``); each stratum varies only among its own
+    clusters, so the minimum then applies to each stratum, and the reason names those below it, smallest
+    first (``"1 NONSPEECH group: too few ..."``). NaN replicates (the metric undefined in a resample) are left
+    out; ``n_nan`` says how many, when there are any.
     """
     r = np.asarray(replicates, dtype=float)
+    n_nan = int(np.isnan(r).sum())
     r = r[~np.isnan(r)]
     distinct = int(np.unique(r).size)
-    if n_clusters < MIN_CLUSTERS:
-        reason = (f"{n_clusters} {unit}: too few for a {unit[:-1]}-level interval "
+    small = sorted((n, name) for name, n in (per_stratum or {}).items() if n < MIN_CLUSTERS)
+    if small:
+        reason = (f"{', '.join(_count(n, f'{name} {unit}') for n, name in small)}: too few for a {unit[:-1]}-level interval "
+                  f"({unit} are resampled within each class stratum; needs >= {MIN_CLUSTERS} {unit} per stratum "
+                  f"and >= {MIN_DISTINCT} distinct resampled values)")
+    elif n_clusters < MIN_CLUSTERS:
+        reason = (f"{_count(n_clusters, unit)}: too few for a {unit[:-1]}-level interval "
                   f"(needs >= {MIN_CLUSTERS} {unit} and >= {MIN_DISTINCT} distinct resampled values)")
     elif r.size == 0:
         reason = "undefined in every resample"
     elif 1 < distinct < MIN_DISTINCT:
-        reason = (f"{distinct} distinct resampled values from {n_clusters} {unit}: too coarse for an interval "
+        reason = (f"{distinct} distinct resampled values from {_count(n_clusters, unit)}: too coarse for an interval "
                   f"(needs >= {MIN_DISTINCT})")
     else:
         lo, hi = percentile_interval(r, ci)
-        return {"lo": lo, "hi": hi}
-    return {"lo": None, "hi": None, "reason": reason}
+        return {"lo": lo, "hi": hi, **({"n_nan": n_nan} if n_nan else {})}
+    return {"lo": None, "hi": None, "reason": reason, **({"n_nan": n_nan} if n_nan else {})}
 
 
 def percentile_interval(replicates: np.ndarray, ci: float = 0.95, *, interpolate: bool = True) -> tuple[float, float]:
@@ -206,7 +231,8 @@ def interval_summary(replicates: np.ndarray, ci: float = 0.95) -> dict[str, floa
 
 
 def paired_difference(point_a: float, point_b: float, rep_a: np.ndarray, rep_b: np.ndarray, *, ci: float = 0.95,
-                      lower_is_better: bool = True, n_clusters: int | None = None) -> dict[str, float | str | None]:
+                      lower_is_better: bool = True, n_clusters: int | None = None,
+                      per_stratum: Mapping[str, int] | None = None) -> dict[str, float | str | None]:
     """Paired bootstrap of ``b - a`` (e.g. calibrated minus uncalibrated) from replicates on the same resamples.
 
     Returns the observed difference, its percentile interval, a two-sided bootstrap p-value
@@ -214,14 +240,15 @@ def paired_difference(point_a: float, point_b: float, rep_a: np.ndarray, rep_b: 
     excludes 0 in the good / bad direction, ``no clear difference`` otherwise (also when every
     replicate difference is exactly 0, e.g. the accuracy of temperature scaling).
 
-    With ``n_clusters`` (replicates of a cluster bootstrap) the interval follows :func:`cluster_interval`:
-    where that gives none, ``lo``, ``hi`` and ``p`` are None and the verdict is ``no interval: <reason>``.
+    With ``n_clusters`` (replicates of a cluster bootstrap; ``per_stratum`` when it was stratified) the interval
+    follows :func:`cluster_interval`: where that gives none, ``lo``, ``hi`` and ``p`` are None and the verdict is
+    ``no interval: <reason>``.
     """
     d = np.asarray(rep_b, dtype=float) - np.asarray(rep_a, dtype=float)
     d = d[~np.isnan(d)]
     delta = float(point_b - point_a)
     if n_clusters is not None:
-        interval = cluster_interval(d, n_clusters, ci)
+        interval = cluster_interval(d, n_clusters, ci, per_stratum=per_stratum)
         if interval["lo"] is None:
             return {"delta": delta, "lo": None, "hi": None, "p": None, "verdict": f"no interval: {interval['reason']}"}
     lo, hi = percentile_interval(d, ci)
