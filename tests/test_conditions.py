@@ -13,6 +13,8 @@ from speech_calibration.calibration.calibrators import PlattScaling, Temperature
 from speech_calibration.cli import run
 from speech_calibration.data.variants import variant_id
 from speech_calibration.report import conditions
+from speech_calibration.stats.metrics import sigmoid
+from speech_calibration.stats.resampling import MIN_CLUSTERS
 from stages import conditions as conditions_stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +22,12 @@ DURATIONS = [20, 40, 60, 80, 100, 200, 500, 1000]
 SNRS = [-10, -5, 0, 5, 10, 20]
 T60S = ["0.3", "1", "2.5"]
 BANDS = ["telephone", "lowpass", "highpass"]
+# the columns thresholds.csv and paired_tests.csv had before they said why an interval is missing: all kept
+THRESHOLD_COLUMNS = {"system", "kind", "seed", "threshold", "measure", "calibration", "unit", "value", "censored", "lo",
+                     "hi", "falls_below_again", "text", "ci_text", "ci"}
+PAIRED_COLUMNS = {"system_1", "system_2", "scope", "n_clusters", "n_variants", "accuracy_1", "accuracy_2", "only_1_right",
+                  "only_2_right", "both_right", "both_wrong", "p_clustered", "p_holm", "p_naive", "accuracy_difference",
+                  "diff_lo", "diff_hi", "ci"}
 
 
 def variants_frame(n_clips: int = 12) -> pd.DataFrame:
@@ -141,10 +149,17 @@ def test_report_end_to_end(project):
     row = pairs[(pairs["system_1"] == "seed_42") & (pairs["system_2"] == "zeroshot") & (pairs["scope"] == "all")].iloc[0]
     assert row["diff_lo"] <= row["accuracy_difference"] <= row["diff_hi"]
     assert row["accuracy_difference"] == pytest.approx(row["accuracy_1"] - row["accuracy_2"])
+    assert PAIRED_COLUMNS | {"diff_interval"} <= set(pairs.columns)
+    assert (pairs["diff_lo"].isna() == pairs["diff_interval"].notna()).all()  # an interval, or the reason there is none
+    assert PAIRED_COLUMNS <= set(pairs.columns) and THRESHOLD_COLUMNS | {"no_interval"} <= set(thresholds.columns)
+    none = thresholds["no_interval"].notna()
+    assert (thresholds.loc[none, "ci_text"] == "(no interval: " + thresholds.loc[none, "no_interval"] + ")").all()
+    assert thresholds.loc[none, ["lo", "hi"]].isna().all().all()
 
     # plots: one series per system (the seeds averaged into 'finetuned'), PNGs
     psy = pd.read_csv("plots/conditions/psychometric_duration.csv")
-    assert set(psy["system"]) == {"finetuned", "zeroshot", "silero"} and (psy["n_members"][psy["system"] == "finetuned"] == 3).all()
+    assert set(psy["system"]) == {"finetuned", "zeroshot", "silero"}
+    assert (psy["n_members"][psy["system"] == "finetuned"] == 3).all()
     assert set(pd.read_csv("plots/conditions/per_condition.csv")["system"]) == {"finetuned", "zeroshot", "silero"}
     sens = pd.read_csv("plots/conditions/sensitivity_duration.csv")
     zs_ba = sens.loc[sens["system"] == "zeroshot", "balanced_accuracy"]
@@ -488,3 +503,85 @@ def test_an_impossible_ece_threshold_is_rejected_naming_the_key(value):
 
     with pytest.raises(UserError, match=r"conditions\.ece_threshold: must be between 0 and 1"):
         params_mod.parse(params_mod.Params, {"conditions": {"ece_threshold": value}}, "")
+
+
+# ------------------------------------------------------------------------------ too few base clips for an interval
+def no_interval_reason(n: int, side: str = "") -> str:
+    """The start of the reason for ``n`` base clips (of class ``side``, where resampled by class): too few."""
+    return f"{n} {side + ' ' if side else ''}base clip{'' if n == 1 else 's'}: too few for a base clip-level interval"
+
+
+@pytest.mark.parametrize("n_clips", [1, MIN_CLUSTERS - 1])
+def test_paired_table_with_too_few_base_clips_has_empty_bounds_and_the_reason(n_clips, tmp_path):
+    """One base clip (or MIN_CLUSTERS - 1): no interval of the accuracy difference, empty in the CSV, the reason in
+    ``diff_interval``; the difference itself is still there."""
+    from speech_calibration import params as params_mod
+    from speech_calibration.fileio import write_csv
+
+    meta = variants_frame(n_clips)
+    y = (meta["label"] == "SPEECH").to_numpy()
+    correct = {name: (logit_difference(meta, "finetuned", seed) >= 0) == y for name, seed in (("a", 1), ("b", 2))}
+    table = conditions.paired_table(meta, correct, params_mod.Conditions(n_bootstrap=200), 0.95)
+    assert PAIRED_COLUMNS | {"diff_interval"} <= set(table.columns) and (table["n_clusters"] == n_clips).all()
+    assert table[["diff_lo", "diff_hi"]].isna().all().all() and table["accuracy_difference"].notna().all()
+    assert table["diff_interval"].str.startswith(no_interval_reason(n_clips)).all(), table["diff_interval"].tolist()
+    write_csv(tmp_path / "paired_tests.csv", table)
+    raw = pd.read_csv(tmp_path / "paired_tests.csv", dtype=str, keep_default_na=False)
+    assert (raw["diff_lo"] == "").all() and (raw["diff_hi"] == "").all()
+
+
+def test_thresholds_with_too_few_base_clips_say_why_in_their_text():
+    """Two base clips (one speech, one non-speech): no threshold has an interval; nine (5 speech, 4 non-speech): the
+    sensitivity thresholds, which resample each class apart, have none, and the reason names the non-speech side."""
+    from speech_calibration import params as params_mod
+
+    cfg = params_mod.Conditions(durations_ms=DURATIONS, snr_db=SNRS, n_bootstrap=100)
+    system = conditions.System("x", "baseline", None, Path("x"), None)
+    rows = {}
+    for n_clips in (2, 9):
+        meta = variants_frame(n_clips)
+        answers = (logit_difference(meta, "finetuned", 0) >= 0).astype(float)
+        curves = conditions.psychometric_curves(meta, answers, conditions.variant_order(meta, cfg), cfg, 0.95, "x")
+        frame = pd.DataFrame(conditions.threshold_rows(system, curves, 0.95))
+        assert THRESHOLD_COLUMNS | {"no_interval"} <= set(frame.columns)
+        rows[n_clips] = frame.set_index("threshold")
+    two = rows[2]
+    assert len(two) == 4 + 5 and two[["lo", "hi"]].isna().all().all()
+    assert (two["ci_text"] == "(no interval: " + two["no_interval"] + ")").all()
+    for name in ("DT50_hit", "DT75_hit", "SNR50_hit"):  # speech clips only: one of them
+        assert two.loc[name, "no_interval"].startswith(no_interval_reason(1)), two.loc[name, "no_interval"]
+    for name in ("DT75", "SNR75"):  # resampled by class: one of each, both named
+        assert two.loc[name, "no_interval"].startswith(
+            f"{no_interval_reason(1, 'NONSPEECH').split(':')[0]}, {no_interval_reason(1, 'SPEECH')}"), two.loc[name]
+    nine = rows[9]
+    for name in ("DT75", "DT90", "SNR75", "SNR90"):
+        assert nine.loc[name, "no_interval"].startswith(no_interval_reason(4, "NONSPEECH")), nine.loc[name, "no_interval"]
+        assert "within each class stratum" in nine.loc[name, "ci_text"] and np.isnan(nine.loc[name, "lo"])
+
+
+def test_a_class_stratum_with_too_few_base_clips_gives_no_band_and_names_it():
+    """Nine base clips (5 speech, 4 non-speech) are resampled within class (a plain resample would lose a class too
+    often), so the non-speech stratum of 4 gives no band, though 9 clips in all would be enough; 10 (5 + 5) give one."""
+    from speech_calibration import params as params_mod
+
+    for n_clips in (9, 10):
+        meta = variants_frame(n_clips)
+        p = sigmoid(logit_difference(meta, "finetuned", 0))
+        y = (meta["label"] == "SPEECH").to_numpy().astype(int)
+        _, thresholds, table = shift_of(p, meta)  # calibration under shift
+        order = conditions.variant_order(meta, params_mod.Conditions(snr_db=SNRS))
+        per_condition = conditions.per_condition_table(
+            y, meta["condition"].to_numpy(), meta["level"].to_numpy(), order, {"uncalibrated": (p, 0.5)}, 15,
+            base=meta["base_clip_id"].to_numpy(), n_boot=200, ci=0.95, seed=0, system_name="x")
+        whole = per_condition[per_condition["condition"] == "all"].iloc[0]
+        assert (table["n_clusters"] == n_clips).all()
+        if n_clips == 9:
+            reason = no_interval_reason(4, "NONSPEECH")
+            assert table["smooth_ece_lo"].isna().all() and table["smooth_ece_hi"].isna().all()
+            assert table["smooth_ece_no_interval"].str.startswith(reason).all(), table["smooth_ece_no_interval"].tolist()
+            for key in ("balanced_accuracy", "ece"):
+                assert pd.isna(whole[f"{key}_lo"]) and whole[f"{key}_no_interval"].startswith(reason), whole.to_dict()
+            assert thresholds["no_interval"].str.startswith(reason).all() and thresholds["lo"].isna().all()
+        else:
+            assert table["smooth_ece_lo"].notna().all() and (table["smooth_ece_no_interval"] == "").all()
+            assert whole["ece_lo"] <= whole["ece"] <= whole["ece_hi"]  # (balanced accuracy: too few distinct values)

@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from speech_calibration.stats import paired_tests as pt
-from speech_calibration.stats.resampling import cluster_counts
+from speech_calibration.stats.resampling import MIN_CLUSTERS, cluster_counts
 
 
 def table_vectors(both, only_1, only_2, neither):
@@ -44,7 +44,9 @@ def test_clustered_bootstrap_difference_equals_a_loop():
     clusters = np.repeat(np.arange(12), 5)
     c1 = rng.random(60) < 0.8
     c2 = rng.random(60) < 0.6
-    diff, lo, hi = pt.clustered_bootstrap_difference(c1, c2, clusters, n_boot=300, rng=np.random.default_rng(1))
+    res = pt.clustered_bootstrap_difference(c1, c2, clusters, n_boot=300, rng=np.random.default_rng(1))
+    diff, lo, hi = res.diff, res.lo, res.hi
+    assert res.reason is None and res.n_clusters == 12
     assert diff == pytest.approx(c1.mean() - c2.mean())
     w = cluster_counts(12, 300, np.random.default_rng(1))  # the same resamples, computed clip by clip
     reps = []
@@ -57,15 +59,48 @@ def test_clustered_bootstrap_difference_equals_a_loop():
 
 
 def test_clustering_widens_the_interval_of_correlated_variants():
-    # every variant of a clip shares its outcome: 10 clusters of 20 identical rows
+    # every variant of a clip shares its outcome: 100 clusters of 10 identical rows (design effect sqrt(10) ~ 3.2);
+    # 100, not 10: a difference of 0/1 outcomes over k equal clusters moves in steps of 1/k, and 10 give too few values
     rng = np.random.default_rng(3)
-    per_cluster = rng.random(10) < 0.5
-    clusters = np.repeat(np.arange(10), 20)
-    c1 = np.repeat(per_cluster, 20)
-    c2 = np.zeros(200, bool)
-    _, lo_c, hi_c = pt.clustered_bootstrap_difference(c1, c2, clusters, n_boot=500)
-    _, lo_i, hi_i = pt.clustered_bootstrap_difference(c1, c2, np.arange(200), n_boot=500)
-    assert (hi_c - lo_c) > 2 * (hi_i - lo_i)
+    per_cluster = rng.random(100) < 0.5
+    clusters = np.repeat(np.arange(100), 10)
+    c1 = np.repeat(per_cluster, 10)
+    c2 = np.zeros(1000, bool)
+    clustered = pt.clustered_bootstrap_difference(c1, c2, clusters, n_boot=500)
+    independent = pt.clustered_bootstrap_difference(c1, c2, np.arange(1000), n_boot=500)
+    assert clustered.reason is None and independent.reason is None
+    assert (clustered.hi - clustered.lo) > 2 * (independent.hi - independent.lo)
+
+
+def variants_of(n_clips: int, right_1: list[int], right_2: list[int], sizes: list[int]):
+    """Correctness of two systems on ``sizes[c]`` variants of base clip ``c``: the first ``right_k[c]`` right."""
+    clusters = np.repeat(np.arange(n_clips), sizes)
+    c1 = np.concatenate([np.arange(n) < r for n, r in zip(sizes, right_1)])
+    c2 = np.concatenate([np.arange(n) < r for n, r in zip(sizes, right_2)])
+    return c1, c2, clusters
+
+
+@pytest.mark.parametrize("n_clips", [1, MIN_CLUSTERS - 1])
+def test_too_few_base_clips_give_no_interval_and_say_why(n_clips):
+    """One base clip (40 variants, 30 right against 23: 0.175) would give the zero-width interval [0.175, 0.175];
+    four vary, but too little to say anything of another clip. Either way: no bounds, the reason in words."""
+    c1, c2, clusters = variants_of(n_clips, [30, 2, 9, 4][:n_clips], [23, 5, 1, 4][:n_clips], [40, 7, 11, 5][:n_clips])
+    res = pt.clustered_bootstrap_difference(c1, c2, clusters, n_boot=400, rng=np.random.default_rng(4))
+    assert res.diff == pytest.approx(c1.mean() - c2.mean())
+    if n_clips == 1:
+        assert res.diff == pytest.approx(0.175)
+    assert np.isnan(res.lo) and np.isnan(res.hi) and res.n_clusters == n_clips
+    clips = "1 base clip" if n_clips == 1 else f"{n_clips} base clips"
+    assert res.reason.startswith(f"{clips}: too few for a base clip-level interval"), res.reason
+    assert f"needs >= {MIN_CLUSTERS} base clips" in res.reason
+
+
+def test_enough_base_clips_with_varied_outcomes_give_an_interval():
+    """MIN_CLUSTERS base clips of unequal sizes and differences: the resampled differences take many values."""
+    c1, c2, clusters = variants_of(MIN_CLUSTERS, [3, 5, 7, 2, 13], [1, 5, 2, 9, 6], [3, 6, 8, 11, 13])
+    res = pt.clustered_bootstrap_difference(c1, c2, clusters, n_boot=1000, rng=np.random.default_rng(5))
+    assert res.reason is None and res.n_clusters == MIN_CLUSTERS
+    assert res.lo < res.diff < res.hi
 
 
 def test_shape_mismatch_rejected():

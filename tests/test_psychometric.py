@@ -6,6 +6,7 @@ import pytest
 from scipy import optimize
 
 from speech_calibration.stats import psychometric as ps
+from speech_calibration.stats.resampling import MIN_CLUSTERS
 
 DURATIONS = np.log10([20, 40, 60, 80, 100, 200, 500, 1000.0])
 SNRS = np.array([-10, -5, 0, 5, 10, 20.0])
@@ -189,3 +190,48 @@ def test_falls_back_interpolates_between_grid_levels():
     assert ps.falls_back(np.array([0.2, 0.8, 0.9, 0.6, 0.9]), grid, 0.75) == pytest.approx(2.0 + 0.15 / 0.3)
     assert ps.falls_back(np.array([0.2, 0.8, 0.9, 0.95, 0.99]), grid, 0.75) == np.inf  # holds once reached
     assert ps.falls_back(np.array([0.2, 0.3, 0.1, 0.3, 0.2]), grid, 0.75) == np.inf  # never reached
+
+
+# ------------------------------------------------------------------------------ too few base clips for an interval
+def staircase(n_clips: int) -> np.ndarray:
+    """Base clip ``c`` (of ``n_clips``) answered SPEECH from duration level ``2 + c % 5`` up, plus one lapse at the
+    top level for clips 1, 4, 7, ...: clips that differ, so resampling them moves the fitted curve."""
+    resp = np.array([[float(j >= 2 + c % 5) for j in range(len(DURATIONS))] for c in range(n_clips)])
+    resp[1::3, -1] = 0.0
+    return resp
+
+
+@pytest.mark.parametrize("n_clips", [1, MIN_CLUSTERS - 1])
+def test_too_few_base_clips_give_no_threshold_interval_and_say_why(n_clips):
+    """One base clip is the same in every resample (lo = value = hi before this rule); MIN_CLUSTERS - 1 vary, but too
+    little: either way the bounds are NaN and the reason says how many base clips there were."""
+    curve = ps.fit_curve(DURATIONS, staircase(n_clips), (0.5, 0.75), n_boot=300, rng=np.random.default_rng(3))
+    clips = "1 base clip" if n_clips == 1 else f"{n_clips} base clips"
+    for t in curve.thresholds:
+        assert np.isfinite(t.value)  # the point estimate is still given
+        assert np.isnan(t.lo) and np.isnan(t.hi), t
+        assert t.reason.startswith(f"{clips}: too few for a base clip-level interval"), t.reason
+        assert f"needs >= {MIN_CLUSTERS} base clips" in t.reason
+
+
+def test_enough_base_clips_with_varied_responses_give_a_threshold_interval():
+    curve = ps.fit_curve(DURATIONS, staircase(MIN_CLUSTERS), (0.5,), n_boot=500, rng=np.random.default_rng(3))
+    t = curve.thresholds[0]
+    assert t.reason is None and t.lo < t.value < t.hi
+    assert ps.Threshold(0.5, 1.0, 0.5, 1.5).reason is None  # constructed without one: an interval
+
+
+def test_sensitivity_needs_enough_base_clips_of_each_class():
+    """Speech and non-speech base clips are resampled apart: 6 speech clips are enough, 3 non-speech ones are not, and
+    the reason names the non-speech side only. With MIN_CLUSTERS of each there is an interval."""
+    speech = staircase(6)
+    few_nonspeech = 1.0 - staircase(MIN_CLUSTERS + 2)[[0, 1, 4]]  # false alarms at short durations, falling
+    sens = ps.fit_sensitivity(DURATIONS, speech, few_nonspeech, (0.75,), n_boot=300, rng=np.random.default_rng(4))
+    t = sens.thresholds[0]
+    assert np.isnan(t.lo) and np.isnan(t.hi)
+    assert t.reason.startswith("3 NONSPEECH base clips: too few"), t.reason
+    assert "SPEECH base clip" not in t.reason.replace("NONSPEECH", "") and "within each class stratum" in t.reason
+    both = ps.fit_sensitivity(DURATIONS, speech, 1.0 - staircase(MIN_CLUSTERS + 2)[[0, 1, 2, 4, 6]], (0.75,), n_boot=500,
+                              rng=np.random.default_rng(4))
+    t = both.thresholds[0]
+    assert t.reason is None and t.lo <= t.value <= t.hi and t.lo < t.hi

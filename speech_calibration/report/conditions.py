@@ -38,7 +38,9 @@ Writes:
   some resamples never exceed it; ``> 1000 ms``: some are already above at the mildest level), and
   ``chance_levels``: at how many levels forecasts calibrated by construction exceed the criterion by chance
   (:func:`calibrated_null`), which the text then says; ``falls_below_again``: where a curve that reached its
-  criterion loses it again within the range (a curve that falls with the level);
+  criterion loses it again within the range (a curve that falls with the level). Every threshold interval needs
+  ``MIN_CLUSTERS`` base clips (of each class where they are resampled by class); where there is none, ``lo`` and
+  ``hi`` are empty and ``ci_text`` (and ``no_interval``) says why;
 - ``metrics/conditions/calibration_under_shift.csv``: calibration under shift, per system (each seed), dimension
   and level: top-label smooth ECE, NLL and balanced accuracy of the dev-fitted calibrator's output (answered at
   its threshold; a system without a calibrator: its own output, ``calibration`` = uncalibrated), each with an
@@ -50,7 +52,8 @@ Writes:
   with the base clip as the unit: ``n_clusters`` base clips (of ``n_variants`` variants), the clustered
   exact McNemar test (:mod:`speech_calibration.stats.paired_tests`) with Holm correction across the whole
   table, the naive McNemar p-value that treats variants as independent (for contrast), and the accuracy
-  difference with a clustered-bootstrap interval (each comparison's own, not adjusted like ``p_holm``);
+  difference with a clustered-bootstrap interval (each comparison's own, not adjusted like ``p_holm``), or, where
+  the base clips are too few for one, empty bounds and the reason in ``diff_interval``;
 - ``plots/conditions/*.csv`` (``dvc plots`` data, one series per system) and ``*.png``; among them
   ``calibration_<dimension>.csv`` (the curves above with their bands; the seeds averaged, their band the
   interval of the seed mean, resample by resample) and ``calibration_under_shift.png`` (smooth ECE and
@@ -95,7 +98,6 @@ from speech_calibration.stats.resampling import (
     cluster_bootstrap_replicates,
     cluster_interval,
     keyed_rng,
-    percentile_interval,
 )
 
 log = logging.getLogger(__name__)
@@ -272,9 +274,23 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float, n_bin
     }
 
 
-def _band(row: dict, replicates: np.ndarray, n_clusters: int, ci: float, measure: str) -> None:
-    """Add ``<measure>_lo``, ``_hi`` (a cluster-bootstrap interval over base clips) and ``_no_interval`` (why none) to ``row``."""
-    interval = cluster_interval(replicates, n_clusters, ci, unit="base clips")
+STRATUM_CLASS = {"1": schema.SPEECH, "0": schema.NONSPEECH}  # resampling.composition_strata's names of 0/1 labels
+
+
+def stratum_sizes(strata: np.ndarray | None, base: np.ndarray) -> dict[str, int] | None:
+    """``{class name: its base clips}`` of a bootstrap resampled within ``strata`` (each item's stratum, as
+    :func:`~speech_calibration.stats.resampling.class_strata` gives it), over the items ``base``; None: not stratified."""
+    if strata is None:
+        return None
+    strata, base = np.asarray(strata), np.asarray(base)
+    return {STRATUM_CLASS.get(str(s), str(s)): len(set(base[strata == s].tolist())) for s in dict.fromkeys(strata.tolist())}
+
+
+def _band(row: dict, replicates: np.ndarray, n_clusters: int, ci: float, measure: str,
+          per_stratum: dict[str, int] | None = None) -> None:
+    """Add ``<measure>_lo``, ``_hi`` (a cluster-bootstrap interval over base clips) and ``_no_interval`` (why none) to ``row``;
+    ``per_stratum`` (:func:`stratum_sizes`) where the base clips were resampled within class strata."""
+    interval = cluster_interval(replicates, n_clusters, ci, unit="base clips", per_stratum=per_stratum)
     row[f"{measure}_lo"], row[f"{measure}_hi"] = interval["lo"], interval["hi"]
     row[f"{measure}_no_interval"] = interval.get("reason", "")
 
@@ -286,7 +302,8 @@ def per_condition_table(y: np.ndarray, conditions: np.ndarray, levels: np.ndarra
 
     Each row also gives its number of base clips (``n_clusters``) and intervals of balanced accuracy and
     ECE from a bootstrap over base clips (by class where :func:`~speech_calibration.stats.resampling.class_strata`
-    needs it: a base clip is one class), or the reason there is none (:func:`~speech_calibration.stats.resampling.cluster_interval`).
+    needs it: a base clip is one class, and then each class needs enough base clips), or the reason there is none
+    (:func:`~speech_calibration.stats.resampling.cluster_interval`).
     """
     rows = []
     for calibration, (p, thr) in probs.items():
@@ -299,13 +316,13 @@ def per_condition_table(y: np.ndarray, conditions: np.ndarray, levels: np.ndarra
                 return {"balanced_accuracy": metrics.balanced_accuracy(yy[idx], metrics.predict(pp[idx], thr)),
                         "ece": metrics.ece(conf, correct, n_bins)}
 
-            n_clusters = len(set(bb.tolist()))
-            reps = cluster_bootstrap_replicates(stat, bb, strata=class_strata(yy, bb), n_boot=n_boot,
+            n_clusters, strata = len(set(bb.tolist())), class_strata(yy, bb)
+            reps = cluster_bootstrap_replicates(stat, bb, strata=strata, n_boot=n_boot,
                                                 seed=keyed_rng(seed, "per_condition", system_name, calibration, condition, level))
             row = {"calibration": calibration, "condition": condition, "level": level, "n_clusters": n_clusters,
                    **classification_metrics(yy, pp, thr, n_bins)}
             for key in ("balanced_accuracy", "ece"):
-                _band(row, reps[key], n_clusters, ci, key)
+                _band(row, reps[key], n_clusters, ci, key, stratum_sizes(strata, bb))
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -388,6 +405,8 @@ def threshold_row(system: System, axis: Axis, name: str, measure: str, t: psycho
     """One thresholds.csv row: the value and interval in the level's unit (NaN where censored), ``censored`` naming
     the side (``censored[0]`` below the range, ``censored[1]`` above), and both as text
     (:func:`~speech_calibration.stats.psychometric.describe` with ``words`` for the value, ``bound_words`` for the bounds).
+    Where the bootstrap over base clips gives no interval (``t.reason``), ``lo`` and ``hi`` are NaN and ``ci_text``
+    says why (``no_interval`` holds the reason alone; empty where there is an interval).
     ``calibration``: whose output it measures (the system's own answer, or its dev-fitted calibrator's)."""
     def text(v, w):
         return psychometric.describe(v, x_min, x_max, axis.fmt, **(w or {}))
@@ -403,7 +422,9 @@ def threshold_row(system: System, axis: Axis, name: str, measure: str, t: psycho
         "lo": axis.display(t.lo) if math.isfinite(t.lo) else math.nan,
         "hi": axis.display(t.hi) if math.isfinite(t.hi) else math.nan,
         "falls_below_again": axis.display(t.falls_back) if lost else math.nan,
-        "text": value_text, "ci_text": f"[{text(t.lo, bound_words)}, {text(t.hi, bound_words)}]", "ci": ci,
+        "text": value_text, "ci_text": (f"(no interval: {t.reason})" if t.reason
+                                        else f"[{text(t.lo, bound_words)}, {text(t.hi, bound_words)}]"),
+        "ci": ci, "no_interval": t.reason or "",
     }
 
 
@@ -433,6 +454,8 @@ class ShiftCurve:
     point: dict[str, np.ndarray]  # measure -> (L,)
     replicates: dict[str, np.ndarray]  # measure -> (B, L); every system resamples the same base clips
     null: np.ndarray  # (L,): the smooth ECE these forecasts reach by chance when calibrated (:func:`calibrated_null`)
+    per_stratum: list[dict[str, int] | None]  # per level: base clips per class stratum (None: not stratified)
+    clusters: tuple[int, dict[str, int] | None]  # the whole dimension's base clips, and per stratum (its thresholds)
 
 
 @dataclass(frozen=True)
@@ -447,6 +470,8 @@ class ShiftResamples:
     n_clusters: np.ndarray  # per level: its base clips
     groups: list[list[tuple[np.ndarray, np.ndarray]]]  # per level: (resample numbers, (k, count) indices into ``rows``)
     n_boot: int
+    per_stratum: list[dict[str, int] | None]  # per level: base clips per class stratum (None: not stratified)
+    clusters: tuple[int, dict[str, int] | None]  # the whole dimension's base clips, and per stratum
 
 
 def shift_resamples(meta: pd.DataFrame, y: np.ndarray, order: list[tuple[str, str]],
@@ -467,7 +492,8 @@ def shift_resamples(meta: pd.DataFrame, y: np.ndarray, order: list[tuple[str, st
             pieces.append(idx)
             return {"piece": np.full(len(idx), len(pieces) - 1), "row": np.arange(len(idx))}
 
-        where = cluster_bootstrap_replicates(collect, base[rows], strata=class_strata(y[rows], base[rows]),
+        strata = class_strata(y[rows], base[rows])
+        where = cluster_bootstrap_replicates(collect, base[rows], strata=strata,
                                              n_boot=cfg.n_bootstrap,
                                              seed=keyed_rng(cfg.bootstrap_seed, "calibration_shift", dimension))
         number = [np.empty(len(piece), dtype=np.int64) for piece in pieces]  # resample number of each piece row
@@ -486,7 +512,10 @@ def shift_resamples(meta: pd.DataFrame, y: np.ndarray, order: list[tuple[str, st
             at_level.append(member)
             groups.append([(np.concatenate([n for n, _ in g]), np.concatenate([i for _, i in g])) for g in by_count.values()])
         n_clusters = np.array([len(set(base[rows][m].tolist())) for m in at_level])
-        out[dimension] = ShiftResamples(dimension, levels, rows, at_level, n_clusters, groups, cfg.n_bootstrap)
+        per_stratum = [stratum_sizes(None if strata is None else strata[m], base[rows][m]) for m in at_level]
+        clusters = (len(set(base[rows].tolist())), stratum_sizes(strata, base[rows]))
+        out[dimension] = ShiftResamples(dimension, levels, rows, at_level, n_clusters, groups, cfg.n_bootstrap,
+                                        per_stratum, clusters)
     return out
 
 
@@ -522,7 +551,7 @@ def shift_curves(resamples: dict[str, ShiftResamples], y: np.ndarray, p: np.ndar
             null[j] = calibrated_null(pp[member], threshold, ci,
                                       keyed_rng(seed, "calibrated_null", system_name, dimension, res.levels[j]))
         curves[dimension] = ShiftCurve(dimension, calibration, res.levels, np.array([int(m.sum()) for m in res.at_level]),
-                                       res.n_clusters, point, reps, null)
+                                       res.n_clusters, point, reps, null, res.per_stratum, res.clusters)
     return curves
 
 
@@ -535,7 +564,7 @@ def shift_table_rows(system: System, curves: dict[str, ShiftCurve], ci: float) -
                    "condition": c.dimension, "level": level, "n": int(c.n[j]), "n_clusters": int(c.n_clusters[j])}
             for m in SHIFT_MEASURES:
                 row[m] = float(c.point[m][j])
-                _band(row, c.replicates[m][:, j], int(c.n_clusters[j]), ci, m)
+                _band(row, c.replicates[m][:, j], int(c.n_clusters[j]), ci, m, c.per_stratum[j])
                 if m == ECE:
                     row[f"{ECE}_calibrated_null"] = float(c.null[j])
             rows.append(row)
@@ -565,9 +594,11 @@ def calibration_threshold_rows(system: System, curves: dict[str, ShiftCurve], q:
             continue
         x = axis.x(c.levels)
         value = float(psychometric.first_exceedance(c.point[ECE], x, q)[0])
-        lo, hi = percentile_interval(psychometric.first_exceedance(c.replicates[ECE], x, q), ci, interpolate=False)
+        n_clusters, per_stratum = c.clusters
+        lo, hi, reason = psychometric.censored_interval(psychometric.first_exceedance(c.replicates[ECE], x, q), n_clusters,
+                                                        ci, per_stratum=per_stratum)
         row = threshold_row(
-            system, axis, ece_threshold_name(axis, q), ECE, psychometric.Threshold(q, value, lo, hi),
+            system, axis, ece_threshold_name(axis, q), ECE, psychometric.Threshold(q, value, lo, hi, reason=reason),
             float(x.min()), float(x.max()), ci, censored=("never exceeds", "already above"),
             words={"below": f"never exceeds {q:.2f} within {{lo}} to {{hi}}", "above": f"already above {q:.2f} at {{hi}}"},
             bound_words={"above": "> {hi}"}, calibration=c.calibration)
@@ -586,7 +617,9 @@ def paired_table(meta: pd.DataFrame, correct: dict[str, np.ndarray], cfg: params
     ``n_clusters`` (base clips) is the sample size of ``p_clustered`` (the clustered exact McNemar test) and of
     the bootstrap interval of the accuracy difference; ``p_naive`` is the plain McNemar test that counts the
     ``n_variants`` variants as independent, shown for contrast only. ``p_holm`` is adjusted for the whole table;
-    the interval is not (it is each comparison's own, so with many rows some exclude 0 by chance).
+    the interval is not (it is each comparison's own, so with many rows some exclude 0 by chance). Where the base
+    clips are too few for an interval (:func:`~speech_calibration.stats.paired_tests.clustered_bootstrap_difference`),
+    ``diff_lo`` and ``diff_hi`` are empty and ``diff_interval`` says why (empty where there is one).
     """
     rows = []
     base = meta[BASE_CLIP_ID].to_numpy()
@@ -597,7 +630,7 @@ def paired_table(meta: pd.DataFrame, correct: dict[str, np.ndarray], cfg: params
             mask = np.ones(len(cond), bool) if scope == ALL else cond == scope
             c1, c2 = correct[s1][mask], correct[s2][mask]
             test = paired_tests.clustered_mcnemar(c1, c2, base[mask])
-            diff, lo, hi = paired_tests.clustered_bootstrap_difference(
+            difference = paired_tests.clustered_bootstrap_difference(
                 c1, c2, base[mask], n_boot=cfg.n_bootstrap, ci=ci,
                 rng=keyed_rng(cfg.bootstrap_seed, "paired", s1, s2, scope))
             rows.append({"system_1": s1, "system_2": s2, "scope": scope, "n_clusters": test.n_clusters,
@@ -605,7 +638,8 @@ def paired_table(meta: pd.DataFrame, correct: dict[str, np.ndarray], cfg: params
                          "only_1_right": test.only_1, "only_2_right": test.only_2, "both_right": test.both,
                          "both_wrong": test.neither, "p_clustered": test.p_value,
                          "p_naive": paired_tests.mcnemar_p(test.only_1, test.only_2),
-                         "accuracy_difference": diff, "diff_lo": lo, "diff_hi": hi, "ci": ci})
+                         "accuracy_difference": difference.diff, "diff_lo": difference.lo,
+                         "diff_hi": difference.hi, "ci": ci, "diff_interval": difference.reason or ""})
     table = pd.DataFrame(rows)
     if len(table):
         table.insert(table.columns.get_loc("p_clustered") + 1, "p_holm",
@@ -734,7 +768,8 @@ def calibration_plot_data(shift: dict[str, dict[str, ShiftCurve]], systems: list
                    "n_clusters": int(first.n_clusters[j])}
             for m in SHIFT_MEASURES:
                 row[m] = float(np.mean([c.point[m][j] for c in members]))
-                _band(row, np.mean([c.replicates[m][:, j] for c in members], axis=0), int(first.n_clusters[j]), ci, m)
+                _band(row, np.mean([c.replicates[m][:, j] for c in members], axis=0), int(first.n_clusters[j]), ci, m,
+                      first.per_stratum[j])
             rows.append(row)
     columns = ["system", column, "n_members", "n_clusters",
                *[f"{m}{part}" for m in SHIFT_MEASURES for part in ("", "_lo", "_hi", "_no_interval")]]

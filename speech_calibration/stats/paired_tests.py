@@ -18,7 +18,9 @@
   ``p~_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))``.
 - **Clustered bootstrap of an accuracy difference**: clusters (base clips: all variants of one clip)
   are resampled with replacement; each resample's difference is ``sum_c w_c d_c / sum_c w_c n_c``
-  with ``d_c`` the cluster's summed correctness difference and ``n_c`` its clip count. Percentile interval.
+  with ``d_c`` the cluster's summed correctness difference and ``n_c`` its clip count. Percentile interval,
+  only where :func:`~speech_calibration.stats.resampling.cluster_interval` allows one (``MIN_CLUSTERS`` base
+  clips, ``MIN_DISTINCT`` distinct resampled differences); else none, and the reason in words.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import bdtr  # the binomial CDF, without scipy.stats' 1.8-s import (tested against binomtest)
 
-from speech_calibration.stats.resampling import cluster_counts, percentile_interval
+from speech_calibration.stats.resampling import cluster_counts, cluster_interval, percentile_interval
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,27 @@ def holm(p_values) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class BootstrapDifference:
+    diff: float  # accuracy of system 1 minus system 2, over all clips
+    lo: float  # percentile interval over resampled base clips; NaN where there is none
+    hi: float
+    n_clusters: int  # base clips
+    reason: str | None = None  # why there is no interval, in words (None: there is one)
+
+
 def clustered_bootstrap_difference(correct_1: np.ndarray, correct_2: np.ndarray, clusters: np.ndarray, *,
                                    n_boot: int = 1000, ci: float = 0.95,
-                                   rng: np.random.Generator | None = None) -> tuple[float, float, float]:
-    """Accuracy of system 1 minus system 2, with a percentile interval from resampling clusters."""
+                                   rng: np.random.Generator | None = None) -> BootstrapDifference:
+    """Accuracy of system 1 minus system 2, with a percentile interval from resampling base clips.
+
+    ``clusters``: each clip's base clip (the variants of one test clip form one cluster), resampled whole.
+    The interval bounds are order statistics of the resampled differences (``interpolate=False``); whether
+    there is one follows :func:`~speech_calibration.stats.resampling.cluster_interval`: not from fewer than
+    ``MIN_CLUSTERS`` base clips (one base clip would give a zero-width interval that says nothing of another
+    clip), nor from fewer than ``MIN_DISTINCT`` distinct resampled differences. Then ``lo`` and ``hi`` are NaN
+    and ``reason`` says why.
+    """
     diff = np.asarray(correct_1, dtype=np.float64) - np.asarray(correct_2, dtype=np.float64)
     _, index = np.unique(np.asarray(clusters), return_inverse=True)
     d_c = np.bincount(index, weights=diff)
@@ -79,8 +98,11 @@ def clustered_bootstrap_difference(correct_1: np.ndarray, correct_2: np.ndarray,
     rng = rng if rng is not None else np.random.default_rng(0)
     w = cluster_counts(len(n_c), n_boot, rng)
     boot = (w @ d_c) / (w @ n_c)
+    verdict = cluster_interval(boot, len(n_c), ci, unit="base clips")
+    if verdict["lo"] is None:
+        return BootstrapDifference(float(diff.mean()), np.nan, np.nan, len(n_c), str(verdict["reason"]))
     lo, hi = percentile_interval(boot, ci, interpolate=False)
-    return float(diff.mean()), lo, hi
+    return BootstrapDifference(float(diff.mean()), lo, hi, len(n_c))
 
 
 @dataclass(frozen=True)

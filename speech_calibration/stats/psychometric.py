@@ -15,7 +15,10 @@ The threshold at criterion ``q`` is the level where the fitted curve crosses ``q
 Intervals come from a clustered bootstrap: base clips (the clusters: every variant of one clip) are
 resampled with replacement, the per-level counts recomputed, the curve refitted; the interval is the
 percentile interval of the resampled thresholds on the extended real line (a censored resample counts
-as -inf or +inf, so an interval bound can itself be censored).
+as -inf or +inf, so an interval bound can itself be censored). There is an interval only where
+:func:`~speech_calibration.stats.resampling.cluster_interval` allows one (``MIN_CLUSTERS`` base clips, in
+each class where speech and non-speech are resampled apart, and ``MIN_DISTINCT`` distinct resampled
+thresholds); else its bounds are NaN and ``Threshold.reason`` says why (:func:`censored_interval`).
 
 A curve of P(answer SPEECH) on speech clips measures sensitivity and bias together: a system that
 answers SPEECH to everything sits at 1 at every level. :func:`fit_sensitivity` measures sensitivity:
@@ -41,10 +44,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from speech_calibration.stats.metrics import sigmoid
-from speech_calibration.stats.resampling import cluster_counts, percentile_interval
+from speech_calibration.stats.resampling import cluster_counts, cluster_interval, percentile_interval
 
 RIDGE = 1e-3
 GRID = 4001  # levels on which a balanced-accuracy threshold is located
+CLASSES = ("SPEECH", "NONSPEECH")  # the strata of fit_sensitivity's bootstrap, named as the labels
 
 
 def fit_logistic(x: np.ndarray, k: np.ndarray, n: np.ndarray, ridge: float = RIDGE,
@@ -104,11 +108,26 @@ def thresholds(a: np.ndarray, b: np.ndarray, q: float, x_min: float, x_max: floa
 class Threshold:
     q: float
     value: float  # level units (x); -inf / +inf when censored
-    lo: float
+    lo: float  # NaN where there is no interval (``reason``)
     hi: float
     # where the fitted curve, having reached q, is below q again within the tested range (a curve that falls with
     # the level); +inf when it stays at or above q up to the highest level, or never reaches q
     falls_back: float = np.inf
+    reason: str | None = None  # why there is no interval, in words (None: there is one)
+
+
+def censored_interval(replicates: np.ndarray, n_clusters: int, ci: float, *,
+                      per_stratum: dict[str, int] | None = None) -> tuple[float, float, str | None]:
+    """``(lo, hi, None)``: the percentile interval of bootstrap replicates over base clips that may be ``-inf``/``+inf``
+    (order statistics, :func:`~speech_calibration.stats.resampling.percentile_interval` with ``interpolate=False``),
+    or ``(nan, nan, reason)`` where :func:`~speech_calibration.stats.resampling.cluster_interval` gives none
+    (too few base clips, in some stratum with ``per_stratum``, or too few distinct replicates)."""
+    with np.errstate(invalid="ignore"):  # it interpolates between infinite replicates: only its verdict is used
+        verdict = cluster_interval(replicates, n_clusters, ci, unit="base clips", per_stratum=per_stratum)
+    if verdict["lo"] is None:
+        return np.nan, np.nan, str(verdict["reason"])
+    lo, hi = percentile_interval(replicates, ci, interpolate=False)
+    return lo, hi, None
 
 
 def falls_back(values: np.ndarray, grid: np.ndarray, q: float) -> float:
@@ -149,10 +168,11 @@ class Curve:
 
 def fit_curve(levels: np.ndarray, responses: np.ndarray, criteria: tuple[float, ...] = (), *, n_boot: int = 1000,
               ci: float = 0.95, rng: np.random.Generator | None = None) -> Curve:
-    """Fit one curve to a clusters-by-levels response matrix and bootstrap its thresholds over clusters.
+    """Fit one curve to a clusters-by-levels response matrix and bootstrap its thresholds over clusters (base clips).
 
     ``responses``: shape ``(C, L)``, 1 where base clip ``c`` at level ``l`` was answered SPEECH, 0 where
-    not, NaN where that variant does not exist. ``criteria``: the ``q`` of each threshold wanted.
+    not, NaN where that variant does not exist. ``criteria``: the ``q`` of each threshold wanted. A threshold's
+    interval follows :func:`censored_interval` (none from fewer than ``MIN_CLUSTERS`` base clips).
     """
     levels = np.asarray(levels, dtype=np.float64)
     responses = np.asarray(responses, dtype=np.float64)
@@ -168,12 +188,13 @@ def fit_curve(levels: np.ndarray, responses: np.ndarray, criteria: tuple[float, 
         rng = rng if rng is not None else np.random.default_rng(0)
         w = cluster_counts(responses.shape[0], n_boot, rng)
         a_b, b_b = fit_logistic(levels, w @ hits, w @ present.astype(np.float64))
+        n_clusters = int(present.any(axis=1).sum())  # base clips with some response
         for q in criteria:
             value = float(thresholds(a, b, q, x_min, x_max))
-            lo, hi = percentile_interval(thresholds(a_b, b_b, q, x_min, x_max), ci, interpolate=False)
+            lo, hi, reason = censored_interval(thresholds(a_b, b_b, q, x_min, x_max), n_clusters, ci)
             target = np.log(q / (1.0 - q))  # a falling curve (b < 0) at or above q at x_min is below it past x_q
             fall = (target - a) / b if b < 0 and a + b * x_min >= target > a + b * x_max else np.inf
-            found.append(Threshold(q, value, lo, hi, float(fall)))
+            found.append(Threshold(q, value, lo, hi, float(fall), reason))
     return Curve(levels, k, n, a, b, tuple(found))
 
 
@@ -238,7 +259,9 @@ def fit_sensitivity(levels: np.ndarray, speech: np.ndarray, nonspeech: np.ndarra
     """Balanced-accuracy thresholds (see the module doc) from the response matrices of speech and non-speech base clips.
 
     ``speech``: ``(C_s, L)`` and ``nonspeech``: ``(C_n, L)``, each 1 where that base clip at that level was
-    answered SPEECH, 0 where not, NaN where the variant does not exist.
+    answered SPEECH, 0 where not, NaN where the variant does not exist. The two are resampled apart, so an
+    interval needs ``MIN_CLUSTERS`` base clips of each (:func:`censored_interval` with the strata
+    :data:`CLASSES`); where one has fewer, the reason names it.
     """
     hit, false_alarm = fit_curve(levels, speech), fit_curve(levels, nonspeech)
     valid = (hit.n > 0) & (false_alarm.n > 0)
@@ -246,10 +269,11 @@ def fit_sensitivity(levels: np.ndarray, speech: np.ndarray, nonspeech: np.ndarra
         raise ValueError("no level has both speech and non-speech clips")
     grid = np.linspace(float(hit.levels[valid].min()), float(hit.levels[valid].max()), GRID)
     rng = rng if rng is not None else np.random.default_rng(0)
-    boot = []
-    for responses in (speech, nonspeech):
+    boot, per_stratum = [], {}
+    for name, responses in zip(CLASSES, (speech, nonspeech)):
         r = np.asarray(responses, dtype=np.float64)
         present = ~np.isnan(r)
+        per_stratum[name] = int(present.any(axis=1).sum())  # base clips with some response
         w = cluster_counts(r.shape[0], n_boot, rng)
         boot.append(fit_logistic(levels, w @ np.where(present, r, 0.0), w @ present.astype(np.float64)))
     (a1_b, b1_b), (a0_b, b0_b) = boot
@@ -257,8 +281,9 @@ def fit_sensitivity(levels: np.ndarray, speech: np.ndarray, nonspeech: np.ndarra
     replicates = _balanced(a1_b, b1_b, a0_b, b0_b, grid)
     found = []
     for q in criteria:
-        lo, hi = percentile_interval(first_crossing(replicates, grid, q), ci, interpolate=False)
-        found.append(Threshold(q, float(first_crossing(point, grid, q)[0]), lo, hi, falls_back(point[0], grid, q)))
+        lo, hi, reason = censored_interval(first_crossing(replicates, grid, q), sum(per_stratum.values()), ci,
+                                           per_stratum=per_stratum)
+        found.append(Threshold(q, float(first_crossing(point, grid, q)[0]), lo, hi, falls_back(point[0], grid, q), reason))
     return Sensitivity(hit, false_alarm, tuple(found))
 
 
