@@ -151,7 +151,7 @@ def test_report_end_to_end(project):
     assert row["accuracy_difference"] == pytest.approx(row["accuracy_1"] - row["accuracy_2"])
     assert PAIRED_COLUMNS | {"diff_interval"} <= set(pairs.columns)
     assert (pairs["diff_lo"].isna() == pairs["diff_interval"].notna()).all()  # an interval, or the reason there is none
-    assert PAIRED_COLUMNS <= set(pairs.columns) and THRESHOLD_COLUMNS | {"no_interval"} <= set(thresholds.columns)
+    assert THRESHOLD_COLUMNS | {"no_interval"} <= set(thresholds.columns)
     none = thresholds["no_interval"].notna()
     assert (thresholds.loc[none, "ci_text"] == "(no interval: " + thresholds.loc[none, "no_interval"] + ")").all()
     assert thresholds.loc[none, ["lo", "hi"]].isna().all().all()
@@ -585,3 +585,39 @@ def test_a_class_stratum_with_too_few_base_clips_gives_no_band_and_names_it():
         else:
             assert table["smooth_ece_lo"].notna().all() and (table["smooth_ece_no_interval"] == "").all()
             assert whole["ece_lo"] <= whole["ece"] <= whole["ece_hi"]  # (balanced accuracy: too few distinct values)
+
+
+def test_the_nll_under_shift_is_computed_from_the_log_odds_unclipped():
+    """One confident error at 200 log-odds: from the log-odds it costs 200 nats, as in metrics/test; from p (which
+    rounds to 1) the clip would cap it at 27.6. Both tables of the report take the log-odds where the system has them."""
+    from speech_calibration import params as params_mod
+
+    meta = variants_frame(12)
+    y = (meta["label"] == "SPEECH").to_numpy().astype(int)
+    z = logit_difference(meta, "finetuned", 0)
+    z[np.flatnonzero(y == 0)[0]] = 200.0  # a NONSPEECH variant (the first row of a clean clip) answered SPEECH
+    p = sigmoid(z)
+
+    def by_hand(mask):
+        return float(np.mean(np.logaddexp(0.0, np.where(y[mask] == 1, -z[mask], z[mask]))))
+
+    clean = (meta["condition"] == "clean").to_numpy()
+    order = conditions.variant_order(meta, params_mod.Conditions(snr_db=SNRS))
+    table = conditions.per_condition_table(
+        y, meta["condition"].to_numpy(), meta["level"].to_numpy(), order,
+        {"calibrated": conditions.Forecast(p, 0.5, z)}, 15, base=meta["base_clip_id"].to_numpy(), n_boot=50,
+        ci=0.95, seed=0, system_name="x").set_index(["condition", "level"])
+    assert table.loc[("clean", "clean"), "nll"] == pytest.approx(by_hand(clean), rel=1e-12)
+    assert table.loc[("all", "all"), "nll"] == pytest.approx(by_hand(np.ones(len(y), bool)), rel=1e-12)
+    assert by_hand(clean) > 200.0 / clean.sum()  # the error's full cost, beyond the clip's 27.6 nats
+    cfg = params_mod.Conditions(snr_db=SNRS, n_bootstrap=50)
+    resamples = conditions.shift_resamples(meta, y, order, cfg)
+    curves = conditions.shift_curves(resamples, y, p, 0.5, "calibrated", z)
+    clipped = conditions.shift_curves(resamples, y, p, 0.5, "calibrated")
+    for dimension, curve in curves.items():
+        rows = resamples[dimension].rows
+        for j, member in enumerate(resamples[dimension].at_level):
+            mask = np.zeros(len(y), bool)
+            mask[rows[member]] = True
+            assert curve.point["nll"][j] == pytest.approx(by_hand(mask), rel=1e-12)
+            assert clipped[dimension].point["nll"][j] <= curve.point["nll"][j] + 1e-12

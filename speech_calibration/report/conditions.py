@@ -78,6 +78,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -86,7 +87,14 @@ from speech_calibration import layout
 from speech_calibration import params as params_mod
 from speech_calibration.calibration import calibrators
 from speech_calibration.data import schema
-from speech_calibration.data.schema import BASE_CLIP_ID, CLEAN, CONDITION, DIMENSIONS, LEVEL, level_text
+from speech_calibration.data.schema import (
+    BASE_CLIP_ID,
+    CLEAN,
+    CONDITION,
+    DIMENSIONS,
+    LEVEL,
+    level_text,
+)
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_path, write_csv, write_json
 from speech_calibration.layout import SystemFiles
@@ -157,6 +165,24 @@ class Scored:
     p: np.ndarray  # p(SPEECH) at temperature 1
     p_cal: np.ndarray | None  # calibrated p(SPEECH), None without a calibrator
     threshold_cal: float
+    z: np.ndarray | None = None  # the log-odds of SPEECH behind p (logit_A - logit_B), for the unclipped NLL
+    z_cal: np.ndarray | None = None  # behind p_cal
+
+    def forecasts(self) -> dict[str, Forecast]:
+        """{uncalibrated, and calibrated where there is a calibrator: its forecasts}."""
+        out = {UNCALIBRATED: Forecast(self.p, 0.5, self.z)}
+        if self.p_cal is not None:
+            out[CALIBRATED] = Forecast(self.p_cal, self.threshold_cal, self.z_cal)
+        return out
+
+
+class Forecast(NamedTuple):
+    """One system's p(SPEECH) per variant, the threshold it answers SPEECH from, and the log-odds behind ``p`` where
+    known (the NLL is then computed from them, unclipped: :func:`~speech_calibration.stats.metrics.nll`)."""
+
+    p: np.ndarray
+    threshold: float
+    log_odds: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------------------------- inputs
@@ -223,24 +249,31 @@ def score_system(system: System, meta: pd.DataFrame) -> Scored:
         raise UserError(f"{system.predictions}: clip '{cid}' has a different label than the variants' metadata; "
                         "re-run the predict_conditions stages")
     a, b = preds[schema.LOGIT_A].to_numpy(float), preds[schema.LOGIT_B].to_numpy(float)
-    p = metrics.p_speech_from_logits(a, b)
-    p_cal, thr = None, 0.5
+    z = a - b
+    p = metrics.sigmoid(z)  # = metrics.p_speech_from_logits(a, b)
+    p_cal, z_cal, thr = None, None, 0.5
     if system.calibration is not None:
         cal = calibrators.load(system.calibration)
-        p_cal = per_set_proba(cal, a, b, meta)
+        z_cal = per_set_log_odds(cal, a, b, meta)
+        p_cal = metrics.sigmoid(z_cal)  # = cal.predict_proba, set by set
         thr = cal.threshold
-    return Scored(system, p, p_cal, thr)
+    return Scored(system, p, p_cal, thr, z, z_cal)
+
+
+def per_set_log_odds(cal: calibrators.Calibrator, a: np.ndarray, b: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
+    """The calibrated log-odds of SPEECH of every variant; a per-batch calibrator (batch calibration) sees each
+    (condition, level) as its own set, since that is where a shift moves the prior."""
+    if not cal.per_batch:
+        return np.asarray(cal.log_odds(a, b), dtype=float)
+    out = np.empty(len(a))
+    for idx in meta.groupby([CONDITION, LEVEL], sort=False).indices.values():
+        out[idx] = cal.log_odds(a[idx], b[idx])
+    return out
 
 
 def per_set_proba(cal: calibrators.Calibrator, a: np.ndarray, b: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
-    """The calibrated p(SPEECH) of every variant; a per-batch calibrator (batch calibration) sees each (condition,
-    level) as its own set, since that is where a shift moves the prior."""
-    if not cal.per_batch:
-        return np.asarray(cal.predict_proba(a, b), dtype=float)
-    out = np.empty(len(a))
-    for idx in meta.groupby([CONDITION, LEVEL], sort=False).indices.values():
-        out[idx] = cal.predict_proba(a[idx], b[idx])
-    return out
+    """The calibrated p(SPEECH) of every variant (:func:`per_set_log_odds`)."""
+    return metrics.sigmoid(per_set_log_odds(cal, a, b, meta))
 
 
 # -------------------------------------------------------------------------------------- metrics
@@ -260,7 +293,8 @@ def variant_order(meta: pd.DataFrame, cfg: params_mod.Conditions) -> list[tuple[
     return order
 
 
-def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float, n_bins: int) -> dict[str, float]:
+def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float, n_bins: int,
+                           log_odds: np.ndarray | None = None) -> dict[str, float]:
     pred = metrics.predict(p, threshold)
     conf, correct = metrics.top_label(y, p, threshold)
     return {
@@ -270,7 +304,7 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float, n_bin
         "recall_speech": float(metrics.class_accuracy(y, pred, 1)),
         "recall_nonspeech": float(metrics.class_accuracy(y, pred, 0)),
         "ece": float(metrics.ece(conf, correct, n_bins)),
-        "nll": float(metrics.nll(y, p)),
+        "nll": float(metrics.nll(y, p, log_odds=log_odds)),
     }
 
 
@@ -296,9 +330,10 @@ def _band(row: dict, replicates: np.ndarray, n_clusters: int, ci: float, measure
 
 
 def per_condition_table(y: np.ndarray, conditions: np.ndarray, levels: np.ndarray, order: list[tuple[str, str]],
-                        probs: dict[str, tuple[np.ndarray, float]], n_bins: int, *, base: np.ndarray,
+                        probs: dict[str, tuple], n_bins: int, *, base: np.ndarray,
                         n_boot: int, ci: float, seed: int, system_name: str) -> pd.DataFrame:
-    """Rows per (calibration, condition, level) in ``order`` plus ``all``; ``probs``: {calibration: (p, threshold)}.
+    """Rows per (calibration, condition, level) in ``order`` plus ``all``; ``probs``: {calibration: :class:`Forecast`}
+    (or ``(p, threshold)``).
 
     Each row also gives its number of base clips (``n_clusters``) and intervals of balanced accuracy and
     ECE from a bootstrap over base clips (by class where :func:`~speech_calibration.stats.resampling.class_strata`
@@ -306,7 +341,8 @@ def per_condition_table(y: np.ndarray, conditions: np.ndarray, levels: np.ndarra
     (:func:`~speech_calibration.stats.resampling.cluster_interval`).
     """
     rows = []
-    for calibration, (p, thr) in probs.items():
+    for calibration, forecast in probs.items():
+        p, thr, z = Forecast(*forecast)
         for condition, level in [*order, (ALL, ALL)]:
             mask = np.ones(len(y), bool) if condition == ALL else (conditions == condition) & (levels == level)
             yy, pp, bb = y[mask], p[mask], base[mask]
@@ -320,7 +356,7 @@ def per_condition_table(y: np.ndarray, conditions: np.ndarray, levels: np.ndarra
             reps = cluster_bootstrap_replicates(stat, bb, strata=strata, n_boot=n_boot,
                                                 seed=keyed_rng(seed, "per_condition", system_name, calibration, condition, level))
             row = {"calibration": calibration, "condition": condition, "level": level, "n_clusters": n_clusters,
-                   **classification_metrics(yy, pp, thr, n_bins)}
+                   **classification_metrics(yy, pp, thr, n_bins, None if z is None else z[mask])}
             for key in ("balanced_accuracy", "ece"):
                 _band(row, reps[key], n_clusters, ci, key, stratum_sizes(strata, bb))
             rows.append(row)
@@ -434,11 +470,11 @@ ECE = "smooth_ece"  # what a calibration threshold measures
 SHIFT_COLUMNS = {"duration": "duration_ms", "snr": "snr_db", "reverb": "t60_s", "band": "band"}  # plot data: the level
 
 
-def shift_measures(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
-    """Top-label smooth ECE, NLL and balanced accuracy of p(SPEECH) answered SPEECH from ``threshold`` on
-    (one value, or one per row of a ``(B, n)`` resample matrix)."""
+def shift_measures(y: np.ndarray, p: np.ndarray, threshold: float, log_odds: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Top-label smooth ECE, NLL (from ``log_odds``, the log-odds behind ``p``, where given) and balanced accuracy of
+    p(SPEECH) answered SPEECH from ``threshold`` on (one value, or one per row of a ``(B, n)`` resample matrix)."""
     conf, correct = metrics.top_label(y, p, threshold)
-    return {"smooth_ece": metrics.smooth_ece(conf, correct), "nll": metrics.nll(y, p),
+    return {"smooth_ece": metrics.smooth_ece(conf, correct), "nll": metrics.nll(y, p, log_odds=log_odds),
             "balanced_accuracy": metrics.balanced_accuracy(y, metrics.predict(p, threshold))}
 
 
@@ -533,20 +569,23 @@ def calibrated_null(p: np.ndarray, threshold: float, quantile: float, rng: np.ra
 
 
 def shift_curves(resamples: dict[str, ShiftResamples], y: np.ndarray, p: np.ndarray, threshold: float,
-                 calibration: str, *, ci: float = 0.95, seed: int = 0, system_name: str = "") -> dict[str, ShiftCurve]:
+                 calibration: str, log_odds: np.ndarray | None = None, *, ci: float = 0.95, seed: int = 0,
+                 system_name: str = "") -> dict[str, ShiftCurve]:
     """Per dimension, :func:`shift_measures` at each level, and on each of its bootstrap resamples (:func:`shift_resamples`);
-    and each level's :func:`calibrated_null` at quantile ``ci`` (seeded by ``seed``, the system and the level)."""
+    and each level's :func:`calibrated_null` at quantile ``ci`` (seeded by ``seed``, the system and the level).
+    ``log_odds``: behind ``p``, where known (the NLL from them, unclipped)."""
     curves = {}
     for dimension, res in resamples.items():
         yy, pp = y[res.rows], p[res.rows]
+        zz = None if log_odds is None else log_odds[res.rows]
         point = {m: np.full(len(res.levels), np.nan) for m in SHIFT_MEASURES}
         reps = {m: np.full((res.n_boot, len(res.levels)), np.nan) for m in SHIFT_MEASURES}
         null = np.full(len(res.levels), np.nan)
         for j, (member, groups) in enumerate(zip(res.at_level, res.groups)):
-            for m, value in shift_measures(yy[member], pp[member], threshold).items():
+            for m, value in shift_measures(yy[member], pp[member], threshold, None if zz is None else zz[member]).items():
                 point[m][j] = value
             for which, idx in groups:
-                for m, values in shift_measures(yy[idx], pp[idx], threshold).items():
+                for m, values in shift_measures(yy[idx], pp[idx], threshold, None if zz is None else zz[idx]).items():
                     reps[m][which, j] = values
             null[j] = calibrated_null(pp[member], threshold, ci,
                                       keyed_rng(seed, "calibrated_null", system_name, dimension, res.levels[j]))
@@ -906,12 +945,11 @@ def system_report(sc: Scored, meta: pd.DataFrame, y: np.ndarray, order: list[tup
     the result does not depend on which other systems are computed, in which order or in which process."""
     s = sc.system
     cond, lev, base = meta[CONDITION].to_numpy(), meta[LEVEL].to_numpy(), meta[BASE_CLIP_ID].to_numpy()
-    probs = {UNCALIBRATED: (sc.p, 0.5)}
-    if sc.p_cal is not None:
-        probs[CALIBRATED] = (sc.p_cal, sc.threshold_cal)
+    probs = sc.forecasts()
     calibration = CALIBRATED if sc.p_cal is not None else UNCALIBRATED  # the curves under shift: calibrated if it can
-    shift = shift_curves(resamples, y, *probs[calibration], calibration, ci=ci, seed=cfg.bootstrap_seed,
-                         system_name=s.name)
+    forecast = probs[calibration]
+    shift = shift_curves(resamples, y, forecast.p, forecast.threshold, calibration, forecast.log_odds, ci=ci,
+                         seed=cfg.bootstrap_seed, system_name=s.name)
     table = per_condition_table(y, cond, lev, order, probs, n_bins, base=base, n_boot=cfg.n_bootstrap, ci=ci,
                                 seed=cfg.bootstrap_seed, system_name=s.name)
     answers = metrics.predict(sc.p, 0.5).astype(float)
