@@ -166,7 +166,7 @@ def test_an_interval_needs_as_many_distinct_values_as_every_other_interval(disti
     if distinct < MIN_DISTINCT:
         assert (block["lo"], block["hi"], block["min"], block["max"]) == (None, None, 0.0, (distinct - 1) / 10)
         assert block["reason"] == f"{distinct} distinct values: too few for an interval (needs >= {MIN_DISTINCT})"
-        assert _fmt(block) == f"{block['mean']:.3f} (0.00 to {(distinct - 1) / 10:.2f})"
+        assert _fmt(block) == f"{block['mean']:.3f} (0.000 to {(distinct - 1) / 10:.3f})"
     else:
         assert block["lo"] is not None and block["lo"] < block["mean"] < block["hi"]
         assert _fmt(block).endswith("]")

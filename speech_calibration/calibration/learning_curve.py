@@ -11,7 +11,8 @@ is fitted once (a fit is deterministic). The last size, ``all``, is the full-dev
 resampling, equal to the calibrator the calibrate stage writes for that method.
 
 Per method and size: the mean test NLL and top-label smooth ECE (:mod:`speech_calibration.stats.metrics`) over
-the repeats, their percentile interval (the spread over which dev subset one happens to have, on this test set),
+the repeats, their percentile interval (the spread over which dev subset one happens to have, on this test set;
+only from ``MIN_DISTINCT`` distinct values on, else their range and the reason in words, as the ``all`` row always),
 the number of repeats and of distinct subsets, the uncalibrated value, and the paired difference to temperature
 scaling on the same subsets (``nll_minus_temperature``: its mean, interval and the share of subsets where the
 method's test NLL is lower). The subsets depend only on ``learning_curve.seed``, the size and the dev groups, so
@@ -271,7 +272,7 @@ def _fmt(block: dict | None) -> str:
     mean, lo, hi = block["mean"], block["lo"], block["hi"]
     if lo is not None:
         return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
-    return f"{mean:.3f}" + (f" ({block['min']:.2f} to {block['max']:.2f})" if block["min"] != block["max"] else "")
+    return f"{mean:.3f}" + (f" ({block['min']:.3f} to {block['max']:.3f})" if block["min"] != block["max"] else "")
 
 
 def table_text(rows: Sequence[dict], not_drawn: dict[str, str], *, n_seeds: int, repeats: int, ci: float) -> str:

@@ -72,7 +72,7 @@ def _rounded(block: dict) -> dict:
 def per_group_metrics(y: np.ndarray, series: dict[str, np.ndarray], groups: np.ndarray, *, n_bins: int = 15,
                       scores: dict[str, np.ndarray] | None = None) -> dict:
     """``{group: {"n", "n_speech", <series>: {metric: value}}}``: every ``GROUP_KEYS`` metric on each group's clips alone
-    (``scores``: each series' log-odds, which ROC-AUC ranks, as in :func:`evaluate_arrays`)."""
+    (``scores``: each series' log-odds, which ROC-AUC ranks and the NLL is computed from, as in :func:`evaluate_arrays`)."""
     out = {}
     for g in dict.fromkeys(np.asarray(groups).tolist()):
         idx = np.flatnonzero(np.asarray(groups) == g)
@@ -94,8 +94,8 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
     """The metrics JSON of one system (see the module doc) from labels and the two p(SPEECH) columns.
 
     ``log_odds``: the log-odds of SPEECH behind ``p_uncal`` and ``p_cal``, which ROC-AUC ranks instead of the
-    probabilities (which are exactly 0 or 1 past about ±37, where a temperature could break their ties; see
-    :func:`~speech_calibration.stats.metrics.binary_metrics`).
+    probabilities (which are exactly 0 or 1 past about ±37, where a temperature could break their ties) and the NLL
+    is computed from, unclipped (:func:`~speech_calibration.stats.metrics.binary_metrics`).
 
     With ``groups`` (each clip's group) also the group-level view: ``ci_group`` per series and
     ``delta_ci_group`` from a bootstrap over groups (stratified by the classes a group holds where the

@@ -205,7 +205,7 @@ def nll(y, p, eps: float = NLL_EPS, *, log_odds=None) -> np.ndarray:
     """Mean negative log-likelihood ``-mean(y log p + (1 - y) log(1 - p))`` in nats. NaN for zero clips.
 
     From ``p`` alone, ``p`` is clipped to ``[eps, 1 - eps]``, so one confident error costs at most ``-log(eps)``
-    (27.6 nats). Given ``log_odds``, the log-odds of SPEECH behind ``p`` (``p = sigmoid(log_odds)``), it is
+    (27.6 nats). Given ``log_odds``, the (finite) log-odds of SPEECH behind ``p`` (``p = sigmoid(log_odds)``), it is
     computed from them instead, without clipping: ``mean(y softplus(-z) + (1 - y) softplus(z))``, so an error
     at log-odds ``z`` costs its full ``|z|`` nats and more (the NLL the calibrators minimise).
     """
@@ -258,7 +258,8 @@ def _mass_ends(ps: np.ndarray, n_bins: int, min_count: int = 1) -> np.ndarray:
 def _bin_stats(prob, outcome, n_bins: int, strategy: str, min_count: int = 1):
     """Per-bin (count, sum of prob, sum of outcome), each of shape ``(rows, bins)``; a bin may be empty (count 0).
 
-    ``mass`` bins are those of :func:`_mass_ends` (``min_count`` items at least in every non-empty bin).
+    ``mass`` bins are those of :func:`_mass_ends` (with ``min_count=2`` and ``n_bins <= n // 2``, as
+    :func:`debiased_ece` calls it, at least 2 items in every non-empty bin).
     """
     prob, outcome = _rows(_f(prob)), _rows(_f(outcome))
     rows, n = prob.shape
@@ -295,7 +296,8 @@ def binned_calibration_error(prob, outcome, n_bins: int = 15, strategy: str = "w
     ``l1 = sum_b n_b/n |conf_b - acc_b|`` (ECE), ``l2 = sqrt(sum_b n_b/n (conf_b - acc_b)^2)`` (RMSCE),
     ``max = max_b |conf_b - acc_b|`` over non-empty bins (MCE). ``strategy``: ``width`` (bins of [0, 1] of
     equal width) or ``mass`` (equal counts, except that equal forecasts always share a bin: :func:`_mass_ends`).
-    Every value is independent of the order of the items. NaN for zero items.
+    Every value is independent of the order of the items, up to floating-point rounding (the bins' sums run in
+    item order). NaN for zero items.
     """
     prob = _f(prob)
     count, s_prob, s_out = _bin_stats(prob, outcome, n_bins, strategy)
