@@ -26,7 +26,6 @@ import yaml
 from speech_calibration.calibration.methods import METHODS as CALIBRATION_METHODS
 from speech_calibration.errors import UserError
 
-LABELS = ("SPEECH", "NONSPEECH")
 SPLITS = ("train", "dev", "test")
 EVAL_SET_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 RESERVED_SET_NAMES = (*SPLITS, "conditions")

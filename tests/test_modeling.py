@@ -413,3 +413,24 @@ def test_compiled_decoder_scores_and_trains_like_eager(tiny):
     assert loss2 == pytest.approx(loss, abs=1e-5)
     for name, g in grads.items():
         assert torch.allclose(grads2[name], g, rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.parametrize("device, words", [("gpu", "is not a device torch knows"),
+                                           ("cuda:x", "is not a device torch knows")])
+def test_a_device_torch_does_not_know_is_a_one_line_error_naming_the_key(device, words):
+    with pytest.raises(UserError, match=f"^model.device: '{device}' {words}; use auto, cpu, cuda or cuda:<index>$"):
+        loading.resolve_device(Model(device=device))
+
+
+def test_seeding_fixes_the_cublas_workspace_unless_the_environment_chose_one(monkeypatch):
+    """cuBLAS is deterministic only with a fixed workspace, which it reads from the environment when it starts."""
+    import os
+
+    from speech_calibration.model.training import seed_everything
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    seed_everything(0)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    seed_everything(0)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"

@@ -84,7 +84,3 @@ def write_audio(path: str | os.PathLike, samples: np.ndarray, sample_rate: int =
     subtype = "VORBIS" if str(path).lower().endswith(".ogg") else "PCM_16"
     with atomic_path(path) as tmp:
         sf.write(str(tmp), np.clip(samples, -1.0, 1.0), sample_rate, subtype=subtype)
-
-
-def duration_s(samples: np.ndarray, sample_rate: int = MODEL_RATE) -> float:
-    return float(len(samples)) / sample_rate

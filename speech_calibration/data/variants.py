@@ -12,7 +12,7 @@ for what each transform does):
 - ``band``: Butterworth ``telephone`` band-pass, ``lowpass`` or ``highpass``.
 
 Outputs ``data/processed/conditions/`` (written whole, atomically): ``audio/<clip_id>.wav`` and
-``conditions_metadata.csv`` in the data contract of ``stages/schema.py`` plus ``base_clip_id``,
+``conditions_metadata.csv`` in the data contract of :mod:`speech_calibration.data.schema` plus ``base_clip_id``,
 ``condition`` and ``level`` (a number for duration in ms, SNR in dB, T60 in s; a filter name for band;
 ``clean`` for the reference). Variants are deterministic: each draws from a generator seeded by
 ``conditions.seed``, the clip id and the condition.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from speech_calibration.data.schema import LABELS, NONSPEECH, SPEECH
+from speech_calibration.data.schema import LABELS, SPEECH
 from speech_calibration.errors import UserError
 from speech_calibration.params import Prompt
 
@@ -238,7 +238,3 @@ class FeatureCache:
         frames = self.builder.window_length([self.audios[i] for i in idx], trim=self.trim) // self.builder.hop
         rows = torch.as_tensor(list(idx), dtype=torch.long)
         return self.features[rows, :, :frames].contiguous(), self.mask[rows, :frames].contiguous()
-
-
-def label_of_token(token: str, prompt: Prompt) -> str:
-    return SPEECH if token == prompt.speech_answer else NONSPEECH

@@ -37,9 +37,16 @@ def resolve_device(cfg: Model) -> torch.device:
 
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(cfg.device)
+    try:
+        device = torch.device(cfg.device)
+    except RuntimeError:
+        raise UserError(f"model.device: {cfg.device!r} is not a device torch knows; use auto, cpu, cuda or cuda:<index>") \
+            from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"model.device: {cfg.device!r} asked for, but no CUDA GPU is visible; set model.device: auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"model.device: {cfg.device!r} asked for, but this machine shows {torch.cuda.device_count()} CUDA "
+                        f"GPU(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1}); choose one of them or auto")
     return device
 
 

@@ -52,7 +52,7 @@ from speech_calibration.stats.metrics import logit
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000  # both detectors run at 16 kHz here; stages.audio.load_audio delivers it
+SAMPLE_RATE = 16000  # both detectors run at 16 kHz here; speech_calibration.data.audio.load_audio delivers it
 SILERO_FRAME = 512  # samples per Silero window at 16 kHz (32 ms)
 SILERO_FRAME_MS = 1000.0 * SILERO_FRAME / SAMPLE_RATE
 WEBRTC_MODES = (0, 1, 2, 3)
