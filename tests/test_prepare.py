@@ -374,6 +374,69 @@ def test_presplit_group_in_two_splits_is_rejected(make_params, presplit_corpus, 
     one_line_error(code, err, f"{test_csv} row 1: group 'grp0' is also in train", "move all its clips to one split")
 
 
+def presplit_params(make_params, presplit_corpus, name="params.yaml") -> Path:
+    return make_params({"data": {"source": "presplit", "presplit": {s: str(p) for s, p in presplit_corpus.items()}}}, name)
+
+
+def test_a_stale_duration_in_the_csv_cannot_hide_a_long_clip(make_params, presplit_corpus, make_audio, tmp_path, capsys,
+                                                             caplog):
+    """duration_s 5 declared for a 7-s clip (the tiny model's window is 6 s): prepare measures the file and refuses
+    it, and says that the CSV's value was wrong; 0.52 declared for a 0.5-s clip is rounding, not reported."""
+    make_audio("mine/audio/long.wav", seconds=7.0)
+    test_csv = presplit_corpus["test"]
+    test_csv.write_text("clip_id,audio_path,label,group_id,duration_s\n"
+                        "test0,audio/long.wav,SPEECH,grp2,5.0\ntest1,audio/test1.flac,NONSPEECH,grp2,0.52\n")
+    code, err = run_cli(capsys, tmp_path / "project", presplit_params(make_params, presplit_corpus))
+    one_line_error(code, err, f"{test_csv} row 1 (test0): clip of 7.00 s is longer than the model's 6 s audio window")
+    warnings = [r.getMessage() for r in caplog.records if "differs from its audio file" in r.getMessage()]
+    assert len(warnings) == 1 and "\n" not in warnings[0], warnings
+    assert warnings[0].startswith(f"{test_csv} row 1 (test0): duration_s 5 differs from its audio file's 7.000 s")
+    assert str(tmp_path / "mine" / "audio" / "long.wav") in warnings[0] and "(1 of 2 rows differ)" in warnings[0]
+    assert not (tmp_path / "project" / layout.SPLIT_DIR).exists()
+
+
+def test_durations_written_are_the_audio_files_and_missing_spellings_are_empty(make_params, presplit_corpus, tmp_path,
+                                                                               caplog):
+    """duration_s 9 declared for a 0.5-s clip no longer counts as long: the split CSV and metrics/data.json carry
+    0.5 s; an snr_db written NA or nan (as R and numpy write a missing value) is read as missing, written empty."""
+    test_csv = presplit_corpus["test"]
+    test_csv.write_text("clip_id,audio_path,label,group_id,duration_s,snr_db\n"
+                        "test0,audio/test0.flac,SPEECH,grp2,9,NaN\ntest1,audio/test1.flac,NONSPEECH,grp2,NA,NA\n")
+    out, metrics = prepare_in(tmp_path / "project", presplit_params(make_params, presplit_corpus))
+    written = pd.read_csv(out / "test_metadata.csv", keep_default_na=False)
+    assert written[schema.DURATION_S].tolist() == pytest.approx([0.5, 0.5])  # make_audio's 0.5 s, at 44.1 kHz
+    assert written[schema.SNR_DB].tolist() == ["", ""]
+    data = json.loads(metrics.read_text())
+    assert data["test"]["duration_s_max"] == pytest.approx(0.5) and data["total"]["duration_s_total"] == pytest.approx(3.0)
+    assert f"{test_csv} row 1 (test0): duration_s 9 differs from its audio file's 0.500 s" in caplog.text
+
+
+@pytest.mark.parametrize("edit, words", [
+    (("grp2", "grp0 "), ["row 1: group_id 'grp0 ' has leading or trailing whitespace"]),
+    (("grp2", "GRP0"), ["row 1: group 'GRP0' (spelled 'grp0' there) is also in train", "move all its clips"]),
+    (("test1,", "train1,"), ["row 2: clip_id 'train1' is also in train", "train.csv row 2)"]),
+    (("audio/test1.flac", "audio/train1.flac"), ["row 2: audio file", "train1.flac is also in train", "train.csv row 2)"]),
+])
+def test_presplit_group_clip_or_audio_in_two_splits_is_rejected(make_params, presplit_corpus, tmp_path, capsys, edit,
+                                                                 words):
+    test_csv = presplit_corpus["test"]
+    test_csv.write_text(test_csv.read_text().replace(*edit))
+    code, err = run_cli(capsys, tmp_path / "project", presplit_params(make_params, presplit_corpus))
+    one_line_error(code, err, *[f"{test_csv} {words[0]}", *words[1:]])
+    assert not (tmp_path / "project" / layout.SPLIT_DIR).exists()
+
+
+def test_csv_audio_file_under_two_groups_is_rejected(make_params, user_corpus, tmp_path, capsys):
+    """The same file as a clip of spk0 and of spk5 could be split into train and test: refused before splitting."""
+    source = pd.read_csv(user_corpus)
+    source.loc[16, "audio_path"] = source.loc[1, "audio_path"]  # g5_c1 (spk5) now points at g0_c1's file (spk0)
+    source.to_csv(user_corpus, index=False)
+    params = make_params({"data": {"source": "csv", "csv": {"path": str(user_corpus)}}})
+    code, err = run_cli(capsys, tmp_path / "project", params)
+    one_line_error(code, err, f"{user_corpus} row 17: audio file", "is also row 2, in group 'spk0' not 'spk5'",
+                   "remove one of the two rows")
+
+
 def test_presplit_with_one_class_split_is_rejected(make_params, presplit_corpus, tmp_path, capsys):
     dev_csv = presplit_corpus["dev"]
     dev_csv.write_text(dev_csv.read_text().replace("NONSPEECH", "SPEECH"))

@@ -87,7 +87,42 @@ def test_unknown_label(corpus):
 
 
 def test_duration_not_a_number(corpus):
-    rejected(corpus([GOOD[0], "c2,audio/b.wav,NONSPEECH,g1,long,,"]), "row 2", "duration_s 'long' is not a number")
+    rejected(corpus([GOOD[0], "c2,audio/b.wav,NONSPEECH,g1,long,,"]), "row 2", "duration_s 'long' is not a number",
+             "leave the cell empty for a missing value")
+
+
+def test_snr_not_a_number_says_the_fix(corpus):
+    rejected(corpus([GOOD[0], "c2,audio/b.wav,NONSPEECH,g1,,12 dB,"]), "row 2", "snr_db '12 dB' is not a number",
+             "write a number, or leave the cell empty for a missing value")
+
+
+@pytest.mark.parametrize("missing", ["NA", "nan", "NaN", "N/A", "NULL", "None", " NA "])
+def test_missing_value_spellings_of_r_and_numpy_read_as_missing(corpus, missing):
+    """R writes NA, numpy and pandas nan / NaN for a missing number (a NONSPEECH clip's SNR): read as an empty cell."""
+    df = schema.read_metadata(corpus([f"c1,audio/a.wav,SPEECH,g1,{missing},7.5,",
+                                      f"c2,audio/b.wav,NONSPEECH,g1,0.5,{missing},"]))
+    assert np.isnan(df[schema.DURATION_S][0]) and df[schema.DURATION_S][1] == 0.5
+    assert df[schema.SNR_DB][0] == 7.5 and np.isnan(df[schema.SNR_DB][1])
+
+
+def test_missing_value_spellings_stay_text_in_id_columns(corpus):
+    """A group (or clip) called NA is a name, not a missing value."""
+    df = schema.read_metadata(corpus(["NA,audio/a.wav,SPEECH,NA,,,", "nan,audio/b.wav,NONSPEECH,NA,,,"]))
+    assert list(df[schema.CLIP_ID]) == ["NA", "nan"] and list(df[schema.GROUP_ID]) == ["NA", "NA"]
+
+
+@pytest.mark.parametrize("line, column, value", [
+    ("c2,audio/b.wav,NONSPEECH,g1 ,,,", "group_id", "g1 "),
+    ("c2,audio/b.wav,NONSPEECH,\tg1,,,", "group_id", "\tg1"),
+    (" c2,audio/b.wav,NONSPEECH,g1,,,", "clip_id", " c2"),
+])
+def test_ids_with_leading_or_trailing_whitespace(corpus, line, column, value):
+    rejected(corpus([GOOD[0], line]), "row 2", f"{column} '{value}'", "leading or trailing whitespace", "remove it")
+
+
+def test_group_ids_differing_only_in_case_in_one_file(corpus):
+    rejected(corpus([GOOD[0], GOOD[1], "c3,audio/c.wav,SPEECH,G1,,,"]), "row 3", "group_id 'G1' differs only in case",
+             "'g1' (row 1)", "spell each group one way")
 
 
 def test_missing_audio(corpus):
@@ -135,12 +170,62 @@ def test_group_in_two_splits(corpus, tmp_path):
     assert "move all its clips to one split" in message
 
 
-def test_read_splits_reads_all_three(corpus, tmp_path):
+@pytest.fixture
+def three_splits(corpus, make_audio):
+    """Valid train/dev/test CSVs (groups g0, g1, g2; two clips each, each on its own audio file); returns a
+    writer ``write(split, lines)`` that replaces one split's rows."""
+    def write(split: str, lines: list[str]):
+        return corpus(lines, f"{split}_metadata.csv")
+
     for i, split in enumerate(("train", "dev", "test")):
-        corpus([f"{split}1,audio/a.wav,SPEECH,g{i},,,", f"{split}2,audio/b.wav,NONSPEECH,g{i},,,"],
-               f"{split}_metadata.csv")
+        for c in (1, 2):
+            make_audio(f"audio/{split}{c}.wav")
+        write(split, [f"{split}1,audio/{split}1.wav,SPEECH,g{i},,,", f"{split}2,audio/{split}2.wav,NONSPEECH,g{i},,,"])
+    return write
+
+
+def split_error(root) -> str:
+    """The one-line UserError of reading the splits under ``root``."""
+    with pytest.raises(UserError) as err:
+        schema.read_splits(root)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_read_splits_reads_all_three(three_splits, tmp_path):
     frames = schema.read_splits(tmp_path)
     assert {s: len(df) for s, df in frames.items()} == {"train": 2, "dev": 2, "test": 2}
+
+
+def test_group_in_two_splits_spelled_in_another_case(three_splits, tmp_path):
+    test = three_splits("test", ["test1,audio/test1.wav,SPEECH,g2,,,", "test2,audio/test2.wav,NONSPEECH,G0,,,"])
+    message = split_error(tmp_path)
+    assert message.startswith(f"{test} row 2: group 'G0' (spelled 'g0' there) is also in train")
+    assert "move all its clips to one split" in message
+
+
+def test_group_in_two_splits_with_a_trailing_space(three_splits, tmp_path):
+    """'g0 ' in dev and 'g0' in train: refused at the padded id, before any comparison could miss it."""
+    dev = three_splits("dev", ["dev1,audio/dev1.wav,SPEECH,g0 ,,,", "dev2,audio/dev2.wav,NONSPEECH,g0 ,,,"])
+    assert split_error(tmp_path).startswith(f"{dev} row 1: group_id 'g0 ' has leading or trailing whitespace")
+
+
+def test_clip_id_in_two_splits(three_splits, tmp_path):
+    test = three_splits("test", ["test1,audio/test1.wav,SPEECH,g2,,,", "dev2,audio/test2.wav,NONSPEECH,g2,,,"])
+    message = split_error(tmp_path)
+    dev = tmp_path / "dev_metadata.csv"
+    assert message.startswith(f"{test} row 2: clip_id 'dev2' is also in dev ({dev} row 2)")
+    assert "unique across the splits" in message
+
+
+def test_audio_file_in_two_splits_however_its_path_is_spelled(three_splits, tmp_path):
+    """The same file as audio/train1.wav in train and as an absolute path through '..' in test."""
+    spelled = tmp_path / "audio" / ".." / "audio" / "train1.wav"
+    test = three_splits("test", ["test1,audio/test1.wav,SPEECH,g2,,,", f"test2,{spelled},NONSPEECH,g2,,,"])
+    message = split_error(tmp_path)
+    train = tmp_path / "train_metadata.csv"
+    assert message.startswith(f"{test} row 2: audio file {tmp_path / 'audio' / 'train1.wav'} is also in train ({train} row 1)")
+    assert "in one split only" in message
 
 
 def test_label_to_int():

@@ -11,7 +11,16 @@ token, and the log-sum-exp of the full vocabulary at the answer position; option
 are carried through.
 
 Every reader here validates what it reads and raises a one-line :class:`UserError` naming the file,
-the row and the fix.
+the row and the fix. The rules that are easy to trip over:
+
+- ids are compared exactly, so ``clip_id`` and ``group_id`` may not start or end with whitespace ("spk1 " and
+  "spk1" would be two speakers), and two ``group_id`` values that differ only in case ("spk1", "SPK1") are
+  refused, in one file or across splits: they are almost always one speaker spelled two ways, which would
+  be counted as two groups and could sit in two splits.
+- a missing value in a numeric column (``duration_s``, ``snr_db``) is an empty cell, or one of the spellings
+  R, numpy and spreadsheets write for it (``NA``, ``NaN``, ``nan``, ``N/A``, ``NULL``, ``None``, ...: see
+  ``MISSING_SPELLINGS``, any case); any other text there is an error.
+- across the split CSVs read together, no group, no ``clip_id`` and no audio file may appear in two splits.
 """
 from __future__ import annotations
 
@@ -36,6 +45,10 @@ SNR_DB = "snr_db"
 SOURCE = "source"
 METADATA_REQUIRED = (CLIP_ID, AUDIO_PATH, LABEL, GROUP_ID)
 METADATA_OPTIONAL = (DURATION_S, SNR_DB, SOURCE)
+
+NUMERIC_OPTIONAL = (DURATION_S, SNR_DB)
+# how R, numpy, pandas and spreadsheets write a missing number; read as an empty cell in NUMERIC_OPTIONAL (any case)
+MISSING_SPELLINGS = frozenset({"na", "n/a", "nan", "-nan", "null", "none", "<na>", "#n/a"})
 
 SPEECH, NONSPEECH = "SPEECH", "NONSPEECH"
 LABELS = (SPEECH, NONSPEECH)
@@ -93,6 +106,12 @@ def _check_columns(df: pd.DataFrame, path: Path, required: tuple[str, ...]) -> N
 
 
 def _check_ids_and_labels(df: pd.DataFrame, path: Path) -> None:
+    for col in (CLIP_ID, GROUP_ID):
+        padded = (df[col] != df[col].str.strip()).to_numpy()
+        if padded.any():
+            row = _row(df, padded)
+            raise UserError(f"{path} row {row}: {col} '{df[col].iloc[row - 1]}' has leading or trailing whitespace; "
+                            "remove it (ids are compared exactly)")
     dup = df[CLIP_ID].duplicated().to_numpy()
     if dup.any():
         row = _row(df, dup)
@@ -101,6 +120,31 @@ def _check_ids_and_labels(df: pd.DataFrame, path: Path) -> None:
     if bad.any():
         row = _row(df, bad)
         raise UserError(f"{path} row {row}: label '{df[LABEL].iloc[row - 1]}' is not one of {', '.join(LABELS)}")
+
+
+def _check_group_case(df: pd.DataFrame, path: Path) -> None:
+    """Two group ids that differ only in case are refused (see the module doc)."""
+    first: dict[str, tuple[str, int]] = {}  # casefolded id -> (its first spelling, its row)
+    for i, group in enumerate(df[GROUP_ID]):
+        seen, row = first.setdefault(group.casefold(), (group, i + 1))
+        if seen != group:
+            raise UserError(f"{path} row {i + 1}: group_id '{group}' differs only in case from '{seen}' (row {row}); "
+                            "spell each group one way (they would count as two groups, and could land in two splits)")
+
+
+def _numeric(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
+    """``col`` as floats: empty cells and MISSING_SPELLINGS are NaN, any other text an error."""
+    if pd.api.types.is_numeric_dtype(df[col]):  # pandas read every cell as a number (or empty)
+        return df[col].astype(float)
+    text = df[col].astype(object).where(df[col].notna(), "").astype(str).str.strip()
+    missing = (text.eq("") | text.str.lower().isin(MISSING_SPELLINGS)).to_numpy()
+    values = pd.to_numeric(text.mask(missing), errors="coerce").astype(float)
+    bad = values.isna().to_numpy() & ~missing
+    if bad.any():
+        row = _row(df, bad)
+        raise UserError(f"{path} row {row}: {col} '{df[col].iloc[row - 1]}' is not a number; write a number, "
+                        "or leave the cell empty for a missing value")
+    return values
 
 
 def resolve_audio_path(audio_path: str, csv_path: str | os.PathLike) -> Path:
@@ -118,14 +162,10 @@ def read_metadata(path: str | os.PathLike, *, check_audio: bool = True, require_
     df = _read_csv(path)
     _check_columns(df, path, METADATA_REQUIRED)
     _check_ids_and_labels(df, path)
-    for col in (DURATION_S, SNR_DB):
+    _check_group_case(df, path)
+    for col in NUMERIC_OPTIONAL:
         if col in df.columns:
-            values = pd.to_numeric(df[col], errors="coerce")
-            bad = (values.isna() & df[col].notna()).to_numpy()
-            if bad.any():
-                row = _row(df, bad)
-                raise UserError(f"{path} row {row}: {col} '{df[col].iloc[row - 1]}' is not a number")
-            df[col] = values
+            df[col] = _numeric(df, col, path)
     if require_both_classes:
         present = set(df[LABEL])
         if len(df) == 0 or present != set(LABELS):
@@ -143,22 +183,53 @@ def read_metadata(path: str | os.PathLike, *, check_audio: bool = True, require_
 
 
 def check_disjoint_groups(splits: Mapping[str, pd.DataFrame], paths: Mapping[str, os.PathLike]) -> None:
-    """No group (speaker or recording) may appear in two splits."""
+    """No group (speaker or recording) may appear in two splits, in any case ("spk1" and "SPK1" are one group)."""
     names = list(splits)
     for i, a in enumerate(names):
+        spelled = {}  # casefolded group id -> its spelling in split a
+        for group in splits[a][GROUP_ID]:
+            spelled.setdefault(group.casefold(), group)
         for b in names[i + 1:]:
-            shared = sorted(set(splits[a][GROUP_ID]) & set(splits[b][GROUP_ID]))
-            if shared:
-                rows = splits[b][GROUP_ID].eq(shared[0]).to_numpy()
-                raise UserError(f"{paths[b]} row {_row(splits[b], rows)}: group '{shared[0]}' is also in {a} "
-                                f"({paths[a]}); a group must stay in one split (move all its clips to one split)")
+            shared = splits[b][GROUP_ID].str.casefold().isin(spelled).to_numpy()
+            if shared.any():
+                row = _row(splits[b], shared)
+                group = splits[b][GROUP_ID].iloc[row - 1]
+                other = spelled[group.casefold()]
+                also = f"'{group}'" if other == group else f"'{group}' (spelled '{other}' there)"
+                raise UserError(f"{paths[b]} row {row}: group {also} is also in {a} ({paths[a]}); "
+                                "a group must stay in one split (move all its clips to one split)")
 
 
-def read_splits(root: str | os.PathLike = SPLIT_DIR, splits=("train", "dev", "test"), *, check_audio: bool = True) -> dict[str, pd.DataFrame]:
-    """Read and validate the split CSVs under ``root`` together, including group disjointness."""
+def _check_unique_across(splits: Mapping[str, pd.DataFrame], paths: Mapping[str, os.PathLike], what: str, keys,
+                         fix: str) -> None:
+    """``keys(frame)`` (one key per row) may not share a key between two splits; the error names both rows."""
+    first: dict[str, tuple[str, int]] = {}  # key -> (split, row)
+    for split, frame in splits.items():
+        own: dict[str, int] = {}
+        for i, key in enumerate(keys(frame)):
+            own.setdefault(key, i + 1)
+            if key in first:
+                other, row = first[key]
+                raise UserError(f"{paths[split]} row {i + 1}: {what} {key} is also in {other} ({paths[other]} row {row}); "
+                                f"{fix}")
+        first.update({key: (split, row) for key, row in own.items()})
+
+
+def check_disjoint_splits(splits: Mapping[str, pd.DataFrame], paths: Mapping[str, os.PathLike]) -> None:
+    """No group, no clip id and no audio file in two splits (frames as :func:`read_metadata` returns them)."""
+    check_disjoint_groups(splits, paths)
+    _check_unique_across(splits, paths, "clip_id", lambda f: [f"'{c}'" for c in f[CLIP_ID]],
+                         "clip ids must be unique across the splits (rename one, or remove the duplicate row)")
+    _check_unique_across(splits, paths, "audio file", lambda f: [os.path.realpath(p) for p in f["audio_file"]],
+                         "a clip must be in one split only (remove one of the two rows)")
+
+
+def read_splits(root: str | os.PathLike = SPLIT_DIR, splits=("train", "dev", "test"), *,
+                check_audio: bool = True) -> dict[str, pd.DataFrame]:
+    """Read and validate the split CSVs under ``root`` together: no group, clip or audio file in two splits."""
     paths = {s: split_csv(s, root) for s in splits}
     frames = {s: read_metadata(p, check_audio=check_audio) for s, p in paths.items()}
-    check_disjoint_groups(frames, paths)
+    check_disjoint_splits(frames, paths)
     return frames
 
 

@@ -12,10 +12,19 @@ and class balance per split (``metrics/data.json``). ``params.yaml`` ``data.sour
              the rest. Reproducible from data.split_seed; every split holds both classes.
   presplit   your three split CSVs (data.presplit.train/dev/test), validated and copied into place.
 
-Every input CSV is validated (columns, unique clip ids, labels, readable audio, no group in two
-splits, both classes in every split). Audio paths of csv and presplit corpora are rewritten so
-they still resolve from the new folder (absolute paths stay absolute). The output folder is built
-beside its final place and swapped in whole, so a crash leaves the previous folder untouched.
+Every input CSV is validated (columns, unique clip ids, labels, readable audio, no group, clip id or
+audio file in two splits, both classes in every split; see :mod:`speech_calibration.data.schema`). Audio
+paths of csv and presplit corpora are rewritten so they still resolve from the new folder (absolute paths
+stay absolute). The output folder is built beside its final place and swapped in whole, so a crash
+leaves the previous folder untouched.
+
+Durations of csv and presplit clips come from their audio files' headers (frames / sample rate, no
+decoding), for the long-clip check, the written ``duration_s`` and ``metrics/data.json`` alike: a CSV's
+own ``duration_s`` is never trusted. Where it differs from the header by more than DURATION_TOLERANCE_S
+(0.05 s: a duration rounded to one decimal is off by up to 0.05 s, and lossy codecs' priming and padding,
+which tools count differently, by a few hundredths), one warning line names the first such row and both
+values. A warning, not an error: the usual cause is a column left stale after the audio was trimmed or
+re-encoded, the value is replaced anyway, and a duration cannot tell a wrong file from a right one.
 
 Note for csv and presplit: DVC tracks only what dvc.yaml lists; add your CSVs (and audio folder)
 to the prepare stage's deps, or run `dvc repro -f prepare` after changing them.
@@ -40,6 +49,7 @@ from speech_calibration.params import SPLITS, Data
 log = logging.getLogger(__name__)
 
 LongClips = tuple  # (the model's audio window in seconds, or a function that reads it; audio.long_clips)
+DURATION_TOLERANCE_S = 0.05  # a CSV's duration_s further than this from its audio header's is reported (module doc)
 SPLIT_TRIES = 256  # seeded shuffles of the groups tried by split_groups
 PARAM_KEYS = ("data.synthetic.", "data.csv.", "data.presplit.")  # errors that name a params key
 
@@ -114,16 +124,36 @@ def check_decodable(df: pd.DataFrame, csv: str | os.PathLike, chunk: int = 64) -
         load_clips(files[start:start + chunk], places=places[start:start + chunk])  # decoded, then dropped
 
 
-def with_durations(df: pd.DataFrame) -> pd.DataFrame:
-    """Fill missing ``duration_s`` values from the audio files' headers (needs the ``audio_file`` column)."""
-    durations = df[schema.DURATION_S] if schema.DURATION_S in df.columns else pd.Series(np.nan, index=df.index)
-    missing = durations.isna().to_numpy()
-    if missing.any():
-        durations = durations.astype(float).copy()
-        for i in np.flatnonzero(missing):
-            info = probe_audio(df["audio_file"].iloc[i])
-            durations.iloc[i] = info.frames / info.samplerate
-    return df.assign(**{schema.DURATION_S: durations})
+def with_durations(df: pd.DataFrame, csv: str | os.PathLike) -> pd.DataFrame:
+    """``df`` with every ``duration_s`` read from its audio file's header (needs the ``audio_file`` column); a CSV
+    value that differs by more than DURATION_TOLERANCE_S is reported in one warning line (see the module doc)."""
+    places = schema.clip_places(csv, df)
+    header = np.empty(len(df))
+    for i, (file, place) in enumerate(zip(df["audio_file"], places)):
+        try:
+            info = probe_audio(file)
+        except UserError as err:
+            raise UserError(f"{place}: {err}") from None
+        header[i] = info.frames / info.samplerate
+    if schema.DURATION_S in df.columns:
+        declared = df[schema.DURATION_S].to_numpy(float)
+        off = np.flatnonzero(np.abs(declared - header) > DURATION_TOLERANCE_S + 1e-9)  # NaN (not declared) is never off
+        if off.size:
+            i = int(off[0])
+            log.warning("%s: duration_s %g differs from its audio file's %.3f s (%s) by more than %g s; prepare uses the "
+                        "audio's (%d of %d rows differ); correct the column or leave it empty", places[i], declared[i],
+                        header[i], df["audio_file"].iloc[i], DURATION_TOLERANCE_S, off.size, len(df))
+    return df.assign(**{schema.DURATION_S: header})
+
+
+def check_audio_in_one_group(df: pd.DataFrame, csv: str | os.PathLike) -> None:
+    """One audio file listed under two groups could land in two splits: refused, naming both rows."""
+    first: dict[str, tuple[int, str]] = {}  # audio file -> (row, group)
+    for i, (file, group) in enumerate(zip(df["audio_file"], df[schema.GROUP_ID])):
+        row, owner = first.setdefault(os.path.realpath(file), (i + 1, group))
+        if owner != group:
+            raise UserError(f"{csv} row {i + 1}: audio file {file} is also row {row}, in group '{owner}' not '{group}'; "
+                            "a clip belongs to one group (remove one of the two rows)")
 
 
 def _columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -149,7 +179,8 @@ def from_csv(data: Data, out_dir: Path, window: LongClips | None = None) -> dict
     """``data.source: csv``: one metadata CSV split by group."""
     path = Path(data.csv.path)
     _check_outside(path, out_dir, "data.csv.path")
-    df = with_durations(schema.read_metadata(path))
+    df = with_durations(schema.read_metadata(path), path)
+    check_audio_in_one_group(df, path)
     check_decodable(df, path)
     check_long(df, path, window)
     n_dev, n_test = group_counts(df[schema.GROUP_ID].nunique(), data.csv.dev_groups, data.csv.test_groups)
@@ -165,8 +196,8 @@ def from_presplit(data: Data, out_dir: Path, window: LongClips | None = None) ->
     paths = {split: Path(getattr(data.presplit, split)) for split in SPLITS}
     for split, path in paths.items():
         _check_outside(path, out_dir, f"data.presplit.{split}")
-    frames = {split: with_durations(schema.read_metadata(path)) for split, path in paths.items()}
-    schema.check_disjoint_groups(frames, paths)
+    frames = {split: with_durations(schema.read_metadata(path), path) for split, path in paths.items()}
+    schema.check_disjoint_splits(frames, paths)
     for split, frame in frames.items():
         check_decodable(frame, paths[split])
         check_long(frame, paths[split], window)
@@ -191,7 +222,8 @@ def data_metrics(frames: Mapping[str, pd.DataFrame]) -> dict[str, dict[str, floa
     return metrics
 
 
-def prepare(data: Data, out_dir: str | os.PathLike = layout.SPLIT_DIR, window: LongClips | None = None) -> dict[str, pd.DataFrame]:
+def prepare(data: Data, out_dir: str | os.PathLike = layout.SPLIT_DIR,
+            window: LongClips | None = None) -> dict[str, pd.DataFrame]:
     """Build the split folder for ``data`` in a temporary folder beside ``out_dir``, check it against the
     data contract, and swap it in whole. Returns the three metadata frames.
 
