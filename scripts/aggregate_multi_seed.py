@@ -1,4 +1,5 @@
-"""The study's multi-seed aggregation command line: a thin wrapper over :mod:`speech_calibration.stats.metrics` and :mod:`speech_calibration.report.summary`.
+"""The study's multi-seed aggregation command line: a thin wrapper over :mod:`speech_calibration.stats.metrics`
+and :mod:`speech_calibration.report.summary`.
 
     python scripts/aggregate_multi_seed.py --model_name calibrated_v1 --seeds 42 123 456 \\
         --predictions_dir results/calibration --test_pattern "seed_{seed}_test_calibrated.csv" \\
@@ -19,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python scripts/...` from anywhere
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from speech_calibration.cli import run  # noqa: E402
 from speech_calibration.data.study_tables import read_logits_table  # noqa: E402
@@ -32,9 +34,15 @@ def seed_metrics(path: Path, n_bins: int) -> dict[str, float]:
     """The metrics of one seed's test CSV (see the module doc for the columns used)."""
     df, a, b, y = read_logits_table(path)
     col = next((c for c in ("p_speech", "prob_A") if c in df.columns), None)
-    p = df[col].to_numpy(float) if col else metrics.p_speech_from_logits(a, b)
-    if not np.all((p >= 0) & (p <= 1)):
-        raise UserError(f"{path}: {col} must lie in [0, 1]")
+    if col is None:
+        p = metrics.p_speech_from_logits(a, b)
+    else:
+        p = pd.to_numeric(df[col], errors="coerce").to_numpy(float)  # text -> NaN, caught below with its row
+        bad = ~((p >= 0) & (p <= 1))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            value = "missing (an empty or NA cell)" if pd.isna(df[col].iloc[row]) else f"'{df[col].iloc[row]}'"
+            raise UserError(f"{path} row {row + 1}: {col} is {value}, not a probability in [0, 1]; fix or drop the row")
     m = metrics.binary_metrics(y, p, n_bins=n_bins, decomposition=False)
     if "predicted_token" in df.columns:
         tok = df["predicted_token"].astype(str).str.strip().str.upper()

@@ -14,6 +14,7 @@ change, since dividing both logits by T > 0 keeps the larger one larger.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -29,7 +30,8 @@ from speech_calibration.stats import metrics  # noqa: E402
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--predictions_csv", type=Path, required=True, help="dev predictions at T=1 (logit_A, logit_B, ground_truth_token)")
+    p.add_argument("--predictions_csv", type=Path, required=True,
+                   help="dev predictions at T=1 (logit_A, logit_B, ground_truth_token)")
     p.add_argument("--output_temp", type=Path, required=True, help="where to write the optimal temperature (%%.6f)")
     p.add_argument("--plot", type=Path, default=None, help="reliability diagram before/after (PNG)")
     p.add_argument("--n_bins", type=int, default=15, help="ECE bins (default: %(default)s)")
@@ -38,8 +40,11 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.n_bins < 2:
         raise UserError(f"--n_bins: {args.n_bins} must be at least 2")
+    low, high = args.bounds
+    if not (math.isfinite(high) and 0 < low < high):
+        raise UserError(f"--bounds: {low:g} {high:g} must be two finite numbers 0 < LOW < HIGH, e.g. --bounds 0.01 100")
     _, a, b, y = read_logits_table(args.predictions_csv)
-    cal = fit("temperature", a, b, y, temperature_bounds=tuple(args.bounds))
+    cal = fit("temperature", a, b, y, temperature_bounds=(low, high))
     t = cal.params["temperature"]
     write_text(args.output_temp, f"{t:.6f}\n")
     before = metrics.binary_metrics(y, metrics.p_speech_from_logits(a, b), n_bins=args.n_bins, decomposition=False)

@@ -1,4 +1,5 @@
-"""The study's scoring command line, kept for people migrating from it: a thin wrapper over :mod:`speech_calibration.model.scoring`.
+"""The study's scoring command line, kept for people migrating from it: a thin wrapper over
+:mod:`speech_calibration.model.scoring`.
 
     python scripts/evaluate_with_logits.py --checkpoint checkpoints/calibrated_v1/seed_42/final \\
         --test_csv data/processed/grouped_split/dev_metadata.csv --temperature 1.0 \\
@@ -10,20 +11,25 @@ study's summary lines. A temperature never changes ``predicted_token`` (dividing
 keeps the larger one larger). ``--checkpoint none`` scores the base model (zero-shot).
 ``--calibrator models/calibrators/seed_42.json`` applies a calibrator the pipeline fitted (any method)
 instead of a temperature; its decision threshold then sets ``predicted_token``.
+
+The clips are scored by the predict stage's own function (:func:`speech_calibration.model.scoring.score_csvs`),
+so the logits are predict's: a clip longer than the model's audio window is refused, truncated or scored
+as windows as ``audio.long_clips`` says, and a bad audio file's error names its CSV row. The CSV (and the
+``--calibrator`` file) are read and checked before the model loads.
 """
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 from speech_calibration import params as params_mod
 from speech_calibration.calibration import calibrators
 from speech_calibration.cli import run
 from speech_calibration.data import schema
-from speech_calibration.data.audio import load_clips
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import write_csv
-from speech_calibration.model.scoring import Scorer, predictions_frame
+from speech_calibration.model.scoring import Scorer, score_csvs
 
 
 def main(argv=None) -> None:
@@ -39,12 +45,13 @@ def main(argv=None) -> None:
     if not args.temperature > 0:
         raise UserError(f"--temperature: {args.temperature} must be positive")
     params = params_mod.load(args.params)
-    scorer = Scorer(params, None if args.checkpoint == "none" else Path(args.checkpoint))
-    meta = schema.read_metadata(args.test_csv, require_both_classes=False)
+    schema.read_metadata(args.test_csv, require_both_classes=False)  # inputs checked before the model loads
     cal = (calibrators.load(args.calibrator) if args.calibrator is not None
            else calibrators.TemperatureScaling({"temperature": args.temperature}))
-    audios = load_clips(list(meta["audio_file"]), scorer.builder.sampling_rate)
-    frame = predictions_frame(meta, scorer.score(audios), params.prompt)
+    scorer = Scorer(params, None if args.checkpoint == "none" else Path(args.checkpoint))
+    name = args.test_csv.stem
+    with tempfile.TemporaryDirectory() as tmp:  # predict's files for this CSV, of which only the frame is kept
+        frame = score_csvs(params, scorer, {name: args.test_csv}, Path(tmp))[name]
     frame[schema.P_SPEECH] = cal.predict_proba(frame[schema.LOGIT_A], frame[schema.LOGIT_B])
     frame["temperature"] = cal.temperature
     if args.calibrator is not None:

@@ -5,7 +5,8 @@ Loads the base model (``model.name_or_path``) and, unless ``--zero-shot``, the s
 scores in one process, or in several under torchrun (:mod:`speech_calibration.model.scoring`): one forward
 pass per batch, no text generation. Beside each set, ``<set>_content_free.csv`` holds the logits of two
 content-free inputs (digital silence and a short white noise) for contextual calibration. A clip longer than
-the model's audio window is handled as ``audio.long_clips`` says. Params: ``model``, ``prompt``, ``predict``,
+the model's audio window is handled as ``audio.long_clips`` says. Every metadata CSV is read and checked
+before the model loads, so a wrong path or a bad row costs no model load. Params: ``model``, ``prompt``, ``predict``,
 ``audio.long_clips``.
 
     python -m stages.predict --seed 42                 # dev, test -> predictions/seeds/seed_42/
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 
 from speech_calibration import layout, params
 from speech_calibration.cli import parser, run
+from speech_calibration.data import schema
 from speech_calibration.model.scoring import Scorer, score_csvs
 
 
@@ -46,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         csvs = {"dev": layout.split_csv("dev"), "test": layout.split_csv("test")}
         out_dir = layout.predictions_dir(system)
+    for csv in csvs.values():  # checked before the model loads (score_csvs reads them again, cheaply)
+        schema.read_metadata(csv, require_both_classes=False)
     scorer = Scorer(config, None if args.zero_shot else layout.adapter_dir(args.seed))
     score_csvs(config, scorer, csvs, out_dir)
 

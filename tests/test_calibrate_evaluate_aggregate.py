@@ -463,6 +463,26 @@ def test_study_wrappers(project):
     _one_line_error(bad, "results/o.csv")
 
 
+@pytest.mark.slow
+def test_study_wrappers_name_the_flag_or_the_cell_they_reject(project):
+    """--bounds is the wrapper's flag, not params' calibration.temperature_bounds; a p_speech cell that is text or
+    empty (beside good logits) is named by file, row and column."""
+    for bounds in (("1", "0.5"), ("0", "5"), ("0.1", "inf")):
+        bad = run(project, str(ROOT / "scripts/calibrate_temperature.py"), "--predictions_csv",
+                  "predictions/seeds/seed_42/dev.csv", "--output_temp", "t.txt", "--bounds", *bounds, check=False)
+        _one_line_error(bad, "--bounds", "0 < LOW < HIGH")
+        assert "temperature_bounds" not in bad.stderr and not (project / "t.txt").exists()
+    df = pd.read_csv(project / "predictions/seeds/seed_42/test.csv")
+    (project / "results").mkdir()
+    for seed, cell, shown in ((1, "high", "'high'"), (2, None, "missing")):
+        df.assign(p_speech=df["p_speech"].astype(object).where(df.index != 4, cell)).to_csv(
+            project / f"results/seed_{seed}_test.csv", index=False)
+        bad = run(project, str(ROOT / "scripts/aggregate_multi_seed.py"), "--model_name", "x", "--seeds", str(seed),
+                  "--predictions_dir", "results", "--test_pattern", "seed_{seed}_test.csv", "--output_file", "o.txt",
+                  check=False)
+        _one_line_error(bad, f"results/seed_{seed}_test.csv row 5: p_speech is {shown}", "not a probability in [0, 1]")
+
+
 def test_headline_files_cover_test_and_every_evaluation_set():
     """``summary.headlines``: one file per system and series on test (``fine_tuned``: the seeds' mean; a detector by
     its short name) and the same for each evaluation set under ``metrics/headline/eval_sets/<name>/``, each with the

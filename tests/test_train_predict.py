@@ -143,29 +143,39 @@ def test_predict_writes_the_contract_and_scores_are_order_independent(project, t
     np.testing.assert_allclose(one["logit_B"], frames["test"]["logit_B"], atol=1e-5)
 
 
+def _csv_with_long_clip(project: Path, folder: Path) -> Path:
+    """``folder/extra_metadata.csv``: the test split (absolute audio paths) and, last, ``long_clip``: 7 s of audio
+    (``folder/long.wav``) against the tiny model's 6 s window, with speech near its end only."""
+    from speech_calibration.data.audio import write_audio
+
+    test_csv = project / layout.split_csv("test")
+    meta = pd.read_csv(test_csv)
+    files = schema.read_metadata(test_csv)["audio_file"]
+    meta["audio_path"] = [str(Path(f).resolve()) for f in files]
+    speech = load_clips([files.iloc[0]])[0]
+    long_audio = np.random.default_rng(0).standard_normal(7 * 16000).astype(np.float32) * 0.01
+    long_audio[-len(speech[:16000 * 3]):] += speech[:16000 * 3]  # something to hear near the end only
+    write_audio(folder / "long.wav", long_audio)
+    long_row = {**meta.iloc[0].to_dict(), "clip_id": "long_clip", "audio_path": str(folder / "long.wav"),
+                "duration_s": 7.0}
+    csv = folder / "extra_metadata.csv"
+    pd.concat([meta, pd.DataFrame([long_row])], ignore_index=True).to_csv(csv, index=False)
+    return csv
+
+
 def test_each_long_clip_policy_on_the_trained_model(project, trained, tmp_path, monkeypatch):
     """7 s of audio against the tiny model's 6 s window. error: one line naming the CSV row, nothing written;
     truncate: the clip scores as its first 6 s; windows: as the better (larger SPEECH log-odds) of its two
     6-s windows, [0, 6] s and [1, 7] s, each scored on its own."""
     import dataclasses
 
-    from speech_calibration.data.audio import write_audio
-
     p, _ = trained
     monkeypatch.chdir(project)
-    meta = pd.read_csv(layout.split_csv("test"))
-    meta["audio_path"] = [str(Path(f).resolve()) for f in schema.read_metadata(layout.split_csv("test"))["audio_file"]]
-    speech = load_clips([schema.read_metadata(layout.split_csv("test"))["audio_file"].iloc[0]])[0]
-    long_audio = np.random.default_rng(0).standard_normal(7 * 16000).astype(np.float32) * 0.01
-    long_audio[-len(speech[:16000 * 3]):] += speech[:16000 * 3]  # something to hear near the end only
-    write_audio(tmp_path / "long.wav", long_audio)
-    long_row = {**meta.iloc[0].to_dict(), "clip_id": "long_clip", "audio_path": str(tmp_path / "long.wav"),
-                "duration_s": 7.0}
-    csv = tmp_path / "extra_metadata.csv"
-    pd.concat([meta, pd.DataFrame([long_row])], ignore_index=True).to_csv(csv, index=False)
+    csv = _csv_with_long_clip(project, tmp_path)
+    n_rows = len(pd.read_csv(csv))
     scorer = Scorer(p, project / "models/seed_42")
     out = tmp_path / "predictions"
-    with pytest.raises(UserError, match=rf"^{csv} row {len(meta) + 1} \(long_clip\): clip of 7\.00 s is longer than "
+    with pytest.raises(UserError, match=rf"^{csv} row {n_rows} \(long_clip\): clip of 7\.00 s is longer than "
                                         r"the model's 6 s audio window"):
         score_csvs(p, scorer, {"dev": layout.split_csv("dev"), "extra": csv}, out)
     assert not out.exists()
@@ -249,6 +259,91 @@ def test_study_command_lines_reproduce_the_stages(project, trained):
     bad = _wrapper(project, "evaluate_with_logits.py", "--checkpoint", "none", "--test_csv", "x.csv",
                    "--temperature", "-1", "--output_csv", "y.csv")
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --temperature: -1.0 must be positive"
+
+
+def _params_file(project: Path, path: Path, **sections) -> Path:
+    """The project's params.yaml with some ``section={key: value}`` changed, written to ``path``."""
+    import yaml
+
+    raw = _raw(project)
+    for section, values in sections.items():
+        raw[section] = {**raw[section], **values}
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _error_lines(done: subprocess.CompletedProcess) -> list[str]:
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-1500:]
+    return [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+
+
+def test_study_scoring_command_scores_as_predict_does(project, trained, tmp_path, monkeypatch):
+    """evaluate_with_logits.py goes through predict's scoring: with audio.long_clips=windows the 7-s clip is scored
+    as two windows and every clip's logits equal those the predict stage's score_csvs gives the same CSV."""
+    p, _ = trained
+    monkeypatch.chdir(project)
+    csv = _csv_with_long_clip(project, tmp_path)
+    params = _params_file(project, tmp_path / "windows.yaml", audio={"long_clips": "windows"})
+    done = _wrapper(project, "evaluate_with_logits.py", "--checkpoint", "models/seed_42", "--test_csv", str(csv),
+                    "--output_csv", str(tmp_path / "out.csv"), "--params", str(params))
+    assert done.returncode == 0, done.stderr[-1500:]
+    out = pd.read_csv(tmp_path / "out.csv")
+    q = params_mod.load(params)
+    predict = score_csvs(q, Scorer(q, project / "models/seed_42"), {"extra": csv}, tmp_path / "predict")["extra"]
+    assert list(out["clip_id"]) == list(predict["clip_id"])
+    for col in ("logit_A", "logit_B", "logsumexp_vocab", "n_windows"):
+        np.testing.assert_allclose(out[col], predict[col], atol=1e-6, err_msg=col)
+    assert out.set_index("clip_id").loc["long_clip", "n_windows"] == 2
+
+
+def test_study_scoring_command_refuses_a_long_clip_by_default(project, tmp_path):
+    """audio.long_clips=error (the default): one line naming the clip's CSV row, no output written."""
+    csv = _csv_with_long_clip(project, tmp_path)
+    n_rows = len(pd.read_csv(csv))
+    done = _wrapper(project, "evaluate_with_logits.py", "--checkpoint", "none", "--test_csv", str(csv),
+                    "--output_csv", str(tmp_path / "out.csv"))
+    lines = _error_lines(done)
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: {csv} row {n_rows} (long_clip): clip of 7.00 s is longer than the model's 6 s audio window"), lines
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_inputs_are_checked_before_the_model_loads(project, tmp_path):
+    """With model.name_or_path naming no folder, loading the model fails; a missing CSV or calibrator is reported
+    instead, so it was checked first (a typo costs no model load)."""
+    params = str(_params_file(project, tmp_path / "no_model.yaml", model={"name_or_path": str(tmp_path / "absent")}))
+    test_csv = "data/processed/grouped_split/test_metadata.csv"
+
+    def evaluate(*args):
+        return _error_lines(_wrapper(project, "evaluate_with_logits.py", "--checkpoint", "none", "--params", params,
+                                     "--output_csv", str(tmp_path / "out.csv"), *args))
+
+    assert evaluate("--test_csv", "typo.csv") == ["error: typo.csv: file not found"]
+    lines = evaluate("--test_csv", test_csv, "--calibrator", "typo.json")
+    assert len(lines) == 1 and lines[0].startswith("error: typo.json: file not found"), lines
+    lines = evaluate("--test_csv", test_csv)  # the inputs are good: now the model is loaded, and fails
+    assert len(lines) == 1 and lines[0].startswith("error: model.name_or_path:"), lines
+    done = subprocess.run([sys.executable, "-m", "stages.predict", "--zero-shot", "--conditions", "--params", params],
+                          cwd=project, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert _error_lines(done) == [f"error: {layout.conditions_csv()}: file not found"]
+
+
+def test_study_training_command_says_when_it_drops_the_mlp_targets(project, tmp_path):
+    """params.yaml's lora.mlp_targets: true without --add_mlp_targets: one warning that this run trains another model
+    than the train stage (before training, which here stops at a model folder that does not exist)."""
+    no_model = {"name_or_path": str(tmp_path / "absent")}
+
+    def warnings(*flag, mlp_targets):
+        params = _params_file(project, tmp_path / "p.yaml", model=no_model, lora={"mlp_targets": mlp_targets})
+        done = _wrapper(project, "finetune_qwen_audio.py", "--seed", "1", "--output_dir", str(tmp_path / "ck"),
+                        "--params", str(params), *flag)
+        assert _error_lines(done)[0].startswith("error: model.name_or_path:"), done.stderr[-1500:]
+        return [ln for ln in done.stderr.splitlines() if "--add_mlp_targets" in ln]
+
+    (line,) = warnings(mlp_targets=True)
+    assert "WARNING" in line and "lora.mlp_targets=false" in line and "dvc repro train" in line
+    assert warnings("--add_mlp_targets", mlp_targets=True) == []
+    assert warnings(mlp_targets=False) == []
 
 
 def test_shared_prompt_prefix_trains_the_same_adapter(project, monkeypatch):
