@@ -86,3 +86,10 @@ def test_combine_windows_keeps_the_window_with_the_largest_speech_log_odds():
         k = np.flatnonzero(owner == c)
         best = k[np.argmax(scores["logit_A"][k] - scores["logit_B"][k])]
         assert out["logit_A"][c] == scores["logit_A"][best] and out[N_WINDOWS][c] == len(k)
+
+
+def test_combine_windows_of_an_empty_set_is_empty():
+    empty = np.zeros(0)
+    out = combine_windows({"logit_A": empty, "logit_B": empty, "logsumexp_vocab": empty}, np.zeros(0, dtype=int), 0)
+    assert {k: v.shape for k, v in out.items()} == {"logit_A": (0,), "logit_B": (0,), "logsumexp_vocab": (0,),
+                                                     N_WINDOWS: (0,)}

@@ -6,7 +6,7 @@ and class balance per split (``metrics/data.json``). ``params.yaml`` ``data.sour
 
   synthetic  (default) the embedded corpus, no network: each group is one recording session, an
              eSpeak NG voice in one generated acoustic scene (:mod:`speech_calibration.data.corpus`); the audio goes to
-             grouped_split/audio/<split>/<clip_id>.wav (16 kHz mono PCM16). Knobs: data.synthetic.
+             grouped_split/audio/<split>/<clip_id>.wav (mono PCM16 at data.sample_rate). Knobs: data.synthetic.
   csv        your corpus as one metadata CSV (data.csv.path), split here by group: data.csv.dev_groups
              and data.csv.test_groups are fractions (< 1) or counts (>= 1) of groups; train gets
              the rest. Reproducible from data.split_seed; every split holds both classes.

@@ -155,7 +155,9 @@ def _built_ahead(build, items: Sequence, depth: int = 2):
 def combine_windows(scores: dict[str, np.ndarray], owner: np.ndarray, n_clips: int) -> dict[str, np.ndarray]:
     """Per clip, the scores of its window with the largest SPEECH log-odds ``logit_A - logit_B`` (the first on ties),
     and ``n_windows``; ``owner[k]`` is the clip of window ``k`` (:func:`speech_calibration.data.long_clips.apply_policy`)."""
-    owner = np.asarray(owner)
+    owner = np.asarray(owner, dtype=np.int64)
+    if owner.size == 0 and n_clips == 0:  # an empty set
+        return {**{k: np.asarray(v)[:0] for k, v in scores.items()}, N_WINDOWS: np.zeros(0, dtype=np.int64)}
     log_odds = scores[schema.LOGIT_A] - scores[schema.LOGIT_B]
     order = np.lexsort((np.arange(len(owner)), -log_odds, owner))  # by clip, then largest log-odds, then first
     first = order[np.r_[True, owner[order][1:] != owner[order][:-1]]]
