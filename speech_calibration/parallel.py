@@ -108,10 +108,11 @@ def map_forked(function: Callable[[T], R], items: Sequence[T], workers: int | No
     everything runs here in this process (macOS has ``fork``, but Python stopped defaulting to it there because
     system libraries are not safe in a forked child). The results are the same either way as long as ``function``
     depends only on its item and on what it was given, never on state that another item changes (a shared random
-    generator, for one). ``tests/test_conditions.py`` and ``tests/test_calibrate_evaluate_aggregate.py`` check that the
-    two reports that use it write the same files on one process or two. An exception in a worker is raised here; a
-    worker that dies (out of memory, killed) ends the call with one line naming the fix. ``desc``: a progress bar
-    with this label, counting ``unit``s as they come back in order (quiet when stderr is not a terminal).
+    generator, for one). ``tests/test_conditions.py``, ``tests/test_calibrate_evaluate_aggregate.py``,
+    ``tests/test_prepare.py`` and ``tests/test_degrade.py`` check that the four stages that use it (conditions,
+    references, prepare, conditions_render) write the same files on one process or two. An exception in a worker is
+    raised here; a worker that dies (out of memory, killed) ends the call with one line naming the fix. ``desc``: a
+    progress bar with this label, counting ``unit``s as they come back in order (quiet when stderr is not a terminal).
     """
     global _SHARED
     workers = default_workers() if workers is None else workers

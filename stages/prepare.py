@@ -5,7 +5,9 @@ Writes ``data/processed/grouped_split/{train,dev,test}_metadata.csv`` (+ the emb
 come from: ``synthetic`` (the embedded eSpeak NG corpus), ``csv`` (your one metadata CSV, split here by
 group) or ``presplit`` (your three split CSVs); see :mod:`speech_calibration.data.splits`. Clips longer than the
 audio window of ``model.name_or_path`` are refused or reported here, before any training, as
-``audio.long_clips`` says. Params: ``data``, ``model.name_or_path``, ``audio.long_clips``.
+``audio.long_clips`` says. The embedded corpus's clips are rendered on forked worker processes, one per CPU
+(``SPEECH_CALIBRATION_WORKERS=1``: one process; the files are the same either way). Params: ``data``,
+``model.name_or_path``, ``audio.long_clips``.
 
     python -m stages.prepare [--params params.yaml]
 """
