@@ -4,7 +4,7 @@ For every clip of the test split, the clean reference and one variant per level 
 ``params.yaml: conditions`` (duration, SNR, reverberation, band limits; see
 :mod:`speech_calibration.data.variants`), written whole to ``data/processed/conditions/``
 (``audio/`` and ``conditions_metadata.csv``). The model's audio window, read from its feature-extractor config
-extractor (``model.name_or_path``), bounds the container and the clips. The clips are rendered on forked worker
+(``model.name_or_path``), bounds the container and the clips. The clips are rendered on forked worker
 processes, one per CPU (``SPEECH_CALIBRATION_WORKERS=1``: one process; the files are the same either way). Params:
 ``conditions``
 (rendering keys), ``data.sample_rate``, ``model.name_or_path``.
