@@ -13,6 +13,7 @@ from speech_calibration.calibration.calibrators import PlattScaling, Temperature
 from speech_calibration.cli import run
 from speech_calibration.data.variants import variant_id
 from speech_calibration.report import conditions
+from speech_calibration.stats import paired_tests
 from speech_calibration.stats.metrics import sigmoid
 from speech_calibration.stats.resampling import MIN_CLUSTERS
 from stages import conditions as conditions_stage
@@ -143,6 +144,7 @@ def test_report_end_to_end(project):
     # paired tests: 5 systems -> 10 pairs, over all variants and 4 dimensions, Holm across all 50
     pairs = pd.read_csv("metrics/conditions/paired_tests.csv")
     assert len(pairs) == 10 * 5
+    np.testing.assert_allclose(pairs["p_holm"], paired_tests.holm(pairs["p_clustered"]))  # one family of all 50
     assert (pairs["p_holm"] >= pairs["p_clustered"] - 1e-15).all() and (pairs["p_holm"] <= 1).all()
     assert (pairs["n_clusters"] == 12).all()  # base clips, not variants
     assert (pairs.loc[pairs["scope"] == "all", "n_variants"] == 12 * 21).all()

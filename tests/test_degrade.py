@@ -18,6 +18,7 @@ from speech_calibration.data.signal import rms
 from speech_calibration.data.variants import render_clip, variant_id
 from speech_calibration.errors import UserError
 from speech_calibration.parallel import WORKERS_ENV
+from speech_calibration.stats.resampling import keyed_rng
 from tests.model_helpers import tiny_model_dir, write_params
 
 SR = 16000
@@ -62,29 +63,53 @@ def test_duration_longer_than_clip_is_rejected_and_skipped():
 
 
 # --------------------------------------------------------------------------------------------- SNR
+# The SNR is exact by construction (the noise gain is solved for it), so only float64 rounding separates the
+# measurement from the target: each power is a sum of <= 24000 squares (relative error <= n eps = 24000 * 1.1e-16
+# = 2.7e-12 even for naive summation), y - x loses at most eps |y| per sample (at +40 dB, 100 eps relative to the
+# noise), and dB = 4.34 ln(ratio): under 3e-11 dB in all. 1e-9 dB leaves margin; observed errors are ~1e-14 dB.
+SNR_TOL_DB = 1e-9
+
+
+def snr_db(signal_part: np.ndarray, noise_part: np.ndarray, seg: slice) -> float:
+    """10 log10(mean(signal^2) / mean(noise^2)) over ``seg``, written out here (not the library's ``power``)."""
+    return float(10 * np.log10(np.mean(signal_part[seg] ** 2) / np.mean(noise_part[seg] ** 2)))
+
+
 @pytest.mark.parametrize("snr", [-20, -10, -5, 0, 5, 10, 20, 40])
 def test_snr_measured_over_signal_segment(snr):
     x = speech_like()
     seg = degrade.signal_segment(x, SR)
     assert seg.start >= int(0.19 * SR) and seg.stop <= len(x) - int(0.19 * SR)  # silence is not signal
     y = degrade.add_noise_at_snr(x, snr, np.random.default_rng(snr + 100), seg)
-    assert abs(degrade.measure_snr(x, y, seg) - snr) < 0.1
+    assert snr_db(x, y - x, seg) == pytest.approx(snr, abs=SNR_TOL_DB)
+    assert snr_db(x, y - x, seg) == pytest.approx(degrade.measure_snr(x, y, seg), abs=SNR_TOL_DB)  # the helper agrees
     # the noise covers the whole clip, silence included
     assert rms(y[:seg.start] - x[:seg.start]) > 0
 
 
-def test_rendered_snr_variants_within_a_tenth_of_a_db():
-    """Through the stage's own render (peak fitting, 16-bit file) the SNR still holds."""
+def test_rendered_snr_variants_hold_their_snr_exactly():
+    """Through the stage's own render (peak fitting included) the SNR still holds, at every level.
+
+    A rendered variant is ``c (x + g n)``: ``n`` the white noise drawn from the variant's keyed generator, ``c`` the
+    common scale of peak fitting. Regressing ``y`` on ``x`` and ``n`` recovers ``a = c`` and ``b = c g`` exactly
+    (residual at rounding level), and the SNR ``10 log10(a^2 P_x / (b^2 P_n))`` over the signal segment does not
+    depend on ``c``."""
     x = speech_like(seed=3)
     seg = degrade.signal_segment(x, SR)
-    for condition, level, y in render_clip(x, "clip", params_mod.Conditions(), SR):
-        # the projection below estimates the gain to ~ noise RMS / (signal RMS sqrt(n)): within 0.1 dB down
-        # to -10 dB here; lower SNRs are checked before peak fitting (test_snr_measured_over_signal_segment)
-        if condition != "snr" or float(level) < -10:
+    cfg = params_mod.Conditions()
+    levels = []
+    for condition, level, y in render_clip(x, "clip", cfg, SR):
+        if condition != "snr":
             continue
-        gain = float(np.dot(y[seg], x[seg]) / np.dot(x[seg], x[seg]))  # fit_peak may have scaled the mixture
-        clean = gain * x
-        assert abs(degrade.measure_snr(clean, y, seg) - float(level)) < 0.1, level
+        n = keyed_rng(cfg.seed, "clip", "snr", level).standard_normal(len(x))
+        (a, b), *_ = np.linalg.lstsq(np.stack([x, n], axis=1), y, rcond=None)
+        assert np.max(np.abs(y - a * x - b * n)) < 1e-12, level  # nothing but the clip and its noise
+        assert 0 < a <= 1 + 1e-12 and np.max(np.abs(y)) <= 0.99 + 1e-12, level  # scaled down, never up
+        if a < 1 - 1e-12:  # scaled: the peak sits exactly at the limit
+            assert np.max(np.abs(y)) == pytest.approx(0.99, abs=1e-12), level
+        assert snr_db(a * x, b * n, seg) == pytest.approx(float(level), abs=SNR_TOL_DB), level
+        levels.append(float(level))
+    assert levels == cfg.snr_db
 
 
 # ---------------------------------------------------------------------------------- band-limiting
@@ -127,6 +152,16 @@ def test_band_filter_rejects_impossible_bands():
 
 # --------------------------------------------------------------------------------------- reverb
 @pytest.mark.parametrize("t60", [0.3, 1.0, 2.5])
+def test_schroeder_t60_of_a_pure_exponential_decay_is_exact(t60):
+    """h = 10^(-3 t / T60): the energy h^2 falls 60 dB in T60, and its backward sum is a geometric series whose
+    level in dB is a line of slope -60 / T60 (cut at 3 T60, 180 dB down, the truncation is ~1e-14 dB at -35 dB)."""
+    t = np.arange(int(3 * t60 * SR)) / SR
+    assert degrade.schroeder_t60(10 ** (-3 * t / t60), SR) == pytest.approx(t60, rel=1e-9)
+    # a faster decay is measured as such: the estimate follows the slope, it is not the 0.3/1.0/2.5 s it was built for
+    assert degrade.schroeder_t60(10 ** (-3 * t / (t60 / 2)), SR) == pytest.approx(t60 / 2, rel=1e-9)
+
+
+@pytest.mark.parametrize("t60", [0.3, 1.0, 2.5])
 def test_synthetic_rir_t60_by_schroeder(t60):
     rir = degrade.synthetic_rir(t60, SR, np.random.default_rng(7))
     assert abs(degrade.schroeder_t60(rir, SR) - t60) / t60 < 0.10
@@ -154,7 +189,14 @@ def test_render_is_deterministic_and_seeded():
     snr_a = next(y for c, lv, y in a if c == "snr")
     snr_o = next(y for c, lv, y in other if c == "snr")
     assert not np.array_equal(snr_a, snr_o)  # another clip draws other noise
-    assert len(a) == 1 + 8 + 10 + 3 + 3 and all(np.max(np.abs(y)) <= 0.99 + 1e-12 for _, _, y in a)
+    assert len(a) == variants_per_clip(cfg) and all(np.max(np.abs(y)) <= 0.99 + 1e-12 for _, _, y in a)
+    levels = {"clean": ["clean"], "duration": cfg.durations_ms, "snr": cfg.snr_db, "reverb": cfg.t60_s, "band": cfg.band}
+    assert [c for c, _, _ in a] == [c for c, values in levels.items() for _ in values]  # one per level, in order
+
+
+def variants_per_clip(cfg: params_mod.Conditions) -> int:
+    """The clean reference and one variant per level of each dimension (for a clip long enough for every duration)."""
+    return 1 + len(cfg.durations_ms) + len(cfg.snr_db) + len(cfg.t60_s) + len(cfg.band)
 
 
 def make_test_split(folder: Path) -> Path:
@@ -193,7 +235,7 @@ def test_render_stage_writes_valid_metadata(tmp_path, params_with_model, capsys)
     assert run_stage(capsys, "--input", str(src), "--out-dir", str(out), "--params", str(params_with_model))[0] == 0
     meta = schema.read_metadata(out / "conditions_metadata.csv")  # the data contract, audio included
     assert {"base_clip_id", "condition", "level"} <= set(meta.columns)
-    assert len(meta) == 4 * 25
+    assert len(meta) == 4 * variants_per_clip(params_mod.load(params_with_model).conditions)
     assert set(meta["condition"]) == {"clean", "duration", "snr", "reverb", "band"}
     assert meta.loc[meta["condition"] == "duration", "duration_s"].eq(2.0).all()
     row = meta[meta["clip_id"] == variant_id("clip0", "duration", "100")].iloc[0]
@@ -215,7 +257,8 @@ def test_the_rendered_variants_are_the_same_on_one_process_or_two(tmp_path, para
         assert run_stage(capsys, "--input", str(src), "--out-dir", str(out), "--params", str(params_with_model))[0] == 0
         digests.append({p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                         for p in sorted(out.rglob("*")) if p.is_file()})
-    assert len(digests[0]) == 4 * 25 + 1 and digests[0] == digests[1]  # 100 variants and the metadata CSV
+    per_clip = variants_per_clip(params_mod.load(params_with_model).conditions)
+    assert len(digests[0]) == 4 * per_clip + 1 and digests[0] == digests[1]  # every variant and the metadata CSV
 
 
 def test_a_clip_of_digital_silence_gets_every_variant_but_the_snr_ones(tmp_path, params_with_model, capsys, caplog):
@@ -232,8 +275,9 @@ def test_a_clip_of_digital_silence_gets_every_variant_but_the_snr_ones(tmp_path,
     rendered = schema.read_metadata(out / "conditions_metadata.csv")
     silent = rendered[rendered["base_clip_id"] == "silent"]
     assert set(silent["condition"]) == {"clean", "duration", "reverb", "band"}
-    assert len(silent) == 25 - len(params_mod.Conditions().snr_db)
-    assert len(rendered) == 4 * 25 + len(silent)
+    cfg = params_mod.load(params_with_model).conditions
+    assert len(silent) == variants_per_clip(cfg) - len(cfg.snr_db)
+    assert len(rendered) == 4 * variants_per_clip(cfg) + len(silent)
     assert "1 clip(s) of digital silence have no SNR variants" in caplog.text
 
 

@@ -14,8 +14,7 @@ from conftest import SMALL_SYNTHETIC
 from scipy.signal import correlate
 
 from speech_calibration import params
-from speech_calibration.data import schema
-from speech_calibration.data import corpus, espeak, scenes, signal
+from speech_calibration.data import corpus, espeak, scenes, schema, signal
 from speech_calibration.data.audio import load_audio
 from speech_calibration.errors import UserError
 
@@ -62,8 +61,37 @@ def test_speech_clips_carry_syllabic_voice_energy_their_sessions_background_lack
         assert speech.min() > 2 * nonspeech.max(), (group, speech.tolist(), nonspeech.tolist())
 
 
+# libsndfile (>= 1.1, here 1.2) writes a float sample x as floor(32768 x) and reads an integer q back as q / 32768: an
+# error in [0, 1/32768); older versions write round(32767 x): |error| <= (0.5 + |x|) / 32768 <= 1.49 / 32768 for the
+# peak-fitted |x| <= 0.99. Either way under 1.5 LSB; a wrong gain, clip or level is hundreds of LSB.
+PCM16_TOL = 1.5 / 32768
+
+
+def assert_file_is_the_mix(root, df, cfg, plan, parts):
+    """The WAV written for ``plan`` is ``mix(parts)`` at the clip's level, within 16-bit quantisation."""
+    row = df.set_index(schema.CLIP_ID).loc[plan.clip_id]
+    written = load_audio(root / row[schema.AUDIO_PATH]).astype(np.float64)
+    expected = corpus.mix(parts, cfg.level_dbfs + plan.gain_db).astype(np.float64)
+    assert written.shape == expected.shape == (plan.n_samples,)
+    assert np.max(np.abs(expected)) <= 0.99  # nothing clipped on the way to the file
+    np.testing.assert_allclose(written, expected, rtol=0, atol=PCM16_TOL)
+
+
+def test_the_csv_records_each_plans_snr(clean_corpus):
+    """SPEECH rows carry the SNR their plan drew; other rows NaN (the background alone: no foreground here)."""
+    cfg, _, df = clean_corpus
+    _, plans = corpus.plan_corpus(cfg, RATE)
+    recorded = df.set_index(schema.CLIP_ID)[schema.SNR_DB]
+    assert sorted(recorded.index) == sorted(p.clip_id for p in plans)
+    for plan in plans:
+        if plan.label == schema.SPEECH:
+            assert recorded[plan.clip_id] == plan.snr_db == 20.0, plan.clip_id
+        else:
+            assert np.isnan(recorded[plan.clip_id]), plan.clip_id
+
+
 def test_speech_foreground_is_the_espeak_utterance_at_the_recorded_snr(clean_corpus):
-    cfg, _, _ = clean_corpus
+    cfg, root, df = clean_corpus
     sessions, plans = corpus.plan_corpus(cfg, RATE)
     plan = next(p for p in plans if p.label == schema.SPEECH)
     session = sessions[plan.split][plan.group]
@@ -73,6 +101,9 @@ def test_speech_foreground_is_the_espeak_utterance_at_the_recorded_snr(clean_cor
     fg, bg, region = parts.foreground, parts.background, parts.region
     snr = 10 * np.log10(np.mean(fg[region] ** 2) / np.mean(bg**2))
     assert snr == pytest.approx(plan.snr_db, abs=1e-6)
+    # ... that SNR is the one the CSV records for the clip, and these parts are what the file holds
+    assert df.set_index(schema.CLIP_ID).loc[plan.clip_id, schema.SNR_DB] == plan.snr_db
+    assert_file_is_the_mix(root, df, cfg, plan, parts)
     # the dry segment is a window of the utterance: the (reverberant) foreground correlates with it
     dry = fg[region] / np.linalg.norm(fg[region])
     utterance = corpus.trim_silence(voice)
@@ -83,12 +114,13 @@ def test_speech_foreground_is_the_espeak_utterance_at_the_recorded_snr(clean_cor
 
 
 def test_nonspeech_without_event_is_background_alone(clean_corpus):
-    cfg, _, _ = clean_corpus
+    cfg, root, df = clean_corpus
     sessions, plans = corpus.plan_corpus(cfg, RATE)
     plan = next(p for p in plans if p.label == schema.NONSPEECH)
     parts = corpus.render_parts(sessions[plan.split][plan.group], plan, cfg, RATE)
     assert parts.foreground is None and np.isnan(plan.snr_db)
     assert np.sqrt(np.mean(parts.background**2)) == pytest.approx(1.0, rel=1e-6)
+    assert_file_is_the_mix(root, df, cfg, plan, parts)
 
 
 # -------------------------------------------------------------------------------- no label leaks

@@ -152,10 +152,22 @@ def test_webrtc_scores_speech_above_noise():
         s_speech = [vad.webrtc_score(x, 3, frame_ms, 200) for x in speech]
         s_noise = [vad.webrtc_score(x, 3, frame_ms, 200) for x in noise]
         assert min(s_speech) > max(s_noise), (frame_ms, s_speech, s_noise)
-    # the score is a fraction of voiced frames in the densest window: 20 levels with 10 ms frames
-    decisions = vad.webrtc_frame_decisions(speech[0], 3, 10)
-    assert set(np.unique(decisions)) <= {0.0, 1.0}
-    assert vad.webrtc_score(speech[0], 3, 10, 200) * 20 == pytest.approx(round(vad.webrtc_score(speech[0], 3, 10, 200) * 20))
+
+
+def test_webrtc_score_is_the_voiced_fraction_of_the_densest_200_ms():
+    """With 10 ms frames the score is (voiced frames among 20 consecutive ones) / 20: checked on a clip whose densest
+    window is only partly voiced (100 ms of speech between two half-seconds of noise), by a plain loop over windows."""
+    cut = speech_in_noise(10, seed=1)[int(0.3 * RATE):int(0.4 * RATE)]
+    x = np.concatenate([white_noise(0.5, 0.01, 11), cut, white_noise(0.5, 0.01, 12)]).astype(np.float32)
+    decisions = vad.webrtc_frame_decisions(x, 3, 10)
+    assert decisions.shape == (len(x) // 160,) and set(np.unique(decisions)) <= {0.0, 1.0}
+    k = 20  # 200 ms of 10 ms frames, fewer than the clip's 110 frames: the window is not cut to the clip
+    assert len(decisions) > k
+    densest = max(sum(decisions[j:j + k]) / k for j in range(len(decisions) - k + 1))
+    s = vad.webrtc_score(x, 3, 10, 200)
+    assert 0.0 < s < 1.0, s  # partly voiced: the check below is not 20 == round(20)
+    assert s * 20 == pytest.approx(round(s * 20), abs=1e-9)  # one of the 21 levels 0, 1/20, ..., 1
+    assert s == pytest.approx(densest, abs=1e-12)
 
 
 def test_webrtc_rejects_impossible_settings():
