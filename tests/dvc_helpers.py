@@ -27,7 +27,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 # Params edits that keep the study's shape but make `dvc repro` take about a minute on 2 CPU cores.
-# Keys are dotted paths into params.yaml; a key the project does not have (yet) is skipped.
+# Keys are dotted paths into params.yaml, every one of which must exist there: init_project fails on a key it
+# could not set (a renamed key would otherwise leave that part of the study full size, silently).
 SHRINK = {
     "seeds": [42, 123],
     "train.epochs": 2,
@@ -131,7 +132,7 @@ REQUIRED = ("dvc.yaml", "params.yaml", "speech_calibration/__init__.py", "speech
 
 
 def init_project(dest: Path, params: Mapping[str, Any] | None = None) -> Path:
-    """Copy the project into dest, apply params edits, `git init` and commit. Returns dest."""
+    """Copy the project into dest, apply params edits (each key must exist), `git init` and commit. Returns dest."""
     dest.mkdir(parents=True, exist_ok=True)
     files = project_files()
     missing = [f for f in REQUIRED if f not in files]
@@ -141,7 +142,10 @@ def init_project(dest: Path, params: Mapping[str, Any] | None = None) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT / rel, target)
     if params:
-        edit_params(dest, params)
+        done = edit_params(dest, params)
+        absent = [k for k in params if k not in done]
+        assert not absent, (f"params.yaml has no {absent}: init_project could not set them (renamed or removed?); "
+                            "update the edits passed to init_project (tests/dvc_helpers.SHRINK)")
     git("init", "-q", "-b", "main", cwd=dest)
     git("add", "-A", cwd=dest)
     git("commit", "-q", "-m", "project copy", cwd=dest)

@@ -349,7 +349,7 @@ def test_every_method_runs_and_is_recorded(project, method):
         assert temp_txt == ("1.000000" if method == "none" else "nan")
     res = json.loads((project / "metrics/test/seed_42.json").read_text())
     assert res["method_fitted"] == cal["method_fitted"]
-    assert "tuned_threshold" in res or cal["threshold"] == 0.5
+    _check_tuned_threshold(project, method, cal["threshold"], res)
     # a VAD baseline has no content-free inputs: contextual falls back to none, recorded
     if method == "contextual":
         assert fitted.info["content_free_inputs"] == cal["content_free_inputs"] == ["silence", "noise"]
@@ -358,6 +358,43 @@ def test_every_method_runs_and_is_recorded(project, method):
         assert silero["method_requested"] == "contextual" and silero["method_fitted"] == "none"
         fallback = calibrators.load(project / "models/calibrators/references/baselines/silero.json")
         assert fallback.method == "none" and "fallback" in fallback.info
+
+
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    return float((np.mean(pred[y == 1] == 1) + np.mean(pred[y == 0] == 0)) / 2)
+
+
+def _check_tuned_threshold(project: Path, method: str, threshold: float, res: dict) -> None:
+    """calibration.tune_threshold against references computed here. On dev (logit difference shifted by -2, so
+    p = 0.5 is not the best boundary until a calibrator moves it): the threshold reaches the best balanced
+    accuracy of any threshold (a brute force over every dev p), and moves off 0.5 exactly when 0.5 falls short
+    of it; uncalibrated ("none") it must. On test: the tuned block's accuracy, per-class and balanced accuracy
+    are those recomputed at that threshold from evaluation/seed_42/test_calibrated.csv."""
+    files = layout.seed_files(42)
+    dev = pd.read_csv(project / files.predictions("dev"))
+    p_dev = calibrators.load(project / files.calibrator).predict_proba(dev["logit_A"].to_numpy(), dev["logit_B"].to_numpy())
+    y_dev = (dev["label"] == "SPEECH").to_numpy(int)
+    best = max(_balanced_accuracy(y_dev, (p_dev >= t).astype(int)) for t in [*np.unique(p_dev), np.inf])
+    assert _balanced_accuracy(y_dev, (p_dev >= threshold).astype(int)) == pytest.approx(best, abs=1e-12)
+    at_half = _balanced_accuracy(y_dev, (p_dev >= 0.5).astype(int))
+    if method == "none":
+        assert at_half < best - 0.05, "the shifted dev data should need a threshold other than 0.5"
+    if at_half >= best - 1e-12:  # nothing to gain: the threshold stays 0.5 and test reports no tuned block
+        assert threshold == 0.5 and "tuned_threshold" not in res
+        return
+    assert threshold != 0.5
+    out = pd.read_csv(project / files.test_calibrated_csv)
+    y, p = (out["label"] == "SPEECH").to_numpy(int), out["p_speech"].to_numpy(float)
+    pred, pred_half = (p >= threshold).astype(int), (p >= 0.5).astype(int)
+    assert (out["predicted_token_tuned"] == np.where(pred == 1, "A", "B")).all()
+    tuned = res["tuned_threshold"]
+    assert tuned["threshold"] == pytest.approx(threshold, abs=1e-6)
+    assert tuned["accuracy"] == pytest.approx(np.mean(pred == y), abs=1e-6)
+    assert tuned["balanced_accuracy"] == pytest.approx(_balanced_accuracy(y, pred), abs=1e-6)
+    assert tuned["acc_speech"] == pytest.approx(np.mean(pred[y == 1] == 1), abs=1e-6)
+    assert tuned["acc_nonspeech"] == pytest.approx(np.mean(pred[y == 0] == 0), abs=1e-6)
+    assert res["calibrated"]["accuracy"] == pytest.approx(np.mean(pred_half == y), abs=1e-6)  # 0.5 stays the default
+    assert (pred != pred_half).any(), "the tuned threshold should change some test decision, or this check is blind"
 
 
 # ------------------------------------------------------------------------------ dev only, never test
