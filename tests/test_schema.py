@@ -96,6 +96,16 @@ def test_snr_not_a_number_says_the_fix(corpus):
              "write a number, or leave the cell empty for a missing value")
 
 
+@pytest.mark.parametrize("cell, column, cells, third", [
+    ("inf", "snr_db", ",inf,", "c3,audio/c.wav,SPEECH,g2,0.5,-5,"),  # every cell a number to pandas: the numeric path
+    ("-inf", "snr_db", ",-inf,", "c3,audio/c.wav,SPEECH,g2,0.5,-5,"),
+    ("inf", "duration_s", "inf,,", "c3,audio/c.wav,SPEECH,g2,NA,-5,"),  # beside a missing-value spelling: the text path
+])
+def test_an_infinite_number_is_refused_naming_row_and_column(corpus, cell, column, cells, third):
+    rejected(corpus([GOOD[0], f"c2,audio/b.wav,NONSPEECH,g1,{cells}", third]), "row 2",
+             f"{column} '{cell}' is not a finite number", "leave the cell empty for a missing value")
+
+
 @pytest.mark.parametrize("missing", ["NA", "nan", "NaN", "N/A", "NULL", "None", " NA "])
 def test_missing_value_spellings_of_r_and_numpy_read_as_missing(corpus, missing):
     """R writes NA, numpy and pandas nan / NaN for a missing number (a NONSPEECH clip's SNR): read as an empty cell."""

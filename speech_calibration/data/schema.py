@@ -133,9 +133,18 @@ def _check_group_case(df: pd.DataFrame, path: Path) -> None:
 
 
 def _numeric(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
-    """``col`` as floats: empty cells and MISSING_SPELLINGS are NaN, any other text an error."""
-    if pd.api.types.is_numeric_dtype(df[col]):  # pandas read every cell as a number (or empty)
-        return df[col].astype(float)
+    """``col`` as floats: empty cells and MISSING_SPELLINGS are NaN; any other text, and an infinite value, an error."""
+    values = df[col].astype(float) if pd.api.types.is_numeric_dtype(df[col]) else _parsed(df, col, path)
+    infinite = np.isinf(values.to_numpy())
+    if infinite.any():
+        row = _row(df, infinite)
+        raise UserError(f"{path} row {row}: {col} '{df[col].iloc[row - 1]}' is not a finite number; write a number, "
+                        "or leave the cell empty for a missing value")
+    return values
+
+
+def _parsed(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
+    """A text column ``col`` as floats (:func:`_numeric`)."""
     text = df[col].astype(object).where(df[col].notna(), "").astype(str).str.strip()
     missing = (text.eq("") | text.str.lower().isin(MISSING_SPELLINGS)).to_numpy()
     values = pd.to_numeric(text.mask(missing), errors="coerce").astype(float)
