@@ -14,8 +14,9 @@ instead of a temperature; its decision threshold then sets ``predicted_token``.
 
 The clips are scored by the predict stage's own function (:func:`speech_calibration.model.scoring.score_csvs`),
 so the logits are predict's: a clip longer than the model's audio window is refused, truncated or scored
-as windows as ``audio.long_clips`` says, and a bad audio file's error names its CSV row. The CSV (and the
-``--calibrator`` file) are read and checked before the model loads.
+as windows as ``audio.long_clips`` says, and a bad audio file's error names its CSV row. The CSV, its audio
+files' headers and the ``--calibrator`` file are checked before the model loads (a clip too long for the window,
+or audio that does not decode, is found while scoring).
 """
 from __future__ import annotations
 

@@ -5,9 +5,8 @@ For every clip of the test split, the clean reference and one variant per level 
 :mod:`speech_calibration.data.variants`), written whole to ``data/processed/conditions/``
 (``audio/`` and ``conditions_metadata.csv``). The model's audio window, read from its feature-extractor config
 (``model.name_or_path``), bounds the container and the clips. The clips are rendered on forked worker
-processes, one per CPU (``SPEECH_CALIBRATION_WORKERS=1``: one process; the files are the same either way). Params:
-``conditions``
-(rendering keys), ``data.sample_rate``, ``model.name_or_path``.
+processes, one per CPU (``SPEECH_CALIBRATION_WORKERS=1``: one process; the files are the same either way).
+Params: ``conditions`` (rendering keys), ``data.sample_rate``, ``model.name_or_path``.
 
     python -m stages.conditions_render [--input CSV] [--out-dir DIR]
 """

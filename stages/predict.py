@@ -5,8 +5,9 @@ Loads the base model (``model.name_or_path``) and, unless ``--zero-shot``, the s
 scores in one process, or in several under torchrun (:mod:`speech_calibration.model.scoring`): one forward
 pass per batch, no text generation. Beside each set, ``<set>_content_free.csv`` holds the logits of two
 content-free inputs (digital silence and a short white noise) for contextual calibration. A clip longer than
-the model's audio window is handled as ``audio.long_clips`` says. Every metadata CSV is read and checked
-before the model loads, so a wrong path or a bad row costs no model load. Params: ``model``, ``prompt``, ``predict``,
+the model's audio window is handled as ``audio.long_clips`` says. Every metadata CSV, and its audio files'
+headers, are checked before the model loads, so a wrong path or a bad row costs no model load (a clip too long
+for the window, or audio that does not decode, is found while scoring). Params: ``model``, ``prompt``, ``predict``,
 ``audio.long_clips``.
 
     python -m stages.predict --seed 42                 # dev, test -> predictions/seeds/seed_42/

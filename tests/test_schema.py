@@ -96,6 +96,12 @@ def test_snr_not_a_number_says_the_fix(corpus):
              "write a number, or leave the cell empty for a missing value")
 
 
+def test_true_or_false_in_a_numeric_column_is_not_a_number(corpus):
+    """pandas reads a column of True/False as booleans, which are numbers to it: here they are text, and refused."""
+    rejected(corpus(["c1,audio/a.wav,SPEECH,g1,True,,", "c2,audio/b.wav,NONSPEECH,g1,False,,"]), "row 1",
+             "duration_s 'True' is not a number")
+
+
 @pytest.mark.parametrize("cell, column, cells, third", [
     ("inf", "snr_db", ",inf,", "c3,audio/c.wav,SPEECH,g2,0.5,-5,"),  # every cell a number to pandas: the numeric path
     ("-inf", "snr_db", ",-inf,", "c3,audio/c.wav,SPEECH,g2,0.5,-5,"),

@@ -134,7 +134,8 @@ def _check_group_case(df: pd.DataFrame, path: Path) -> None:
 
 def _numeric(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
     """``col`` as floats: empty cells and MISSING_SPELLINGS are NaN; any other text, and an infinite value, an error."""
-    values = df[col].astype(float) if pd.api.types.is_numeric_dtype(df[col]) else _parsed(df, col, path)
+    numbers = pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col])  # True/False: text
+    values = df[col].astype(float) if numbers else _parsed(df, col, path)
     infinite = np.isinf(values.to_numpy())
     if infinite.any():
         row = _row(df, infinite)
