@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import bdtr  # the binomial CDF, without scipy.stats' 1.8-s import (tested against binomtest)
 
-from speech_calibration.stats.resampling import cluster_counts, cluster_interval, percentile_interval
+from speech_calibration.stats.resampling import cluster_counts, cluster_interval
 
 
 @dataclass(frozen=True)
@@ -98,11 +98,10 @@ def clustered_bootstrap_difference(correct_1: np.ndarray, correct_2: np.ndarray,
     rng = rng if rng is not None else np.random.default_rng(0)
     w = cluster_counts(len(n_c), n_boot, rng)
     boot = (w @ d_c) / (w @ n_c)
-    verdict = cluster_interval(boot, len(n_c), ci, unit="base clips")
-    if verdict["lo"] is None:
-        return BootstrapDifference(float(diff.mean()), np.nan, np.nan, len(n_c), str(verdict["reason"]))
-    lo, hi = percentile_interval(boot, ci, interpolate=False)
-    return BootstrapDifference(float(diff.mean()), lo, hi, len(n_c))
+    interval = cluster_interval(boot, len(n_c), ci, unit="base clips", interpolate=False)
+    if interval["lo"] is None:
+        return BootstrapDifference(float(diff.mean()), np.nan, np.nan, len(n_c), str(interval["reason"]))
+    return BootstrapDifference(float(diff.mean()), interval["lo"], interval["hi"], len(n_c))
 
 
 @dataclass(frozen=True)

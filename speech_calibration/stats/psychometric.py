@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from speech_calibration.stats.metrics import sigmoid
-from speech_calibration.stats.resampling import cluster_counts, cluster_interval, percentile_interval
+from speech_calibration.stats.resampling import cluster_counts, cluster_interval
 
 RIDGE = 1e-3
 GRID = 4001  # levels on which a balanced-accuracy threshold is located
@@ -122,12 +122,10 @@ def censored_interval(replicates: np.ndarray, n_clusters: int, ci: float, *,
     (order statistics, :func:`~speech_calibration.stats.resampling.percentile_interval` with ``interpolate=False``),
     or ``(nan, nan, reason)`` where :func:`~speech_calibration.stats.resampling.cluster_interval` gives none
     (too few base clips, in some stratum with ``per_stratum``, or too few distinct replicates)."""
-    with np.errstate(invalid="ignore"):  # it interpolates between infinite replicates: only its verdict is used
-        verdict = cluster_interval(replicates, n_clusters, ci, unit="base clips", per_stratum=per_stratum)
-    if verdict["lo"] is None:
-        return np.nan, np.nan, str(verdict["reason"])
-    lo, hi = percentile_interval(replicates, ci, interpolate=False)
-    return lo, hi, None
+    interval = cluster_interval(replicates, n_clusters, ci, unit="base clips", per_stratum=per_stratum, interpolate=False)
+    if interval["lo"] is None:
+        return np.nan, np.nan, str(interval["reason"])
+    return interval["lo"], interval["hi"], None
 
 
 def falls_back(values: np.ndarray, grid: np.ndarray, q: float) -> float:

@@ -162,7 +162,8 @@ def _count(n: int, unit: str) -> str:
 
 
 def cluster_interval(replicates: np.ndarray, n_clusters: int, ci: float = 0.95, *, unit: str = "groups",
-                     per_stratum: Mapping[str, int] | None = None) -> dict[str, float | int | None | str]:
+                     per_stratum: Mapping[str, int] | None = None,
+                     interpolate: bool = True) -> dict[str, float | int | None | str]:
     """The percentile interval of cluster-bootstrap replicates, or ``lo = hi = None`` and the reason in words.
 
     No interval from fewer than ``MIN_CLUSTERS`` clusters, nor when the replicates take more than one
@@ -174,7 +175,8 @@ def cluster_interval(replicates: np.ndarray, n_clusters: int, ci: float = 0.95, 
     strata (:func:`cluster_bootstrap_replicates` with ``strata``); each stratum varies only among its own
     clusters, so the minimum then applies to each stratum, and the reason names those below it, smallest
     first (``"1 NONSPEECH group: too few ..."``). NaN replicates (the metric undefined in a resample) are left
-    out; ``n_nan`` says how many, when there are any.
+    out; ``n_nan`` says how many, when there are any. ``interpolate``: as in :func:`percentile_interval`
+    (``False`` for replicates that may be ``-inf``/``+inf``, censored thresholds).
     """
     r = np.asarray(replicates, dtype=float)
     n_nan = int(np.isnan(r).sum())
@@ -194,7 +196,7 @@ def cluster_interval(replicates: np.ndarray, n_clusters: int, ci: float = 0.95, 
         reason = (f"{distinct} distinct resampled values from {_count(n_clusters, unit)}: too coarse for an interval "
                   f"(needs >= {MIN_DISTINCT})")
     else:
-        lo, hi = percentile_interval(r, ci)
+        lo, hi = percentile_interval(r, ci, interpolate=interpolate)
         return {"lo": lo, "hi": hi, **({"n_nan": n_nan} if n_nan else {})}
     return {"lo": None, "hi": None, "reason": reason, **({"n_nan": n_nan} if n_nan else {})}
 
