@@ -17,6 +17,7 @@ from speech_calibration.stats.resampling import (
     cluster_bootstrap_replicates,
     cluster_counts,
     cluster_interval,
+    clusters_per_stratum,
     composition_strata,
     interval_summary,
     keyed_rng,
@@ -333,3 +334,13 @@ def test_group_intervals_are_wider_than_clip_intervals_when_groups_differ():
     assert group["hi"] - group["lo"] > 1.5 * (clip["hi"] - clip["lo"])
     assert res["group_bootstrap"]["n_groups"] == 10 and res["group_bootstrap"]["resampled"] == "whole test groups"
     assert set(res["per_group"]) == {f"g{i}" for i in range(10)}
+
+
+def test_clusters_per_stratum_counts_distinct_clusters_named_by_class_in_order_of_appearance():
+    from speech_calibration.data.schema import stratum_label
+
+    labels = np.array([1, 1, 0, 0, 1, 0, 1, 1])
+    groups = np.array(["a", "a", "b", "b", "c", "c", "d", "e"])  # a, d, e: SPEECH only; b: NONSPEECH only; c: both
+    strata = composition_strata(labels, groups)
+    assert clusters_per_stratum(strata, groups, stratum_label) == {"SPEECH": 3, "NONSPEECH": 1, "NONSPEECH+SPEECH": 1}
+    assert list(clusters_per_stratum(strata, groups)) == ["1", "0", "0+1"]

@@ -270,6 +270,12 @@ def label_to_int(labels) -> np.ndarray:
     return (np.asarray(labels) == SPEECH).astype(np.int64)
 
 
+def stratum_label(stratum: str) -> str:
+    """A class stratum of :func:`label_to_int`'s 0/1 labels in the labels' names: ``"1"`` -> ``SPEECH``,
+    ``"0+1"`` -> ``NONSPEECH+SPEECH`` (the strata of :func:`speech_calibration.stats.resampling.composition_strata`)."""
+    return "+".join({"0": NONSPEECH, "1": SPEECH}[c] for c in str(stratum).split("+"))
+
+
 # ---- content-free logits
 def content_free_inputs(path: Path) -> list[str]:
     """The names of the content-free inputs in a ``<set>_content_free.csv`` (``silence``, ``noise``), as written."""

@@ -105,6 +105,7 @@ from speech_calibration.stats.resampling import (
     class_strata,
     cluster_bootstrap_replicates,
     cluster_interval,
+    clusters_per_stratum,
     keyed_rng,
 )
 
@@ -308,16 +309,10 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float, n_bin
     }
 
 
-STRATUM_CLASS = {"1": schema.SPEECH, "0": schema.NONSPEECH}  # resampling.composition_strata's names of 0/1 labels
-
-
 def stratum_sizes(strata: np.ndarray | None, base: np.ndarray) -> dict[str, int] | None:
     """``{class name: its base clips}`` of a bootstrap resampled within ``strata`` (each item's stratum, as
     :func:`~speech_calibration.stats.resampling.class_strata` gives it), over the items ``base``; None: not stratified."""
-    if strata is None:
-        return None
-    strata, base = np.asarray(strata), np.asarray(base)
-    return {STRATUM_CLASS.get(str(s), str(s)): len(set(base[strata == s].tolist())) for s in dict.fromkeys(strata.tolist())}
+    return None if strata is None else clusters_per_stratum(strata, base, schema.stratum_label)
 
 
 def _band(row: dict, replicates: np.ndarray, n_clusters: int, ci: float, measure: str,

@@ -34,6 +34,7 @@ from speech_calibration.data.schema import (
     SPEECH,
     label_to_int,
     read_predictions,
+    stratum_label,
 )
 from speech_calibration.fileio import write_csv, write_json
 from speech_calibration.layout import SystemFiles
@@ -47,6 +48,7 @@ from speech_calibration.stats.resampling import (
     class_strata,
     cluster_bootstrap_replicates,
     cluster_interval,
+    clusters_per_stratum,
     composition_strata,
     interval_summary,
     paired_difference,
@@ -57,7 +59,6 @@ log = logging.getLogger(__name__)
 CI_KEYS = ("accuracy", "roc_auc", "ece", "ece_mass", "ece_debiased", "ece_smooth")
 DELTA_KEYS = ("ece", "ece_smooth", "nll", "brier", "accuracy")
 SERIES = ("uncalibrated", "calibrated")
-CLASS_NAMES = {"0": NONSPEECH, "1": SPEECH}
 GROUP_KEYS = ("accuracy", "acc_speech", "acc_nonspeech", "balanced_accuracy", "roc_auc", "ece", "nll", "brier")
 
 
@@ -135,8 +136,7 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
         strata = class_strata(y, groups)
         greps = cluster_bootstrap_replicates(stat, groups, strata=strata, n_boot=n_bootstrap, seed=seed)
         composition = composition_strata(y, groups)
-        holding = {"+".join(CLASS_NAMES[c] for c in k.split("+")): len(set(groups[composition == k].tolist()))
-                   for k in dict.fromkeys(composition.tolist())}
+        holding = clusters_per_stratum(composition, groups, stratum_label)
         per_stratum = holding if strata is not None else None  # each stratum varies only among its own groups
         result["group_bootstrap"] = {
             "n_groups": n_groups,

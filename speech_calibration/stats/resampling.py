@@ -131,6 +131,13 @@ def composition_strata(labels, clusters) -> np.ndarray:
     return np.array(["+".join(h) for h in held], dtype=object)[codes]
 
 
+def clusters_per_stratum(strata, clusters, name: Callable[[str], str] = str) -> dict[str, int]:
+    """``{name(stratum): its number of distinct clusters}``, the strata in order of first appearance (each item's
+    stratum in ``strata``, its cluster in ``clusters``)."""
+    strata, clusters = np.asarray(strata), np.asarray(clusters)
+    return {name(s): len(set(clusters[strata == s].tolist())) for s in dict.fromkeys(strata.tolist())}
+
+
 def miss_probability(labels, clusters) -> float:
     """The chance that one unstratified cluster resample holds no item of some label, or an upper bound of it.
 
