@@ -390,13 +390,14 @@ def test_batch_calibration_sees_each_condition_and_level_as_its_own_set():
     meta = variants_frame(12)
     z = logit_difference(meta, "finetuned", 0) + np.where(meta["condition"] == "snr", 3.0, 0.0)
     a, b = z / 2, -z / 2
-    p = conditions.per_set_proba(BatchCalibration().fit(z, np.zeros(len(z))), a, b, meta)
+    p = sigmoid(conditions.per_set_log_odds(BatchCalibration().fit(z, np.zeros(len(z))), a, b, meta))
     for (cond, level), idx in meta.groupby(["condition", "level"]).indices.items():
         np.testing.assert_allclose(p[idx], sigmoid(z[idx] - batch_prior(z[idx])), err_msg=f"{cond} {level}")
     whole = BatchCalibration().predict_proba(a, b)  # the same map over all variants at once: another answer
     assert not np.allclose(p, whole)
     temperature = TemperatureScaling({"temperature": 2.0})
-    np.testing.assert_array_equal(conditions.per_set_proba(temperature, a, b, meta), temperature.predict_proba(a, b))
+    np.testing.assert_array_equal(sigmoid(conditions.per_set_log_odds(temperature, a, b, meta)),
+                                  temperature.predict_proba(a, b))
 
 
 

@@ -272,11 +272,6 @@ def per_set_log_odds(cal: calibrators.Calibrator, a: np.ndarray, b: np.ndarray, 
     return out
 
 
-def per_set_proba(cal: calibrators.Calibrator, a: np.ndarray, b: np.ndarray, meta: pd.DataFrame) -> np.ndarray:
-    """The calibrated p(SPEECH) of every variant (:func:`per_set_log_odds`)."""
-    return metrics.sigmoid(per_set_log_odds(cal, a, b, meta))
-
-
 # -------------------------------------------------------------------------------------- metrics
 def variant_order(meta: pd.DataFrame, cfg: params_mod.Conditions) -> list[tuple[str, str]]:
     """(condition, level) in report order, only those present: clean, then each dimension's levels as configured."""
