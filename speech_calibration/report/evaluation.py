@@ -52,6 +52,7 @@ from speech_calibration.stats.resampling import (
     composition_strata,
     interval_summary,
     paired_difference,
+    paired_difference_text,
 )
 
 log = logging.getLogger(__name__)
@@ -214,10 +215,5 @@ def evaluate_system(files: SystemFiles, cfg: Evaluate) -> dict:
     log.info("%s test (%d clips in %d groups): accuracy %.1f%% -> %.1f%%, ROC-AUC %.3f -> %.3f, ECE %.3f -> %.3f "
              "(delta %+.3f; paired clip bootstrap [%+.3f, %+.3f]: %s on these clips; paired group bootstrap: %s)",
              files.system, result["n"], result["n_groups"], 100 * u["accuracy"], 100 * c["accuracy"], u["roc_auc"],
-             c["roc_auc"], u["ece"], c["ece"], d["delta"], d["lo"], d["hi"], d["verdict"], _group_verdict(g))
+             c["roc_auc"], u["ece"], c["ece"], d["delta"], d["lo"], d["hi"], d["verdict"], paired_difference_text(g))
     return result
-
-
-def _group_verdict(d: dict) -> str:
-    """A group-bootstrap paired difference in words: ``[lo, hi] verdict``, or ``no interval: <reason>``."""
-    return d["verdict"] if d["lo"] is None else f"[{d['lo']:+.3f}, {d['hi']:+.3f}] {d['verdict']}"

@@ -49,7 +49,7 @@ from speech_calibration.report.reliability import (
     rows_frame,
 )
 from speech_calibration.stats import metrics
-from speech_calibration.stats.resampling import t_interval
+from speech_calibration.stats.resampling import paired_difference_text, t_interval
 
 log = logging.getLogger(__name__)
 
@@ -391,9 +391,8 @@ def summary_text(summary: dict, seed_results: dict, seed_cal: dict, ref_results:
             d = r.get("delta_ci", {}).get(key)
             if d:
                 scale, unit = (100.0, " pts") if key == "accuracy" else (1.0, "")
-                out.append(f"{lead}{label:<9}{scale * d['delta']:+.3f}{unit} [{scale * d['lo']:+.3f}, "
-                           f"{scale * d['hi']:+.3f}] {d['verdict']} on these clips; over groups: "
-                           f"{_group_delta_text(r.get('delta_ci_group', {}).get(key), scale)}")
+                out.append(f"{lead}{label:<9}{scale * d['delta']:+.3f}{unit} {paired_difference_text(d, scale)} on these "
+                           f"clips; over groups: {_group_delta_text(r.get('delta_ci_group', {}).get(key), scale)}")
                 lead = " " * len(lead)
     out += ["", ESTIMATORS_NOTE, "", AURC_NOTE]
     if "temperature" in summary.get("method_fitted", []) or summary.get("method_requested") == "temperature":
@@ -420,12 +419,9 @@ def summary_text(summary: dict, seed_results: dict, seed_cal: dict, ref_results:
 
 
 def _group_delta_text(d: dict | None, scale: float) -> str:
-    """A paired group-bootstrap difference in words: ``[lo, hi] verdict``, or ``no interval: <reason>``."""
-    if not d:
-        return "not computed (no groups in the test predictions)"
-    if d.get("lo") is None:
-        return d["verdict"]
-    return f"[{scale * d['lo']:+.3f}, {scale * d['hi']:+.3f}] {d['verdict']}"
+    """A paired group-bootstrap difference in words (:func:`~speech_calibration.stats.resampling.paired_difference_text`),
+    or why there is none."""
+    return paired_difference_text(d, scale) if d else "not computed (no groups in the test predictions)"
 
 
 def _table(summary: dict, seed_results: dict, ref_results: dict) -> list[str]:

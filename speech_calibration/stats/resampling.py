@@ -270,6 +270,12 @@ def paired_difference(point_a: float, point_b: float, rep_a: np.ndarray, rep_b: 
     return {"delta": delta, "lo": lo, "hi": hi, "p": p, "verdict": verdict}
 
 
+def paired_difference_text(d: Mapping, scale: float = 1.0) -> str:
+    """A :func:`paired_difference` in words: ``[lo, hi] verdict`` (the bounds times ``scale``), or its verdict alone
+    where it has no interval (``no interval: <reason>``)."""
+    return d["verdict"] if d["lo"] is None else f"[{scale * d['lo']:+.3f}, {scale * d['hi']:+.3f}] {d['verdict']}"
+
+
 def _t_quantile(q: float, df: int) -> float:
     from scipy.special import (
         stdtrit,  # lazy: scipy.stats alone costs ~1 s of import time
