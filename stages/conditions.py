@@ -5,8 +5,9 @@ scores of them (the seeds, the zero-shot model, the seed ensemble and the VAD ba
 system's DEV-fitted calibrator, applied unchanged. Writes ``metrics/conditions.json`` (headline per
 system), the tables under ``metrics/conditions/`` (per condition and level, sensitivity, hit-rate and
 calibration thresholds, calibration under shift, psychometric fits, paired tests clustered by base clip)
-and ``plots/conditions/`` (:mod:`speech_calibration.report.conditions`). The systems are computed on forked
-worker processes, one per CPU (``SPEECH_CALIBRATION_WORKERS=1``: one process; the files are the same either way).
+and ``plots/conditions/`` (:mod:`speech_calibration.report.conditions`). The systems are computed, then the
+figures drawn, on forked worker processes, one per CPU (``SPEECH_CALIBRATION_WORKERS=1``: one process; the files
+are the same either way).
 Params: ``seeds``, ``conditions`` (levels, bootstrap, ``ece_threshold``), ``evaluate.n_bins``, ``evaluate.ci``.
 
     python -m stages.conditions

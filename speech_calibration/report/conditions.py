@@ -851,51 +851,66 @@ def save_calibration_png(frames: dict[str, pd.DataFrame], q: float, path: Path) 
     plt.close(fig)
 
 
-def save_pngs(curves: dict[str, dict], systems: list[System], per_condition: pd.DataFrame, out_dir: Path) -> None:
+def _series_colours(systems: list[System]) -> dict[str, tuple]:
+    """One tab10 colour per series (:func:`series_name`), in the order of ``systems``: the same in every figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(dict.fromkeys(series_name(s) for s in systems))
-    colours = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
-    for axis in AXES:
-        fig, (ax, ax_ba) = plt.subplots(1, 2, figsize=(11.5, 4.2))
-        drawn = set()
-        for s in systems:
-            hit = curves[s.name].get((axis.dimension, schema.SPEECH))
-            if hit is None:
-                continue
-            false = curves[s.name].get((axis.dimension, schema.NONSPEECH))
-            sens = curves[s.name].get((axis.dimension, BALANCED))
-            name, col = series_name(s), colours[series_name(s)]
-            grid = np.linspace(hit.levels.min(), hit.levels.max(), 200)
-            label = None if name in drawn else name
-            drawn.add(name)
-            ax.plot(axis.display(grid), hit.fitted(grid), color=col, lw=1.6, label=label)
-            ax.plot(axis.display(hit.levels), hit.observed, "o", color=col, ms=3.5)
-            if false is not None:
-                ax.plot(axis.display(grid), false.fitted(grid), "--", color=col, lw=1.0)
-            if sens is not None:
-                ax_ba.plot(axis.display(grid), sens.fitted(grid), color=col, lw=1.6, label=label)
-                ax_ba.plot(axis.display(sens.levels), sens.observed, "o", color=col, ms=3.5)
-        for q in BA_CRITERIA:
-            ax_ba.axhline(q, color="grey", lw=0.8, ls=":")
-        for a in (ax, ax_ba):
-            if axis.dimension == "duration":
-                a.set_xscale("log")
-            a.set_ylim(-0.02, 1.02)
-            a.set_xlabel(f"{axis.dimension} ({axis.unit})")
-        ax.set_ylabel("P(answer SPEECH)")
-        ax.set_title("Answer SPEECH: speech clips (solid), non-speech (dashed)", fontsize=9)
-        ax_ba.set_ylabel("balanced accuracy")
-        ax_ba.set_title(f"Sensitivity: balanced accuracy (thresholds at {', '.join(f'{q:.0%}' for q in BA_CRITERIA)})",
-                        fontsize=9)
-        ax_ba.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        fig.tight_layout()
-        with atomic_path(out_dir / f"psychometric_{axis.dimension}.png") as tmp:
-            fig.savefig(tmp, dpi=120)
-        plt.close(fig)
+    return {n: plt.cm.tab10(i % 10) for i, n in enumerate(dict.fromkeys(series_name(s) for s in systems))}
+
+
+def save_psychometric_png(curves: dict[str, dict], systems: list[System], axis: Axis, path: Path) -> None:
+    """The fitted psychometric curves of one axis: P(answer SPEECH) of speech and non-speech clips (left) and the
+    balanced accuracy with its criteria (right), one colour per series."""
+    colours = _series_colours(systems)  # and the Agg backend
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax_ba) = plt.subplots(1, 2, figsize=(11.5, 4.2))
+    drawn = set()
+    for s in systems:
+        hit = curves[s.name].get((axis.dimension, schema.SPEECH))
+        if hit is None:
+            continue
+        false = curves[s.name].get((axis.dimension, schema.NONSPEECH))
+        sens = curves[s.name].get((axis.dimension, BALANCED))
+        name, col = series_name(s), colours[series_name(s)]
+        grid = np.linspace(hit.levels.min(), hit.levels.max(), 200)
+        label = None if name in drawn else name
+        drawn.add(name)
+        ax.plot(axis.display(grid), hit.fitted(grid), color=col, lw=1.6, label=label)
+        ax.plot(axis.display(hit.levels), hit.observed, "o", color=col, ms=3.5)
+        if false is not None:
+            ax.plot(axis.display(grid), false.fitted(grid), "--", color=col, lw=1.0)
+        if sens is not None:
+            ax_ba.plot(axis.display(grid), sens.fitted(grid), color=col, lw=1.6, label=label)
+            ax_ba.plot(axis.display(sens.levels), sens.observed, "o", color=col, ms=3.5)
+    for q in BA_CRITERIA:
+        ax_ba.axhline(q, color="grey", lw=0.8, ls=":")
+    for a in (ax, ax_ba):
+        if axis.dimension == "duration":
+            a.set_xscale("log")
+        a.set_ylim(-0.02, 1.02)
+        a.set_xlabel(f"{axis.dimension} ({axis.unit})")
+    ax.set_ylabel("P(answer SPEECH)")
+    ax.set_title("Answer SPEECH: speech clips (solid), non-speech (dashed)", fontsize=9)
+    ax_ba.set_ylabel("balanced accuracy")
+    ax_ba.set_title(f"Sensitivity: balanced accuracy (thresholds at {', '.join(f'{q:.0%}' for q in BA_CRITERIA)})",
+                    fontsize=9)
+    ax_ba.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+
+
+def save_per_condition_png(per_condition: pd.DataFrame, systems: list[System], path: Path) -> None:
+    """The uncalibrated balanced accuracy of every series in every variant (horizontal bars)."""
+    colours = _series_colours(systems)  # and the Agg backend
+    import matplotlib.pyplot as plt
+
+    names = list(colours)
     variants = list(dict.fromkeys(per_condition["variant"]))
     fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(variants) + 1.5))
     height = 0.8 / max(1, len(names))
@@ -909,9 +924,14 @@ def save_pngs(curves: dict[str, dict], systems: list[System], per_condition: pd.
     ax.set_xlabel("balanced accuracy (uncalibrated answer)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
-    with atomic_path(out_dir / "per_condition.png") as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)
+
+
+def _draw(job: functools.partial) -> None:
+    """Draw and save one figure (an item of :func:`~speech_calibration.parallel.map_forked`)."""
+    job()
 
 
 # ----------------------------------------------------------------------------------------- stage
@@ -964,7 +984,7 @@ def report(meta: pd.DataFrame, scored: list[Scored], cfg: params_mod.Conditions,
            workers: int | None = None) -> dict:
     """Write every table, plot and the headline JSON of the conditions report (see the module doc).
 
-    The systems are computed on up to ``workers`` processes (default: one per CPU this process may use;
+    The systems are computed, then the figures drawn, on up to ``workers`` processes (default: one per CPU this process may use;
     :func:`~speech_calibration.parallel.map_forked`); the files written are the same for any number.
     """
     tables_dir, plots_dir = layout.CONDITIONS_TABLES_DIR, layout.CONDITIONS_PLOTS_DIR
@@ -1000,8 +1020,13 @@ def report(meta: pd.DataFrame, scored: list[Scored], cfg: params_mod.Conditions,
     shift_plots = {d: calibration_plot_data(shift, systems, d, ci) for d in DIMENSIONS}
     for dimension, frame in shift_plots.items():
         write_csv(plots_dir / f"calibration_{dimension}.csv", frame)
-    save_pngs(curves, systems, per_cond_plot, plots_dir)
-    save_calibration_png(shift_plots, cfg.ece_threshold, plots_dir / "calibration_under_shift.png")
+    _series_colours(systems)  # imports matplotlib here, once, before the workers fork
+    figures = [functools.partial(save_psychometric_png, curves, systems, axis, plots_dir / f"psychometric_{axis.dimension}.png")
+               for axis in AXES]
+    figures.append(functools.partial(save_per_condition_png, per_cond_plot, systems, plots_dir / "per_condition.png"))
+    figures.append(functools.partial(save_calibration_png, shift_plots, cfg.ece_threshold,
+                                     plots_dir / "calibration_under_shift.png"))
+    map_forked(_draw, figures, workers)  # the figures' drawing is independent, and a third of the stage on one core
     head = headline(per_system, systems)
     write_json(layout.CONDITIONS_JSON, head)
     return head
