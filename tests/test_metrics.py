@@ -126,6 +126,34 @@ def test_smooth_ece_batched_rows_equal_single_rows():
     np.testing.assert_allclose(batched, single, atol=2e-3)
 
 
+def test_smooth_ece_rows_far_apart_in_one_batch_equal_single_rows():
+    # a row that crosses its fixed point early (badly calibrated) is dropped from the narrower coarse bandwidths that a
+    # nearly calibrated row in the same batch still needs; both must come out as they do alone
+    rng = np.random.default_rng(7)
+    f = np.r_[np.full(10, 0.999), rng.uniform(0.5, 1.0, 10), np.full(10, 0.9)]
+    y = np.r_[np.ones(10), (rng.uniform(size=10) < 0.5), np.zeros(10)].astype(float)
+    idx = np.stack([np.arange(10), np.arange(10, 20), np.arange(20, 30), rng.integers(0, 30, 10)])
+    batched = M.smooth_ece(f[idx], y[idx])
+    single = np.array([M.smooth_ece(f[i], y[i]) for i in idx])
+    np.testing.assert_allclose(batched, single, atol=2e-3)
+    assert batched[0] == pytest.approx(0.001, abs=1e-4) and batched[2] > 0.5  # the two extremes really are in it
+
+
+@pytest.mark.parametrize("sigma", [0.001, 0.004, 0.03, 0.2, 1.0])
+def test_smooth_ece_kernel_is_the_three_term_reflected_gaussian(sigma):
+    # the kernel adds a reflection only where it reaches the grid: compare it with all three terms of the formula
+    from scipy.stats import norm
+
+    f = np.array([0.0, 0.0004, 0.003, 0.02, 0.3, 0.5, 0.97, 0.998, 0.9999, 1.0])
+    m = M._grid_size(sigma)
+    t = (np.arange(m) + 0.5) / m
+    full = norm.pdf(t[:, None], f[None, :], sigma) + norm.pdf(t[:, None], -f[None, :], sigma) + norm.pdf(
+        t[:, None], 2 - f[None, :], sigma)
+    full[full < M._KERNEL_FLOOR / (sigma * np.sqrt(2 * np.pi))] = 0.0
+    kernel = M._kernel.__wrapped__(sigma, f.tobytes())
+    np.testing.assert_allclose(kernel, full.T, rtol=2e-6, atol=1e-30)
+
+
 def test_smooth_ece_distinct_pairs_are_numpys_unique_rows():
     # smooth_ece computes its kernel once per distinct (forecast, outcome) pair, found by 1-D sorts: numpy's unique rows
     rng = np.random.default_rng(5)

@@ -32,6 +32,7 @@ Estimators of the calibration error (all ``>= 0``; 0 is perfect calibration):
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -382,19 +383,21 @@ def _one_blas_thread():
 
 
 _KERNEL_FLOOR = 1e-20  # kernel terms below this (before normalising) are set to 0: see _kernel
+_REFLECTION_REACH = math.sqrt(2.0 * math.log(1e30))  # a reflected term farther than this many sigmas is below 1e-30
 _KERNEL_CACHED_MAX = 2**20  # entries (4 MiB of float32) of the largest kernel kept: the cache holds at most 256 MiB
 
 
 def _grid_size(sigma: float) -> int:
     """Midpoints of the integration grid of [0, 1]: step <= sigma / 3, so the midpoint rule is exact to ~1e-6 here."""
-    return int(np.clip(np.ceil(3.0 / sigma), 48, 4096))
+    return min(max(math.ceil(3.0 / sigma), 48), 4096)
 
 
 def _smooth_at(sigma: float, keys_f: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """smECE_sigma for every row of ``v`` (rows, U): ``int_0^1 |sum_u v_u K_sigma(t, f_u)| dt`` (midpoint rule)."""
+    """smECE_sigma for every row of ``v`` (rows, U), float32: ``int_0^1 |sum_u v_u K_sigma(t, f_u)| dt`` (midpoint
+    rule)."""
     large = keys_f.size * _grid_size(sigma) > _KERNEL_CACHED_MAX  # a large corpus's kernel is built and let go
     kernel = (_kernel.__wrapped__ if large else _kernel)(float(sigma), keys_f.tobytes())
-    g = v.astype(np.float32) @ kernel
+    g = v @ kernel
     return np.mean(np.abs(g), axis=-1, dtype=np.float64)
 
 
@@ -411,9 +414,15 @@ def _kernel(sigma: float, keys: bytes) -> np.ndarray:
     m = _grid_size(sigma)
     t = (np.arange(m) + 0.5) / m
     c = 1.0 / (sigma * np.sqrt(2.0 * np.pi))
-    k = np.zeros((m, keys_f.size))
-    for centre in (keys_f, -keys_f, 2.0 - keys_f):  # reflections at 0 and 1 keep the kernel's mass in [0, 1]
-        k += np.exp(-0.5 * ((t[:, None] - centre[None, :]) / sigma) ** 2)
+    k = np.exp(-0.5 * ((t[:, None] - keys_f[None, :]) / sigma) ** 2)
+    # reflections at 0 and 1 keep the kernel's mass in [0, 1]; added only to the forecasts where one reaches the grid
+    # (above exp(-_REFLECTION_REACH**2 / 2) = 1e-30 somewhere, where the floor below is 1e-20)
+    for centre in (-keys_f, 2.0 - keys_f):
+        near = np.flatnonzero(np.abs(centre - np.clip(centre, t[0], t[-1])) < _REFLECTION_REACH * sigma)
+        if len(near) == len(centre):
+            k += np.exp(-0.5 * ((t[:, None] - centre[None, :]) / sigma) ** 2)
+        elif len(near):
+            k[:, near] += np.exp(-0.5 * ((t[:, None] - centre[None, near]) / sigma) ** 2)
     k[k < _KERNEL_FLOOR] = 0.0  # far tails: in float32 their products with the residuals would be subnormal
     kernel = (c * k).T.astype(np.float32)
     kernel.flags.writeable = False
@@ -469,19 +478,25 @@ def smooth_ece(prob, outcome) -> np.ndarray:
     counts = np.bincount(flat, minlength=rows * len(keys)).reshape(rows, len(keys))
     v = counts * (keys[:, 1] - keys[:, 0])[None, :] / n  # weighted residual of each distinct pair, per row
     with _one_blas_thread():
-        value = _fixed_point(keys[:, 0], v)
+        value = _fixed_point(keys[:, 0], v.astype(np.float32))
     return _unrows(value, prob)
 
 
 def _fixed_point(keys_f: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Per row of ``v`` (rows, U), the bandwidth where ``smECE_s = s`` (:func:`smooth_ece`), at forecasts ``keys_f``."""
+    """Per row of ``v`` (rows, U; float32, as the kernel), the bandwidth where ``smECE_s = s`` (:func:`smooth_ece`), at
+    forecasts ``keys_f``."""
     rows = v.shape[0]
-    # coarse pass from wide to narrow bandwidths, stopping once every row has crossed (smECE_s < s)
+    # coarse pass from wide to narrow bandwidths, stopping once every row has crossed (smECE_s > s). A row that has
+    # crossed is not evaluated at narrower bandwidths: smECE_s decreases in s, so it stays above them (inf stands in)
     coarse = np.geomspace(1.0, _SMECE_SIGMA_MIN, 13)
     s_coarse = []
+    open_rows = np.arange(rows)  # rows not crossed yet
     for s in coarse:
-        s_coarse.append(_smooth_at(s, keys_f, v))
-        if np.all(s_coarse[-1] > s):
+        values = np.full(rows, np.inf)
+        values[open_rows] = _smooth_at(s, keys_f, v if len(open_rows) == rows else v[open_rows])
+        s_coarse.append(values)
+        open_rows = open_rows[values[open_rows] <= s]
+        if not len(open_rows):
             break
     coarse = coarse[: len(s_coarse)][::-1]
     s_coarse = np.stack(s_coarse[::-1])
