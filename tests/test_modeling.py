@@ -326,6 +326,35 @@ def test_scoring_loop_gives_the_plain_loops_numbers_in_the_order_given(tiny):
             assert (got["logsumexp_vocab"][idx] == forward.vocab_logsumexp(model, hidden).numpy()).all()
 
 
+def test_a_bf16_models_answer_logits_keep_float32_precision(tiny):
+    """Under bf16 the two answer logits come out of a float32 product (also under autocast), not rounded to bf16's
+    steps: they equal a float64 product of the same operands. The vocabulary's log-sum-exp then holds them, so the
+    two answers' share of it stays at most 1."""
+    import copy
+
+    from speech_calibration.model.scoring import score_batch
+
+    _, _, model, builder = tiny
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    a, b = builder.answer_ids
+    with torch.no_grad():  # answer logits of tens (where bf16's steps are 0.0625 to 0.25), one of them far above the rest
+        weight = loading.unwrap(bf16).lm_head.weight
+        weight.mul_(0.01)
+        weight[a] *= 6000.0
+        weight[b] = -weight[a]
+    batch = builder.build(toy_clips(durations=(1.0, 0.3, 2.0, 0.6, 1.5, 0.9))).to(torch.device("cpu"), torch.bfloat16)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = forward.last_hidden(bf16, batch)[:, -1]
+        got = score_batch(bf16, batch, builder.answer_ids)
+    rows = forward.head_rows(bf16, builder.answer_ids)
+    exact = (hidden.double() @ rows.double().T).float()
+    assert (exact.abs().amax(dim=1) > 8).all()  # the scale where bf16 would round
+    torch.testing.assert_close(got[:, :2], exact, rtol=1e-6, atol=1e-6)
+    assert (got[:, :2] != got[:, :2].bfloat16().float()).any()  # finer than bf16's steps
+    share = torch.exp(torch.logsumexp(got[:, :2], dim=1) - got[:, 2])
+    assert (share <= 1 + 1e-6).all() and (share > 0.99).all(), share
+
+
 def test_features_are_float32_under_autocast_as_training_builds_them(tiny):
     """Scoring runs under bf16 autocast and training builds its inputs outside it: the log-mel must not depend on
     which (the filter-bank product would otherwise run in bf16), so both see the same features."""

@@ -240,18 +240,29 @@ def answer_logits(model, hidden_at_answer: torch.Tensor, answer_ids: tuple[int, 
                   head: torch.Tensor | None = None) -> torch.Tensor:
     """Logits of the two answer tokens from the hidden state at the answer position: (B, 2) float32.
 
+    The product runs in float32, also for a bf16 model and under autocast: in bf16 its result would be rounded to
+    bf16, whose steps are 0.125 between logits of 16 and 32, and these two logits are what the calibration is about.
     ``head``: ``head_rows(model, answer_ids)`` taken once ahead (a loop then gathers them once, not per batch).
     """
     rows = head if head is not None else head_rows(model, answer_ids)
-    return (hidden_at_answer.to(rows.dtype) @ rows.T).float()
+    with torch.autocast(hidden_at_answer.device.type, enabled=False):
+        return hidden_at_answer.float() @ rows.float().T
 
 
 def vocab_logits(model, hidden_at_answer: torch.Tensor) -> torch.Tensor:
-    """The full vocabulary's logits at the answer position only: (B, vocab) float32."""
+    """The full vocabulary's logits at the answer position only: (B, vocab) float32, in the head's precision."""
     head = unwrap(model).lm_head
     return head(hidden_at_answer.to(head.weight.dtype)).float()
 
 
-def vocab_logsumexp(model, hidden_at_answer: torch.Tensor) -> torch.Tensor:
-    """log-sum-exp of the full vocabulary's logits at the answer position only: (B,) float32."""
-    return torch.logsumexp(vocab_logits(model, hidden_at_answer), dim=-1)
+def vocab_logsumexp(model, hidden_at_answer: torch.Tensor, answers: torch.Tensor | None = None,
+                    answer_ids: tuple[int, int] | None = None) -> torch.Tensor:
+    """log-sum-exp of the full vocabulary's logits at the answer position only: (B,) float32.
+
+    ``answers``: the float32 logits of ``answer_ids`` (:func:`answer_logits`). Where the head is not float32 they
+    replace its own, rounded ones in the sum, so the two answers' share of the vocabulary stays at most 1.
+    """
+    logits = vocab_logits(model, hidden_at_answer)
+    if answers is not None and unwrap(model).lm_head.weight.dtype != torch.float32:
+        logits[:, list(answer_ids)] = answers
+    return torch.logsumexp(logits, dim=-1)

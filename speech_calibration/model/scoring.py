@@ -133,8 +133,8 @@ def score_batch(model, batch: Batch, answer_ids: tuple[int, int], *, trim: bool 
     if batch.input_ids.is_cuda:  # a new step for CUDA graphs (compile mode "reduce-overhead"); a no-op otherwise
         torch.compiler.cudagraph_mark_step_begin()
     hidden = forward.last_hidden(model, batch, trim=trim, prefix=prefix)[:, -1]
-    return torch.cat([forward.answer_logits(model, hidden, answer_ids, head=head),
-                      forward.vocab_logsumexp(model, hidden)[:, None]], dim=1)
+    answers = forward.answer_logits(model, hidden, answer_ids, head=head)
+    return torch.cat([answers, forward.vocab_logsumexp(model, hidden, answers, answer_ids)[:, None]], dim=1)
 
 
 def _built_ahead(build, items: Sequence, depth: int = 2):
