@@ -468,3 +468,37 @@ def test_question_first_trains_and_scores_like_generate_on_its_own_prompt(projec
         Scorer(default, project / "models/question_first")
     with pytest.raises(UserError, match="trained with prompt.question_first = False"):
         Scorer(p, project / "models/seed_42")
+
+
+def test_an_adapter_is_scored_only_on_the_base_it_was_trained_on(project, trained, tmp_path, monkeypatch):
+    """A copy of the base model in another folder has the same shapes, so peft would load the adapter onto it without
+    a word (review: two bases of one shape, e.g. Qwen2-Audio-7B and -7B-Instruct); the Scorer refuses, naming both.
+    The same folder named another way (absolute against relative) is the same base; so is a train_info.json whose
+    base_model was set to the new folder, as the message says."""
+    import json
+    import os
+    import shutil
+
+    monkeypatch.chdir(project)
+    p, info = trained
+    adapter = project / "models/seed_42"
+    base = Path(info["base_model"])
+    other_spelling = os.path.relpath(base.resolve(), project) if base.is_absolute() else str(base.resolve())
+    assert other_spelling != info["base_model"]
+    same = params_mod.parse(params_mod.Params, {**_raw(project), "model": {**_raw(project)["model"],
+                                                                             "name_or_path": other_spelling}}, "")
+    Scorer(same, adapter)  # the same folder, spelled another way (relative against absolute)
+    moved = tmp_path / "moved-base"
+    shutil.copytree(base, moved)
+    elsewhere = params_mod.parse(params_mod.Params, {**_raw(project), "model": {**_raw(project)["model"],
+                                                                                  "name_or_path": str(moved)}}, "")
+    with pytest.raises(UserError, match=rf"train_info.json: the adapter was trained on the base model "
+                                        rf"'{re.escape(str(info['base_model']))}', but params.yaml has model.name_or_path "
+                                        rf"= '{re.escape(str(moved))}'; score it on the base it was trained on"):
+        Scorer(elsewhere, adapter)
+    copied = tmp_path / "adapter"
+    shutil.copytree(adapter, copied)
+    info_file = copied / "train_info.json"
+    info_file.write_text(json.dumps({**json.loads(info_file.read_text()), "base_model": str(moved)}))
+    Scorer(elsewhere, copied)  # the user said it is the same model
+

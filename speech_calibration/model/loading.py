@@ -166,6 +166,32 @@ def check_trained_prompt(adapter_dir: str | Path, prompt: Prompt) -> None:
                         f"{now[key]!r}; score with the prompt it was trained with, or retrain it (dvc repro train)")
 
 
+def _same_base(a: str, b: str) -> bool:
+    """Two ``model.name_or_path`` values name the same model: the same text, or local folders that resolve to one."""
+    if a == b:
+        return True
+    pa, pb = Path(a), Path(b)
+    return pa.is_dir() and pb.is_dir() and pa.resolve() == pb.resolve()
+
+
+def check_trained_base(adapter_dir: str | Path, cfg: Model) -> None:
+    """Refuse to score an adapter on another base model than the one it was trained on (``base_model`` in its
+    ``train_info.json``: the ``model.name_or_path`` of its training). Two models of one shape load each other's
+    adapters without a word, and the logits would be another model's. Adapters without the file or the key pass."""
+    import json
+
+    info = layout.train_info_json(adapter_dir)
+    if not info.is_file():
+        return
+    trained = json.loads(info.read_text()).get("base_model")
+    if trained is None or _same_base(str(trained), str(cfg.name_or_path)):
+        return
+    raise UserError(f"{info}: the adapter was trained on the base model {trained!r}, but params.yaml has "
+                    f"model.name_or_path = {cfg.name_or_path!r}; score it on the base it was trained on, or retrain it "
+                    "(dvc repro train); if it is the same model moved elsewhere, set base_model in that file to the "
+                    "new path")
+
+
 def merge_for_scoring(model, cfg: Model):
     """``model`` with its LoRA adapters folded into the base weights (peft's ``merge_and_unload``), for scoring.
 

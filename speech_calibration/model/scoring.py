@@ -57,9 +57,10 @@ class Scorer:
         self.p = p
         self.ranks, self.device = distributed.setup(loading.resolve_device(p.model))
         self.dtype = loading.resolve_dtype(p.model, self.device)
-        self.builder = InputBuilder(loading.load_processor(p.model), p.prompt)
-        if adapter is not None:
+        if adapter is not None:  # before anything loads
             loading.check_trained_prompt(adapter, p.prompt)
+            loading.check_trained_base(adapter, p.model)
+        self.builder = InputBuilder(loading.load_processor(p.model), p.prompt)
         model = loading.load_base(p.model, self.device)
         self.model = loading.merge_for_scoring(loading.load_adapter(model, adapter), p.model) if adapter is not None else model
         self.model.eval()
