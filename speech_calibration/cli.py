@@ -1,18 +1,21 @@
 """What every command line shares (stage scripts, the study's wrappers): logging, ``--params``, and ``run``.
 
 ``run`` turns a :class:`speech_calibration.errors.UserError` into one line on stderr and exit status 2,
-no traceback.
+no traceback; Ctrl-C into "error: interrupted" and 130, SIGTERM into "error: terminated" and 143, after the atomic
+writes in progress have removed their temporary files.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 
-from speech_calibration.errors import UserError
+from speech_calibration.errors import Terminated, UserError
 
 log = logging.getLogger("speech_calibration")
 
@@ -45,9 +48,16 @@ def parser(description: str, *, params: bool = True) -> argparse.ArgumentParser:
     return p
 
 
+def _terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:
-    """Run a stage's ``main``; turn a :class:`UserError` into one line on stderr and exit 2."""
+    """Run a stage's ``main``; turn a :class:`UserError` into one line on stderr and exit 2, and SIGTERM into
+    :class:`~speech_calibration.errors.Terminated` (the ``with`` blocks unwind, as on Ctrl-C), then exit 143."""
     setup_logging()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         main(argv)
     except UserError as err:
@@ -56,3 +66,6 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except Terminated:
+        print("error: terminated (SIGTERM); no output was left half-written", file=sys.stderr)
+        raise SystemExit(143) from None

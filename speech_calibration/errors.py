@@ -11,3 +11,9 @@ from __future__ import annotations
 
 class UserError(Exception):
     """An error caused by the user's input; printed as one line, never as a traceback."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (``kill``, ``timeout``, a scheduler or container stopping the job): raised in the main thread
+    by :func:`speech_calibration.cli.run`'s handler, so that every ``with`` block unwinds and the atomic writes remove
+    their temporary files, as on Ctrl-C. A ``BaseException``, so ``except Exception`` does not swallow it."""

@@ -75,9 +75,12 @@ def default_workers() -> int:
 
 def _die_with_parent(parent: int) -> None:
     """In a worker: ask the kernel for SIGTERM when the stage process dies (killed by DVC, a timeout or the OOM
-    killer), so no worker is left running, writing into the stage's outputs."""
+    killer), so no worker is left running, writing into the stage's outputs. Ctrl-C and SIGTERM end a worker at once
+    and quietly (their default actions, not the stage's handlers it inherited): the stage process reports the stop."""
     import ctypes
 
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):
@@ -127,7 +130,13 @@ def map_forked(function: Callable[[T], R], items: Sequence[T], workers: int | No
     try:
         with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork"),
                                  initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
-            return list(_progress(pool.map(_call, range(len(items))), len(items), desc, unit))
+            try:
+                return list(_progress(pool.map(_call, range(len(items))), len(items), desc, unit))
+            except BaseException:  # stopped (Ctrl-C, SIGTERM) or failed: end the workers now, not after their items
+                for process in list(getattr(pool, "_processes", {}).values()):
+                    process.terminate()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     except BrokenProcessPool:
         raise UserError(f"a worker process died while computing {len(items)} items on {n} processes (out of memory, "
                         f"or killed); run again with {WORKERS_ENV}=1 in the environment to compute them in one process "

@@ -53,3 +53,33 @@ def test_a_folder_stopped_between_its_two_renames_gets_the_old_one_back(tmp_path
         (tmp / "f.txt").write_text("new")
     monkeypatch.undo()
     assert (target / "f.txt").read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_sigterm_between_a_folders_two_renames_waits_until_the_new_one_is_in(tmp_path, monkeypatch):
+    """SIGTERM arriving right after the old folder is moved aside (sent here by the first rename itself) is held
+    until the new folder is in place; then the stage's handler stops it, and nothing else is left behind."""
+    import signal
+
+    from speech_calibration import cli
+    from speech_calibration.errors import Terminated
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "f.txt").write_text("old")
+    real_replace = os.replace
+
+    def signalled_after_first(src, dst):
+        real_replace(src, dst)
+        if os.fspath(src) == os.fspath(target):  # the old folder has just moved aside
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, cli._terminated)
+    try:
+        monkeypatch.setattr(os, "replace", signalled_after_first)
+        with pytest.raises(Terminated), atomic_dir(target) as tmp:
+            (tmp / "f.txt").write_text("new")
+    finally:
+        monkeypatch.undo()
+        signal.signal(signal.SIGTERM, previous)
+    assert (target / "f.txt").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["out"]
+

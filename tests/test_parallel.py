@@ -38,6 +38,13 @@ def _dies_on_two(x: int) -> int:
     return x
 
 
+def _terminates_itself_on_one(x: int) -> int:
+    if x == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+    return x
+
+
 def _nested(x: int) -> list[int]:
     return map_forked(abs, [x, -x], workers=2)
 
@@ -145,3 +152,67 @@ def test_available_cpus_is_the_affinity_capped_by_the_quota_rounded_up(monkeypat
     assert available_cpus() == 1
     monkeypatch.setattr(parallel, "_cgroup_cpu_limit", lambda: affinity + 3.0)
     assert available_cpus() == affinity
+
+
+@pytest.mark.skipif(not LINUX, reason="forked workers on Linux only")
+def test_sigterm_ends_a_stage_at_once_with_no_temporary_left_and_no_worker(tmp_path):
+    """SIGTERM (kill, timeout, a scheduler) to a stage in the middle of an atomic write and of map_forked: the stage
+    ends within seconds, not after its workers' items (120 s each here), with exit status 143 and one line; the
+    temporary file is gone, the old output untouched, and no worker is left."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "result.csv").write_text("old")
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {str(ROOT)!r})
+        from speech_calibration.cli import run
+        from speech_calibration.fileio import atomic_path
+        from speech_calibration.parallel import map_forked
+
+        def wait(i):
+            open(os.path.join({str(tmp_path)!r}, f"worker_{{i}}"), "w").write(str(os.getpid()))
+            time.sleep(120)
+
+        def main(argv):
+            with atomic_path({str(out / "result.csv")!r}) as tmp:
+                tmp.write_text("half")
+                map_forked(wait, [0, 1], workers=2)
+
+        run(main)
+    """)
+    stage = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("worker_*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pids = [int(p.read_text()) for p in sorted(tmp_path.glob("worker_*"))]
+        assert len(pids) == 2, pids
+        stage.send_signal(signal.SIGTERM)
+        _, err = stage.communicate(timeout=20)
+    finally:
+        stage.kill()
+    assert stage.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("error: terminated") and "Traceback" not in err, err
+    assert [p.name for p in out.iterdir()] == ["result.csv"] and (out / "result.csv").read_text() == "old"
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in pids if _alive(pid)]
+
+
+@pytest.mark.skipif(not LINUX, reason="forked workers on Linux only")
+def test_a_worker_does_not_inherit_the_stages_sigterm_handler():
+    """A worker that gets SIGTERM dies of it, as a process should; it does not raise the stage's Terminated, which
+    would come back here as if the stage itself had been stopped."""
+    from speech_calibration import cli
+    from speech_calibration.errors import Terminated
+
+    previous = signal.signal(signal.SIGTERM, cli._terminated)  # what cli.run installs in a stage
+    try:
+        with pytest.raises(UserError, match="a worker process died"):
+            map_forked(_terminates_itself_on_one, [0, 1, 2], workers=2)
+    except Terminated:
+        pytest.fail("the worker raised the stage's Terminated")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
