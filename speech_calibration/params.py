@@ -451,7 +451,10 @@ def load(path: str | Path = "params.yaml") -> Params:
     except FileNotFoundError:
         raise UserError(f"{path}: not found; run from the project root or pass --params") from None
     except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"{path}: not valid YAML{where} ({what})") from None
     try:
         return parse(Params, raw or {}, "")
     except UserError as err:

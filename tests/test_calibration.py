@@ -172,6 +172,8 @@ def test_bad_inputs_are_clear_errors():
         fit("contextual", z, np.zeros(40), y)
     with pytest.raises(UserError, match="only SPEECH"):
         fit("temperature", z, np.zeros(40), np.ones(40, dtype=int))
+    with pytest.raises(UserError, match="calibration.method=temperature: dev holds no clips; fitting needs both"):
+        fit("temperature", np.zeros(0), np.zeros(0), np.zeros(0, dtype=int))
     with pytest.raises(UserError, match="not one of"):
         fit("vector", z, np.zeros(40), y)
     with pytest.raises(UserError, match="finite"):

@@ -93,3 +93,11 @@ def test_bad_seeds_are_one_line_errors(seeds, message):
     """A negative seed would name a folder (seed_-1) that the layout does not read as a seed's."""
     with pytest.raises(UserError, match=message):
         params.parse(params.Params, {"seeds": seeds}, "")
+
+
+def test_invalid_yaml_names_the_line_and_column(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("seeds: [42, 123\nmodel: {}\n")
+    with pytest.raises(UserError, match=r"params.yaml: not valid YAML at line 2, column 6 \(expected ',' or ']'"):
+        params.load(bad)
+

@@ -159,6 +159,18 @@ def test_split_with_one_class(corpus):
     rejected(corpus([GOOD[0], GOOD[2]]), "only SPEECH", "both SPEECH and NONSPEECH", "move some groups")
 
 
+def test_a_split_without_rows_says_so(corpus):
+    message = rejected(corpus([]), "has no rows", "both SPEECH and NONSPEECH")
+    assert "holds only" not in message
+
+
+def test_predictions_without_rows_or_file_name_the_stage_to_run(tmp_path):
+    header_only = tmp_path / "dev.csv"
+    header_only.write_text(",".join(schema.PREDICTIONS_REQUIRED) + "\n")
+    rejected(header_only, "no rows", "re-run", read=schema.read_predictions)
+    rejected(tmp_path / "missing.csv", "file not found", "dvc repro", read=schema.read_predictions)
+
+
 def test_one_class_allowed_when_asked(corpus):
     df = schema.read_metadata(corpus([GOOD[0], GOOD[2]]), require_both_classes=False)
     assert set(df[schema.LABEL]) == {schema.SPEECH}

@@ -501,4 +501,8 @@ def test_an_adapter_is_scored_only_on_the_base_it_was_trained_on(project, traine
     info_file = copied / "train_info.json"
     info_file.write_text(json.dumps({**json.loads(info_file.read_text()), "base_model": str(moved)}))
     Scorer(elsewhere, copied)  # the user said it is the same model
+    missing = params_mod.parse(params_mod.Params, {**_raw(project), "model": {**_raw(project)["model"],
+                                                                                "name_or_path": str(tmp_path / "nope")}}, "")
+    with pytest.raises(UserError, match=r"model.name_or_path: '.*nope' does not exist"):
+        Scorer(missing, adapter)  # a missing folder is reported as missing, not as another base
 

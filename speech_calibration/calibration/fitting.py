@@ -116,7 +116,8 @@ def fit(method: str, logit_a, logit_b, y, *, content_free: tuple[np.ndarray, np.
         raise UserError(f"calibration.method: '{method}' is not one of {', '.join(METHODS)}")
     z, y = _check_inputs(logit_a, logit_b, y)
     if len(np.unique(y)) < 2:
-        only = f"dev holds only {'SPEECH' if y.size and y[0] == 1 else 'NONSPEECH'} clips ({y.size})"
+        only = (f"dev holds only {'SPEECH' if y[0] == 1 else 'NONSPEECH'} clips ({y.size})" if y.size
+                else "dev holds no clips")
         if method not in LABEL_FREE:
             raise UserError(f"calibration.method={method}: {only}; fitting needs both classes")
         if tune_threshold:

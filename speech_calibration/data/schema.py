@@ -179,8 +179,8 @@ def read_metadata(path: str | os.PathLike, *, check_audio: bool = True, require_
     if require_both_classes:
         present = set(df[LABEL])
         if len(df) == 0 or present != set(LABELS):
-            only = ", ".join(sorted(present)) or "no rows"
-            raise UserError(f"{path}: the split holds only {only}; every split needs both SPEECH and NONSPEECH clips "
+            holds = f"holds only {', '.join(sorted(present))}" if present else "has no rows"
+            raise UserError(f"{path}: the split {holds}; every split needs both SPEECH and NONSPEECH clips "
                             "(move some groups between splits)")
     df["audio_file"] = [str(resolve_audio_path(p, path)) for p in df[AUDIO_PATH]]
     if check_audio:
@@ -246,8 +246,12 @@ def read_splits(root: str | os.PathLike = SPLIT_DIR, splits=("train", "dev", "te
 def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
     """Read and validate a predictions CSV (what ``predict`` and ``baselines`` write)."""
     path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found; run the stage that writes it first (dvc repro writes it)")
     df = _read_csv(path)
     _check_columns(df, path, PREDICTIONS_REQUIRED)
+    if len(df) == 0:
+        raise UserError(f"{path}: no rows; re-run the stage that writes it (dvc repro)")
     _check_ids_and_labels(df, path)
     for col in (LOGIT_A, LOGIT_B):
         values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)

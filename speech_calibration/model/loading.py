@@ -180,6 +180,7 @@ def check_trained_base(adapter_dir: str | Path, cfg: Model) -> None:
     adapters without a word, and the logits would be another model's. Adapters without the file or the key pass."""
     import json
 
+    _check_base_exists(cfg.name_or_path)  # a folder that is not there: that is the error to report
     info = layout.train_info_json(adapter_dir)
     if not info.is_file():
         return
