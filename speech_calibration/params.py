@@ -230,6 +230,10 @@ class Train:
     # torch.compile each decoder layer (forward and backward; compiled once, in the first step). On a GPU at 7B
     # +54 % clips/s after a first step of several minutes (benchmarks/README.md): for long runs only.
     compile: bool = False
+    # torch's deterministic algorithms, strictly: the same seed trains the same adapter bit for bit, also on a GPU
+    # (cuDNN's attention otherwise picks a non-deterministic backward); an op without a deterministic form is then an
+    # error, and false lets it run, with a warning
+    deterministic: bool = True
 
     def validate(self, key: str) -> None:
         _check(self.learning_rate > 0, key + ".learning_rate", "must be positive")

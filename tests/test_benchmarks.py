@@ -135,3 +135,22 @@ def test_feature_cache_memory_reports_both_ways_with_the_cache_size():
     bad = subprocess.run([sys.executable, "-m", "benchmarks.feature_cache_memory", "--seconds", "40"], cwd=ROOT,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--seconds in (0, 30]" in bad.stderr
+
+
+@pytest.mark.slow
+def test_train_determinism_tells_the_same_seed_from_another_on_the_cpu(tmp_path):
+    """benchmarks.train_determinism on the tiny model (CPU): the train step from the same seed twice gives the same
+    losses and adapter bit for bit, with and without our checkpointing and shared prefix, and another seed does not."""
+    out = tmp_path / "determinism.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.train_determinism", "--model", "tiny", "--batch", "3",
+                           "--steps", "2", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["device"] == "cpu" and result["strict"] and set(result["runs"]) == {
+        "layer_checkpointing_shared_prefix", "plain"}
+    for run in result["runs"].values():
+        assert run["same_seed"]["adapter_bit_for_bit"] and run["same_seed"]["losses_equal"]
+        assert run["same_seed"]["adapter_max_abs_diff"] == 0.0 and run["same_seed"]["adapter_tensors"] > 0
+        assert not run["other_seed"]["adapter_bit_for_bit"] and run["other_seed"]["adapter_tensors_differing"] > 0
+        assert run["nondeterminism_warnings"] == []
+

@@ -506,3 +506,34 @@ def test_an_adapter_is_scored_only_on_the_base_it_was_trained_on(project, traine
     with pytest.raises(UserError, match=r"model.name_or_path: '.*nope' does not exist"):
         Scorer(missing, adapter)  # a missing folder is reported as missing, not as another base
 
+
+def test_an_op_without_a_deterministic_form_is_one_line_unless_train_deterministic_is_off(project, monkeypatch,
+                                                                                           tmp_path):
+    """train.deterministic (the default): torch refuses an op without a deterministic form, and train says so in one
+    line naming the key, leaving no adapter; false lets it run, with torch's warning. No CPU op lacks a deterministic
+    form, so torch's own alert for one (what its CUDA kernels call) runs inside the training step."""
+    from torch._prims_common import alert_not_deterministic
+
+    from speech_calibration.model import forward
+
+    real = forward.vocab_logits
+
+    def with_alert(*args, **kwargs):
+        alert_not_deterministic("scatter_add_cuda_kernel")
+        return real(*args, **kwargs)
+
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(forward, "vocab_logits", with_alert)
+    raw = _raw(project)
+    strict = params_mod.parse(params_mod.Params, {**raw, "train": {**raw["train"], "epochs": 1}}, "")
+    assert strict.train.deterministic
+    with pytest.raises(UserError, match=r"^train.deterministic: scatter_add_cuda_kernel has no deterministic form on "
+                                        r"this device; set train.deterministic: false to run it anyway"):
+        train(strict, 42, tmp_path / "strict", tmp_path / "strict_live")
+    assert not (tmp_path / "strict").exists()
+    loose = params_mod.parse(params_mod.Params, {**raw, "train": {**raw["train"], "epochs": 1,
+                                                                  "deterministic": False}}, "")
+    with pytest.warns(UserWarning, match="scatter_add_cuda_kernel does not have a deterministic implementation"):
+        train(loose, 42, tmp_path / "loose", tmp_path / "loose_live")
+    assert (tmp_path / "loose" / "adapter_model.safetensors").is_file()
+

@@ -25,6 +25,7 @@ import numpy as np
 
 from speech_calibration import layout
 from speech_calibration import params as params_mod
+from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,13 @@ log = logging.getLogger(__name__)
 FEATURE_CACHE_BYTES = 1 << 30
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, strict: bool = True) -> None:
     """Seed Python, NumPy and torch, and ask torch for deterministic kernels.
 
-    On a GPU, cuBLAS is deterministic only with a fixed workspace (``CUBLAS_WORKSPACE_CONFIG``, read when cuBLAS
-    starts): it is set here, before the first CUDA call, unless the environment already sets it.
+    ``strict``: an op without a deterministic form raises (torch's RuntimeError) instead of running with a warning;
+    strictly, cuDNN's attention also takes its deterministic backward (``train.deterministic``). On a GPU, cuBLAS is
+    deterministic only with a fixed workspace (``CUBLAS_WORKSPACE_CONFIG``, read when cuBLAS starts): it is set here,
+    before the first CUDA call, unless the environment already sets it.
     """
     import torch
 
@@ -46,7 +49,20 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.use_deterministic_algorithms(True, warn_only=not strict)
+
+
+NOT_DETERMINISTIC = "does not have a deterministic implementation"  # in torch's error for such an op, when strict
+
+
+def _not_deterministic(err: RuntimeError) -> UserError | None:
+    """The one-line error for torch's refusal of an op without a deterministic form (None for any other error)."""
+    text = str(err)
+    if NOT_DETERMINISTIC not in text:
+        return None
+    return UserError(f"train.deterministic: {text.splitlines()[0].split(NOT_DETERMINISTIC)[0].strip()} has no "
+                     "deterministic form on this device; set train.deterministic: false to run it anyway (the same "
+                     "seed then need not give the same adapter)")
 
 
 class _NoLive:
@@ -102,7 +118,18 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path, *,
     """Train the seed's adapter into ``out_dir`` (dvclive logs into ``live_dir``); returns ``train_info.json``'s dict.
 
     ``feature_cache_bytes``: on the CPU, compute the features once when they fit in this many bytes (0: never).
+    With ``train.deterministic``, an op without a deterministic form ends it with one line naming the key.
     """
+    try:
+        return _train(p, seed, out_dir, live_dir, feature_cache_bytes=feature_cache_bytes)
+    except RuntimeError as err:
+        refused = _not_deterministic(err)
+        if refused is None:
+            raise
+        raise refused from None
+
+
+def _train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path, *, feature_cache_bytes: int) -> dict:
     import torch
     from dvclive import Live
     from tqdm import tqdm
@@ -115,7 +142,7 @@ def train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path, *,
     from speech_calibration.model.inputs import FeatureCache, InputBuilder
 
     cfg = p.train
-    seed_everything(seed)
+    seed_everything(seed, strict=cfg.deterministic)
     ranks, device = distributed.setup(loading.resolve_device(p.model))
     dtype = loading.resolve_dtype(p.model, device)
     processor = loading.load_processor(p.model)
