@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,21 +50,29 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise
 
 
-_STOPPING = {signal.SIGINT, signal.SIGTERM}
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait (blocked, then delivered) while the block runs; where the platform cannot block them,
-    the block runs as it is."""
-    if not hasattr(signal, "pthread_sigmask"):
+    """Ctrl-C and SIGTERM wait while the block runs, then reach the handlers they would have reached (in the main
+    thread; elsewhere, where Python runs no signal handler, the block runs as it is).
+
+    Python runs signal handlers in the main thread whichever thread the signal reached (torch's and tqdm's threads
+    among them), so the handlers are set aside for the block, rather than the signals blocked in one thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    caught: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: caught.append(signum)) for signum in _STOPPING}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():  # None: set outside Python, which cannot be put back; the default
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 @contextlib.contextmanager
