@@ -537,3 +537,32 @@ def test_an_op_without_a_deterministic_form_is_one_line_unless_train_determinist
         train(loose, 42, tmp_path / "loose", tmp_path / "loose_live")
     assert (tmp_path / "loose" / "adapter_model.safetensors").is_file()
 
+
+def test_a_stopped_training_leaves_the_previous_adapter_and_curves_whole(project, trained, monkeypatch):
+    """Ctrl-C (or SIGTERM, which cli.run turns into the same unwinding) in the middle of training: the adapter and the
+    dvclive curves of the previous run are left byte for byte as they were, and no temporary folder is left beside
+    them (review: dvclive wrote the curves in place, so a stopped run left 40 steps of curves beside a 160-step
+    adapter)."""
+    from speech_calibration.model import training
+
+    monkeypatch.chdir(project)
+    p, _ = trained
+    adapter, live = project / "models/seed_42", project / "metrics/train/seed_42"
+    before = {f: f.read_bytes() for folder in (adapter, live) for f in folder.rglob("*") if f.is_file()}
+    assert any(f.suffix == ".tsv" for f in before) and any(f.name == "adapter_model.safetensors" for f in before)
+    real, calls = training.answer_loss, []
+
+    def stopped_at_the_third_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "answer_loss", stopped_at_the_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        train(p, 42, adapter, live)
+    after = {f: f.read_bytes() for folder in (adapter, live) for f in folder.rglob("*") if f.is_file()}
+    assert after == before
+    assert not [f.name for f in (project / "models").iterdir() if f.name.startswith(".")]
+    assert not [f.name for f in (project / "metrics/train").iterdir() if f.name.startswith(".")]
+

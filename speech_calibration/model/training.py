@@ -13,6 +13,7 @@ gradients are summed over ranks before each optimizer step, and rank 0 alone sav
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -190,65 +191,68 @@ def _train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path, *, fe
 
     started = time.perf_counter()
     step, last_loss = 0, float("nan")
-    live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None) if ranks.is_main else _NoLive()
-    with live:
-        bar = tqdm(total=total_steps, desc=f"train seed {seed}", unit="step", disable=None if ranks.is_main else True)
-        for epoch in range(cfg.epochs):
-            perm = torch.randperm(len(frame), generator=order).tolist()
-            correct, seen, window_loss = 0, 0, []
-            for micro in range(micro_per_epoch):
-                batch = perm[micro * cfg.batch_size:(micro + 1) * cfg.batch_size]
-                idx = ranks.shard(batch)  # this rank's share of the global batch (all of it in one process)
-                # The optimizer step follows the mean loss over every clip of its accumulation window, however many
-                # micro-batches the window holds (an epoch's last may hold fewer) and however many clips each has.
-                first = micro - micro % cfg.grad_accum
-                window_clips = min((first + cfg.grad_accum) * cfg.batch_size, len(frame)) - first * cfg.batch_size
-                weight = len(idx) / window_clips  # 1.0 in one process without accumulation
-                loss_part = 0.0
-                if idx:
-                    loss, logits, target = answer_loss(model, builder, [audios[i] for i in idx],
-                                                       [labels[i] for i in idx], trim=trim, device=device, dtype=dtype,
-                                                       prefix=prefix, features=cache.take(idx) if cache else None)
-                    (loss * weight).backward()
-                    loss_part = loss.detach().item() * weight
-                    pair = logits[:, list(answer_ids)]
-                    predicted = torch.where(pair[:, 0] >= pair[:, 1], answer_ids[0], answer_ids[1])
-                    correct += int((predicted == target).sum())
-                    seen += len(idx)
-                window_loss.append(loss_part)
-                if (micro + 1) % cfg.grad_accum == 0 or micro + 1 == micro_per_epoch:
-                    ranks.all_reduce_gradients(trainable)  # under torchrun: the whole batch's gradient on every rank
-                    torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    last_loss = ranks.sum([float(np.sum(window_loss))])[0]
-                    live.log_metric("train/loss", last_loss)
-                    live.log_metric("train/learning_rate", scheduler.get_last_lr()[0])
-                    live.next_step()
-                    step += 1
-                    window_loss = []
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch + 1)
-            correct, seen = ranks.sum([correct, seen])
-            live.log_metric("train/accuracy_epoch", correct / seen, plot=True)
-            live.log_metric("train/epoch", epoch + 1, plot=False)
-        bar.close()
-        wall = time.perf_counter() - started
-        live.summary["train/final_loss"] = last_loss
-        live.summary["train/wall_time_s"] = round(wall, 2)
+    # the curves go to a temporary folder and replace live_dir only beside a saved adapter: a stopped run leaves the
+    # previous run's curves and adapter as they were, never half a record beside them
+    with atomic_dir(live_dir) if ranks.is_main else contextlib.nullcontext() as live_tmp:
+        live = Live(dir=str(live_tmp), dvcyaml=None, save_dvc_exp=False, report=None) if ranks.is_main else _NoLive()
+        with live:
+            bar = tqdm(total=total_steps, desc=f"train seed {seed}", unit="step", disable=None if ranks.is_main else True)
+            for epoch in range(cfg.epochs):
+                perm = torch.randperm(len(frame), generator=order).tolist()
+                correct, seen, window_loss = 0, 0, []
+                for micro in range(micro_per_epoch):
+                    batch = perm[micro * cfg.batch_size:(micro + 1) * cfg.batch_size]
+                    idx = ranks.shard(batch)  # this rank's share of the global batch (all of it in one process)
+                    # The optimizer step follows the mean loss over every clip of its accumulation window, however many
+                    # micro-batches the window holds (an epoch's last may hold fewer) and however many clips each has.
+                    first = micro - micro % cfg.grad_accum
+                    window_clips = min((first + cfg.grad_accum) * cfg.batch_size, len(frame)) - first * cfg.batch_size
+                    weight = len(idx) / window_clips  # 1.0 in one process without accumulation
+                    loss_part = 0.0
+                    if idx:
+                        loss, logits, target = answer_loss(model, builder, [audios[i] for i in idx],
+                                                           [labels[i] for i in idx], trim=trim, device=device, dtype=dtype,
+                                                           prefix=prefix, features=cache.take(idx) if cache else None)
+                        (loss * weight).backward()
+                        loss_part = loss.detach().item() * weight
+                        pair = logits[:, list(answer_ids)]
+                        predicted = torch.where(pair[:, 0] >= pair[:, 1], answer_ids[0], answer_ids[1])
+                        correct += int((predicted == target).sum())
+                        seen += len(idx)
+                    window_loss.append(loss_part)
+                    if (micro + 1) % cfg.grad_accum == 0 or micro + 1 == micro_per_epoch:
+                        ranks.all_reduce_gradients(trainable)  # under torchrun: the whole batch's gradient on every rank
+                        torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                        last_loss = ranks.sum([float(np.sum(window_loss))])[0]
+                        live.log_metric("train/loss", last_loss)
+                        live.log_metric("train/learning_rate", scheduler.get_last_lr()[0])
+                        live.next_step()
+                        step += 1
+                        window_loss = []
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{last_loss:.4f}", epoch=epoch + 1)
+                correct, seen = ranks.sum([correct, seen])
+                live.log_metric("train/accuracy_epoch", correct / seen, plot=True)
+                live.log_metric("train/epoch", epoch + 1, plot=False)
+            bar.close()
+            wall = time.perf_counter() - started
+            live.summary["train/final_loss"] = last_loss
+            live.summary["train/wall_time_s"] = round(wall, 2)
 
-    info = {
-        "seed": seed, "steps": step, "epochs": cfg.epochs, "clips": len(frame), "final_loss": last_loss,
-        "wall_time_s": round(wall, 2), "clips_per_s": round(len(frame) * cfg.epochs / wall, 2),
-        "device": str(device), "processes": ranks.world_size, "dtype": str(dtype).removeprefix("torch."),
-        "trainable_parameters": n_trainable,
-        "adapted_modules": targets, "base_model": p.model.name_or_path,
-        "params": {"lora": asdict(p.lora), "train": asdict(cfg), "prompt": asdict(p.prompt)},
-    }
-    if ranks.is_main:
-        with atomic_dir(out_dir) as tmp:
-            model.save_pretrained(str(tmp), safe_serialization=True)
-            write_json(layout.train_info_json(tmp), info)
+        info = {
+            "seed": seed, "steps": step, "epochs": cfg.epochs, "clips": len(frame), "final_loss": last_loss,
+            "wall_time_s": round(wall, 2), "clips_per_s": round(len(frame) * cfg.epochs / wall, 2),
+            "device": str(device), "processes": ranks.world_size, "dtype": str(dtype).removeprefix("torch."),
+            "trainable_parameters": n_trainable,
+            "adapted_modules": targets, "base_model": p.model.name_or_path,
+            "params": {"lora": asdict(p.lora), "train": asdict(cfg), "prompt": asdict(p.prompt)},
+        }
+        if ranks.is_main:
+            with atomic_dir(out_dir) as tmp:
+                model.save_pretrained(str(tmp), safe_serialization=True)
+                write_json(layout.train_info_json(tmp), info)
     log.info("seed %d: %d steps in %.1f s, final loss %.4f -> %s", seed, step, wall, last_loss, out_dir)
     return info
