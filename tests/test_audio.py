@@ -107,3 +107,24 @@ def test_nan_or_inf_samples(tmp_path, bad):
     with pytest.raises(UserError) as err:
         load_audio(path)
     _one_line_about(err, path, "NaN or infinite")
+
+
+@pytest.mark.parametrize("subtype, channels", [("PCM_16", 1), ("PCM_24", 2), ("FLOAT", 1)])
+def test_a_wav_cut_short_is_refused_naming_what_its_header_announces(tmp_path, subtype, channels):
+    """A WAV whose copy stopped early still decodes, as a shorter clip: its RIFF header still announces the full
+    length, and probe_audio compares the two (review: a 1.44-s clip cut to 78 frames was scored as 5 ms)."""
+    rate = 16000
+    whole = tmp_path / "whole.wav"
+    data = np.zeros((int(1.44 * rate), channels), dtype=np.float32)
+    sf.write(str(whole), data, rate, subtype=subtype)
+    assert probe_audio(whole).frames == len(data)  # the whole file passes
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:2000])
+    held = sf.info(str(cut)).frames
+    assert 0 < held < len(data)  # soundfile reads what is there without a word
+    with pytest.raises(UserError) as err:
+        probe_audio(cut)
+    message = str(err.value)
+    assert str(cut) in message and "truncated" in message and "\n" not in message
+    assert f"announces {len(data)} samples (1.440 s) but the file holds {held}" in message
+

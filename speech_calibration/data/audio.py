@@ -62,8 +62,31 @@ def load_clips(files, sample_rate: int = MODEL_RATE, places=None) -> list[np.nda
         return list(pool.map(load, range(len(files))))
 
 
+_WAV_SAMPLE_BYTES = {"PCM_U8": 1, "PCM_S8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4,
+                     "DOUBLE": 8}
+
+
+def _wav_declared_frames(path: Path, info) -> int | None:
+    """The frames a WAV's RIFF header says its data chunk holds; None where that cannot be read (not a plain RIFF WAV,
+    an unknown sample size, or a streamed file whose header leaves the length open)."""
+    width = _WAV_SAMPLE_BYTES.get(info.subtype)
+    if info.format != "WAV" or width is None:
+        return None
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        while len(chunk := f.read(8)) == 8:
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                return None if size in (0, 0xFFFFFFFF) else size // (width * info.channels)
+            f.seek(size + (size & 1), os.SEEK_CUR)
+    return None
+
+
 def probe_audio(path: str | os.PathLike) -> sf._SoundFileInfo:
-    """Read only the header of ``path``: cheap validation that it exists and is a decodable format."""
+    """Read only the header of ``path``: cheap validation that it exists, is a decodable format, has samples and, for
+    a WAV, holds the samples its header announces (a copy cut short decodes as a shorter clip without a word)."""
     path = Path(os.path.abspath(path))
     if not path.is_file():
         raise UserError(f"{path}: audio file not found")
@@ -73,6 +96,10 @@ def probe_audio(path: str | os.PathLike) -> sf._SoundFileInfo:
         raise UserError(f"{path}: cannot decode audio ({err}); re-encode it as WAV, FLAC, OGG or MP3") from None
     if info.frames == 0:
         raise UserError(f"{path}: audio file has no samples; remove it from the metadata CSV or replace it")
+    declared = _wav_declared_frames(path, info)
+    if declared is not None and declared > info.frames:
+        raise UserError(f"{path}: truncated: its header announces {declared} samples ({declared / info.samplerate:.3f} s) "
+                        f"but the file holds {info.frames}; copy or export it again")
     return info
 
 
