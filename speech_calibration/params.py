@@ -159,8 +159,9 @@ class Model:
     # let every batch attend to its cached keys and values. Needs trim_audio_window.
     cache_prompt_prefix: bool = True
     # Scoring with a seed's adapter: fold the LoRA update into the base weights (peft's merge_and_unload), so
-    # no adapter runs on the hot path. fp32: the same logits within 1e-5 (tests/test_merge.py); bf16: within the
-    # unmerged path's own batch-1 vs batch-N difference (benchmarks/README.md). Never with load_in_4bit
+    # no adapter runs on the hot path. fp32: the same logits within 1e-5 (tests/test_merge.py); bf16: largest
+    # difference within the unmerged path's own batch-1 vs batch-N difference on 64 clips, not on 16, and 1.3-1.6x
+    # it on average (benchmarks/README.md); false: unmerged, a fifth slower at 7B. Never with load_in_4bit
     # (re-quantizing the merged weights would change them): the adapter then stays unmerged.
     merge_adapter: bool = True
 
