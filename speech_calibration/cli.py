@@ -56,8 +56,8 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
     """Run a stage's ``main``; turn a :class:`UserError` into one line on stderr and exit 2, and SIGTERM into
     :class:`~speech_calibration.errors.Terminated` (the ``with`` blocks unwind, as on Ctrl-C), then exit 143."""
     setup_logging()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminated)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         main(argv)
     except UserError as err:
@@ -67,5 +67,8 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
         print("error: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     except Terminated:
-        print("error: terminated (SIGTERM); no output was left half-written", file=sys.stderr)
+        print("error: terminated (SIGTERM)", file=sys.stderr)
         raise SystemExit(143) from None
+    finally:
+        if main_thread:  # a caller that goes on (a test, a notebook) gets its own handler back
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

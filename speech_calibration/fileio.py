@@ -54,7 +54,7 @@ _STOPPING = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
+def signals_held() -> Iterator[None]:
     """Ctrl-C and SIGTERM wait while the block runs, then reach the handlers they would have reached (in the main
     thread; elsewhere, where Python runs no signal handler, the block runs as it is).
 
@@ -91,7 +91,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         _publish(tmp, directory=True)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-            with _signals_held():
+            with signals_held():
                 os.replace(path, old / "x")
                 os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)

@@ -73,14 +73,25 @@ def default_workers() -> int:
     return workers
 
 
+def _ignore(signum, frame) -> None:
+    pass  # a Python handler, not SIG_IGN: a signal already on its way to SIG_IGN raises "ignored due to race condition"
+
+
+def _stop_worker(signum, frame) -> None:
+    for stop in (signal.SIGINT, signal.SIGTERM):  # once: a second stop (Ctrl-C reaches the stage too, which then
+        signal.signal(stop, _ignore)              # terminates its workers) must not cut the unwinding short
+    raise SystemExit(128 + signum)
+
+
 def _die_with_parent(parent: int) -> None:
     """In a worker: ask the kernel for SIGTERM when the stage process dies (killed by DVC, a timeout or the OOM
-    killer), so no worker is left running, writing into the stage's outputs. Ctrl-C and SIGTERM end a worker at once
-    and quietly (their default actions, not the stage's handlers it inherited): the stage process reports the stop."""
+    killer), so no worker is left running, writing into the stage's outputs. Ctrl-C and SIGTERM raise SystemExit in a
+    worker, not the stage's own exceptions it inherited: its item unwinds (an atomic write removes its temporary
+    file) and the worker ends without a traceback; the stage process reports the stop."""
     import ctypes
 
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, _stop_worker)
+    signal.signal(signal.SIGTERM, _stop_worker)
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):
@@ -100,7 +111,10 @@ def _progress(results: Iterable[R], total: int, desc: str | None, unit: str) -> 
 
 def _call(index: int):
     function, items = _SHARED
-    return function(items[index])
+    try:
+        return function(items[index])
+    except SystemExit as stop:  # Ctrl-C or SIGTERM (_stop_worker): the item has unwound; end this worker now, not
+        os._exit(stop.code if isinstance(stop.code, int) else 1)  # the pool's loop, which would wait for the next
 
 
 def map_forked(function: Callable[[T], R], items: Sequence[T], workers: int | None = None, *,
@@ -132,7 +146,7 @@ def map_forked(function: Callable[[T], R], items: Sequence[T], workers: int | No
                                  initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             try:
                 return list(_progress(pool.map(_call, range(len(items))), len(items), desc, unit))
-            except BaseException:  # stopped (Ctrl-C, SIGTERM) or failed: end the workers now, not after their items
+            except BaseException:  # stopped (Ctrl-C, SIGTERM) or failed: stop the workers' items now (they unwind)
                 for process in list(getattr(pool, "_processes", {}).values()):
                     process.terminate()
                 pool.shutdown(wait=False, cancel_futures=True)

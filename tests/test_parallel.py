@@ -155,10 +155,13 @@ def test_available_cpus_is_the_affinity_capped_by_the_quota_rounded_up(monkeypat
 
 
 @pytest.mark.skipif(not LINUX, reason="forked workers on Linux only")
-def test_sigterm_ends_a_stage_at_once_with_no_temporary_left_and_no_worker(tmp_path):
-    """SIGTERM (kill, timeout, a scheduler) to a stage in the middle of an atomic write and of map_forked: the stage
-    ends within seconds, not after its workers' items (120 s each here), with exit status 143 and one line; the
-    temporary file is gone, the old output untouched, and no worker is left."""
+@pytest.mark.parametrize("how", ["sigterm_to_the_stage", "ctrl_c_to_the_group"])
+def test_a_stopped_stage_ends_at_once_with_no_temporary_left_and_no_worker(tmp_path, how):
+    """SIGTERM to a stage (kill, timeout, a scheduler), or Ctrl-C to its process group, in the middle of its own atomic
+    write and of its workers' (map_forked items that write figures): the stage ends within seconds, not after its
+    workers' items (120 s each here), with one line and exit 143 / 130; every temporary file is gone, the stage's
+    and the workers', the old output is untouched, and no worker is left (review: workers killed without unwinding
+    left their temporary figures behind)."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "result.csv").write_text("old")
@@ -169,35 +172,41 @@ def test_sigterm_ends_a_stage_at_once_with_no_temporary_left_and_no_worker(tmp_p
         from speech_calibration.fileio import atomic_path
         from speech_calibration.parallel import map_forked
 
-        def wait(i):
-            open(os.path.join({str(tmp_path)!r}, f"worker_{{i}}"), "w").write(str(os.getpid()))
-            time.sleep(120)
+        def draw(i):
+            with atomic_path(os.path.join({str(out)!r}, f"figure_{{i}}.png")) as tmp:
+                tmp.write_text("half")
+                open(os.path.join({str(tmp_path)!r}, f"worker_{{i}}"), "w").write(str(os.getpid()))
+                time.sleep(120)
 
         def main(argv):
             with atomic_path({str(out / "result.csv")!r}) as tmp:
                 tmp.write_text("half")
-                map_forked(wait, [0, 1], workers=2)
+                map_forked(draw, [0, 1], workers=2)
 
         run(main)
     """)
-    stage = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    stage = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while len(list(tmp_path.glob("worker_*"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         pids = [int(p.read_text()) for p in sorted(tmp_path.glob("worker_*"))]
         assert len(pids) == 2, pids
-        stage.send_signal(signal.SIGTERM)
+        if how == "sigterm_to_the_stage":
+            stage.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(stage.pid, signal.SIGINT)
         _, err = stage.communicate(timeout=20)
     finally:
         stage.kill()
-    assert stage.returncode == 143, err
-    assert err.strip().splitlines()[-1].startswith("error: terminated") and "Traceback" not in err, err
-    assert [p.name for p in out.iterdir()] == ["result.csv"] and (out / "result.csv").read_text() == "old"
+    status, line = (143, "error: terminated") if how == "sigterm_to_the_stage" else (130, "error: interrupted")
+    assert stage.returncode == status, err
+    assert err.strip().splitlines()[-1].startswith(line) and "Traceback" not in err, err
     deadline = time.monotonic() + 10
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [pid for pid in pids if _alive(pid)]
+    assert [p.name for p in out.iterdir()] == ["result.csv"] and (out / "result.csv").read_text() == "old"
 
 
 @pytest.mark.skipif(not LINUX, reason="forked workers on Linux only")
@@ -213,6 +222,29 @@ def test_a_worker_does_not_inherit_the_stages_sigterm_handler():
             map_forked(_terminates_itself_on_one, [0, 1, 2], workers=2)
     except Terminated:
         pytest.fail("the worker raised the stage's Terminated")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_cli_run_gives_the_callers_sigterm_handler_back():
+    """cli.run turns SIGTERM into Terminated while a stage runs; a caller that goes on afterwards (a test, a notebook)
+    gets its own handler back, whether the stage returned or failed."""
+    from speech_calibration import cli
+
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        cli.run(lambda argv: None, [])
+        assert signal.getsignal(signal.SIGTERM) is mine
+
+        def fails(argv):
+            raise UserError("no")
+
+        with pytest.raises(SystemExit):
+            cli.run(fails, [])
+        assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -566,3 +566,35 @@ def test_a_stopped_training_leaves_the_previous_adapter_and_curves_whole(project
     assert not [f.name for f in (project / "models").iterdir() if f.name.startswith(".")]
     assert not [f.name for f in (project / "metrics/train").iterdir() if f.name.startswith(".")]
 
+
+def test_a_stop_while_the_new_adapter_goes_in_waits_until_the_curves_are_in_too(project, trained, monkeypatch,
+                                                                                  tmp_path):
+    """Ctrl-C arriving right after the previous adapter is moved aside (sent here by that rename itself) waits until
+    the new adapter and the new curves are both in place (review: the two folders were swapped one after the other,
+    and a stop between them left the new adapter beside the previous curves)."""
+    import os
+    import shutil
+    import signal
+
+    monkeypatch.chdir(project)
+    p, _ = trained
+    adapter, live = tmp_path / "adapter", tmp_path / "live"
+    shutil.copytree(project / "models/seed_42", adapter)
+    shutil.copytree(project / "metrics/train/seed_42", live)
+    (adapter / "previous_run").write_text("")
+    (live / "previous_run").write_text("")
+    real_replace = os.replace
+
+    def stopped_after_the_adapter_moves_aside(src, dst):
+        real_replace(src, dst)
+        if os.fspath(src) == os.fspath(adapter):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", stopped_after_the_adapter_moves_aside)
+    with pytest.raises(KeyboardInterrupt):
+        train(p, 42, adapter, live)
+    monkeypatch.undo()
+    assert not (adapter / "previous_run").exists() and not (live / "previous_run").exists()  # both are the new run's
+    assert (adapter / "adapter_model.safetensors").is_file() and any(live.rglob("*.tsv"))
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["adapter", "live"]
+

@@ -27,7 +27,7 @@ import numpy as np
 from speech_calibration import layout
 from speech_calibration import params as params_mod
 from speech_calibration.errors import UserError
-from speech_calibration.fileio import atomic_dir, write_json
+from speech_calibration.fileio import atomic_dir, signals_held, write_json
 
 log = logging.getLogger(__name__)
 # On the CPU the train split's log-mel features are computed once and sliced every epoch, when they fit in this
@@ -191,9 +191,12 @@ def _train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path, *, fe
 
     started = time.perf_counter()
     step, last_loss = 0, float("nan")
-    # the curves go to a temporary folder and replace live_dir only beside a saved adapter: a stopped run leaves the
-    # previous run's curves and adapter as they were, never half a record beside them
-    with atomic_dir(live_dir) if ranks.is_main else contextlib.nullcontext() as live_tmp:
+    # The curves and the adapter go to temporary folders that replace live_dir and out_dir together, once the
+    # adapter is saved: a stopped run leaves the previous run's curves and adapter as they were, never one beside the
+    # other's successor.
+    with contextlib.ExitStack() as outputs:
+        live_tmp = outputs.enter_context(atomic_dir(live_dir)) if ranks.is_main else None
+        adapter_tmp = outputs.enter_context(atomic_dir(out_dir)) if ranks.is_main else None
         live = Live(dir=str(live_tmp), dvcyaml=None, save_dvc_exp=False, report=None) if ranks.is_main else _NoLive()
         with live:
             bar = tqdm(total=total_steps, desc=f"train seed {seed}", unit="step", disable=None if ranks.is_main else True)
@@ -251,8 +254,9 @@ def _train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path, *, fe
             "params": {"lora": asdict(p.lora), "train": asdict(cfg), "prompt": asdict(p.prompt)},
         }
         if ranks.is_main:
-            with atomic_dir(out_dir) as tmp:
-                model.save_pretrained(str(tmp), safe_serialization=True)
-                write_json(layout.train_info_json(tmp), info)
+            model.save_pretrained(str(adapter_tmp), safe_serialization=True)
+            write_json(layout.train_info_json(adapter_tmp), info)
+            with signals_held():  # both folders in place before a stop takes effect
+                outputs.close()
     log.info("seed %d: %d steps in %.1f s, final loss %.4f -> %s", seed, step, wall, last_loss, out_dir)
     return info
