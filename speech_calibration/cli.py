@@ -56,8 +56,10 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
     """Run a stage's ``main``; turn a :class:`UserError` into one line on stderr and exit 2, and SIGTERM into
     :class:`~speech_calibration.errors.Terminated` (the ``with`` blocks unwind, as on Ctrl-C), then exit 143."""
     setup_logging()
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
+    # Not under torchrun with several processes: there SIGTERM must end a rank at once, also one waiting inside a
+    # collective whose peer died (the main thread in C code would not run a Python handler until it returned).
+    install = threading.current_thread() is threading.main_thread() and int(os.environ.get("WORLD_SIZE", "1")) <= 1
+    previous = signal.signal(signal.SIGTERM, _terminated) if install else None
     try:
         main(argv)
     except UserError as err:
@@ -70,5 +72,5 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
         print("error: terminated (SIGTERM)", file=sys.stderr)
         raise SystemExit(143) from None
     finally:
-        if main_thread:  # a caller that goes on (a test, a notebook) gets its own handler back
+        if install:  # a caller that goes on (a test, a notebook) gets its own handler back
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

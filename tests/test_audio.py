@@ -109,14 +109,16 @@ def test_nan_or_inf_samples(tmp_path, bad):
     _one_line_about(err, path, "NaN or infinite")
 
 
-@pytest.mark.parametrize("subtype, channels", [("PCM_16", 1), ("PCM_24", 2), ("FLOAT", 1)])
-def test_a_wav_cut_short_is_refused_naming_what_its_header_announces(tmp_path, subtype, channels):
+@pytest.mark.parametrize("subtype, channels, container", [("PCM_16", 1, "WAV"), ("PCM_24", 2, "WAV"),
+                                                         ("FLOAT", 1, "WAV"), ("PCM_16", 1, "WAVEX"),
+                                                         ("PCM_24", 2, "WAVEX")])
+def test_a_wav_cut_short_is_refused_naming_what_its_header_announces(tmp_path, subtype, channels, container):
     """A WAV whose copy stopped early still decodes, as a shorter clip: its RIFF header still announces the full
     length, and probe_audio compares the two (review: a 1.44-s clip cut to 78 frames was scored as 5 ms)."""
     rate = 16000
     whole = tmp_path / "whole.wav"
     data = np.zeros((int(1.44 * rate), channels), dtype=np.float32)
-    sf.write(str(whole), data, rate, subtype=subtype)
+    sf.write(str(whole), data, rate, subtype=subtype, format=container)
     assert probe_audio(whole).frames == len(data)  # the whole file passes
     cut = tmp_path / "cut.wav"
     cut.write_bytes(whole.read_bytes()[:2000])
@@ -127,4 +129,16 @@ def test_a_wav_cut_short_is_refused_naming_what_its_header_announces(tmp_path, s
     message = str(err.value)
     assert str(cut) in message and "truncated" in message and "\n" not in message
     assert f"announces {len(data)} samples (1.440 s) but the file holds {held}" in message
+
+
+def test_a_streamed_wavs_placeholder_length_is_not_taken_for_truncation(tmp_path):
+    """A streaming writer that never went back to its header leaves a placeholder data size (0x7FFFFFFF here): the
+    file is whole, and probe_audio does not call it truncated."""
+    path = tmp_path / "streamed.wav"
+    sf.write(str(path), np.zeros(16000, dtype=np.float32), 16000, subtype="PCM_16")
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"data") + 4
+    raw[at:at + 4] = (0x7FFFFFFF).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    assert probe_audio(path).frames > 0
 

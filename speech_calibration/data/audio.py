@@ -66,11 +66,14 @@ _WAV_SAMPLE_BYTES = {"PCM_U8": 1, "PCM_S8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2
                      "DOUBLE": 8}
 
 
+_OPEN_LENGTH = 0x7FFFF000  # a data size this large is a streaming writer's placeholder (0x7FFFFFFF, 0xFFFFFFFF ...)
+
+
 def _wav_declared_frames(path: Path, info) -> int | None:
     """The frames a WAV's RIFF header says its data chunk holds; None where that cannot be read (not a plain RIFF WAV,
     an unknown sample size, or a streamed file whose header leaves the length open)."""
     width = _WAV_SAMPLE_BYTES.get(info.subtype)
-    if info.format != "WAV" or width is None:
+    if info.format not in ("WAV", "WAVEX") or width is None:  # RF64 keeps its length elsewhere (ds64): not read
         return None
     with open(path, "rb") as f:
         head = f.read(12)
@@ -79,7 +82,7 @@ def _wav_declared_frames(path: Path, info) -> int | None:
         while len(chunk := f.read(8)) == 8:
             size = int.from_bytes(chunk[4:], "little")
             if chunk[:4] == b"data":
-                return None if size in (0, 0xFFFFFFFF) else size // (width * info.channels)
+                return None if size == 0 or size >= _OPEN_LENGTH else size // (width * info.channels)
             f.seek(size + (size & 1), os.SEEK_CUR)
     return None
 

@@ -189,8 +189,8 @@ def check_trained_base(adapter_dir: str | Path, cfg: Model) -> None:
         return
     raise UserError(f"{info}: the adapter was trained on the base model {trained!r}, but params.yaml has "
                     f"model.name_or_path = {cfg.name_or_path!r}; score it on the base it was trained on, or retrain it "
-                    "(dvc repro train); if it is the same model moved elsewhere, set base_model in that file to the "
-                    "new path")
+                    "(dvc repro train, which retrains on a changed model.name_or_path anyway); outside DVC, if it is "
+                    "the same model moved elsewhere, set base_model in that file to the new path")
 
 
 def merge_for_scoring(model, cfg: Model):
