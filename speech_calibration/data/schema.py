@@ -78,9 +78,10 @@ def level_text(value: float | str) -> str:
     return value if isinstance(value, str) else f"{float(value):g}"
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, missing_fix: str = "") -> pd.DataFrame:
+    """The CSV at ``path`` with ids read as text; ``missing_fix``: what to do when it is not there, for the error."""
     if not path.is_file():
-        raise UserError(f"{path}: file not found")
+        raise UserError(f"{path}: file not found" + (f"; {missing_fix}" if missing_fix else ""))
     try:
         # clip and group ids are strings even when they look like numbers
         return pd.read_csv(path, dtype={CLIP_ID: str, GROUP_ID: str, LABEL: str, AUDIO_PATH: str, SOURCE: str},
@@ -246,9 +247,7 @@ def read_splits(root: str | os.PathLike = SPLIT_DIR, splits=("train", "dev", "te
 def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
     """Read and validate a predictions CSV (what ``predict`` and ``baselines`` write)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found; run the stage that writes it first (dvc repro writes it)")
-    df = _read_csv(path)
+    df = _read_csv(path, missing_fix="run the stage that writes it first (dvc repro writes it)")
     _check_columns(df, path, PREDICTIONS_REQUIRED)
     if len(df) == 0:
         raise UserError(f"{path}: no rows; re-run the stage that writes it (dvc repro)")
