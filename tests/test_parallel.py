@@ -91,6 +91,21 @@ def test_a_dead_worker_is_one_line_naming_the_fix():
     assert map_forked(_nested, [1], workers=2) == [[1, 1]]  # one item runs here, and its own map may fork
 
 
+def _worker_pids(folder: Path, n: int = 2, timeout: float = 60.0) -> list[int]:
+    """The pids the workers wrote to ``folder/worker_*`` once all ``n`` have started (or the timeout passed)."""
+    deadline = time.monotonic() + timeout
+    while len(list(folder.glob("worker_*"))) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [int(p.read_text()) for p in sorted(folder.glob("worker_*"))]
+
+
+def _assert_all_end(pids: list[int], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in pids if _alive(pid)]
+
+
 def _alive(pid: int) -> bool:
     """Running or sleeping (a zombie waiting for whoever adopted it counts as gone)."""
     try:
@@ -115,18 +130,12 @@ def test_no_worker_outlives_a_killed_stage(tmp_path):
     """)
     stage = subprocess.Popen([sys.executable, "-c", script])
     try:
-        deadline = time.monotonic() + 60
-        while len(list(tmp_path.glob("worker_*"))) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        pids = [int(p.read_text()) for p in sorted(tmp_path.glob("worker_*"))]
+        pids = _worker_pids(tmp_path)
         assert len(pids) == 2 and all(_alive(pid) for pid in pids), pids
     finally:
         stage.kill()
         stage.wait()
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [pid for pid in pids if _alive(pid)]
+    _assert_all_end(pids)
 
 
 def test_a_container_cpu_quota_caps_the_workers(tmp_path):
@@ -187,10 +196,7 @@ def test_a_stopped_stage_ends_at_once_with_no_temporary_left_and_no_worker(tmp_p
     """)
     stage = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while len(list(tmp_path.glob("worker_*"))) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        pids = [int(p.read_text()) for p in sorted(tmp_path.glob("worker_*"))]
+        pids = _worker_pids(tmp_path)
         assert len(pids) == 2, pids
         if how == "sigterm_to_the_stage":
             stage.send_signal(signal.SIGTERM)
@@ -202,10 +208,7 @@ def test_a_stopped_stage_ends_at_once_with_no_temporary_left_and_no_worker(tmp_p
     status, line = (143, "error: terminated") if how == "sigterm_to_the_stage" else (130, "error: interrupted")
     assert stage.returncode == status, err
     assert err.strip().splitlines()[-1].startswith(line) and "Traceback" not in err, err
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [pid for pid in pids if _alive(pid)]
+    _assert_all_end(pids)
     assert [p.name for p in out.iterdir()] == ["result.csv"] and (out / "result.csv").read_text() == "old"
 
 

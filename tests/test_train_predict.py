@@ -256,6 +256,12 @@ def _raw(project):
     return yaml.safe_load((project / "params.yaml").read_text())
 
 
+def _params_with(project, section: str, **values) -> params_mod.Params:
+    """The project's params with ``values`` replacing those keys of ``section``."""
+    raw = _raw(project)
+    return params_mod.parse(params_mod.Params, {**raw, section: {**raw[section], **values}}, "")
+
+
 def test_predict_cli_errors_are_one_line(project, tmp_path):
     def run(*args):
         return subprocess.run([sys.executable, "-m", "stages.predict", *args], cwd=project, capture_output=True,
@@ -485,13 +491,11 @@ def test_an_adapter_is_scored_only_on_the_base_it_was_trained_on(project, traine
     base = Path(info["base_model"])
     other_spelling = os.path.relpath(base.resolve(), project) if base.is_absolute() else str(base.resolve())
     assert other_spelling != info["base_model"]
-    same = params_mod.parse(params_mod.Params, {**_raw(project), "model": {**_raw(project)["model"],
-                                                                             "name_or_path": other_spelling}}, "")
+    same = _params_with(project, "model", name_or_path=other_spelling)
     Scorer(same, adapter)  # the same folder, spelled another way (relative against absolute)
     moved = tmp_path / "moved-base"
     shutil.copytree(base, moved)
-    elsewhere = params_mod.parse(params_mod.Params, {**_raw(project), "model": {**_raw(project)["model"],
-                                                                                  "name_or_path": str(moved)}}, "")
+    elsewhere = _params_with(project, "model", name_or_path=str(moved))
     with pytest.raises(UserError, match=rf"train_info.json: the adapter was trained on the base model "
                                         rf"'{re.escape(str(info['base_model']))}', but params.yaml has model.name_or_path "
                                         rf"= '{re.escape(str(moved))}'; score it on the base it was trained on"):
@@ -501,8 +505,7 @@ def test_an_adapter_is_scored_only_on_the_base_it_was_trained_on(project, traine
     info_file = copied / "train_info.json"
     info_file.write_text(json.dumps({**json.loads(info_file.read_text()), "base_model": str(moved)}))
     Scorer(elsewhere, copied)  # the user said it is the same model
-    missing = params_mod.parse(params_mod.Params, {**_raw(project), "model": {**_raw(project)["model"],
-                                                                                "name_or_path": str(tmp_path / "nope")}}, "")
+    missing = _params_with(project, "model", name_or_path=str(tmp_path / "nope"))
     with pytest.raises(UserError, match=r"model.name_or_path: '.*nope' does not exist"):
         Scorer(missing, adapter)  # a missing folder is reported as missing, not as another base
 
@@ -524,15 +527,13 @@ def test_an_op_without_a_deterministic_form_is_one_line_unless_train_determinist
 
     monkeypatch.chdir(project)
     monkeypatch.setattr(forward, "vocab_logits", with_alert)
-    raw = _raw(project)
-    strict = params_mod.parse(params_mod.Params, {**raw, "train": {**raw["train"], "epochs": 1}}, "")
+    strict = _params_with(project, "train", epochs=1)
     assert strict.train.deterministic
     with pytest.raises(UserError, match=r"^train.deterministic: scatter_add_cuda_kernel has no deterministic form on "
                                         r"this device; set train.deterministic: false to run it anyway"):
         train(strict, 42, tmp_path / "strict", tmp_path / "strict_live")
     assert not (tmp_path / "strict").exists()
-    loose = params_mod.parse(params_mod.Params, {**raw, "train": {**raw["train"], "epochs": 1,
-                                                                  "deterministic": False}}, "")
+    loose = _params_with(project, "train", epochs=1, deterministic=False)
     with pytest.warns(UserWarning, match="scatter_add_cuda_kernel does not have a deterministic implementation"):
         train(loose, 42, tmp_path / "loose", tmp_path / "loose_live")
     assert (tmp_path / "loose" / "adapter_model.safetensors").is_file()
