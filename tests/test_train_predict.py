@@ -470,7 +470,7 @@ def test_question_first_trains_and_scores_like_generate_on_its_own_prompt(projec
 
     default = trained[0]
     with pytest.raises(UserError, match=r"train_info.json: the adapter was trained with prompt.question_first = True, "
-                                        r"but params.yaml has False; score with the prompt it was trained with"):
+                                        r"but the params file has False; score with the prompt it was trained with"):
         Scorer(default, project / "models/question_first")
     with pytest.raises(UserError, match="trained with prompt.question_first = False"):
         Scorer(p, project / "models/seed_42")
@@ -497,7 +497,7 @@ def test_an_adapter_is_scored_only_on_the_base_it_was_trained_on(project, traine
     shutil.copytree(base, moved)
     elsewhere = _params_with(project, "model", name_or_path=str(moved))
     with pytest.raises(UserError, match=rf"train_info.json: the adapter was trained on the base model "
-                                        rf"'{re.escape(str(info['base_model']))}', but params.yaml has model.name_or_path "
+                                        rf"'{re.escape(str(info['base_model']))}', but the params file has model.name_or_path "
                                         rf"= '{re.escape(str(moved))}'; score it on the base it was trained on"):
         Scorer(elsewhere, adapter)
     copied = tmp_path / "adapter"

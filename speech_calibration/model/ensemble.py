@@ -35,7 +35,7 @@ def ensemble_predictions(frames: Mapping[Path, pd.DataFrame]) -> pd.DataFrame:
     identity, truth and metadata columns are kept, the logits are averaged and ``p_speech`` / ``predicted_token``
     recomputed from them."""
     if not frames:
-        raise UserError("no seed predictions to ensemble; params.yaml seeds must list at least one seed")
+        raise UserError("no seed predictions to ensemble; the params file's seeds must list at least one seed")
     (first_path, first), *rest = frames.items()
     for path, frame in rest:
         if len(frame) != len(first) or not np.array_equal(frame[schema.CLIP_ID].to_numpy(), first[schema.CLIP_ID].to_numpy()):

@@ -162,7 +162,7 @@ def check_trained_prompt(adapter_dir: str | Path, prompt: Prompt) -> None:
     differ = [key for key in now if trained.get(key) != now[key]]
     if differ:
         key = differ[0]
-        raise UserError(f"{info}: the adapter was trained with prompt.{key} = {trained.get(key)!r}, but params.yaml has "
+        raise UserError(f"{info}: the adapter was trained with prompt.{key} = {trained.get(key)!r}, but the params file has "
                         f"{now[key]!r}; score with the prompt it was trained with, or retrain it (dvc repro train)")
 
 
@@ -187,7 +187,7 @@ def check_trained_base(adapter_dir: str | Path, cfg: Model) -> None:
     trained = json.loads(info.read_text()).get("base_model")
     if trained is None or _same_base(str(trained), str(cfg.name_or_path)):
         return
-    raise UserError(f"{info}: the adapter was trained on the base model {trained!r}, but params.yaml has "
+    raise UserError(f"{info}: the adapter was trained on the base model {trained!r}, but the params file has "
                     f"model.name_or_path = {cfg.name_or_path!r}; score it on the base it was trained on, or retrain it "
                     "(dvc repro train, which retrains on a changed model.name_or_path anyway); outside DVC, if it is "
                     "the same model moved elsewhere, set base_model in that file to the new path")

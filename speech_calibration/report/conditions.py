@@ -284,7 +284,7 @@ def variant_order(meta: pd.DataFrame, cfg: params_mod.Conditions) -> list[tuple[
     order = [w for w in wanted if w in present]
     unknown = sorted(present - set(order))
     if unknown:
-        raise UserError(f"variants {unknown[0][0]} {unknown[0][1]} are not among the levels of params.yaml: conditions; "
+        raise UserError(f"variants {unknown[0][0]} {unknown[0][1]} are not among the levels of the params file's conditions; "
                         "re-run the conditions_render stage")
     return order
 

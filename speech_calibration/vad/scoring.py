@@ -78,7 +78,7 @@ def score_sets(metas: Mapping[str, pd.DataFrame], detectors: Mapping[str, Detect
     """Write ``out_dir/<detector>/<set>.csv`` for every metadata frame in ``metas``; ``out_dir`` is replaced whole."""
     frames: dict[str, dict[str, pd.DataFrame]] = {name: {} for name in detectors}
     if not detectors:
-        log.warning("every detector is switched off in params.yaml (baselines); %s will be empty", out_dir)
+        log.warning("every detector is switched off in the params file (baselines); %s will be empty", out_dir)
     with atomic_dir(out_dir) as tmp:
         for set_name, meta in metas.items():
             started = time.perf_counter()
