@@ -12,7 +12,9 @@ reports as untracked, that no stage reads, and that is either
 * the headline folder of an evaluation set that the current ``dvc.yaml`` no longer evaluates
   (``metrics/headline/eval_sets/<name>/`` without a declared ``metrics/eval_sets/<name>.json``), or
 * inside a folder that a stage reads whole and other stages write into (``metrics/test/``, ``evaluation/``,
-  ``models/calibrators/`` ...), where no stage declares it.
+  ``models/calibrators/`` ...), where no stage declares it, or
+* the temporary of an atomic write that a killed stage left beside a declared output
+  (``data/processed/.grouped_split.k2j4x9_a/``, ``metrics/.data.json.abcd1234.json``; see :func:`is_leftover`).
 
 Files git tracks or ignores, other folders of your own (a downloaded base model in ``models/``), an evaluation
 set's audio and the base model a stage reads are never touched; neither are the current seeds' new outputs.
@@ -91,6 +93,13 @@ def _seed_token(name: str) -> str:
     return re.match(r"seed_\d+", name)[0]
 
 
+def is_leftover(name: str, of: str) -> bool:
+    """``name`` is a temporary that :func:`speech_calibration.fileio.atomic_path` or ``atomic_dir`` makes beside
+    ``of``: ``.<of>.<8 random characters>`` (``.<of>.old.<8>`` for a folder's swap), then any suffix. A stage killed
+    with SIGKILL leaves it; the test makes them with those two functions, in a process it kills."""
+    return re.fullmatch(rf"\.{re.escape(of)}\.(?:old\.)?[a-z0-9_]{{8}}(?:\..*)?", name, flags=re.DOTALL) is not None
+
+
 def stale_outputs(root: str | Path = ".") -> list[Path]:
     """What :func:`tidy` removes, relative to ``root``: whole folders where nothing in them is kept."""
     from dvc.exceptions import DvcException
@@ -132,9 +141,11 @@ def stale_outputs(root: str | Path = ".") -> list[Path]:
                         and layout.eval_set_metrics(unit.name).as_posix() not in declared)
             # anything else in a folder a stage reads whole, that no stage declares (metrics/test/anything.json)
             undeclared = unit.parent in fan_in and not _overlaps(unit, outs)
+            # what a killed write left beside a declared output (SIGKILL: no clean-up ran)
+            leftover = any(o.parent == unit.parent and is_leftover(unit.name, o.name) for o in outs)
             if dvc_ignore and unit == path:
                 lone.append(path)
-            elif gone_seed or (not dvc_ignore and (gone_set or undeclared)):  # DVC's .gitignore: with a seed's folder
+            elif gone_seed or (not dvc_ignore and (gone_set or undeclared or leftover)):  # DVC's .gitignore: with a seed's folder
                 stale.add(unit)
                 break
     # alone, DVC's .gitignore goes once nothing it names is declared or there (a removed set's audio can be)

@@ -7,6 +7,8 @@ clean) is ``test_dvc_workflows.py::test_adding_a_seed_trains_only_the_new_seed``
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -153,6 +155,31 @@ def test_a_base_model_no_stage_reads_any_more_is_kept(repo):
     (repo / "dvc.yaml").write_text(DVC_YAML.replace("deps: [models/base]", "deps: []"))
     _touch(repo, "models/seed_9/adapter.bin", "metrics/test/anything.json")
     assert [str(p) for p in tidy.stale_outputs(repo)] == ["metrics/test/anything.json", "models/seed_9"]
+
+
+def test_removes_what_a_killed_atomic_write_left_beside_a_declared_output(repo):
+    """SIGKILL runs no clean-up: the temporary folder of ``atomic_dir`` and file of ``atomic_path`` stay beside the
+    outputs they were to replace (``data/processed/.grouped_split.*`` in the project, where no stage reads the
+    folder whole). Both go; a dot-file of your own there stays, as does one shaped like a temporary of a name no
+    stage declares."""
+    code = ("import sys, time; from pathlib import Path; from speech_calibration import fileio\n"
+            "root = Path(sys.argv[1])\n"
+            "with fileio.atomic_dir(root / 'models/seed_1') as d, fileio.atomic_path(root / 'metrics/summary.json') as f:\n"
+            "    (d / 'adapter_config.json').write_text('{}'); f.write_text('{}'); print('ready', flush=True)\n"
+            "    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(repo)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+    finally:
+        proc.kill()
+        proc.wait()
+    _touch(repo, "models/.mine", "metrics/.notes.abcd1234.md")
+    temps = sorted(str(p.relative_to(repo)) for p in [*repo.glob("models/.seed_1.*"), *repo.glob("metrics/.summary.json.*")])
+    assert len(temps) == 2
+    assert [str(p) for p in tidy.stale_outputs(repo)] == temps
+    tidy.tidy(repo)
+    assert not [*repo.glob("models/.seed_1.*"), *repo.glob("metrics/.summary.json.*")]
+    assert (repo / "models/.mine").is_file() and (repo / "metrics/.notes.abcd1234.md").is_file()
 
 
 def test_outside_git_is_one_line_error(tmp_path, capsys):
