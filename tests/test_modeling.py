@@ -207,6 +207,40 @@ def test_missing_base_model_is_a_clear_error(tmp_path, monkeypatch):
         loading.load_processor(Model(name_or_path=str(tmp_path / "nope")))
 
 
+def _base_with_config(tmp_path, base, **config):
+    """A copy of model folder ``base`` whose config.json has ``config``'s keys replaced."""
+    import json
+    import shutil
+
+    copy = tmp_path / "assembled"
+    shutil.copytree(base, copy)
+    raw = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**raw, **config}))
+    return copy
+
+
+def test_a_tokenizer_from_another_checkpoint_than_the_weights_is_refused(tiny, tmp_path):
+    """The trimmed path puts the audio where the tokenizer's <|AUDIO|> id is, the model's own forward where
+    config.audio_token_index is: a folder whose two disagree is refused in one line, by the scorer too (the train stage
+    calls the same check: test_train_predict), and the tiny model's own pair passes."""
+    from speech_calibration.model.scoring import Scorer
+    from speech_calibration.params import Params
+
+    cfg, processor, model, builder = tiny
+    loading.check_processor_fits(model, builder, cfg)
+    other = builder.audio_token_id + 1
+    assembled = Model(name_or_path=str(_base_with_config(tmp_path, cfg.name_or_path, audio_token_index=other)))
+    with pytest.raises(UserError, match=rf"model.name_or_path: '.*assembled': its tokenizer's <\|AUDIO\|> is token "
+                                        rf"{builder.audio_token_id}, but its config.json has audio_token_index {other}; "
+                                        "the tokenizer and the weights come from different checkpoints"):
+        Scorer(Params(model=assembled), None)
+    small = loading.load_base(cfg, torch.device("cpu"))
+    small.resize_token_embeddings(min(builder.answer_ids))  # an output head without the answers' rows
+    with pytest.raises(UserError, match=rf"the answer token id {min(builder.answer_ids)} is beyond the model's "
+                                        rf"{min(builder.answer_ids)} output rows"):
+        loading.check_processor_fits(small, builder, cfg)
+
+
 def test_corrupt_adapter_folder_is_a_clear_error(tiny, tmp_path):
     cfg, _, _, _ = tiny
     model = loading.load_base(cfg, torch.device("cpu"))

@@ -510,6 +510,24 @@ def test_an_adapter_is_scored_only_on_the_base_it_was_trained_on(project, traine
         Scorer(missing, adapter)  # a missing folder is reported as missing, not as another base
 
 
+def test_train_refuses_a_tokenizer_from_another_checkpoint_than_the_weights(project, tmp_path, monkeypatch):
+    """The train stage calls the scorer's check (test_modeling): a folder whose tokenizer's <|AUDIO|> id is not the
+    config's audio_token_index is refused before any step, and no adapter is written."""
+    import json
+    import shutil
+
+    monkeypatch.chdir(project)
+    base = Path(_raw(project)["model"]["name_or_path"])
+    assembled = tmp_path / "assembled"
+    shutil.copytree(base, assembled)
+    config = json.loads((assembled / "config.json").read_text())
+    (assembled / "config.json").write_text(json.dumps({**config, "audio_token_index": config["audio_token_index"] + 1}))
+    p = _params_with(project, "model", name_or_path=str(assembled))
+    with pytest.raises(UserError, match=r"its config.json has audio_token_index \d+; the tokenizer and the weights"):
+        train(p, 42, tmp_path / "adapter", tmp_path / "live")
+    assert not (tmp_path / "adapter").exists()
+
+
 def test_an_op_without_a_deterministic_form_is_one_line_unless_train_deterministic_is_off(project, monkeypatch,
                                                                                            tmp_path):
     """train.deterministic (the default): torch refuses an op without a deterministic form, and train says so in one

@@ -121,6 +121,23 @@ def load_base(cfg: Model, device: torch.device | None = None):
     return model
 
 
+def check_processor_fits(model, builder, cfg: Model) -> None:
+    """Refuse a tokenizer and weights that disagree on the ids scoring relies on: the audio placeholder (the trimmed
+    path puts the audio where the tokenizer's ``<|AUDIO|>`` id is, the model's own forward where
+    ``config.audio_token_index`` is) and the two answers (rows of the output head). A folder assembled from two
+    checkpoints would otherwise score without a word."""
+    audio = getattr(model.config, "audio_token_index", None)
+    if audio is not None and audio != builder.audio_token_id:
+        raise UserError(f"model.name_or_path: {cfg.name_or_path!r}: its tokenizer's {builder.audio_token} is token "
+                        f"{builder.audio_token_id}, but its config.json has audio_token_index {audio}; the tokenizer and "
+                        "the weights come from different checkpoints: put the tokenizer files of these weights beside them")
+    rows = model.get_output_embeddings().weight.shape[0]
+    outside = [i for i in builder.answer_ids if i >= rows]
+    if outside:
+        raise UserError(f"model.name_or_path: {cfg.name_or_path!r}: the answer token id {outside[0]} is beyond the "
+                        f"model's {rows} output rows; the tokenizer and the weights come from different checkpoints")
+
+
 def add_lora(model, cfg: Lora):
     """Wrap ``model`` with fresh LoRA adapters on exactly the modules :func:`lora_target_pattern` names."""
     from peft import LoraConfig, get_peft_model

@@ -62,6 +62,7 @@ class Scorer:
             loading.check_trained_base(adapter, p.model)
         self.builder = InputBuilder(loading.load_processor(p.model), p.prompt)
         model = loading.load_base(p.model, self.device)
+        loading.check_processor_fits(model, self.builder, p.model)
         self.model = loading.merge_for_scoring(loading.load_adapter(model, adapter), p.model) if adapter is not None else model
         self.model.eval()
         self.trim = p.model.trim_audio_window

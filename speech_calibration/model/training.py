@@ -156,6 +156,7 @@ def _train(p: params_mod.Params, seed: int, out_dir: Path, live_dir: Path, *, fe
     labels = list(frame[schema.LABEL])
 
     base = loading.load_base(p.model, device)
+    loading.check_processor_fits(base, builder, p.model)
     if p.model.load_in_4bit:
         from peft import prepare_model_for_kbit_training
 
