@@ -111,10 +111,12 @@ def test_nan_or_inf_samples(tmp_path, bad):
 
 @pytest.mark.parametrize("subtype, channels, container", [("PCM_16", 1, "WAV"), ("PCM_24", 2, "WAV"),
                                                          ("FLOAT", 1, "WAV"), ("PCM_16", 1, "WAVEX"),
-                                                         ("PCM_24", 2, "WAVEX")])
+                                                         ("PCM_24", 2, "WAVEX"), ("PCM_16", 1, "RF64"),
+                                                         ("FLOAT", 2, "RF64")])
 def test_a_wav_cut_short_is_refused_naming_what_its_header_announces(tmp_path, subtype, channels, container):
-    """A WAV whose copy stopped early still decodes, as a shorter clip: its RIFF header still announces the full
-    length, and probe_audio compares the two (review: a 1.44-s clip cut to 78 frames was scored as 5 ms)."""
+    """A WAV whose copy stopped early still decodes, as a shorter clip: its RIFF header (an RF64's ds64 chunk) still
+    announces the full length, and probe_audio compares the two (review: a 1.44-s clip cut to 78 frames was scored
+    as 5 ms)."""
     rate = 16000
     whole = tmp_path / "whole.wav"
     data = np.zeros((int(1.44 * rate), channels), dtype=np.float32)

@@ -70,18 +70,25 @@ _OPEN_LENGTH = 0x7FFFF000  # a data size this large is a streaming writer's plac
 
 
 def _wav_declared_frames(path: Path, info) -> int | None:
-    """The frames a WAV's RIFF header says its data chunk holds; None where that cannot be read (not a plain RIFF WAV,
-    an unknown sample size, or a streamed file whose header leaves the length open)."""
+    """The frames a WAV's header says its data chunk holds (RF64: its ``ds64`` chunk's data size, which stands in for
+    the data chunk's own); None where that cannot be read (not a RIFF or RF64 WAV, an unknown sample size, or a
+    streamed file whose header leaves the length open)."""
     width = _WAV_SAMPLE_BYTES.get(info.subtype)
-    if info.format not in ("WAV", "WAVEX") or width is None:  # RF64 keeps its length elsewhere (ds64): not read
+    if info.format not in ("WAV", "WAVEX", "RF64") or width is None:
         return None
     with open(path, "rb") as f:
         head = f.read(12)
-        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        if head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
             return None
+        ds64 = None  # RF64: the 64-bit data size, read before the data chunk whose 32-bit size is 0xFFFFFFFF
         while len(chunk := f.read(8)) == 8:
             size = int.from_bytes(chunk[4:], "little")
-            if chunk[:4] == b"data":
+            if chunk[:4] == b"ds64" and size >= 16:
+                ds64 = int.from_bytes(f.read(16)[8:], "little")
+                size -= 16
+            elif chunk[:4] == b"data":
+                if head[:4] == b"RF64" and size == 0xFFFFFFFF:
+                    size = ds64 if ds64 is not None else 0
                 return None if size == 0 or size >= _OPEN_LENGTH else size // (width * info.channels)
             f.seek(size + (size & 1), os.SEEK_CUR)
     return None
