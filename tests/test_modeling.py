@@ -116,6 +116,20 @@ def test_answers_must_be_single_tokens(tiny):
         answer_token_ids(processor.tokenizer, Prompt(nonspeech_answer="B B"))
 
 
+def test_an_answer_with_a_leading_space_is_another_token_and_is_warned_about(tiny, caplog):
+    _, processor, _, _ = tiny
+    with caplog.at_level("WARNING", logger="speech_calibration.model.inputs"):
+        plain = answer_token_ids(processor.tokenizer, Prompt())
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="speech_calibration.model.inputs"):
+        spaced = answer_token_ids(processor.tokenizer, Prompt(speech_answer=" A"))
+    assert spaced[0] != plain[0] and spaced[1] == plain[1]
+    assert [r.getMessage() for r in caplog.records] == [
+        "prompt.speech_answer: ' A' starts with whitespace, a different token from 'A'; the template's assistant turn "
+        "starts on a new line, where a model says 'A' (the zero-shot model above all); leave the space out unless "
+        "your template needs it"]
+
+
 @pytest.mark.parametrize("mlp, encoder", [(False, False), (True, False), (True, True)])
 def test_lora_targets_exactly_the_named_modules(tiny, mlp, encoder):
     cfg, _, _, _ = tiny

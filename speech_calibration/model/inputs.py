@@ -12,6 +12,7 @@ depend on its batch-mates.
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ import torch
 from speech_calibration.data.schema import LABELS, SPEECH
 from speech_calibration.errors import UserError
 from speech_calibration.params import Prompt
+
+log = logging.getLogger("speech_calibration.model.inputs")
 
 IGNORE_INDEX = -100
 # Mel frames kept past a batch's longest clip when the audio window is trimmed: the encoder's two
@@ -53,9 +56,15 @@ def conversation(prompt: Prompt) -> list[dict]:
 
 
 def answer_token_ids(tokenizer, prompt: Prompt) -> tuple[int, int]:
-    """Token ids of the SPEECH and NONSPEECH answers; each answer must be exactly one token."""
+    """Token ids of the SPEECH and NONSPEECH answers; each answer must be exactly one token. An answer with a leading
+    space is its own token (Qwen2's ``" A"`` is ``ĠA``, not ``A``), which a model rarely says first after the template's
+    ``assistant`` line: allowed, with a warning."""
     ids = []
     for key, answer in (("prompt.speech_answer", prompt.speech_answer), ("prompt.nonspeech_answer", prompt.nonspeech_answer)):
+        if answer != answer.lstrip():
+            log.warning("%s: %r starts with whitespace, a different token from %r; the template's assistant turn starts "
+                        "on a new line, where a model says %r (the zero-shot model above all); leave the space out "
+                        "unless your template needs it", key, answer, answer.lstrip(), answer.lstrip())
         encoded = tokenizer.encode(answer, add_special_tokens=False)
         if len(encoded) != 1:
             pieces = tokenizer.convert_ids_to_tokens(encoded)
