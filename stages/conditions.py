@@ -4,7 +4,7 @@ Reads the variants' metadata (``data/processed/conditions/conditions_metadata.cs
 scores of them (the seeds, the zero-shot model, the seed ensemble and the VAD baselines that scored them) and each
 system's DEV-fitted calibrator, applied unchanged. Writes ``metrics/conditions.json`` (headline per
 system), the tables under ``metrics/conditions/`` (per condition and level, sensitivity, hit-rate and
-calibration thresholds, calibration under shift, psychometric fits, paired tests clustered by base clip)
+calibration thresholds, calibration under shift, psychometric fits, paired tests clustered by test group)
 and ``plots/conditions/`` (:mod:`speech_calibration.report.conditions`). The systems are computed, then the
 figures drawn, on forked worker processes, one per CPU (``SPEECH_CALIBRATION_WORKERS=1``: one process; the files
 are the same either way).

@@ -31,10 +31,13 @@ PAIRED_COLUMNS = {"system_1", "system_2", "scope", "n_clusters", "n_variants", "
                   "diff_lo", "diff_hi", "ci"}
 
 
-def variants_frame(n_clips: int = 12) -> pd.DataFrame:
+def variants_frame(n_clips: int = 12, groups: int | None = None) -> pd.DataFrame:
+    """Every variant of ``n_clips`` base clips, SPEECH and NONSPEECH in turn; each base clip its own group (speaker),
+    or, with ``groups``, clip ``i`` in group ``i % groups`` (which then holds clips of both classes)."""
     rows = []
     for i in range(n_clips):
-        base, label, group = f"c{i:02d}", ("SPEECH" if i % 2 == 0 else "NONSPEECH"), f"g{i % 3}"
+        base, label = f"c{i:02d}", ("SPEECH" if i % 2 == 0 else "NONSPEECH")
+        group = f"g{i:02d}" if groups is None else f"g{i % groups}"
         levels = [("clean", "clean")] + [("duration", str(d)) for d in DURATIONS] + [("snr", str(s)) for s in SNRS]
         levels += [("reverb", t) for t in T60S] + [("band", b) for b in BANDS]
         for condition, level in levels:
@@ -70,10 +73,8 @@ def write_predictions(path: Path, meta: pd.DataFrame, z: np.ndarray) -> None:
     frame.sample(frac=1.0, random_state=0).to_csv(path, index=False)  # order must not matter
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A working folder with the variants' metadata, three seeds, zero-shot and one baseline."""
-    meta = variants_frame()
+def write_project(tmp_path: Path, meta: pd.DataFrame) -> None:
+    """Into ``tmp_path``: the variants' metadata ``meta``, three seeds, zero-shot and one baseline."""
     folder = tmp_path / "data/processed/conditions"
     folder.mkdir(parents=True)
     meta.to_csv(folder / "conditions_metadata.csv", index=False)
@@ -85,6 +86,12 @@ def project(tmp_path, monkeypatch):
     PlattScaling({"slope": 1.0, "bias": 3.5}).save(tmp_path / "models/calibrators/references/zeroshot.json")
     write_predictions(tmp_path / "predictions/baselines_conditions/silero/conditions.csv", meta,
                       np.where(meta["label"] == "SPEECH", 1.0, -1.0) * np.where(meta["condition"] == "snr", -1.0, 1.0))
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A working folder with the variants of 12 base clips, each from a speaker of its own (12 groups)."""
+    write_project(tmp_path, variants_frame())
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -188,8 +195,32 @@ def test_report_end_to_end(project):
     # every curve here rises with the level, so none reaches a criterion and loses it again
     assert thresholds["falls_below_again"].isna().all()
     assert conditions.interval_scope(conditions.read_variants(layout.conditions_csv())) == (
-        "every interval here resamples the 12 base clips, which come from 3 test groups: it describes these speakers "
-        "and recordings, not new ones (group-level intervals, as in summary.txt, need >= 5 groups)")
+        "every interval and paired test here resamples the 12 test groups (speakers, recordings), each with all the "
+        "variants of its base clips (12 in all), so it speaks of new speakers and recordings")
+
+
+def test_every_interval_and_paired_test_resamples_groups_not_base_clips(tmp_path, monkeypatch):
+    """12 base clips from 3 speakers (each with clips of both classes): every table counts 3 groups and, being too
+    few, gives no interval anywhere and says so; the paired tests flip the signs of 3 groups' differences, so no p
+    can be below 2 / 2^3 (review: resampling base clips rejected a true group-level null in 41 % of simulations)."""
+    write_project(tmp_path, variants_frame(12, groups=3))
+    monkeypatch.chdir(tmp_path)
+    conditions_stage.main(["--params", str(ROOT / "params.yaml")])
+    table = pd.read_csv("metrics/conditions/per_condition.csv", dtype={"level": str})
+    assert (table["n_clusters"] == 3).all()
+    for key in ("balanced_accuracy", "ece"):
+        assert table[f"{key}_lo"].isna().all()
+        assert table[f"{key}_no_interval"].str.startswith("3 groups: too few for a group-level interval").all()
+    shift = pd.read_csv("metrics/conditions/calibration_under_shift.csv", dtype={"level": str})
+    assert (shift["n_clusters"] == 3).all() and shift["smooth_ece_lo"].isna().all()
+    thresholds = pd.read_csv("metrics/conditions/thresholds.csv")
+    assert thresholds["lo"].isna().all() and thresholds["hi"].isna().all()
+    assert thresholds["no_interval"].str.contains(r"^3 (?:(?:NON)?SPEECH )?groups[:,]").all(), thresholds["no_interval"]
+    pairs = pd.read_csv("metrics/conditions/paired_tests.csv")
+    assert (pairs["n_clusters"] == 3).all() and (pairs["p_clustered"] >= 0.25 - 1e-12).all()
+    assert pairs["diff_lo"].isna().all() and pairs["diff_interval"].str.startswith("3 groups: too few").all()
+    assert conditions.interval_scope(conditions.read_variants(layout.conditions_csv())).endswith(
+        "; 3 groups are too few for a group-level interval (needs >= 5), so the tables give none and say why")
 
 
 @pytest.mark.parametrize("q,name", [(0.10, "DT_ECE10"), (0.05, "DT_ECE05"), (0.125, "DT_ECE12p5"), (0.005, "DT_ECE0p5"),
@@ -362,8 +393,9 @@ def test_the_report_is_the_same_computed_on_one_process_or_on_two(tmp_path, monk
     assert written[2] == written[1]
 
 
-def test_paired_table_counts_base_clips_so_repeated_variants_change_nothing():
-    """paired_tests.csv: repeating every variant 22 times keeps n_clusters and p_clustered, and shrinks p_naive."""
+def test_paired_table_counts_groups_so_repeated_variants_change_nothing():
+    """paired_tests.csv: repeating every variant 22 times keeps n_clusters (12 groups) and p_clustered, and shrinks
+    p_naive."""
     from speech_calibration import params as params_mod
 
     meta = variants_frame(12)
@@ -508,10 +540,10 @@ def test_an_impossible_ece_threshold_is_rejected_naming_the_key(value):
         params_mod.parse(params_mod.Params, {"conditions": {"ece_threshold": value}}, "")
 
 
-# ------------------------------------------------------------------------------ too few base clips for an interval
+# ---------------------------------------------------------------------------------- too few groups for an interval
 def no_interval_reason(n: int, side: str = "") -> str:
-    """The start of the reason for ``n`` base clips (of class ``side``, where resampled by class): too few."""
-    return f"{n} {side + ' ' if side else ''}base clip{'' if n == 1 else 's'}: too few for a base clip-level interval"
+    """The start of the reason for ``n`` groups (of class ``side``, where resampled by class): too few."""
+    return f"{n} {side + ' ' if side else ''}group{'' if n == 1 else 's'}: too few for a group-level interval"
 
 
 @pytest.mark.parametrize("n_clips", [1, MIN_CLUSTERS - 1])
@@ -575,7 +607,7 @@ def test_a_class_stratum_with_too_few_base_clips_gives_no_band_and_names_it():
         order = conditions.variant_order(meta, params_mod.Conditions(snr_db=SNRS))
         per_condition = conditions.per_condition_table(
             y, meta["condition"].to_numpy(), meta["level"].to_numpy(), order, {"uncalibrated": (p, 0.5)}, 15,
-            base=meta["base_clip_id"].to_numpy(), n_boot=200, ci=0.95, seed=0, system_name="x")
+            clusters=meta["group_id"].to_numpy(), n_boot=200, ci=0.95, seed=0, system_name="x")
         whole = per_condition[per_condition["condition"] == "all"].iloc[0]
         assert (table["n_clusters"] == n_clips).all()
         if n_clips == 9:
@@ -608,7 +640,7 @@ def test_the_nll_under_shift_is_computed_from_the_log_odds_unclipped():
     order = conditions.variant_order(meta, params_mod.Conditions(snr_db=SNRS))
     table = conditions.per_condition_table(
         y, meta["condition"].to_numpy(), meta["level"].to_numpy(), order,
-        {"calibrated": conditions.Forecast(p, 0.5, z)}, 15, base=meta["base_clip_id"].to_numpy(), n_boot=50,
+        {"calibrated": conditions.Forecast(p, 0.5, z)}, 15, clusters=meta["group_id"].to_numpy(), n_boot=50,
         ci=0.95, seed=0, system_name="x").set_index(["condition", "level"])
     assert table.loc[("clean", "clean"), "nll"] == pytest.approx(by_hand(clean), rel=1e-12)
     assert table.loc[("all", "all"), "nll"] == pytest.approx(by_hand(np.ones(len(y), bool)), rel=1e-12)

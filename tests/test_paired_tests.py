@@ -90,9 +90,11 @@ def test_too_few_base_clips_give_no_interval_and_say_why(n_clips):
     if n_clips == 1:
         assert res.diff == pytest.approx(0.175)
     assert np.isnan(res.lo) and np.isnan(res.hi) and res.n_clusters == n_clips
-    clips = "1 base clip" if n_clips == 1 else f"{n_clips} base clips"
-    assert res.reason.startswith(f"{clips}: too few for a base clip-level interval"), res.reason
-    assert f"needs >= {MIN_CLUSTERS} base clips" in res.reason
+    clips = "1 group" if n_clips == 1 else f"{n_clips} groups"
+    assert res.reason.startswith(f"{clips}: too few for a group-level interval"), res.reason
+    assert f"needs >= {MIN_CLUSTERS} groups" in res.reason
+    named = pt.clustered_bootstrap_difference(c1, c2, clusters, n_boot=400, rng=np.random.default_rng(4), unit="speakers")
+    assert named.reason.startswith(f"{clips.replace('group', 'speaker')}: too few for a speaker-level interval")
 
 
 def test_enough_base_clips_with_varied_outcomes_give_an_interval():

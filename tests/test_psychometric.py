@@ -192,7 +192,7 @@ def test_falls_back_interpolates_between_grid_levels():
     assert ps.falls_back(np.array([0.2, 0.3, 0.1, 0.3, 0.2]), grid, 0.75) == np.inf  # never reached
 
 
-# ------------------------------------------------------------------------------ too few base clips for an interval
+# ---------------------------------------------------------------------------------- too few groups for an interval
 def staircase(n_clips: int) -> np.ndarray:
     """Base clip ``c`` (of ``n_clips``) answered SPEECH from duration level ``2 + c % 5`` up, plus one lapse at the
     top level for clips 1, 4, 7, ...: clips that differ, so resampling them moves the fitted curve."""
@@ -202,35 +202,54 @@ def staircase(n_clips: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("n_clips", [1, MIN_CLUSTERS - 1])
-def test_too_few_base_clips_give_no_threshold_interval_and_say_why(n_clips):
-    """One base clip is the same in every resample (lo = value = hi before this rule); MIN_CLUSTERS - 1 vary, but too
-    little: either way the bounds are NaN and the reason says how many base clips there were."""
+def test_too_few_groups_give_no_threshold_interval_and_say_why(n_clips):
+    """Without ``clusters`` every base clip is its own group. One is the same in every resample (lo = value = hi before
+    this rule); MIN_CLUSTERS - 1 vary, but too little: either way the bounds are NaN and the reason says how many
+    groups there were."""
     curve = ps.fit_curve(DURATIONS, staircase(n_clips), (0.5, 0.75), n_boot=300, rng=np.random.default_rng(3))
-    clips = "1 base clip" if n_clips == 1 else f"{n_clips} base clips"
+    groups = "1 group" if n_clips == 1 else f"{n_clips} groups"
     for t in curve.thresholds:
         assert np.isfinite(t.value)  # the point estimate is still given
         assert np.isnan(t.lo) and np.isnan(t.hi), t
-        assert t.reason.startswith(f"{clips}: too few for a base clip-level interval"), t.reason
-        assert f"needs >= {MIN_CLUSTERS} base clips" in t.reason
+        assert t.reason.startswith(f"{groups}: too few for a group-level interval"), t.reason
+        assert f"needs >= {MIN_CLUSTERS} groups" in t.reason
 
 
-def test_enough_base_clips_with_varied_responses_give_a_threshold_interval():
+def test_base_clips_of_one_group_are_resampled_together():
+    """2 * MIN_CLUSTERS base clips give an interval as groups of their own, but none as the clips of two groups (a
+    speaker's clips are not independent of each other), and the reason counts groups, in the unit given; the point
+    estimate does not depend on the grouping. So for the two classes of a sensitivity threshold."""
+    resp = staircase(2 * MIN_CLUSTERS)
+    alone = ps.fit_curve(DURATIONS, resp, (0.5,), n_boot=500, rng=np.random.default_rng(3))
+    assert alone.thresholds[0].reason is None
+    two = np.array(["spk_a", "spk_b"] * MIN_CLUSTERS)
+    grouped = ps.fit_curve(DURATIONS, resp, (0.5,), n_boot=500, rng=np.random.default_rng(3), clusters=two,
+                           unit="speakers")
+    t = grouped.thresholds[0]
+    assert t.value == alone.thresholds[0].value and np.isnan(t.lo) and np.isnan(t.hi)
+    assert t.reason.startswith("2 speakers: too few for a speaker-level interval"), t.reason
+    sens = ps.fit_sensitivity(DURATIONS, resp, 1.0 - resp, (0.75,), n_boot=300, rng=np.random.default_rng(4),
+                              clusters=(two, two))
+    assert sens.thresholds[0].reason.startswith("2 NONSPEECH groups, 2 SPEECH groups: too few"), sens.thresholds[0]
+
+
+def test_enough_groups_with_varied_responses_give_a_threshold_interval():
     curve = ps.fit_curve(DURATIONS, staircase(MIN_CLUSTERS), (0.5,), n_boot=500, rng=np.random.default_rng(3))
     t = curve.thresholds[0]
     assert t.reason is None and t.lo < t.value < t.hi
     assert ps.Threshold(0.5, 1.0, 0.5, 1.5).reason is None  # constructed without one: an interval
 
 
-def test_sensitivity_needs_enough_base_clips_of_each_class():
-    """Speech and non-speech base clips are resampled apart: 6 speech clips are enough, 3 non-speech ones are not, and
-    the reason names the non-speech side only. With MIN_CLUSTERS of each there is an interval."""
+def test_sensitivity_needs_enough_groups_of_each_class():
+    """The groups of speech and of non-speech clips are resampled apart: 6 speech groups are enough, 3 non-speech ones
+    are not, and the reason names the non-speech side only. With MIN_CLUSTERS of each there is an interval."""
     speech = staircase(6)
     few_nonspeech = 1.0 - staircase(MIN_CLUSTERS + 2)[[0, 1, 4]]  # false alarms at short durations, falling
     sens = ps.fit_sensitivity(DURATIONS, speech, few_nonspeech, (0.75,), n_boot=300, rng=np.random.default_rng(4))
     t = sens.thresholds[0]
     assert np.isnan(t.lo) and np.isnan(t.hi)
-    assert t.reason.startswith("3 NONSPEECH base clips: too few"), t.reason
-    assert "SPEECH base clip" not in t.reason.replace("NONSPEECH", "") and "within each class stratum" in t.reason
+    assert t.reason.startswith("3 NONSPEECH groups: too few"), t.reason
+    assert "SPEECH group" not in t.reason.replace("NONSPEECH", "") and "within each class stratum" in t.reason
     both = ps.fit_sensitivity(DURATIONS, speech, 1.0 - staircase(MIN_CLUSTERS + 2)[[0, 1, 2, 4, 6]], (0.75,), n_boot=500,
                               rng=np.random.default_rng(4))
     t = both.thresholds[0]

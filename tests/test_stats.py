@@ -237,7 +237,15 @@ def test_cluster_interval_says_why_when_the_groups_are_too_few():
     assert three["lo"] is None and three["reason"].startswith("3 groups: too few")
     coarse = cluster_interval(np.repeat(np.arange(5.0), 100), 8)
     assert coarse["lo"] is None and "5 distinct resampled values" in coarse["reason"]
-    assert cluster_interval(np.zeros(100), 8) == {"lo": 0.0, "hi": 0.0}  # cannot vary: zero width, honest
+    # one value in every resample: no interval (review: BA 0.5 of a system that answers one class everywhere came out
+    # as [0.5, 0.5]), unless it cannot vary by construction, as a paired difference that is 0 in every resample
+    same = cluster_interval(np.full(100, 0.5), 8)
+    assert same == {"lo": None, "hi": None, "reason": "the same value (0.5) in every resample of 8 groups: no spread to "
+                                                      "make an interval of (a zero-width one would claim a certainty "
+                                                      "that they cannot give)"}
+    assert cluster_interval(np.zeros(100), 8, constant_ok=True) == {"lo": 0.0, "hi": 0.0}
+    kept = paired_difference(0.8, 0.8, np.full(50, 0.7), np.full(50, 0.7), n_clusters=8, lower_is_better=False)
+    assert (kept["lo"], kept["hi"], kept["verdict"]) == (0.0, 0.0, "no clear difference")
     reps = np.random.default_rng(1).normal(size=400)
     assert cluster_interval(reps, MIN_CLUSTERS) == dict(zip(("lo", "hi"), percentile_interval(reps)))
     none = paired_difference(0.1, 0.2, np.zeros(50), np.ones(50) * 0.1 + np.arange(50) % 3, n_clusters=4)

@@ -21,39 +21,39 @@ Writes:
   are found on), lists their texts seed by seed, and holds no mean where a seed's threshold is censored);
 - ``metrics/conditions/per_condition.csv``: per system, condition and level (and ``all``), uncalibrated
   and calibrated: n, accuracy, balanced accuracy, recall of each class, ECE (top-label, equal-width
-  ``evaluate.n_bins`` bins) and NLL; the number of base clips (``n_clusters``) and intervals of balanced
-  accuracy and ECE from a bootstrap over base clips (or, in ``*_no_interval``, why there is none);
+  ``evaluate.n_bins`` bins) and NLL; the number of test groups (``n_clusters``) and intervals of balanced
+  accuracy and ECE from a bootstrap over groups (or, in ``*_no_interval``, why there is none);
 - ``metrics/conditions/thresholds.csv``: per system and seed, the *sensitivity* thresholds ``DT75``,
   ``DT90``, ``SNR75``, ``SNR90``: the level where the fitted balanced accuracy reaches 75 % / 90 %
   (measure ``balanced_accuracy``), and the *hit-rate* thresholds ``DT50_hit``, ``DT75_hit``, ``DT90_hit``,
   ``SNR50_hit``, ``SNR75_hit``: where P(answer SPEECH | speech clip) reaches 50 / 75 / 90 % (measure
   ``p_speech_given_speech``; a system biased towards SPEECH reaches them at any level). Intervals from a
-  bootstrap over base clips; a threshold outside the tested range is censored (``< 20 ms``; ``not reached
+  bootstrap over groups; a threshold outside the tested range is censored (``< 20 ms``; ``not reached
   by 1000 ms``), never extrapolated; and the *calibration* thresholds ``DT_ECE10``, ``SNR_ECE10`` (measure
   ``smooth_ece``; the number is ``conditions.ece_threshold`` in percent): coming down from the mildest level
   (longest duration, highest SNR), the first level where the smooth ECE of the dev-fitted calibrator's output
   reaches ``conditions.ece_threshold``, linear between the two levels around it on the axis of the accuracy
   thresholds (log10 duration, dB); censored in words (``never exceeds 0.10 within 20 ms to 1000 ms``,
-  ``already above 0.10 at 1000 ms``), its interval from the same bootstrap over base clips (a bound ``< 20 ms``:
+  ``already above 0.10 at 1000 ms``), its interval from the same bootstrap over groups (a bound ``< 20 ms``:
   some resamples never exceed it; ``> 1000 ms``: some are already above at the mildest level), and
   ``chance_levels``: at how many levels forecasts calibrated by construction exceed the criterion by chance
   (:func:`calibrated_null`), which the text then says; ``falls_below_again``: where a curve that reached its
   criterion loses it again within the range (a curve that falls with the level). Every threshold interval needs
-  ``MIN_CLUSTERS`` base clips (of each class where they are resampled by class); where there is none, ``lo`` and
+  ``MIN_CLUSTERS`` groups (of each class where they are resampled by class); where there is none, ``lo`` and
   ``hi`` are empty and ``ci_text`` (and ``no_interval``) says why;
 - ``metrics/conditions/calibration_under_shift.csv``: calibration under shift, per system (each seed), dimension
   and level: top-label smooth ECE, NLL and balanced accuracy of the dev-fitted calibrator's output (answered at
   its threshold; a system without a calibrator: its own output, ``calibration`` = uncalibrated), each with an
-  interval from a bootstrap over base clips that resamples all levels of a dimension together, and
+  interval from a bootstrap over groups that resamples all levels of a dimension together, and
   ``smooth_ece_calibrated_null``: the ``evaluate.ci`` quantile of the smooth ECE the same forecasts reach when each
   outcome is drawn from its own forecast (what chance alone gives on that many clips);
 - ``metrics/conditions/psychometric_fits.csv``: intercept and slope of every fitted curve;
 - ``metrics/conditions/paired_tests.csv``: every pair of systems, over all variants and per dimension,
-  with the base clip as the unit: ``n_clusters`` base clips (of ``n_variants`` variants), the clustered
+  with the test group as the unit: ``n_clusters`` groups (of ``n_variants`` variants), the clustered
   exact McNemar test (:mod:`speech_calibration.stats.paired_tests`) with Holm correction across the whole
   table, the naive McNemar p-value that treats variants as independent (for contrast), and the accuracy
   difference with a clustered-bootstrap interval (each comparison's own, not adjusted like ``p_holm``), or, where
-  the base clips are too few for one, empty bounds and the reason in ``diff_interval``;
+  the groups are too few for one, empty bounds and the reason in ``diff_interval``;
 - ``plots/conditions/*.csv`` (``dvc plots`` data, one series per system) and ``*.png``; among them
   ``calibration_<dimension>.csv`` (the curves above with their bands; the seeds averaged, their band the
   interval of the seed mean, resample by resample) and ``calibration_under_shift.png`` (smooth ECE and
@@ -66,8 +66,10 @@ balanced accuracy. Psychometric curves (:mod:`speech_calibration.stats.psychomet
 SPEECH)`` against log10 duration and against SNR, fitted by a logistic model, for speech clips (hit
 rate) and non-speech clips (false alarms); the balanced accuracy ``(hit + 1 - false alarm) / 2`` of the
 two fitted curves gives the sensitivity thresholds. A system that gives one answer at every level
-holds it at 1/2, so its sensitivity thresholds are "not reached". Every interval resamples base clips
-(all variants of one clip together); the psychometric ones resample speech and non-speech clips apart.
+holds it at 1/2, so its sensitivity thresholds are "not reached". Every interval and paired test resamples the
+test groups (speakers, recordings: the unit a result generalises over), each with all the variants of all its base
+clips; the sensitivity thresholds resample the groups of speech and of non-speech clips apart. With fewer than
+``MIN_CLUSTERS`` groups there is no interval, and the tables say so in words.
 """
 from __future__ import annotations
 
@@ -112,6 +114,9 @@ from speech_calibration.stats.resampling import (
 log = logging.getLogger(__name__)
 
 ALL = "all"
+# the unit every interval and paired test resamples: the test group (speaker or recording) of a base clip, with all the
+# variants of all its clips, so that an interval speaks of new speakers and recordings, not new clips of these ones
+CLUSTER, UNIT = schema.GROUP_ID, "groups"
 UNCALIBRATED, CALIBRATED = "uncalibrated", "calibrated"
 FINETUNED = "finetuned"
 # psychometric dimensions: the level as a number on the fitted axis, and how a threshold is written
@@ -305,29 +310,31 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float, n_bin
 
 
 def stratum_sizes(strata: np.ndarray | None, base: np.ndarray) -> dict[str, int] | None:
-    """``{class name: its base clips}`` of a bootstrap resampled within ``strata`` (each item's stratum, as
-    :func:`~speech_calibration.stats.resampling.class_strata` gives it), over the items ``base``; None: not stratified."""
+    """``{class name: its groups}`` of a bootstrap resampled within ``strata`` (each item's stratum, as
+    :func:`~speech_calibration.stats.resampling.class_strata` gives it), over the items' groups ``base``; None: not
+    stratified."""
     return None if strata is None else clusters_per_stratum(strata, base, schema.stratum_label)
 
 
 def _band(row: dict, replicates: np.ndarray, n_clusters: int, ci: float, measure: str,
           per_stratum: dict[str, int] | None = None) -> None:
-    """Add ``<measure>_lo``, ``_hi`` (a cluster-bootstrap interval over base clips) and ``_no_interval`` (why none) to ``row``;
-    ``per_stratum`` (:func:`stratum_sizes`) where the base clips were resampled within class strata."""
-    interval = cluster_interval(replicates, n_clusters, ci, unit="base clips", per_stratum=per_stratum)
+    """Add ``<measure>_lo``, ``_hi`` (a cluster-bootstrap interval over groups) and ``_no_interval`` (why none) to ``row``;
+    ``per_stratum`` (:func:`stratum_sizes`) where the groups were resampled within class strata."""
+    interval = cluster_interval(replicates, n_clusters, ci, unit=UNIT, per_stratum=per_stratum)
     row[f"{measure}_lo"], row[f"{measure}_hi"] = interval["lo"], interval["hi"]
     row[f"{measure}_no_interval"] = interval.get("reason", "")
 
 
 def per_condition_table(y: np.ndarray, conditions: np.ndarray, levels: np.ndarray, order: list[tuple[str, str]],
-                        probs: dict[str, tuple], n_bins: int, *, base: np.ndarray,
+                        probs: dict[str, tuple], n_bins: int, *, clusters: np.ndarray,
                         n_boot: int, ci: float, seed: int, system_name: str) -> pd.DataFrame:
     """Rows per (calibration, condition, level) in ``order`` plus ``all``; ``probs``: {calibration: :class:`Forecast`}
     (or ``(p, threshold)``).
 
-    Each row also gives its number of base clips (``n_clusters``) and intervals of balanced accuracy and
-    ECE from a bootstrap over base clips (by class where :func:`~speech_calibration.stats.resampling.class_strata`
-    needs it: a base clip is one class, and then each class needs enough base clips), or the reason there is none
+    Each row also gives its number of groups (``n_clusters``; ``clusters``: each row's group) and intervals of
+    balanced accuracy and ECE from a bootstrap over groups (by class where
+    :func:`~speech_calibration.stats.resampling.class_strata` needs it: groups of one class each, and then each
+    class needs enough groups), or the reason there is none
     (:func:`~speech_calibration.stats.resampling.cluster_interval`).
     """
     rows = []
@@ -335,7 +342,7 @@ def per_condition_table(y: np.ndarray, conditions: np.ndarray, levels: np.ndarra
         p, thr, z = Forecast(*forecast)
         for condition, level in [*order, (ALL, ALL)]:
             mask = np.ones(len(y), bool) if condition == ALL else (conditions == condition) & (levels == level)
-            yy, pp, bb = y[mask], p[mask], base[mask]
+            yy, pp, bb = y[mask], p[mask], clusters[mask]
 
             def stat(idx, yy=yy, pp=pp, thr=thr):
                 conf, correct = metrics.top_label(yy[idx], pp[idx], thr)
@@ -373,12 +380,14 @@ def response_matrix(base: np.ndarray, levels: np.ndarray, answers: np.ndarray,
 
 
 def _responses(meta: pd.DataFrame, answers: np.ndarray, dimension: str, label: str,
-               lv_order: list[str]) -> np.ndarray | None:
+               lv_order: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (base clips x levels) responses of ``label``'s clips in ``dimension`` and each base clip's group."""
     mask = ((meta[CONDITION] == dimension) & (meta[schema.LABEL] == label)).to_numpy()
     if not mask.any():
         return None
-    resp, _ = response_matrix(meta[BASE_CLIP_ID].to_numpy()[mask], meta[LEVEL].to_numpy()[mask], answers[mask], lv_order)
-    return resp
+    resp, base = response_matrix(meta[BASE_CLIP_ID].to_numpy()[mask], meta[LEVEL].to_numpy()[mask], answers[mask], lv_order)
+    group_of = dict(zip(meta[BASE_CLIP_ID].to_numpy()[mask], meta[CLUSTER].to_numpy()[mask]))
+    return resp, np.array([group_of[b] for b in base], dtype=object)
 
 
 def psychometric_curves(meta: pd.DataFrame, answers: np.ndarray, order: list[tuple[str, str]],
@@ -399,11 +408,13 @@ def psychometric_curves(meta: pd.DataFrame, answers: np.ndarray, order: list[tup
                 continue
             criteria = HIT_CRITERIA[axis.dimension] if label == schema.SPEECH else ()
             curves[(axis.dimension, label)] = psychometric.fit_curve(
-                x, r, criteria, n_boot=cfg.n_bootstrap, ci=ci,
+                x, r[0], criteria, n_boot=cfg.n_bootstrap, ci=ci, clusters=r[1], unit=UNIT,
                 rng=keyed_rng(cfg.bootstrap_seed, "psychometric", system_name, axis.dimension, label))
         if all(r is not None for r in resp.values()):
+            (speech, speech_groups), (nonspeech, nonspeech_groups) = resp[schema.SPEECH], resp[schema.NONSPEECH]
             curves[(axis.dimension, BALANCED)] = psychometric.fit_sensitivity(
-                x, resp[schema.SPEECH], resp[schema.NONSPEECH], BA_CRITERIA, n_boot=cfg.n_bootstrap, ci=ci,
+                x, speech, nonspeech, BA_CRITERIA, n_boot=cfg.n_bootstrap, ci=ci,
+                clusters=(speech_groups, nonspeech_groups), unit=UNIT,
                 rng=keyed_rng(cfg.bootstrap_seed, "sensitivity", system_name, axis.dimension))
     return curves
 
@@ -431,7 +442,7 @@ def threshold_row(system: System, axis: Axis, name: str, measure: str, t: psycho
     """One thresholds.csv row: the value and interval in the level's unit (NaN where censored), ``censored`` naming
     the side (``censored[0]`` below the range, ``censored[1]`` above), and both as text
     (:func:`~speech_calibration.stats.psychometric.describe` with ``words`` for the value, ``bound_words`` for the bounds).
-    Where the bootstrap over base clips gives no interval (``t.reason``), ``lo`` and ``hi`` are NaN and ``ci_text``
+    Where the bootstrap over groups gives no interval (``t.reason``), ``lo`` and ``hi`` are NaN and ``ci_text``
     says why (``no_interval`` holds the reason alone; empty where there is an interval).
     ``calibration``: whose output it measures (the system's own answer, or its dev-fitted calibrator's)."""
     def text(v, w):
@@ -470,42 +481,42 @@ def shift_measures(y: np.ndarray, p: np.ndarray, threshold: float, log_odds: np.
 
 @dataclass(frozen=True)
 class ShiftCurve:
-    """One system's calibration against the levels of one dimension, with replicates of a bootstrap over base clips."""
+    """One system's calibration against the levels of one dimension, with replicates of a bootstrap over groups."""
 
     dimension: str
     calibration: str  # calibrated (the dev-fitted calibrator) | uncalibrated (a system without one)
     levels: list[str]
     n: np.ndarray  # variants per level
-    n_clusters: np.ndarray  # base clips per level
+    n_clusters: np.ndarray  # groups per level
     point: dict[str, np.ndarray]  # measure -> (L,)
-    replicates: dict[str, np.ndarray]  # measure -> (B, L); every system resamples the same base clips
+    replicates: dict[str, np.ndarray]  # measure -> (B, L); every system resamples the same groups
     null: np.ndarray  # (L,): the smooth ECE these forecasts reach by chance when calibrated (:func:`calibrated_null`)
-    per_stratum: list[dict[str, int] | None]  # per level: base clips per class stratum (None: not stratified)
-    clusters: tuple[int, dict[str, int] | None]  # the whole dimension's base clips, and per stratum (its thresholds)
+    per_stratum: list[dict[str, int] | None]  # per level: groups per class stratum (None: not stratified)
+    clusters: tuple[int, dict[str, int] | None]  # the whole dimension's groups, and per stratum (its thresholds)
 
 
 @dataclass(frozen=True)
 class ShiftResamples:
-    """A bootstrap over the base clips of one dimension (all its levels resampled together): per level, its items in
-    every resample, grouped by how many a resample holds (a base clip may lack a level)."""
+    """A bootstrap over the groups of one dimension (all its levels resampled together): per level, its items in
+    every resample, grouped by how many a resample holds (a group may lack a level)."""
 
     dimension: str
     levels: list[str]
     rows: np.ndarray  # the dimension's rows of the metadata
     at_level: list[np.ndarray]  # per level: a mask over ``rows``
-    n_clusters: np.ndarray  # per level: its base clips
+    n_clusters: np.ndarray  # per level: its groups
     groups: list[list[tuple[np.ndarray, np.ndarray]]]  # per level: (resample numbers, (k, count) indices into ``rows``)
     n_boot: int
-    per_stratum: list[dict[str, int] | None]  # per level: base clips per class stratum (None: not stratified)
-    clusters: tuple[int, dict[str, int] | None]  # the whole dimension's base clips, and per stratum
+    per_stratum: list[dict[str, int] | None]  # per level: groups per class stratum (None: not stratified)
+    clusters: tuple[int, dict[str, int] | None]  # the whole dimension's groups, and per stratum
 
 
 def shift_resamples(meta: pd.DataFrame, y: np.ndarray, order: list[tuple[str, str]],
                     cfg: params_mod.Conditions) -> dict[str, ShiftResamples]:
     """Per dimension, the resamples of :func:`~speech_calibration.stats.resampling.cluster_bootstrap_replicates` over
-    base clips (stratified by class where needed), drawn once and shared by every system, so a mean over seeds,
+    groups (stratified by class where needed), drawn once and shared by every system, so a mean over seeds,
     resample by resample, has a paired interval."""
-    cond, lev, base = meta[CONDITION].to_numpy(), meta[LEVEL].to_numpy(), meta[BASE_CLIP_ID].to_numpy()
+    cond, lev, base = meta[CONDITION].to_numpy(), meta[LEVEL].to_numpy(), meta[CLUSTER].to_numpy()
     out = {}
     for dimension in DIMENSIONS:
         levels = [lv for c, lv in order if c == dimension]
@@ -613,7 +624,7 @@ def calibration_threshold_rows(system: System, curves: dict[str, ShiftCurve], q:
     """thresholds.csv rows of the calibration thresholds (measure ``smooth_ece``): per axis (duration, SNR), the
     level where smooth ECE first reaches ``q`` coming down from the mildest level
     (:func:`~speech_calibration.stats.psychometric.first_exceedance`, linear between levels on the axis of the
-    accuracy thresholds), its bootstrap interval over base clips, and its censoring in words. ``chance_levels``: at how
+    accuracy thresholds), its bootstrap interval over groups, and its censoring in words. ``chance_levels``: at how
     many levels forecasts calibrated by construction exceed ``q`` in over ``1 - ci`` of draws
     (:func:`calibrated_null`); the text says so where there are any, since a crossing there may be chance."""
     rows = []
@@ -625,7 +636,7 @@ def calibration_threshold_rows(system: System, curves: dict[str, ShiftCurve], q:
         value = float(psychometric.first_exceedance(c.point[ECE], x, q)[0])
         n_clusters, per_stratum = c.clusters
         lo, hi, reason = psychometric.censored_interval(psychometric.first_exceedance(c.replicates[ECE], x, q), n_clusters,
-                                                        ci, per_stratum=per_stratum)
+                                                        ci, per_stratum=per_stratum, unit=UNIT)
         row = threshold_row(
             system, axis, ece_threshold_name(axis, q), ECE, psychometric.Threshold(q, value, lo, hi, reason=reason),
             float(x.min()), float(x.max()), ci, censored=("never exceeds", "already above"),
@@ -641,17 +652,17 @@ def calibration_threshold_rows(system: System, curves: dict[str, ShiftCurve], q:
 
 # ------------------------------------------------------------------------------------ paired tests
 def paired_table(meta: pd.DataFrame, correct: dict[str, np.ndarray], cfg: params_mod.Conditions, ci: float) -> pd.DataFrame:
-    """Every pair of systems over all variants and per dimension, clustered by base clip; Holm across the whole table.
+    """Every pair of systems over all variants and per dimension, clustered by test group; Holm across the whole table.
 
-    ``n_clusters`` (base clips) is the sample size of ``p_clustered`` (the clustered exact McNemar test) and of
+    ``n_clusters`` (groups) is the sample size of ``p_clustered`` (the clustered exact McNemar test) and of
     the bootstrap interval of the accuracy difference; ``p_naive`` is the plain McNemar test that counts the
     ``n_variants`` variants as independent, shown for contrast only. ``p_holm`` is adjusted for the whole table;
-    the interval is not (it is each comparison's own, so with many rows some exclude 0 by chance). Where the base
-    clips are too few for an interval (:func:`~speech_calibration.stats.paired_tests.clustered_bootstrap_difference`),
+    the interval is not (it is each comparison's own, so with many rows some exclude 0 by chance). Where the
+    groups are too few for an interval (:func:`~speech_calibration.stats.paired_tests.clustered_bootstrap_difference`),
     ``diff_lo`` and ``diff_hi`` are empty and ``diff_interval`` says why (empty where there is one).
     """
     rows = []
-    base = meta[BASE_CLIP_ID].to_numpy()
+    base = meta[CLUSTER].to_numpy()
     cond = meta[CONDITION].to_numpy()
     scopes = [ALL] + [d for d in DIMENSIONS if (cond == d).any()]
     for s1, s2 in itertools.combinations(correct, 2):
@@ -661,7 +672,7 @@ def paired_table(meta: pd.DataFrame, correct: dict[str, np.ndarray], cfg: params
             test = paired_tests.clustered_mcnemar(c1, c2, base[mask])
             difference = paired_tests.clustered_bootstrap_difference(
                 c1, c2, base[mask], n_boot=cfg.n_bootstrap, ci=ci,
-                rng=keyed_rng(cfg.bootstrap_seed, "paired", s1, s2, scope))
+                rng=keyed_rng(cfg.bootstrap_seed, "paired", s1, s2, scope), unit=UNIT)
             rows.append({"system_1": s1, "system_2": s2, "scope": scope, "n_clusters": test.n_clusters,
                          "n_variants": test.n_items, "accuracy_1": float(c1.mean()), "accuracy_2": float(c2.mean()),
                          "only_1_right": test.only_1, "only_2_right": test.only_2, "both_right": test.both,
@@ -677,12 +688,15 @@ def paired_table(meta: pd.DataFrame, correct: dict[str, np.ndarray], cfg: params
 
 
 def interval_scope(meta: pd.DataFrame) -> str:
-    """What every interval of this report can generalise to, in words: it resamples base clips, not groups."""
-    n_base, n_groups = meta[BASE_CLIP_ID].nunique(), meta[schema.GROUP_ID].nunique()
-    return (f"every interval here resamples the {n_base} base clips, which come from {n_groups} test groups: it "
-            "describes these speakers and recordings, not new ones" + (
-                f" (group-level intervals, as in summary.txt, need >= {MIN_CLUSTERS} groups)"
-                if n_groups < MIN_CLUSTERS else ""))
+    """What every interval and paired test of this report generalises to, in words: new test groups (speakers,
+    recordings), each resampled with every variant of all its base clips; or that there are too few groups."""
+    n_base, n_groups = meta[BASE_CLIP_ID].nunique(), meta[CLUSTER].nunique()
+    scope = (f"every interval and paired test here resamples the {n_groups} test groups (speakers, recordings), each "
+             f"with all the variants of its base clips ({n_base} in all), so it speaks of new speakers and recordings")
+    if n_groups < MIN_CLUSTERS:
+        scope += (f"; {n_groups} groups are too few for a group-level interval (needs >= {MIN_CLUSTERS}), so the tables "
+                  "give none and say why")
+    return scope
 
 
 # ---------------------------------------------------------------------------------- headline JSON
@@ -779,7 +793,7 @@ def calibration_plot_data(shift: dict[str, dict[str, ShiftCurve]], systems: list
     """One row per (series, level) of ``dimension``: smooth ECE, NLL and balanced accuracy with their bands.
 
     The fine-tuned seeds are averaged; their band is the interval of the seed mean taken resample by resample
-    (every system sees the same resampled base clips, :func:`shift_curves`). A system without a calibrator
+    (every system sees the same resampled groups, :func:`shift_curves`). A system without a calibrator
     is drawn uncalibrated, as ``<name> (uncalibrated)``.
     """
     column = SHIFT_COLUMNS[dimension]
@@ -842,7 +856,7 @@ def save_calibration_png(frames: dict[str, pd.DataFrame], q: float, path: Path) 
     axes[0, 0].set_ylabel("smooth ECE (dev-fitted calibrator)")
     axes[1, 0].set_ylabel("balanced accuracy")
     fig.suptitle(f"Calibration under shift: smooth ECE (dotted: threshold {q:.2f}) and balanced accuracy, "
-                 "95 % bands over base clips", fontsize=9)
+                 "95 % bands over test groups (speakers, recordings)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.9, 0.96))
     if names:
         fig.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.905, 0.93), frameon=False)
@@ -954,13 +968,13 @@ def system_report(sc: Scored, meta: pd.DataFrame, y: np.ndarray, order: list[tup
     """One system's tables, curves and headline. Every random draw is keyed by the system's name (``keyed_rng``), so
     the result does not depend on which other systems are computed, in which order or in which process."""
     s = sc.system
-    cond, lev, base = meta[CONDITION].to_numpy(), meta[LEVEL].to_numpy(), meta[BASE_CLIP_ID].to_numpy()
+    cond, lev, groups = meta[CONDITION].to_numpy(), meta[LEVEL].to_numpy(), meta[CLUSTER].to_numpy()
     probs = sc.forecasts()
     calibration = CALIBRATED if sc.p_cal is not None else UNCALIBRATED  # the curves under shift: calibrated if it can
     forecast = probs[calibration]
     shift = shift_curves(resamples, y, forecast.p, forecast.threshold, calibration, forecast.log_odds, ci=ci,
                          seed=cfg.bootstrap_seed, system_name=s.name)
-    table = per_condition_table(y, cond, lev, order, probs, n_bins, base=base, n_boot=cfg.n_bootstrap, ci=ci,
+    table = per_condition_table(y, cond, lev, order, probs, n_bins, clusters=groups, n_boot=cfg.n_bootstrap, ci=ci,
                                 seed=cfg.bootstrap_seed, system_name=s.name)
     answers = metrics.predict(sc.p, 0.5).astype(float)
     curves = psychometric_curves(meta, answers, order, cfg, ci, s.name)

@@ -4,7 +4,7 @@
   system 2; under the null each discordant clip is a fair coin, so the two-sided p-value is
   ``min(1, 2 * P(Binomial(b + c, 1/2) <= min(b, c)))`` (1 when there is no discordant clip). It treats
   every clip as independent, which the variants of one clip are not.
-- **Clustered exact McNemar** (for clustered clips, e.g. every variant of one base clip): per cluster
+- **Clustered exact McNemar** (for clustered clips, e.g. every variant of every clip of one speaker): per cluster
   ``d_k = b_k - c_k``. Under the null the two systems are exchangeable within a cluster, so each ``d_k``
   is as likely as ``-d_k``, independently across clusters; the p-value is the exact probability, over
   all ``2^K`` sign flips, that ``|sum_k +-d_k| >= |sum_k d_k|`` (computed by convolving the ``K``
@@ -16,11 +16,12 @@
   (tests/test_paired_tests.py shows both).
 - **Holm**: the step-down family-wise correction; with ``p_(1) <= ... <= p_(m)``, the adjusted
   ``p~_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))``.
-- **Clustered bootstrap of an accuracy difference**: clusters (base clips: all variants of one clip)
+- **Clustered bootstrap of an accuracy difference**: clusters (the conditions report's groups: all variants of a
+  speaker's or recording's clips)
   are resampled with replacement; each resample's difference is ``sum_c w_c d_c / sum_c w_c n_c``
   with ``d_c`` the cluster's summed correctness difference and ``n_c`` its clip count. Percentile interval,
-  only where :func:`~speech_calibration.stats.resampling.cluster_interval` allows one (``MIN_CLUSTERS`` base
-  clips, ``MIN_DISTINCT`` distinct resampled differences); else none, and the reason in words.
+  only where :func:`~speech_calibration.stats.resampling.cluster_interval` allows one (``MIN_CLUSTERS``
+  clusters, ``MIN_DISTINCT`` distinct resampled differences); else none, and the reason in words.
 """
 from __future__ import annotations
 
@@ -73,23 +74,23 @@ def holm(p_values) -> np.ndarray:
 @dataclass(frozen=True)
 class BootstrapDifference:
     diff: float  # accuracy of system 1 minus system 2, over all clips
-    lo: float  # percentile interval over resampled base clips; NaN where there is none
+    lo: float  # percentile interval over resampled clusters; NaN where there is none
     hi: float
-    n_clusters: int  # base clips
+    n_clusters: int
     reason: str | None = None  # why there is no interval, in words (None: there is one)
 
 
 def clustered_bootstrap_difference(correct_1: np.ndarray, correct_2: np.ndarray, clusters: np.ndarray, *,
-                                   n_boot: int = 1000, ci: float = 0.95,
-                                   rng: np.random.Generator | None = None) -> BootstrapDifference:
-    """Accuracy of system 1 minus system 2, with a percentile interval from resampling base clips.
+                                   n_boot: int = 1000, ci: float = 0.95, rng: np.random.Generator | None = None,
+                                   unit: str = "groups") -> BootstrapDifference:
+    """Accuracy of system 1 minus system 2, with a percentile interval from resampling clusters.
 
-    ``clusters``: each clip's base clip (the variants of one test clip form one cluster), resampled whole.
+    ``clusters``: each clip's cluster (its group: the variants of a speaker's clips form one), resampled whole.
     The interval bounds are order statistics of the resampled differences (``interpolate=False``); whether
     there is one follows :func:`~speech_calibration.stats.resampling.cluster_interval`: not from fewer than
-    ``MIN_CLUSTERS`` base clips (one base clip would give a zero-width interval that says nothing of another
-    clip), nor from fewer than ``MIN_DISTINCT`` distinct resampled differences. Then ``lo`` and ``hi`` are NaN
-    and ``reason`` says why.
+    ``MIN_CLUSTERS`` clusters, called ``unit`` in the reason (one would give a zero-width interval that says
+    nothing of another), nor from fewer than ``MIN_DISTINCT`` distinct resampled differences. Then ``lo`` and
+    ``hi`` are NaN and ``reason`` says why.
     """
     diff = np.asarray(correct_1, dtype=np.float64) - np.asarray(correct_2, dtype=np.float64)
     _, index = np.unique(np.asarray(clusters), return_inverse=True)
@@ -98,7 +99,7 @@ def clustered_bootstrap_difference(correct_1: np.ndarray, correct_2: np.ndarray,
     rng = rng if rng is not None else np.random.default_rng(0)
     w = cluster_counts(len(n_c), n_boot, rng)
     boot = (w @ d_c) / (w @ n_c)
-    interval = cluster_interval(boot, len(n_c), ci, unit="base clips", interpolate=False)
+    interval = cluster_interval(boot, len(n_c), ci, unit=unit, interpolate=False)
     if interval["lo"] is None:
         return BootstrapDifference(float(diff.mean()), np.nan, np.nan, len(n_c), str(interval["reason"]))
     return BootstrapDifference(float(diff.mean()), interval["lo"], interval["hi"], len(n_c))

@@ -12,11 +12,13 @@ The threshold at criterion ``q`` is the level where the fitted curve crosses ``q
 (censored: "below the lowest level"), one still below ``q`` at ``x_max`` gives ``+inf``
 (censored: "above the highest level"). Nothing is extrapolated.
 
-Intervals come from a clustered bootstrap: base clips (the clusters: every variant of one clip) are
-resampled with replacement, the per-level counts recomputed, the curve refitted; the interval is the
-percentile interval of the resampled thresholds on the extended real line (a censored resample counts
+Intervals come from a clustered bootstrap. The rows of a response matrix are base clips (every variant of one
+clip is a row); the clusters are groups of rows (``clusters``: the conditions report passes each base clip's
+group, its speaker or recording, the unit a result generalises over; without it every row is its own cluster).
+Clusters are resampled with replacement, the per-level counts recomputed, the curve refitted; the interval is
+the percentile interval of the resampled thresholds on the extended real line (a censored resample counts
 as -inf or +inf, so an interval bound can itself be censored). There is an interval only where
-:func:`~speech_calibration.stats.resampling.cluster_interval` allows one (``MIN_CLUSTERS`` base clips, in
+:func:`~speech_calibration.stats.resampling.cluster_interval` allows one (``MIN_CLUSTERS`` clusters, in
 each class where speech and non-speech are resampled apart, and ``MIN_DISTINCT`` distinct resampled
 thresholds); else its bounds are NaN and ``Threshold.reason`` says why (:func:`censored_interval`).
 
@@ -27,8 +29,9 @@ answered SPEECH) are each fitted as above, and the balanced accuracy is ``BA(x) 
 which a constant answer holds at exactly 1/2. Its threshold at ``q`` is the lowest level in
 ``[x_min, x_max]`` where the fitted ``BA`` reaches ``q``: ``-inf`` when it already does at ``x_min``,
 ``+inf`` (not reached) when it does not by ``x_max``, else found on ``GRID`` equally spaced levels with
-linear interpolation between the two around the first crossing. Speech and non-speech base clips are
-resampled separately (they are disjoint clusters), so every resample refits both curves. A curve that falls
+linear interpolation between the two around the first crossing. The clusters of speech and of non-speech
+clips are resampled separately (a group with clips of both classes is drawn in each on its own), so every
+resample refits both curves. A curve that falls
 with the level (a hit rate that drops with duration, or a balanced accuracy that rises and falls) can reach
 ``q`` and lose it again: ``Threshold.falls_back`` is where, so "reached below the lowest level" is never read
 as "holds everywhere above it".
@@ -44,7 +47,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from speech_calibration.stats.metrics import sigmoid
-from speech_calibration.stats.resampling import cluster_counts, cluster_interval
+from speech_calibration.stats.resampling import (
+    cluster_counts,
+    cluster_interval,
+    first_appearance_codes,
+)
 
 RIDGE = 1e-3
 GRID = 4001  # levels on which a balanced-accuracy threshold is located
@@ -117,12 +124,12 @@ class Threshold:
 
 
 def censored_interval(replicates: np.ndarray, n_clusters: int, ci: float, *,
-                      per_stratum: dict[str, int] | None = None) -> tuple[float, float, str | None]:
-    """``(lo, hi, None)``: the percentile interval of bootstrap replicates over base clips that may be ``-inf``/``+inf``
+                      per_stratum: dict[str, int] | None = None, unit: str = "groups") -> tuple[float, float, str | None]:
+    """``(lo, hi, None)``: the percentile interval of cluster-bootstrap replicates that may be ``-inf``/``+inf``
     (order statistics, :func:`~speech_calibration.stats.resampling.percentile_interval` with ``interpolate=False``),
     or ``(nan, nan, reason)`` where :func:`~speech_calibration.stats.resampling.cluster_interval` gives none
-    (too few base clips, in some stratum with ``per_stratum``, or too few distinct replicates)."""
-    interval = cluster_interval(replicates, n_clusters, ci, unit="base clips", per_stratum=per_stratum, interpolate=False)
+    (too few clusters, named ``unit``, in some stratum with ``per_stratum``, or too few distinct replicates)."""
+    interval = cluster_interval(replicates, n_clusters, ci, unit=unit, per_stratum=per_stratum, interpolate=False)
     if interval["lo"] is None:
         return np.nan, np.nan, str(interval["reason"])
     return interval["lo"], interval["hi"], None
@@ -164,13 +171,30 @@ class Curve:
         return logistic(self.levels if x is None else x, self.a, self.b)
 
 
+def _row_weights(clusters: np.ndarray | None, n_rows: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n_boot, n_rows)`` bootstrap weights of the rows: each row's cluster's draw count (every row its own cluster
+    when ``clusters`` is None)."""
+    if clusters is None:
+        return cluster_counts(n_rows, n_boot, rng)
+    codes, k = first_appearance_codes(clusters)
+    return cluster_counts(k, n_boot, rng)[:, codes]
+
+
+def _clusters_answered(present: np.ndarray, clusters: np.ndarray | None) -> int:
+    """How many clusters hold a row with some response."""
+    answered = present.any(axis=1)
+    return int(answered.sum()) if clusters is None else len(set(np.asarray(clusters)[answered].tolist()))
+
+
 def fit_curve(levels: np.ndarray, responses: np.ndarray, criteria: tuple[float, ...] = (), *, n_boot: int = 1000,
-              ci: float = 0.95, rng: np.random.Generator | None = None) -> Curve:
-    """Fit one curve to a clusters-by-levels response matrix and bootstrap its thresholds over clusters (base clips).
+              ci: float = 0.95, rng: np.random.Generator | None = None, clusters: np.ndarray | None = None,
+              unit: str = "groups") -> Curve:
+    """Fit one curve to a rows-by-levels response matrix and bootstrap its thresholds over clusters of rows.
 
     ``responses``: shape ``(C, L)``, 1 where base clip ``c`` at level ``l`` was answered SPEECH, 0 where
-    not, NaN where that variant does not exist. ``criteria``: the ``q`` of each threshold wanted. A threshold's
-    interval follows :func:`censored_interval` (none from fewer than ``MIN_CLUSTERS`` base clips).
+    not, NaN where that variant does not exist. ``clusters``: the cluster of each row (its group), resampled
+    whole; None: each row is its own. ``criteria``: the ``q`` of each threshold wanted. A threshold's interval
+    follows :func:`censored_interval` (none from fewer than ``MIN_CLUSTERS`` clusters, called ``unit``).
     """
     levels = np.asarray(levels, dtype=np.float64)
     responses = np.asarray(responses, dtype=np.float64)
@@ -184,12 +208,12 @@ def fit_curve(levels: np.ndarray, responses: np.ndarray, criteria: tuple[float, 
     found = []
     if criteria:
         rng = rng if rng is not None else np.random.default_rng(0)
-        w = cluster_counts(responses.shape[0], n_boot, rng)
+        w = _row_weights(clusters, responses.shape[0], n_boot, rng)
         a_b, b_b = fit_logistic(levels, w @ hits, w @ present.astype(np.float64))
-        n_clusters = int(present.any(axis=1).sum())  # base clips with some response
+        n_clusters = _clusters_answered(present, clusters)
         for q in criteria:
             value = float(thresholds(a, b, q, x_min, x_max))
-            lo, hi, reason = censored_interval(thresholds(a_b, b_b, q, x_min, x_max), n_clusters, ci)
+            lo, hi, reason = censored_interval(thresholds(a_b, b_b, q, x_min, x_max), n_clusters, ci, unit=unit)
             target = np.log(q / (1.0 - q))  # a falling curve (b < 0) at or above q at x_min is below it past x_q
             fall = (target - a) / b if b < 0 and a + b * x_min >= target > a + b * x_max else np.inf
             found.append(Threshold(q, value, lo, hi, float(fall), reason))
@@ -253,13 +277,15 @@ def _balanced(a1, b1, a0, b0, grid: np.ndarray) -> np.ndarray:
 
 
 def fit_sensitivity(levels: np.ndarray, speech: np.ndarray, nonspeech: np.ndarray, criteria: tuple[float, ...], *,
-                    n_boot: int = 1000, ci: float = 0.95, rng: np.random.Generator | None = None) -> Sensitivity:
+                    n_boot: int = 1000, ci: float = 0.95, rng: np.random.Generator | None = None,
+                    clusters: tuple[np.ndarray, np.ndarray] | None = None, unit: str = "groups") -> Sensitivity:
     """Balanced-accuracy thresholds (see the module doc) from the response matrices of speech and non-speech base clips.
 
     ``speech``: ``(C_s, L)`` and ``nonspeech``: ``(C_n, L)``, each 1 where that base clip at that level was
-    answered SPEECH, 0 where not, NaN where the variant does not exist. The two are resampled apart, so an
-    interval needs ``MIN_CLUSTERS`` base clips of each (:func:`censored_interval` with the strata
-    :data:`CLASSES`); where one has fewer, the reason names it.
+    answered SPEECH, 0 where not, NaN where the variant does not exist. ``clusters``: the cluster of each row of
+    each (None: every row its own). The two are resampled apart, so an interval needs ``MIN_CLUSTERS`` clusters
+    (``unit``) of each (:func:`censored_interval` with the strata :data:`CLASSES`); where one has fewer, the
+    reason names it.
     """
     hit, false_alarm = fit_curve(levels, speech), fit_curve(levels, nonspeech)
     valid = (hit.n > 0) & (false_alarm.n > 0)
@@ -268,11 +294,11 @@ def fit_sensitivity(levels: np.ndarray, speech: np.ndarray, nonspeech: np.ndarra
     grid = np.linspace(float(hit.levels[valid].min()), float(hit.levels[valid].max()), GRID)
     rng = rng if rng is not None else np.random.default_rng(0)
     boot, per_stratum = [], {}
-    for name, responses in zip(CLASSES, (speech, nonspeech)):
+    for name, responses, rows in zip(CLASSES, (speech, nonspeech), clusters or (None, None)):
         r = np.asarray(responses, dtype=np.float64)
         present = ~np.isnan(r)
-        per_stratum[name] = int(present.any(axis=1).sum())  # base clips with some response
-        w = cluster_counts(r.shape[0], n_boot, rng)
+        per_stratum[name] = _clusters_answered(present, rows)
+        w = _row_weights(rows, r.shape[0], n_boot, rng)
         boot.append(fit_logistic(levels, w @ np.where(present, r, 0.0), w @ present.astype(np.float64)))
     (a1_b, b1_b), (a0_b, b0_b) = boot
     point = _balanced(hit.a, hit.b, false_alarm.a, false_alarm.b, grid)
@@ -280,7 +306,7 @@ def fit_sensitivity(levels: np.ndarray, speech: np.ndarray, nonspeech: np.ndarra
     found = []
     for q in criteria:
         lo, hi, reason = censored_interval(first_crossing(replicates, grid, q), sum(per_stratum.values()), ci,
-                                           per_stratum=per_stratum)
+                                           per_stratum=per_stratum, unit=unit)
         found.append(Threshold(q, float(first_crossing(point, grid, q)[0]), lo, hi, falls_back(point[0], grid, q), reason))
     return Sensitivity(hit, false_alarm, tuple(found))
 

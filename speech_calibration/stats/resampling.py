@@ -69,7 +69,7 @@ def bootstrap_replicates(stat: StatFn, n: int, *, n_boot: int = 2000, seed: int 
     return {name: np.concatenate(v) for name, v in parts.items()}
 
 
-def _first_appearance_codes(labels) -> tuple[np.ndarray, int]:
+def first_appearance_codes(labels) -> tuple[np.ndarray, int]:
     """Integer codes ``0..k-1`` of ``labels``, numbered in order of first appearance, and ``k``."""
     _, first, inverse = np.unique(np.asarray(labels), return_index=True, return_inverse=True)
     rank = np.empty(len(first), dtype=np.int64)
@@ -92,14 +92,14 @@ def cluster_bootstrap_replicates(stat: StatFn, clusters, *, strata=None, n_boot:
     ``rng.integers(0, k, (n_boot, k))`` for its ``k`` clusters, so one cluster per item and no strata
     give exactly :func:`bootstrap_indices` with the same seed.
     """
-    codes, n_clusters = _first_appearance_codes(clusters)
+    codes, n_clusters = first_appearance_codes(clusters)
     if n_clusters < 1:
         raise ValueError("bootstrap needs at least one item")
     rng = np.random.default_rng(seed)
     if strata is None:
         stratum_of = np.zeros(n_clusters, dtype=np.int64)
     else:
-        s_codes, _ = _first_appearance_codes(strata)
+        s_codes, _ = first_appearance_codes(strata)
         stratum_of = np.full(n_clusters, -1, dtype=np.int64)
         stratum_of[codes] = s_codes
         if np.any(stratum_of[codes] != s_codes):
@@ -126,7 +126,7 @@ def cluster_bootstrap_replicates(stat: StatFn, clusters, *, strata=None, n_boot:
 def composition_strata(labels, clusters) -> np.ndarray:
     """Each item's stratum: the set of labels its cluster holds (``"0"``, ``"1"`` or ``"0+1"`` for 0/1 labels)."""
     labels, clusters = np.asarray(labels), np.asarray(clusters)
-    codes, k = _first_appearance_codes(clusters)
+    codes, k = first_appearance_codes(clusters)
     held = [sorted({str(v) for v in labels[codes == c]}) for c in range(k)]
     return np.array(["+".join(h) for h in held], dtype=object)[codes]
 
@@ -169,14 +169,18 @@ def _count(n: int, unit: str) -> str:
 
 
 def cluster_interval(replicates: np.ndarray, n_clusters: int, ci: float = 0.95, *, unit: str = "groups",
-                     per_stratum: Mapping[str, int] | None = None,
-                     interpolate: bool = True) -> dict[str, float | int | None | str]:
+                     per_stratum: Mapping[str, int] | None = None, interpolate: bool = True,
+                     constant_ok: bool = False) -> dict[str, float | int | None | str]:
     """The percentile interval of cluster-bootstrap replicates, or ``lo = hi = None`` and the reason in words.
 
-    No interval from fewer than ``MIN_CLUSTERS`` clusters, nor when the replicates take more than one
-    but fewer than ``MIN_DISTINCT`` distinct values: the percentile interval of so coarse a
-    distribution says more about the few clusters than about a new one. Replicates that are all equal
-    (e.g. an accuracy difference that cannot change) give the zero-width interval.
+    No interval from fewer than ``MIN_CLUSTERS`` clusters, nor when the replicates take fewer than
+    ``MIN_DISTINCT`` distinct values: the percentile interval of so coarse a distribution says more about
+    the few clusters than about a new one. One value in every resample (a system that gives one answer to
+    every clip at a level: balanced accuracy 1/2 in each) is no exception, since the zero-width interval would
+    claim a certainty that these clusters cannot give, unless ``constant_ok`` says it cannot vary by
+    construction (the accuracy difference of a calibrator that keeps every answer): then it is that interval. A
+    censored value (``-inf``/``+inf``, a threshold below or beyond the tested range) in every resample gives the
+    interval censored at both ends, which says just that.
 
     ``per_stratum``: ``{stratum name: its number of clusters}`` when the clusters were resampled within
     strata (:func:`cluster_bootstrap_replicates` with ``strata``); each stratum varies only among its own
@@ -199,6 +203,9 @@ def cluster_interval(replicates: np.ndarray, n_clusters: int, ci: float = 0.95, 
                   f"(needs >= {MIN_CLUSTERS} {unit} and >= {MIN_DISTINCT} distinct resampled values)")
     elif r.size == 0:
         reason = "undefined in every resample"
+    elif distinct == 1 and not constant_ok and np.isfinite(r[0]):
+        reason = (f"the same value ({r[0]:.4g}) in every resample of {_count(n_clusters, unit)}: no spread to make an "
+                  f"interval of (a zero-width one would claim a certainty that they cannot give)")
     elif 1 < distinct < MIN_DISTINCT:
         reason = (f"{distinct} distinct resampled values from {_count(n_clusters, unit)}: too coarse for an interval "
                   f"(needs >= {MIN_DISTINCT})")
@@ -257,7 +264,8 @@ def paired_difference(point_a: float, point_b: float, rep_a: np.ndarray, rep_b: 
     d = d[~np.isnan(d)]
     delta = float(point_b - point_a)
     if n_clusters is not None:
-        interval = cluster_interval(d, n_clusters, ci, per_stratum=per_stratum)
+        # exactly 0 in every resample: the two agree on every cluster, as a calibrator that keeps every answer must
+        interval = cluster_interval(d, n_clusters, ci, per_stratum=per_stratum, constant_ok=bool(d.size) and not d.any())
         if interval["lo"] is None:
             return {"delta": delta, "lo": None, "hi": None, "p": None, "verdict": f"no interval: {interval['reason']}"}
     lo, hi = percentile_interval(d, ci)
