@@ -190,13 +190,33 @@ def test_report_end_to_end(project):
     assert set(thresholds.loc[thresholds["measure"] != "smooth_ece", "calibration"]) == {"uncalibrated"}
     assert dict(ece.groupby("system")["calibration"].first()) == {**{f"seed_{s}": "calibrated" for s in (42, 123, 456)},
                                                                    "zeroshot": "calibrated", "silero": "uncalibrated"}
-    assert head["silero"]["DT_ECE10_text"].endswith("(its own output: no dev-fitted calibrator)")
-    assert not head["seed_42"]["DT_ECE10_text"].endswith("calibrator)")
+    assert head["silero"]["DT_ECE10_text"].startswith(ece.set_index(["system", "threshold"]).loc[
+        ("silero", "DT_ECE10"), "text"]) and "(its own output: no dev-fitted calibrator)" in head["silero"]["DT_ECE10_text"]
+    assert "calibrator)" not in head["seed_42"]["DT_ECE10_text"]
+    # a calibration threshold that chance alone reaches at every level has no number in the headline, only its text
+    # (12 clips a level: here every one of them; test_a_calibration_threshold_above_chance_keeps_its_number)
+    assert (ece["chance_levels"] == ece["n_levels"]).all()
+    for _, r in ece.iterrows():
+        key, text = head[r["system"]][f"{r['threshold']}_{r['unit']}"], head[r["system"]][f"{r['threshold']}_text"]
+        assert key is None and text.endswith("; no number here: it cannot be told from chance at any level"), text
     # every curve here rises with the level, so none reaches a criterion and loses it again
     assert thresholds["falls_below_again"].isna().all()
     assert conditions.interval_scope(conditions.read_variants(layout.conditions_csv())) == (
         "every interval and paired test here resamples the 12 test groups (speakers, recordings), each with all the "
         "variants of its base clips (12 in all), so it speaks of new speakers and recordings")
+
+
+def test_a_calibration_threshold_above_chance_keeps_its_number():
+    """The headline gives a calibration threshold its number unless chance alone crosses at every level; a sensitivity
+    threshold always keeps its own."""
+    row = {"measure": "smooth_ece", "calibration": "calibrated", "value": 4.0, "text": "4.0 dB", "ci_text": "[1.0 dB, 7.0 dB]",
+           "chance_levels": 5, "n_levels": 6}
+    assert conditions.headline_threshold(row) == (4.0, "4.0 dB [1.0 dB, 7.0 dB]")
+    value, text = conditions.headline_threshold({**row, "chance_levels": 6})
+    assert value is None and text == "4.0 dB [1.0 dB, 7.0 dB]; no number here: it cannot be told from chance at any level"
+    sensitivity = {**row, "measure": "balanced_accuracy", "calibration": "uncalibrated"}
+    del sensitivity["chance_levels"], sensitivity["n_levels"]
+    assert conditions.headline_threshold(sensitivity) == (4.0, "4.0 dB [1.0 dB, 7.0 dB]")
 
 
 def test_every_interval_and_paired_test_resamples_groups_not_base_clips(tmp_path, monkeypatch):
@@ -468,7 +488,7 @@ def test_exactly_calibrated_system_never_exceeds_the_ece_threshold():
     assert list(thresholds.index) == ["DT_ECE10", "SNR_ECE10"]
     assert (thresholds["censored"] == "never exceeds").all() and thresholds["value"].isna().all()
     # exact frequencies: no sampling noise here, but 40 clips drawn from these forecasts would exceed 0.10 by chance
-    chance = " (a calibrated system exceeds 0.10 by chance in over 5% of samples at {} levels)"
+    chance = " (a calibrated system exceeds 0.10 by chance in at least 5% of samples at {} levels)"
     assert thresholds.loc["DT_ECE10", "text"] == "never exceeds 0.10 within 20 ms to 1000 ms" + chance.format("8 of 8")
     assert thresholds.loc["SNR_ECE10", "text"] == "never exceeds 0.10 within -10.0 dB to 20.0 dB" + chance.format("6 of 6")
     assert (table["smooth_ece_calibrated_null"] > 0.10).all()

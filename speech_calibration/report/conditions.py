@@ -36,8 +36,9 @@ Writes:
   thresholds (log10 duration, dB); censored in words (``never exceeds 0.10 within 20 ms to 1000 ms``,
   ``already above 0.10 at 1000 ms``), its interval from the same bootstrap over groups (a bound ``< 20 ms``:
   some resamples never exceed it; ``> 1000 ms``: some are already above at the mildest level), and
-  ``chance_levels``: at how many levels forecasts calibrated by construction exceed the criterion by chance
-  (:func:`calibrated_null`), which the text then says; ``falls_below_again``: where a curve that reached its
+  ``chance_levels``: at how many levels (of ``n_levels``) forecasts calibrated by construction exceed the criterion
+  by chance (:func:`calibrated_null`), which the text then says; at every level, the headline (``metrics/
+  conditions.json``) gives the threshold no number, only its text; ``falls_below_again``: where a curve that reached its
   criterion loses it again within the range (a curve that falls with the level). Every threshold interval needs
   ``MIN_CLUSTERS`` groups (of each class where they are resampled by class); where there is none, ``lo`` and
   ``hi`` are empty and ``ci_text`` (and ``no_interval``) says why;
@@ -625,7 +626,7 @@ def calibration_threshold_rows(system: System, curves: dict[str, ShiftCurve], q:
     level where smooth ECE first reaches ``q`` coming down from the mildest level
     (:func:`~speech_calibration.stats.psychometric.first_exceedance`, linear between levels on the axis of the
     accuracy thresholds), its bootstrap interval over groups, and its censoring in words. ``chance_levels``: at how
-    many levels forecasts calibrated by construction exceed ``q`` in over ``1 - ci`` of draws
+    many levels forecasts calibrated by construction exceed ``q`` in at least ``1 - ci`` of draws (of ``n_levels``)
     (:func:`calibrated_null`); the text says so where there are any, since a crossing there may be chance."""
     rows = []
     for axis in AXES:
@@ -643,8 +644,9 @@ def calibration_threshold_rows(system: System, curves: dict[str, ShiftCurve], q:
             words={"below": f"never exceeds {q:.2f} within {{lo}} to {{hi}}", "above": f"already above {q:.2f} at {{hi}}"},
             bound_words={"above": "> {hi}"}, calibration=c.calibration)
         row["chance_levels"] = chance = int(np.sum(c.null >= q))
+        row["n_levels"] = len(c.levels)
         if chance:
-            row["text"] += (f" (a calibrated system exceeds {q:.2f} by chance in over {1 - ci:.0%} of samples at "
+            row["text"] += (f" (a calibrated system exceeds {q:.2f} by chance in at least {1 - ci:.0%} of samples at "
                             f"{chance} of {len(c.levels)} levels)")
         rows.append(row)
     return rows
@@ -963,6 +965,17 @@ class SystemReport:
     fit_rows: list[dict]
 
 
+def headline_threshold(row: dict) -> tuple[float | None, str]:
+    """A thresholds.csv row's number and text in ``metrics/conditions.json``: no number for a calibration threshold
+    that forecasts calibrated by construction cross by chance at every level (``chance_levels == n_levels``), since
+    ``dvc metrics`` shows the number without the text that says so."""
+    chance_only = row["measure"] == ECE and row["chance_levels"] == row["n_levels"]
+    text = f"{row['text']} {row['ci_text']}" + (
+        " (its own output: no dev-fitted calibrator)" if row["measure"] == ECE and row["calibration"] == UNCALIBRATED
+        else "") + ("; no number here: it cannot be told from chance at any level" if chance_only else "")
+    return (None if chance_only else row["value"]), text
+
+
 def system_report(sc: Scored, meta: pd.DataFrame, y: np.ndarray, order: list[tuple[str, str]],
                   resamples: dict[str, ShiftResamples], cfg: params_mod.Conditions, n_bins: int, ci: float) -> SystemReport:
     """One system's tables, curves and headline. Every random draw is keyed by the system's name (``keyed_rng``), so
@@ -983,11 +996,7 @@ def system_report(sc: Scored, meta: pd.DataFrame, y: np.ndarray, order: list[tup
         entry.update({f"{k}_calibrated": v for k, v in ba_summary(table[table["calibration"] == CALIBRATED]).items()})
     rows = threshold_rows(s, curves, ci) + calibration_threshold_rows(s, shift, cfg.ece_threshold, ci)
     for r in (r for r in rows if r["measure"] in (BALANCED, ECE)):  # the headline: sensitivity and calibration thresholds
-        key = f"{r['threshold']}_{r['unit']}"
-        entry[key] = r["value"]
-        entry[f"{r['threshold']}_text"] = f"{r['text']} {r['ci_text']}" + (
-            " (its own output: no dev-fitted calibrator)" if r["measure"] == ECE and r["calibration"] == UNCALIBRATED
-            else "")
+        entry[f"{r['threshold']}_{r['unit']}"], entry[f"{r['threshold']}_text"] = headline_threshold(r)
     fit_rows = [{"system": s.name, "kind": s.kind, "seed": s.seed, "dimension": dimension, "clips": label,
                  "intercept": c.a, "slope": c.b, "x": "log10(duration_ms)" if dimension == "duration" else "snr_db"}
                 for (dimension, label), c in curves.items() if label != BALANCED]  # balanced: built from the other two
