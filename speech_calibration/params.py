@@ -14,6 +14,7 @@ stage's params, so a change re-runs only what depends on it.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -127,6 +128,9 @@ class PresplitData:
 @dataclass(frozen=True)
 class Data:
     source: Literal["synthetic", "csv", "presplit"] = "synthetic"
+    # The folder of your corpus: its metadata CSVs (and normally its audio). dvc.yaml makes it a dep of prepare, so an
+    # edit under it re-runs prepare; a CSV elsewhere is refused (DVC would not see it change).
+    corpus: str = "data/raw"
     split_seed: int = 0
     sample_rate: int = 16000
     synthetic: SyntheticData = field(default_factory=SyntheticData)
@@ -135,12 +139,28 @@ class Data:
 
     def validate(self, key: str) -> None:
         _check(self.sample_rate > 0, key + ".sample_rate", "must be positive")
+        _check(bool(self.corpus), key + ".corpus", "must name the folder of your corpus (data/raw by default)")
         if self.source == "csv":
             _check(bool(self.csv.path), key + ".csv.path", "must name a metadata CSV when data.source is csv")
+            self._check_in_corpus(key + ".csv.path", self.csv.path)
         if self.source == "presplit":
             for split in SPLITS:
                 _check(bool(getattr(self.presplit, split)), f"{key}.presplit.{split}",
                        "must name a metadata CSV when data.source is presplit")
+            for split in SPLITS:
+                self._check_in_corpus(f"{key}.presplit.{split}", getattr(self.presplit, split))
+
+    def in_corpus(self, path: str | Path) -> bool:
+        """Whether ``path`` lies in the ``corpus`` folder, the dep through which DVC sees the corpus change. A relative
+        path is relative to the current folder (the project root). Compared as written, with ``..`` resolved (a file
+        DVC linked into its cache still lies where it is listed), or with symlinks resolved (a corpus folder that
+        links elsewhere)."""
+        return any(os.path.commonpath([resolve(path), resolve(self.corpus)]) == resolve(self.corpus)
+                   for resolve in (os.path.abspath, os.path.realpath))
+
+    def _check_in_corpus(self, key: str, path: str) -> None:
+        _check(self.in_corpus(path), key, f"{path} lies outside data.corpus ({self.corpus}), so DVC would not see it "
+               f"change and prepare would not re-run; move it under {self.corpus}, or point data.corpus at its folder")
 
 
 # -------------------------------------------------------------------------------------------- model

@@ -48,10 +48,12 @@ def small_synthetic() -> dict:
 @pytest.fixture
 def make_params(tmp_path, tiny_model):
     """``make_params({"data": {...}})`` writes a params file holding those sections (others take their
-    defaults; ``model.name_or_path`` is the session's tiny model unless given) and returns its path."""
+    defaults; ``model.name_or_path`` is the session's tiny model and ``data.corpus`` the test's folder, where its
+    corpus lies, unless given) and returns its path."""
     def make(sections: dict, name: str = "params.yaml") -> Path:
         path = tmp_path / name
-        sections = {**sections, "model": {"name_or_path": str(tiny_model), **sections.get("model", {})}}
+        sections = {**sections, "model": {"name_or_path": str(tiny_model), **sections.get("model", {})},
+                    "data": {"corpus": str(tmp_path), **sections.get("data", {})}}
         path.write_text(yaml.safe_dump(sections, sort_keys=False))
         return path
 

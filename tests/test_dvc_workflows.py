@@ -6,7 +6,7 @@ shrinks the embedded default (two seeds, two epochs, a smaller corpus: tests/dvc
 
 * a second `dvc repro` does nothing, and a run never edits dvc.yaml; dvclive writes where dvc.yaml says;
 * a `calibration.*` change re-runs the analysis stages only (never prepare, train or predict);
-  adding a seed trains only that seed;
+  adding a seed trains only that seed; an edit to your own corpus (data.corpus) makes prepare changed;
 * an experiment back at an earlier configuration is restored from DVC's run-cache, running nothing, and a seed
   trained in one clone is fetched through a remote in another (`dvc push --run-cache`, `dvc repro --pull`), not
   trained again;
@@ -39,7 +39,7 @@ import yaml
 
 from speech_calibration import layout
 from tests.dvc_helpers import (PROJECT, SHRINK, commit_all, copy_repo, dvc, dvc_env, edit_params, exp_show_json, git,
-                               metrics_json, project_files, stage_names, stages_run, tree_digest)
+                               init_project, metrics_json, project_files, stage_names, stages_run, tree_digest)
 
 UP_TO_DATE = "Data and pipelines are up to date"
 # Stages a calibration change must never re-run (whatever else the pipeline grows).
@@ -144,6 +144,36 @@ def test_adding_a_seed_trains_only_the_new_seed(work):
     assert git("status", "--porcelain", cwd=work).stdout == ""
     assert not [p for root in layout.OUTPUT_ROOTS for p in (work / root).rglob(f"*seed_{new}*")]
     assert UP_TO_DATE in dvc("status", cwd=work).stdout
+
+
+@pytest.mark.slow
+def test_an_edit_to_your_corpus_makes_prepare_changed(tmp_path):
+    """With your own corpus (data.source csv) prepare depends on the corpus folder (data.corpus): an edited label
+    in its CSV, or an edited audio file (ignored by git), makes `dvc status` name prepare. Cheap: nothing runs;
+    stand-ins for prepare's outputs and the base model's folder let `dvc commit` record the stage in dvc.lock."""
+    repo = init_project(tmp_path / "repo", {"data.source": "csv", "data.csv.path": "data/raw/metadata.csv"})
+    corpus = repo / "data" / "raw"
+    csv = corpus / "metadata.csv"
+    csv.write_text("clip_id,audio_path,label,group_id\nc1,audio/c1.wav,SPEECH,g1\n")
+    wav = corpus / "audio" / "c1.wav"
+    wav.parent.mkdir()
+    wav.write_bytes(b"stand-in audio")
+    for folder in (layout.TINY_MODEL_DIR, layout.SPLIT_DIR):
+        (repo / folder).mkdir(parents=True)
+        (repo / folder / "stand-in").write_text("x")
+    (repo / layout.DATA_METRICS).write_text("{}")
+    dvc("commit", "--force", "prepare", cwd=repo)
+
+    def prepare_status() -> dict:
+        return json.loads(dvc("status", "--json", "prepare", cwd=repo).stdout)
+
+    assert prepare_status() == {}
+    csv.write_text(csv.read_text().replace("SPEECH", "NONSPEECH"))
+    assert prepare_status() == {"prepare": [{"changed deps": {"data/raw": "modified"}}]}
+    csv.write_text(csv.read_text().replace("NONSPEECH", "SPEECH"))
+    assert prepare_status() == {}
+    wav.write_bytes(b"other audio")
+    assert prepare_status() == {"prepare": [{"changed deps": {"data/raw": "modified"}}]}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ methods that ``params.yaml`` may name are exactly the registry's.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 
 import pytest
@@ -101,3 +102,46 @@ def test_invalid_yaml_names_the_line_and_column(tmp_path):
     with pytest.raises(UserError, match=r"params.yaml: not valid YAML at line 2, column 6 \(expected ',' or ']'"):
         params.load(bad)
 
+
+
+CORPUS_OUTSIDE = r"lies outside data.corpus \(data/raw\), so DVC would not see it change and prepare would not re-run; " \
+                 r"move it under data/raw, or point data.corpus at its folder$"
+
+
+@pytest.mark.parametrize("data,key,path", [
+    ({"source": "csv", "csv": {"path": "elsewhere/metadata.csv"}}, "data.csv.path", "elsewhere/metadata.csv"),
+    ({"source": "csv", "csv": {"path": "data/raw2/metadata.csv"}}, "data.csv.path", "data/raw2/metadata.csv"),
+    ({"source": "csv", "csv": {"path": "data/raw/../metadata.csv"}}, "data.csv.path", "data/raw/../metadata.csv"),
+    ({"source": "presplit", "presplit": {"train": "data/raw/train.csv", "dev": "/srv/dev.csv", "test": "data/raw/test.csv"}},
+     "data.presplit.dev", "/srv/dev.csv"),
+])
+def test_a_corpus_csv_outside_data_corpus_is_a_one_line_error(data, key, path):
+    """DVC sees your corpus change only inside data.corpus (prepare's dep): a CSV elsewhere would leave a stale split."""
+    with pytest.raises(UserError, match=f"^{re.escape(key)}: {re.escape(path)} {CORPUS_OUTSIDE}") as err:
+        params.parse(params.Params, {"data": data}, "")
+    assert "\n" not in str(err.value)
+
+
+def test_a_corpus_csv_inside_data_corpus_is_accepted(tmp_path, monkeypatch):
+    """Relative paths are relative to the current folder (the project root), so an absolute path there is inside too;
+    and a corpus folder that links elsewhere accepts the CSV by its real path."""
+    monkeypatch.chdir(tmp_path)
+    for data in ({"source": "csv", "csv": {"path": "data/raw/metadata.csv"}},
+                 {"source": "csv", "csv": {"path": "./data/raw/sub/../metadata.csv"}},
+                 {"source": "csv", "csv": {"path": str(tmp_path / "data/raw/metadata.csv")}},
+                 {"source": "csv", "corpus": "/srv/corpus/", "csv": {"path": "/srv/corpus/metadata.csv"}},
+                 {"source": "presplit", "presplit": {s: f"data/raw/{s}.csv" for s in params.SPLITS}}):
+        assert params.parse(params.Params, {"data": data}, "").data.source == data["source"]
+    (tmp_path / "mounted").mkdir()
+    (tmp_path / "corpus").symlink_to(tmp_path / "mounted")
+    data = {"source": "csv", "corpus": "corpus", "csv": {"path": str(tmp_path / "mounted" / "metadata.csv")}}
+    assert params.parse(params.Params, {"data": data}, "").data.in_corpus(data["csv"]["path"])
+
+
+def test_the_synthetic_corpus_ignores_data_corpus():
+    """The embedded corpus reads no CSV, so a leftover csv path elsewhere is no error (nor any data.corpus)."""
+    data = {"source": "synthetic", "corpus": "/nowhere", "csv": {"path": "/srv/metadata.csv"},
+            "presplit": {s: f"/srv/{s}.csv" for s in params.SPLITS}}
+    assert params.parse(params.Params, {"data": data}, "").data.corpus == "/nowhere"
+    with pytest.raises(UserError, match=r"^data.corpus: must name the folder of your corpus"):
+        params.parse(params.Params, {"data": {"corpus": ""}}, "")
