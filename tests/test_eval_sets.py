@@ -84,6 +84,36 @@ def test_a_nan_clip_names_its_row_and_file_before_the_window_is_read(outside):
         eval_sets.validate("outside", folder, window, "error")
 
 
+def test_clips_too_short_for_an_audio_token_are_refused_before_the_window_is_read(outside):
+    """A 10-ms clip and a one-sample clip gave the model no audio token, and so the same logits (the prompt alone):
+    the set is refused, naming the first one's row, its duration and the shortest a clip may be; a clip of 20.0625 ms
+    (321 samples, one token) enters."""
+    folder, meta = outside
+    extra = []
+    for clip_id, n in (("blip", 160), ("one", 1), ("shortest", 321)):
+        sf.write(str(folder / "audio" / f"{clip_id}.wav"), np.full(n, 0.1, np.float32), 16000)
+        extra.append({**meta.iloc[0].to_dict(), "clip_id": clip_id, "audio_path": f"audio/{clip_id}.wav"})
+    pd.concat([meta, pd.DataFrame(extra)], ignore_index=True).to_csv(folder / "metadata.csv", index=False)
+
+    def window():
+        raise AssertionError("the model's window was read before every clip was checked")
+
+    with pytest.raises(UserError, match=rf"^{folder / 'metadata.csv'} row {len(meta) + 1} \(blip\): clip of 10 ms is "
+                                        r"shorter than 20\.0625 ms, the shortest that gives the model an audio token "
+                                        r"\(2 clips are\).*remove the row, or pad the clip"):
+        eval_sets.validate("outside", folder, window, "error")
+    pd.concat([meta, pd.DataFrame(extra[2:])], ignore_index=True).to_csv(folder / "metadata.csv", index=False)
+    manifest = eval_sets.validate("outside", folder, 100.0, "error")
+    assert manifest.set_index("clip_id").loc["shortest", "duration_s"] == round(321 / 16000, 6)
+
+
+def test_a_clip_id_that_cannot_name_a_file_is_refused(outside):
+    folder, meta = outside
+    meta.assign(clip_id=["../escaped"] + list(meta["clip_id"][1:])).to_csv(folder / "metadata.csv", index=False)
+    with pytest.raises(UserError, match=rf"^{folder / 'metadata.csv'} row 1: clip_id '\.\./escaped' contains '/'"):
+        eval_sets.validate("outside", folder, WINDOW_S, "error")
+
+
 def test_what_is_not_a_set_folder_is_refused_with_the_key(outside, tmp_path):
     folder, meta = outside
     with pytest.raises(UserError, match=r"^eval_sets\.outside: .*metadata\.csv is a file; give the folder"):

@@ -283,6 +283,100 @@ def test_a_clip_longer_than_the_model_window_is_decided_at_prepare(user_corpus, 
         assert f"audio.long_clips={policy}" in caplog.text
 
 
+def refused_by_prepare(csv: Path, out: Path) -> str:
+    """The one-line error ``prepare`` of the corpus ``csv`` (data.source csv) stops with; nothing is left at ``out``."""
+    data = params_mod.Data(source="csv", csv=params_mod.CsvData(path=str(csv)))
+    with pytest.raises(UserError) as err:
+        splits.prepare(data, out)
+    assert "\n" not in str(err.value) and not out.exists() and leftovers(out) == []
+    return str(err.value)
+
+
+def test_a_clip_id_that_would_write_outside_its_folder_is_refused_at_prepare(user_corpus, tmp_path):
+    """The conditions stage names files after clip ids: '../../../escaped' would have written outside its folder."""
+    source = pd.read_csv(user_corpus)
+    source.loc[2, "clip_id"] = "../../../escaped"
+    source.to_csv(user_corpus, index=False)
+    message = refused_by_prepare(user_corpus, tmp_path / "out")
+    assert message.startswith(f"{user_corpus} row 3: clip_id '../../../escaped' contains '/'")
+    assert "replace them with _" in message
+
+
+def short_wav(path: Path, n: int, rate: int = 16000) -> Path:
+    """A real WAV of ``n`` frames of a 440 Hz tone at ``rate``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), (0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)).astype(np.float32), rate)
+    return path
+
+
+def test_a_clip_too_short_for_an_audio_token_is_refused_at_prepare(user_corpus, tmp_path):
+    """10 ms and one sample give the model no audio token (it would answer from the prompt alone): prepare stops,
+    naming the first one's row, its duration and the shortest a clip may be, before anything is written."""
+    source = pd.read_csv(user_corpus)
+    short_wav(user_corpus.parent / "audio" / "blip.wav", 160)
+    short_wav(user_corpus.parent / "audio" / "one.wav", 1)
+    source.loc[4, "audio_path"], source.loc[6, "audio_path"] = "audio/blip.wav", "audio/one.wav"
+    source.to_csv(user_corpus, index=False)
+    message = refused_by_prepare(user_corpus, tmp_path / "out")
+    assert message == (f"{user_corpus} row 5 ({source.loc[4, 'clip_id']}): clip of 10 ms is shorter than 20.0625 ms, "
+                       "the shortest that gives the model an audio token (2 clips are), so the model would answer from "
+                       "the prompt alone; remove the row, or pad the clip (with silence or noise) to at least 20.0625 ms")
+
+
+@pytest.mark.parametrize("rate, frames", [(16000, 320), (16000, 321), (44100, 883), (44100, 884), (8000, 160),
+                                          (8000, 161)])
+def test_the_shortest_clip_is_counted_in_the_samples_the_model_gets(tmp_path, rate, frames):
+    """A clip passes prepare exactly when it decodes to at least 321 samples at 16 kHz, whatever its file's rate
+    (884 frames at 44.1 kHz are 20.04 ms but 321 samples once resampled)."""
+    from speech_calibration.data.audio import load_audio
+    from speech_calibration.data.short_clips import MIN_SAMPLES
+
+    short_wav(tmp_path / "audio" / "a.wav", frames, rate)
+    csv = tmp_path / "meta.csv"
+    csv.write_text("clip_id,audio_path,label,group_id\nc1,audio/a.wav,SPEECH,g1\n")
+    meta = schema.read_metadata(csv, require_both_classes=False)
+    heard = len(load_audio(tmp_path / "audio" / "a.wav")) >= MIN_SAMPLES
+    assert heard == (frames in (321, 884, 161))
+    if heard:
+        assert splits.with_durations(meta, csv)[schema.DURATION_S].tolist() == [frames / rate]
+    else:
+        with pytest.raises(UserError, match=rf"^{csv} row 1 \(c1\): clip of [\d.]+ ms is shorter than 20\.0625 ms"):
+            splits.with_durations(meta, csv)
+
+
+def test_the_shortest_clip_agrees_with_the_models_audio_tokens():
+    """``short_clips.min_samples`` against the model's own arithmetic: for every length of 1 to 2000 samples, the
+    frames the Whisper feature extractor marks real (hop 160 at 16 kHz, as every Qwen2-Audio checkpoint's and the
+    tiny model's) give ``num_audio_tokens`` >= 1 exactly from min_samples() on."""
+    from transformers import WhisperFeatureExtractor
+
+    from speech_calibration.data.short_clips import MEL_HOP, MIN_SAMPLES, min_samples
+    from speech_calibration.model.inputs import num_audio_tokens
+
+    extractor = WhisperFeatureExtractor(feature_size=80, sampling_rate=16000, hop_length=MEL_HOP, chunk_length=1)
+    lengths = np.arange(1, 2001)
+    out = extractor([np.full(n, 0.1, np.float32) for n in lengths], sampling_rate=16000, padding="max_length",
+                    max_length=2080, return_attention_mask=True, return_tensors="np")
+    tokens = np.array([num_audio_tokens(int(f)) for f in out["attention_mask"].sum(-1)])
+    np.testing.assert_array_equal(tokens >= 1, lengths >= min_samples(MEL_HOP))
+    assert MIN_SAMPLES == min_samples() == 321 and num_audio_tokens(2) == 0  # a clip of exactly 20 ms: 2 frames
+
+
+def test_every_condition_variant_of_the_shortest_clip_gives_an_audio_token():
+    """The conditions stage's 20-ms duration level sits in a container of noise, so the model hears it: every variant
+    of the shortest clip prepare accepts (and of a 1.2-s clip) is at least MIN_SAMPLES long."""
+    from speech_calibration.data.short_clips import MIN_SAMPLES
+    from speech_calibration.data.variants import render_clip
+
+    cfg = params_mod.Conditions()
+    assert min(cfg.durations_ms) == 20
+    for n in (MIN_SAMPLES, 19200):
+        x = 0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000)
+        variants = render_clip(x, "c1", cfg, 16000)
+        assert ("duration", "20", ) == variants[1][:2]
+        assert min(len(y) for _, _, y in variants) >= MIN_SAMPLES
+
+
 def test_csv_with_no_valid_split_is_rejected(tmp_path, make_audio, make_params, capsys):
     rows = [f"c{g},{make_audio(f'a{g}.wav')},{label},spk{g}" for g, label in
             enumerate(["SPEECH", "SPEECH", "NONSPEECH", "NONSPEECH"])]

@@ -136,6 +136,55 @@ def test_ids_with_leading_or_trailing_whitespace(corpus, line, column, value):
     rejected(corpus([GOOD[0], line]), "row 2", f"{column} '{value}'", "leading or trailing whitespace", "remove it")
 
 
+@pytest.mark.parametrize("clip_id, words", [
+    ("../../../escaped", ["contains '/'", "another folder", "replace them with _"]),
+    ("spk1/c2", ["contains '/'"]),
+    ("spk1\\c2", ["contains '\\'"]),
+    (".hidden", ["starts with '.'", "parent folder"]),
+    ("..", ["starts with '.'"]),
+    ("c\tx", ["control character U+0009", "remove it"]),
+    ("c\x07x", ["control character U+0007"]),
+    ("x" * 151, ["151 bytes long in UTF-8, over the 150", "shorten it"]),
+    ("\u00e9" * 76, ["152 bytes long in UTF-8"]),  # 76 characters, two bytes each
+], ids=["parent_folders", "slash", "backslash", "leading_dot", "dot_dot", "tab", "bell", "151_bytes", "152_bytes"])
+def test_a_clip_id_that_cannot_name_a_file_is_refused(corpus, clip_id, words):
+    """Clip ids name the conditions stage's files: a '/' would write outside its folder, a long id fail to write."""
+    message = rejected(corpus([GOOD[0], f'"{clip_id}",audio/b.wav,NONSPEECH,g1,,,']), "row 2: clip_id", *words)
+    assert message.isprintable()  # a control character in the id is shown escaped: the error stays one line
+
+
+def test_clip_ids_that_can_name_a_file_are_read(corpus):
+    ids = ["x" * schema.MAX_CLIP_ID_BYTES, "\u00e9" * (schema.MAX_CLIP_ID_BYTES // 2), "a.b", "spk 1 c-2_\u65e5\u672c"]
+    lines = [f"{cid},audio/{name}.wav,{label},g1,,," for cid, name, label in
+             zip(ids, "abcd", ["SPEECH", "NONSPEECH", "SPEECH", "NONSPEECH"])]
+    assert list(schema.read_metadata(corpus(lines))[schema.CLIP_ID]) == ids
+
+
+def test_the_longest_clip_id_names_every_condition_variant(tmp_path, make_audio):
+    """A clip id of MAX_CLIP_ID_BYTES renders every variant of the conditions stage (written through temporary names
+    longer still), and with the widest suffix MAX_VARIANT_SUFFIX_BYTES allows, a file is still written; the variants'
+    metadata reads back, its ids longer than a clip's by their suffix."""
+    from speech_calibration import layout
+    from speech_calibration import params as params_mod
+    from speech_calibration.data import variants
+    from speech_calibration.data.audio import write_audio
+    from speech_calibration.fileio import write_csv
+
+    longest = "\u00e9" * (schema.MAX_CLIP_ID_BYTES // 2)
+    widest = longest + "x" * schema.MAX_VARIANT_SUFFIX_BYTES
+    write_audio(tmp_path / "widest" / f"{widest}.wav", np.zeros(1600, np.float32))
+    assert (tmp_path / "widest" / f"{widest}.wav").is_file()
+    meta = pd.DataFrame([{schema.CLIP_ID: longest, schema.LABEL: schema.SPEECH, schema.GROUP_ID: "g1",
+                          "audio_file": str(make_audio("clip.wav", seconds=1.2))}])
+    cfg = params_mod.Conditions()
+    frame = variants.render(meta, cfg, 16000, tmp_path / "conditions", 6.0)
+    assert len(frame) == 1 + len(cfg.durations_ms) + len(cfg.snr_db) + len(cfg.t60_s) + len(cfg.band)
+    write_csv(layout.conditions_csv(root=tmp_path / "conditions"), frame)
+    read = schema.read_metadata(layout.conditions_csv(root=tmp_path / "conditions"), require_both_classes=False)
+    assert len(read) == len(frame)
+    assert max(len(cid.encode()) for cid in frame[schema.CLIP_ID]) > schema.MAX_CLIP_ID_BYTES
+
+
 def test_group_ids_differing_only_in_case_in_one_file(corpus):
     rejected(corpus([GOOD[0], GOOD[1], "c3,audio/c.wav,SPEECH,G1,,,"]), "row 3", "group_id 'G1' differs only in case",
              "'g1' (row 1)", "spell each group one way")

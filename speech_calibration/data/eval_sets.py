@@ -8,7 +8,8 @@ so editing the CSV or any audio file in it re-runs that stage, and only the stag
 output follow (when the output changed).
 
 :func:`validate` decodes every clip once (missing, undecodable, empty, NaN or infinite: one line naming
-the CSV row and the file's absolute path), applies ``audio.long_clips`` to the durations before any
+the CSV row and the file's absolute path), refuses a clip too short to give the model an audio token (under
+20.0625 ms: :mod:`speech_calibration.data.short_clips`), applies ``audio.long_clips`` to the durations before any
 model is loaded, and returns the *manifest*: the metadata with each clip's audio path resolved, its
 decoded duration and the SHA-256 of its file, written to ``data/eval_sets/<name>/metadata.csv`` by
 :func:`write_manifest`. Every system scores the manifest, so a changed file changes the manifest's
@@ -24,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from speech_calibration import layout
-from speech_calibration.data import long_clips, schema
+from speech_calibration.data import long_clips, schema, short_clips
 from speech_calibration.data.audio import MODEL_RATE, load_clips
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv
@@ -76,6 +77,7 @@ def validate(name: str, folder: str | os.PathLike, window_s, policy: str) -> pd.
                             "see it change; move the audio into the folder (paths relative to the CSV)")
     audios = load_clips(list(meta["audio_file"]), MODEL_RATE, places)  # every clip decoded once, here
     durations = [len(a) / MODEL_RATE for a in audios]
+    short_clips.check([len(a) for a in audios], durations, places)
     long_clips.report(durations, places, window_s() if callable(window_s) else window_s, policy, f"eval set {name}")
     classes = set(meta[schema.LABEL])
     if len(classes) < 2:

@@ -21,10 +21,14 @@ the row and the fix. The rules that are easy to trip over:
   R, numpy and spreadsheets write for it (``NA``, ``NaN``, ``nan``, ``N/A``, ``NULL``, ``None``, ...: see
   ``MISSING_SPELLINGS``, any case); any other text there is an error.
 - across the split CSVs read together, no group, no ``clip_id`` and no audio file may appear in two splits.
+- a ``clip_id`` names files (the ``conditions`` stage writes ``audio/<clip_id>__<condition>_<level>.wav``), so it
+  may not contain ``/`` or ``\\``, start with ``.``, contain a control character, or be longer than
+  ``MAX_CLIP_ID_BYTES`` (150 bytes of UTF-8).
 """
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -71,6 +75,13 @@ CONDITION = "condition"  # clean | duration | snr | reverb | band
 LEVEL = "level"  # a number (ms, dB, s) or a filter name, written by level_text; "clean" for the reference
 CLEAN = "clean"
 DIMENSIONS = ("duration", "snr", "reverb", "band")  # the order of the report
+
+
+# A clip id names files: audio/<clip_id>__<condition>_<level><unit>.wav (variants.variant_id), written through a
+# temporary ".<file name>.XXXXXXXX.wav" beside it (fileio.atomic_path), which must fit the 255 bytes of a file name.
+MAX_VARIANT_SUFFIX_BYTES = 26  # the longest: "__duration_" + a level_text of 13 ("-1.23457e+100") + "ms"
+MAX_CLIP_ID_BYTES = 150  # UTF-8: 150 + 26 + len(".wav") + 14 of the temporary name = 194 bytes, room to spare
+UNSAFE_ID_CHARACTERS = ("/", "\\")  # folder separators (POSIX, Windows)
 
 
 def level_text(value: float | str) -> str:
@@ -123,6 +134,35 @@ def _check_ids_and_labels(df: pd.DataFrame, path: Path) -> None:
         raise UserError(f"{path} row {row}: label '{df[LABEL].iloc[row - 1]}' is not one of {', '.join(LABELS)}")
 
 
+def _clip_id_problem(clip_id: str, max_bytes: int) -> str | None:
+    """What keeps ``clip_id`` from naming a file (see MAX_CLIP_ID_BYTES), or None."""
+    separator = next((c for c in UNSAFE_ID_CHARACTERS if c in clip_id), None)
+    if separator:
+        return (f"contains '{separator}', which would put its files in another folder; use neither / nor \\ in "
+                "clip ids (e.g. replace them with _)")
+    if clip_id.startswith("."):
+        return "starts with '.' (a hidden file, or with '..' a parent folder); start it with another character"
+    control = next((c for c in clip_id if unicodedata.category(c) == "Cc"), None)
+    if control:
+        return f"contains the control character U+{ord(control):04X}; remove it"
+    size = len(clip_id.encode("utf-8"))
+    if size > max_bytes:
+        return (f"is {size} bytes long in UTF-8, over the {max_bytes} a clip id may have (the conditions stage names "
+                "files after it); shorten it")
+    return None
+
+
+def _check_clip_ids_name_files(df: pd.DataFrame, path: Path) -> None:
+    """Every ``clip_id`` can name a file (see MAX_CLIP_ID_BYTES). Condition variants' ids are their base clip's id
+    and a suffix of up to MAX_VARIANT_SUFFIX_BYTES."""
+    max_bytes = MAX_CLIP_ID_BYTES + (MAX_VARIANT_SUFFIX_BYTES if BASE_CLIP_ID in df.columns else 0)
+    for i, clip_id in enumerate(df[CLIP_ID]):
+        problem = _clip_id_problem(clip_id, max_bytes)
+        if problem:
+            shown = clip_id if len(clip_id) <= 60 else clip_id[:40] + "..."
+            raise UserError(f"{path} row {i + 1}: clip_id {shown!r} {problem}")
+
+
 def _check_group_case(df: pd.DataFrame, path: Path) -> None:
     """Two group ids that differ only in case are refused (see the module doc)."""
     first: dict[str, tuple[str, int]] = {}  # casefolded id -> (its first spelling, its row)
@@ -173,6 +213,7 @@ def read_metadata(path: str | os.PathLike, *, check_audio: bool = True, require_
     df = _read_csv(path)
     _check_columns(df, path, METADATA_REQUIRED)
     _check_ids_and_labels(df, path)
+    _check_clip_ids_name_files(df, path)
     _check_group_case(df, path)
     for col in NUMERIC_OPTIONAL:
         if col in df.columns:

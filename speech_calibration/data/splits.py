@@ -12,22 +12,24 @@ and class balance per split (``metrics/data.json``). ``params.yaml`` ``data.sour
              the rest. Reproducible from data.split_seed; every split holds both classes.
   presplit   your three split CSVs (data.presplit.train/dev/test), validated and copied into place.
 
-Every input CSV is validated (columns, unique clip ids, labels, readable audio, no group, clip id or
-audio file in two splits, both classes in every split; see :mod:`speech_calibration.data.schema`). Audio
+Every input CSV is validated (columns, unique clip ids that can name a file, labels, readable audio, no group,
+clip id or audio file in two splits, both classes in every split; see :mod:`speech_calibration.data.schema`). Audio
 paths of csv and presplit corpora are rewritten so they still resolve from the new folder (absolute paths
 stay absolute). The output folder is built beside its final place and swapped in whole, so a crash
 leaves the previous folder untouched.
 
 Durations of csv and presplit clips come from their audio files' headers (frames / sample rate, no
-decoding), for the long-clip check, the written ``duration_s`` and ``metrics/data.json`` alike: a CSV's
+decoding), for the long- and short-clip checks, the written ``duration_s`` and ``metrics/data.json`` alike: a CSV's
 own ``duration_s`` is never trusted. Where it differs from the header by more than DURATION_TOLERANCE_S
 (0.05 s: a duration rounded to one decimal is off by up to 0.05 s, and lossy codecs' priming and padding,
 which tools count differently, by a few hundredths), one warning line names the first such row and both
 values. A warning, not an error: the usual cause is a column left stale after the audio was trimmed or
-re-encoded, the value is replaced anyway, and a duration cannot tell a wrong file from a right one.
+re-encoded, the value is replaced anyway, and a duration cannot tell a wrong file from a right one. A clip
+shorter than 20.0625 ms gives the model no audio token at all and is refused (:mod:`speech_calibration.data.short_clips`).
 
-Note for csv and presplit: DVC tracks only what dvc.yaml lists; add your CSVs (and audio folder)
-to the prepare stage's deps, or run `dvc repro -f prepare` after changing them.
+For csv and presplit, the CSVs lie in ``data.corpus`` (params refuses them elsewhere), a dep of the prepare
+stage, so an edit to them, or to audio kept there too, re-runs it (``stages/prepare.py`` warns about audio
+outside).
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from speech_calibration import layout
-from speech_calibration.data import corpus, long_clips, schema
+from speech_calibration.data import corpus, long_clips, schema, short_clips
 from speech_calibration.data.audio import load_clips, probe_audio
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv
@@ -126,15 +128,18 @@ def check_decodable(df: pd.DataFrame, csv: str | os.PathLike, chunk: int = 64) -
 
 def with_durations(df: pd.DataFrame, csv: str | os.PathLike) -> pd.DataFrame:
     """``df`` with every ``duration_s`` read from its audio file's header (needs the ``audio_file`` column); a CSV
-    value that differs by more than DURATION_TOLERANCE_S is reported in one warning line (see the module doc)."""
+    value that differs by more than DURATION_TOLERANCE_S is reported in one warning line (see the module doc), and
+    a clip too short to give the model an audio token is refused (:mod:`speech_calibration.data.short_clips`)."""
     places = schema.clip_places(csv, df)
     header = np.empty(len(df))
+    samples = np.empty(len(df), dtype=np.int64)  # at the model's rate, once decoded
     for i, (file, place) in enumerate(zip(df["audio_file"], places)):
         try:
             info = probe_audio(file)
         except UserError as err:
             raise UserError(f"{place}: {err}") from None
         header[i] = info.frames / info.samplerate
+        samples[i] = short_clips.samples_at_model_rate(info.frames, info.samplerate)
     if schema.DURATION_S in df.columns:
         declared = df[schema.DURATION_S].to_numpy(float)
         off = np.flatnonzero(np.abs(declared - header) > DURATION_TOLERANCE_S + 1e-9)  # NaN (not declared) is never off
@@ -143,6 +148,7 @@ def with_durations(df: pd.DataFrame, csv: str | os.PathLike) -> pd.DataFrame:
             log.warning("%s: duration_s %g differs from its audio file's %.3f s (%s) by more than %g s; prepare uses the "
                         "audio's (%d of %d rows differ); correct the column or leave it empty", places[i], declared[i],
                         header[i], df["audio_file"].iloc[i], DURATION_TOLERANCE_S, off.size, len(df))
+    short_clips.check(samples, header, places)
     return df.assign(**{schema.DURATION_S: header})
 
 
