@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from speech_calibration.errors import UserError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -28,6 +30,20 @@ def _publish(tmp: Path, directory: bool = False) -> None:
     os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())
 
 
+def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
+    """Refuse, in one line, an output path that cannot be written: a folder where a file is to go (``folder``: a
+    folder is to go there, and may replace one), a file where a parent folder would be, or a parent folder that
+    cannot be written into. Commands call it on their outputs before any work, so a mistake costs no scoring run."""
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise UserError(f"{path}: is a folder; name a file to write")
+    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p == Path(p.anchor or "."))
+    if existing.exists() and not existing.is_dir():
+        raise UserError(f"{path}: {existing} is a file, not a folder; choose another path")
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{path}: cannot write into {existing} (permission denied); choose another path")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on error removed.
@@ -36,6 +52,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     (matplotlib, soundfile) still do.
     """
     path = Path(path)
+    check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix, dir=path.parent)
     os.close(fd)
@@ -83,6 +100,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     ``path`` missing (a stop that arrives then takes effect once the new folder is in place).
     """
     path = Path(path)
+    check_writable(path, folder=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     old = None

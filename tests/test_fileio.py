@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from speech_calibration.fileio import atomic_dir, atomic_path, write_json
+from speech_calibration.errors import UserError
+from speech_calibration.fileio import atomic_dir, atomic_path, check_writable, write_json, write_text
 
 
 def _umask() -> int:
@@ -23,6 +24,23 @@ def test_written_files_and_folders_get_the_mode_of_a_plain_write(tmp_path):
     (tmp_path / "plain_dir").mkdir()
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o666 & ~_umask()
     assert (tmp_path / "d").stat().st_mode & 0o777 == (tmp_path / "plain_dir").stat().st_mode & 0o777
+
+
+def test_an_output_that_cannot_be_written_is_one_line_before_anything_is_written(tmp_path):
+    """A folder where a file goes, and a file where a parent folder would be: a UserError naming the path (not an
+    IsADirectoryError traceback after the work), and no temporary left; a folder may replace a folder, and missing
+    parents are made."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match=r"folder: is a folder; name a file to write$"):
+        write_text(tmp_path / "folder", "y")
+    with pytest.raises(UserError, match=r"file/out.json: .*file is a file, not a folder; choose another path$"):
+        write_json(tmp_path / "file/out.json", {})
+    with pytest.raises(UserError, match=r"is a file, not a folder"), atomic_dir(tmp_path / "file/d"):
+        pass
+    check_writable(tmp_path / "folder", folder=True)
+    check_writable(tmp_path / "new/and/newer/out.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"] and not any((tmp_path / "folder").iterdir())
 
 
 def test_a_crash_leaves_the_old_file_and_no_temporary(tmp_path):
