@@ -19,13 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python scripts/...` from anywhere
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
 from speech_calibration.cli import run  # noqa: E402
-from speech_calibration.data.study_tables import read_logits_table  # noqa: E402
+from speech_calibration.data.study_tables import predicted_speech, probabilities, read_logits_table  # noqa: E402
 from speech_calibration.errors import UserError  # noqa: E402
-from speech_calibration.fileio import write_text  # noqa: E402
+from speech_calibration.fileio import check_writable, write_text  # noqa: E402
 from speech_calibration.report.summary import study_lines  # noqa: E402
 from speech_calibration.stats import metrics  # noqa: E402
 
@@ -33,25 +30,11 @@ from speech_calibration.stats import metrics  # noqa: E402
 def seed_metrics(path: Path, n_bins: int) -> dict[str, float]:
     """The metrics of one seed's test CSV (see the module doc for the columns used)."""
     df, a, b, y = read_logits_table(path)
-    col = next((c for c in ("p_speech", "prob_A") if c in df.columns), None)
-    if col is None:
-        p = metrics.p_speech_from_logits(a, b)
-    else:
-        p = pd.to_numeric(df[col], errors="coerce").to_numpy(float)  # text -> NaN, caught below with its row
-        bad = ~((p >= 0) & (p <= 1))
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            value = "missing (an empty or NA cell)" if pd.isna(df[col].iloc[row]) else f"'{df[col].iloc[row]}'"
-            raise UserError(f"{path} row {row + 1}: {col} is {value}, not a probability in [0, 1]; fix or drop the row")
-    m = metrics.binary_metrics(y, p, n_bins=n_bins, decomposition=False)
-    if "predicted_token" in df.columns:
-        tok = df["predicted_token"].astype(str).str.strip().str.upper()
-        bad = ~tok.isin(["A", "B", "SPEECH", "NONSPEECH"]).to_numpy()
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise UserError(f"{path} row {row + 1}: predicted_token '{df['predicted_token'].iloc[row]}' is not A, B, "
-                            "SPEECH or NONSPEECH")
-        pred = tok.isin(["A", "SPEECH"]).to_numpy().astype(np.int64)
+    p = probabilities(df, path)
+    m = metrics.binary_metrics(y, metrics.p_speech_from_logits(a, b) if p is None else p, n_bins=n_bins,
+                               decomposition=False)
+    pred = predicted_speech(df, path)
+    if pred is not None:
         m.update(accuracy=metrics.accuracy(y, pred), acc_speech=metrics.class_accuracy(y, pred, 1),
                  acc_nonspeech=metrics.class_accuracy(y, pred, 0), balanced_accuracy=metrics.balanced_accuracy(y, pred))
     return {k: float(v) for k, v in m.items()} | {"n": len(y)}
@@ -67,6 +50,12 @@ def main(argv=None) -> None:
     p.add_argument("--output_file", type=Path, required=True)
     p.add_argument("--n_bins", type=int, default=15, help="ECE bins (default: %(default)s)")
     args = p.parse_args(argv)
+    if args.n_bins < 2:
+        raise UserError(f"--n_bins: {args.n_bins} must be at least 2")
+    repeated = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
+    if repeated:
+        raise UserError(f"--seeds: {', '.join(map(str, repeated))} given twice; list each seed once")
+    check_writable(args.output_file)
     if "{seed}" not in args.test_pattern:
         raise UserError(f"--test_pattern '{args.test_pattern}' must contain {{seed}}, e.g. seed_{{seed}}_test_calibrated.csv")
     try:

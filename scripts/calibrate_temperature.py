@@ -24,7 +24,7 @@ from speech_calibration.calibration.fitting import fit  # noqa: E402
 from speech_calibration.cli import run  # noqa: E402
 from speech_calibration.data.study_tables import read_logits_table  # noqa: E402
 from speech_calibration.errors import UserError  # noqa: E402
-from speech_calibration.fileio import write_text  # noqa: E402
+from speech_calibration.fileio import check_writable, write_text  # noqa: E402
 from speech_calibration.stats import metrics  # noqa: E402
 
 
@@ -43,10 +43,14 @@ def main(argv=None) -> None:
     low, high = args.bounds
     if not (math.isfinite(high) and 0 < low < high):
         raise UserError(f"--bounds: {low:g} {high:g} must be two finite numbers 0 < LOW < HIGH, e.g. --bounds 0.01 100")
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        raise UserError(f"--plot: {args.plot} must end in .png (the reliability diagram is a PNG)")
+    for out in (args.output_temp, args.plot):  # before any work
+        if out is not None:
+            check_writable(out)
     _, a, b, y = read_logits_table(args.predictions_csv)
     cal = fit("temperature", a, b, y, temperature_bounds=(low, high))
     t = cal.params["temperature"]
-    write_text(args.output_temp, f"{t:.6f}\n")
     before = metrics.binary_metrics(y, metrics.p_speech_from_logits(a, b), n_bins=args.n_bins, decomposition=False)
     after = metrics.binary_metrics(y, cal.predict_proba(a, b), n_bins=args.n_bins, decomposition=False)
     lines = [f"Optimal temperature: T={t:.6f}" + (" (at a search bound)" if cal.info.get("at_bound") else ""),
@@ -70,6 +74,7 @@ def main(argv=None) -> None:
                          legend={"uncalibrated": f"T=1 (ECE {before['ece']:.3f})",
                                  "calibrated": f"T={t:.3f} (ECE {after['ece']:.3f})"})
         lines.append(f"Plot: {args.plot}")
+    write_text(args.output_temp, f"{t:.6f}\n")  # last: a run that stopped early leaves no temperature behind
     print("\n".join(lines))
 
 

@@ -21,16 +21,20 @@ or audio that does not decode, is found while scoring).
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 import tempfile
 from pathlib import Path
 
-from speech_calibration import params as params_mod
-from speech_calibration.calibration import calibrators
-from speech_calibration.cli import run
-from speech_calibration.data import schema
-from speech_calibration.errors import UserError
-from speech_calibration.fileio import write_csv
-from speech_calibration.model.scoring import Scorer, score_csvs
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python scripts/...` from anywhere
+
+from speech_calibration import params as params_mod  # noqa: E402
+from speech_calibration.calibration import calibrators  # noqa: E402
+from speech_calibration.cli import run  # noqa: E402
+from speech_calibration.data import schema  # noqa: E402
+from speech_calibration.errors import UserError  # noqa: E402
+from speech_calibration.fileio import check_writable, write_csv  # noqa: E402
+from speech_calibration.model.scoring import Scorer, score_csvs  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -43,8 +47,9 @@ def main(argv=None) -> None:
     p.add_argument("--output_csv", type=Path, required=True)
     p.add_argument("--params", default="params.yaml")
     args = p.parse_args(argv)
-    if not args.temperature > 0:
-        raise UserError(f"--temperature: {args.temperature} must be positive")
+    if not (args.temperature > 0 and math.isfinite(args.temperature)):
+        raise UserError(f"--temperature: {args.temperature} must be a positive finite number")
+    check_writable(args.output_csv)
     params = params_mod.load(args.params)
     schema.read_metadata(args.test_csv, require_both_classes=False)  # inputs checked before the model loads
     cal = (calibrators.load(args.calibrator) if args.calibrator is not None

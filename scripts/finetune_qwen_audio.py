@@ -16,11 +16,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sys
 from pathlib import Path
 
-from speech_calibration import params as params_mod
-from speech_calibration.cli import run
-from speech_calibration.model.training import train
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python scripts/...` from anywhere
+
+from speech_calibration import params as params_mod  # noqa: E402
+from speech_calibration.cli import run  # noqa: E402
+from speech_calibration.fileio import check_writable  # noqa: E402
+from speech_calibration.model.training import train  # noqa: E402
 
 log = logging.getLogger("scripts.finetune_qwen_audio")
 
@@ -33,6 +37,7 @@ def main(argv=None) -> None:
                    help="LoRA on the MLP projections too; without it lora.mlp_targets is false whatever params.yaml says")
     p.add_argument("--params", default="params.yaml")
     args = p.parse_args(argv)
+    check_writable(args.output_dir / "final", folder=True)
     params = params_mod.load(args.params)
     if params.lora.mlp_targets and not args.add_mlp_targets:
         log.warning("no --add_mlp_targets: lora.mlp_targets=false for this run, overriding %s's true (the study's "

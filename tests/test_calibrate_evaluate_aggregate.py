@@ -520,6 +520,83 @@ def test_study_wrappers_name_the_flag_or_the_cell_they_reject(project):
         _one_line_error(bad, f"results/seed_{seed}_test.csv row 5: p_speech is {shown}", "not a probability in [0, 1]")
 
 
+def _study_csv(path: Path, n: int = 16, **columns) -> Path:
+    """A study-style dev/test CSV of ``n`` clips: alternating truth, logits that mostly agree with it."""
+    y = np.arange(n) % 2
+    z = np.where(y == 1, 1.5, -1.5) + np.linspace(-1, 1, n)
+    frame = pd.DataFrame({"clip_id": [f"c{i}" for i in range(n)], "ground_truth_token": np.where(y == 1, "A", "B"),
+                          "logit_A": z / 2, "logit_B": -z / 2, "predicted_token": np.where(z >= 0, "A", "B"),
+                          "p_speech": 1 / (1 + np.exp(-z))})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.assign(**columns).to_csv(path, index=False)
+    return path
+
+
+def test_study_wrappers_refuse_what_they_cannot_write_before_any_work(tmp_path):
+    """An output that is a folder, a .pdf plot, a p_speech of 1.7, a seed given twice, --n_bins 0 and an infinite
+    temperature are each one line, exit 2, no traceback (review: some were tracebacks after the work, and calibrate
+    had written its temperature when the plot failed); nothing is written."""
+    dev = _study_csv(tmp_path / "dev.csv")
+    script = str(ROOT / "scripts/calibrate_temperature.py")
+    (tmp_path / "a_folder").mkdir()
+    _one_line_error(run(tmp_path, script, "--predictions_csv", "dev.csv", "--output_temp", "t.txt", "--plot", "a_folder",
+                        check=False), "--plot: a_folder must end in .png")
+    _one_line_error(run(tmp_path, script, "--predictions_csv", "dev.csv", "--output_temp", "t.txt", "--plot",
+                        "dev.csv/x.png", check=False), "dev.csv/x.png: dev.csv is a file, not a folder")
+    (tmp_path / "taken.png").mkdir()
+    _one_line_error(run(tmp_path, script, "--predictions_csv", "dev.csv", "--output_temp", "t.txt", "--plot",
+                        "taken.png", check=False), "taken.png: is a folder; name a file to write")
+    _one_line_error(run(tmp_path, script, "--predictions_csv", "dev.csv", "--output_temp", "a_folder", check=False),
+                    "a_folder: is a folder")
+    assert not (tmp_path / "t.txt").exists()
+    pd.read_csv(dev).drop(columns=["logit_A", "logit_B"]).assign(p_speech=lambda f: f["p_speech"].where(f.index != 3, 1.7)) \
+        .to_csv(tmp_path / "p_only.csv", index=False)
+    _one_line_error(run(tmp_path, script, "--predictions_csv", "p_only.csv", "--output_temp", "t.txt", check=False),
+                    "p_only.csv row 4: p_speech is '1.7', not a probability in [0, 1]")
+    assert not (tmp_path / "t.txt").exists()
+    run(tmp_path, script, "--predictions_csv", "dev.csv", "--output_temp", "t.txt", "--plot", "r.png")
+    assert (tmp_path / "t.txt").is_file() and (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+    aggregate = str(ROOT / "scripts/aggregate_multi_seed.py")
+    for s in (1, 2):
+        _study_csv(tmp_path / f"results/seed_{s}_test_calibrated.csv")
+    common = ("--model_name", "m", "--predictions_dir", "results", "--output_file", "summary.txt")
+    _one_line_error(run(tmp_path, aggregate, *common, "--seeds", "1", "2", "1", check=False), "--seeds: 1 given twice")
+    _one_line_error(run(tmp_path, aggregate, *common, "--seeds", "1", "2", "--n_bins", "0", check=False),
+                    "--n_bins: 0 must be at least 2")
+    _one_line_error(run(tmp_path, aggregate, "--model_name", "m", "--predictions_dir", "results", "--output_file",
+                        "a_folder", "--seeds", "1", "2", check=False), "a_folder: is a folder")
+    assert not (tmp_path / "summary.txt").exists()
+    _one_line_error(run(tmp_path, str(ROOT / "scripts/evaluate_with_logits.py"), "--checkpoint", "none", "--test_csv",
+                        "dev.csv", "--temperature", "inf", "--output_csv", "o.csv", check=False),
+                    "--temperature: inf must be a positive finite number")
+    _one_line_error(run(tmp_path, str(ROOT / "scripts/evaluate_with_logits.py"), "--checkpoint", "none", "--test_csv",
+                        "dev.csv", "--output_csv", "a_folder", check=False), "a_folder: is a folder")
+    (tmp_path / "a_file").write_text("x")
+    _one_line_error(run(tmp_path, str(ROOT / "scripts/finetune_qwen_audio.py"), "--seed", "1", "--output_dir", "a_file",
+                        check=False), "a_file is a file, not a folder")
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "scripts").glob("*.py")))
+def test_each_study_wrapper_imports_the_library_beside_it(tmp_path, script):
+    """A wrapper run as ``python scripts/<name>.py`` uses the package of its own checkout, not whichever one is
+    installed or on PYTHONPATH (review: two of the four ran another checkout's code). A copy of the checkout whose
+    package announces itself shows which one ran."""
+    import shutil
+
+    copy = tmp_path / "checkout"
+    shutil.copytree(ROOT / "scripts", copy / "scripts")
+    shutil.copytree(ROOT / "speech_calibration", copy / "speech_calibration",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    init = copy / "speech_calibration/__init__.py"
+    init.write_text(init.read_text() + "\nimport sys as _sys\n_sys.stderr.write('this-copy-of-the-package\\n')\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}  # another checkout first on the path
+    res = subprocess.run([sys.executable, str(copy / "scripts" / script), "--help"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "usage" in res.stdout, res.stderr
+    assert "this-copy-of-the-package" in res.stderr
+
+
 def test_headline_files_cover_test_and_every_evaluation_set():
     """``summary.headlines``: one file per system and series on test (``fine_tuned``: the seeds' mean; a detector by
     its short name) and the same for each evaluation set under ``metrics/headline/eval_sets/<name>/``, each with the

@@ -13,13 +13,16 @@ import pandas as pd
 from speech_calibration.errors import UserError
 from speech_calibration.stats import metrics
 
+PROBABILITY_COLUMNS = ("p_speech", "prob_A")  # the study's names for p(SPEECH), in the order they are looked for
+
 
 def read_logits_table(path: str | Path):
     """Read a study-style predictions CSV leniently: (logit_A, logit_B, y) plus the frame.
 
     Needs the truth as ``ground_truth_token`` (A / B, or SPEECH / NONSPEECH) or ``label``, and the score
     as ``logit_A`` and ``logit_B``, else ``p_speech`` or ``prob_A`` (turned into ``logit_A = log(p / (1 - p))``,
-    ``logit_B = 0``, p clipped to [1e-12, 1 - 1e-12]).
+    ``logit_B = 0``, p clipped to [1e-12, 1 - 1e-12]). A probability column, where there is one, must hold numbers
+    in [0, 1] (:func:`probabilities`), whichever score is used.
     """
     path = Path(path)
     if not path.is_file():
@@ -38,19 +41,48 @@ def read_logits_table(path: str | Path):
         row = int(np.flatnonzero(~ok)[0])
         raise UserError(f"{path} row {row + 1}: {truth_col} '{df[truth_col].iloc[row]}' is not one of A, B, SPEECH, NONSPEECH")
     y = truth.isin(["A", "SPEECH"]).to_numpy().astype(np.int64)
+    p = probabilities(df, path)
     if "logit_A" in df.columns and "logit_B" in df.columns:
         a = pd.to_numeric(df["logit_A"], errors="coerce").to_numpy(float)
         b = pd.to_numeric(df["logit_B"], errors="coerce").to_numpy(float)
         cols = "logit_A / logit_B"
+    elif p is not None:
+        col = next(c for c in PROBABILITY_COLUMNS if c in df.columns)
+        a, b, cols = metrics.logit(np.clip(p, 1e-12, 1 - 1e-12)), np.zeros(len(p)), col
     else:
-        col = next((c for c in ("p_speech", "prob_A") if c in df.columns), None)
-        if col is None:
-            raise UserError(f"{path}: no logit_A and logit_B (or p_speech / prob_A) columns")
-        p = np.clip(pd.to_numeric(df[col], errors="coerce").to_numpy(float), 1e-12, 1 - 1e-12)
-        a, b, cols = metrics.logit(p), np.zeros(len(p)), col
+        raise UserError(f"{path}: no logit_A and logit_B (or p_speech / prob_A) columns")
     bad = ~(np.isfinite(a) & np.isfinite(b))
     if bad.any():
         raise UserError(f"{path} row {int(np.flatnonzero(bad)[0]) + 1}: {cols} is not a finite number")
     if len(df) == 0:
         raise UserError(f"{path}: no rows")
     return df, a, b, y
+
+
+def probabilities(df: pd.DataFrame, path: str | Path) -> np.ndarray | None:
+    """p(SPEECH) from the first of :data:`PROBABILITY_COLUMNS` the table has (None: neither), every cell a number in
+    [0, 1]; else one line naming the row and the cell."""
+    col = next((c for c in PROBABILITY_COLUMNS if c in df.columns), None)
+    if col is None:
+        return None
+    p = pd.to_numeric(df[col], errors="coerce").to_numpy(float)  # text -> NaN, caught below with its row
+    bad = ~((p >= 0) & (p <= 1))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        value = "missing (an empty or NA cell)" if pd.isna(df[col].iloc[row]) else f"'{df[col].iloc[row]}'"
+        raise UserError(f"{path} row {row + 1}: {col} is {value}, not a probability in [0, 1]; fix or drop the row")
+    return p
+
+
+def predicted_speech(df: pd.DataFrame, path: str | Path) -> np.ndarray | None:
+    """1 where ``predicted_token`` says SPEECH (A or SPEECH), 0 where NONSPEECH (B or NONSPEECH); None without the
+    column; one line naming the row for any other value."""
+    if "predicted_token" not in df.columns:
+        return None
+    tok = df["predicted_token"].astype(str).str.strip().str.upper()
+    bad = ~tok.isin(["A", "B", "SPEECH", "NONSPEECH"]).to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise UserError(f"{path} row {row + 1}: predicted_token '{df['predicted_token'].iloc[row]}' is not A, B, "
+                        "SPEECH or NONSPEECH")
+    return tok.isin(["A", "SPEECH"]).to_numpy().astype(np.int64)
