@@ -8,7 +8,7 @@ import pytest
 
 from speech_calibration.calibration import calibrators as C
 from speech_calibration.calibration.calibrators import DEFAULT_TEMPERATURE_BOUNDS
-from speech_calibration.calibration.fitting import fit
+from speech_calibration.calibration.fitting import best_threshold, fit
 from speech_calibration.calibration.methods import AUTO, FITTED, METHODS
 from speech_calibration.errors import UserError
 from speech_calibration.stats import metrics as M
@@ -193,13 +193,37 @@ def test_bad_inputs_are_clear_errors():
         fit("none", z, np.zeros(40), np.ones(40, dtype=int), tune_threshold=True)
 
 
-def test_temperature_at_a_bound_is_reported():
+def test_the_tuned_threshold_is_never_worse_than_one_answer_for_every_clip():
+    """Brute force over every threshold (each distinct probability and beyond): the tuned one reaches the best dev
+    balanced accuracy. A ranking worse than chance gets 1/2, one answer for every clip (review: midpoints alone gave
+    0.25 here), and a useful ranking its best midpoint."""
+    def ba(p, y, thr):
+        return M.balanced_accuracy(y, (p >= thr).astype(int))
+
+    rng = np.random.default_rng(5)
+    cases = [(np.array([0.9, 0.8, 0.2, 0.1]), np.array([0, 0, 1, 1]))]
+    cases += [(rng.random(n), rng.integers(0, 2, n)) for n in rng.integers(3, 30, 200)]
+    for p, y in cases:
+        if len(set(y)) < 2:
+            continue
+        every = [ba(p, y, thr) for thr in [*np.unique(p), np.nextafter(p.max(), np.inf)]]
+        assert ba(p, y, best_threshold(p, y)) == pytest.approx(max(every), abs=1e-12)
+    assert ba(*cases[0], best_threshold(*cases[0])) == 0.5
+
+
+def test_temperature_at_a_bound_is_reported(caplog):
     # perfectly separated dev: the NLL keeps falling as T -> 0, so the fit hits the lower bound
     z = np.r_[np.linspace(1, 3, 20), -np.linspace(1, 3, 20)]
     y = np.r_[np.ones(20, dtype=int), np.zeros(20, dtype=int)]
     cal = fit("temperature", z, np.zeros(40), y, temperature_bounds=(0.05, 10.0))
     assert cal.params["temperature"] == pytest.approx(0.05, rel=1e-3)
     assert cal.info["at_bound"] is True and cal.info["bound"] == "lower"
+    assert "every dev clip is on the right side (the classes are separated)" in caplog.text
+    # tiny logits, one clip on the wrong side (review): the optimum lies below the bound, but not by separation
+    caplog.clear()
+    small = fit("temperature", np.array([.001, .002, .003, -.001, -.002, -.0005]), np.zeros(6), np.array([1, 1, 1, 0, 0, 1]))
+    assert small.info["bound"] == "lower" and "separated" not in caplog.text
+    assert "though 1 of 6 dev clips are on the wrong side" in caplog.text
     platt = fit("platt", z, np.zeros(40), y)  # Platt's smoothed targets keep the fit finite
     assert np.isfinite(platt.params["slope"]) and platt.params["slope"] < C.PARAM_BOUND
 

@@ -257,9 +257,14 @@ class TemperatureScaling(Calibrator):
             # The dev NLL is convex in 1/T, with slope -mean(sign * z) / 2 at 1/T = 0: where that mean is <= 0 it only
             # falls as T grows, and its infimum is p(SPEECH) = 0.5 everywhere (T -> infinity).
             margin = float(np.mean(sign * z))
-            if lower:
+            if lower and np.all(sign * z > 0):
                 why = ("sharper is always better on dev: every dev clip is on the right side (the classes are "
                        "separated), so the fit wants T -> 0; widen the bounds or choose another method")
+            elif lower:
+                wrong = int(np.sum(sign * z <= 0))
+                why = (f"the dev NLL is lowest below the bound, though {wrong} of {len(z)} dev clips are on the wrong "
+                       "side: the logits are small for how well they separate the classes; widen the bounds (a lower "
+                       "first value) or choose another method")
             elif margin <= 0:
                 why = (f"no temperature beats p(SPEECH) = 0.5 on dev: logit_A - logit_B, signed by the true class, "
                        f"averages {margin:.3g} <= 0, so the logits lean as far the wrong way as the right way, however "

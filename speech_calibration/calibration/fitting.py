@@ -92,11 +92,13 @@ class quiet:
 def best_threshold(p: np.ndarray, y: np.ndarray) -> float:
     """The decision threshold on p(SPEECH) that maximises dev balanced accuracy.
 
-    Candidates are 0.5 and the midpoints between consecutive distinct probabilities; among equally good
-    thresholds the one closest to 0.5 wins (so a threshold that changes nothing stays 0.5).
+    Candidates are 0.5, the midpoints between consecutive distinct probabilities, and the two that give one answer
+    to every clip (the lowest probability: all SPEECH; just above the highest: none), whose balanced accuracy is
+    1/2, so a ranking worse than chance never gets a threshold below that; among equally good thresholds the one
+    closest to 0.5 wins (so a threshold that changes nothing stays 0.5).
     """
     u = np.unique(np.asarray(p, dtype=float))
-    cand = np.concatenate([[0.5], (u[1:] + u[:-1]) / 2.0]) if u.size > 1 else np.array([0.5])
+    cand = np.concatenate([[0.5], (u[1:] + u[:-1]) / 2.0, u[:1], np.nextafter(u[-1:], np.inf)])
     preds = (p[None, :] >= cand[:, None]).astype(np.int64)
     score = metrics.balanced_accuracy(np.broadcast_to(y, preds.shape), preds)
     best = np.nanmax(score)
