@@ -362,7 +362,7 @@ class Conditions:
     band_high_hz: float = 3400.0
     filter_order: int = 4  # Butterworth order (scipy.signal.butter N)
     # report
-    n_bootstrap: int = 1000  # clustered bootstrap resamples (of base clips)
+    n_bootstrap: int = 1000  # clustered bootstrap resamples (of test groups)
     bootstrap_seed: int = 0
     ece_threshold: float = 0.10  # calibration threshold: the level where smooth ECE first exceeds this
 

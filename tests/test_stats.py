@@ -303,6 +303,8 @@ def test_one_nonspeech_group_gives_no_group_interval_though_there_are_31_groups(
     res = evaluate_arrays(y, p_uncal, p_cal, groups=groups, n_bootstrap=500)
     info = res["group_bootstrap"]
     assert info["n_groups"] == 31 and info["groups_holding"] == {"SPEECH": 30, "NONSPEECH": 1}
+    # beside it, the file says what its clip-level intervals are over (review: "ci" did not say)
+    assert res["clip_bootstrap"]["resampled"].startswith("single clips: ci and delta_ci describe these clips")
     assert info["resampled"] == "whole test groups, within strata of the classes a group holds"
     for series in ("uncalibrated", "calibrated"):
         for key, block in res[series]["ci_group"].items():

@@ -120,7 +120,12 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
         return out
 
     reps = bootstrap_replicates(stat, len(y), n_boot=n_bootstrap, seed=seed)
-    result: dict = {"n": int(len(y)), "n_speech": int(np.sum(y)), "n_bootstrap": n_bootstrap, "ci_level": ci}
+    result: dict = {"n": int(len(y)), "n_speech": int(np.sum(y)), "n_bootstrap": n_bootstrap, "ci_level": ci,
+                    "clip_bootstrap": {  # what "ci" and "delta_ci" are, said in the file that holds them
+                        "resampled": "single clips: ci and delta_ci describe these clips, whose speakers and recordings "
+                                     "are the test groups at hand; ci_group and delta_ci_group speak of new groups",
+                        "delta_ci_p": "two-sided bootstrap p of calibrated minus uncalibrated = 0: "
+                                      "min(1, 2 min(P*(d <= 0), P*(d >= 0))) over the resampled differences d"}}
     for name in SERIES:
         block = {k: _r(v) for k, v in point[name].items()}
         block["ci"] = {k: {kk: _r(vv) if isinstance(vv, float) else vv for kk, vv in
