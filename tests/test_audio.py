@@ -77,7 +77,7 @@ def test_empty_file_is_undecodable(tmp_path, reader):
     path.write_bytes(b"")
     with pytest.raises(UserError) as err:
         reader(path)
-    _one_line_about(err, path, "cannot decode", "re-encode")
+    _one_line_about(err, path, "cannot be decoded as audio", "re-encode")
 
 
 @pytest.mark.parametrize("reader", [load_audio, probe_audio])
@@ -86,7 +86,18 @@ def test_garbage_file_is_undecodable(tmp_path, reader):
     path.write_bytes(b"this is not audio at all\n" * 40)
     with pytest.raises(UserError) as err:
         reader(path)
-    _one_line_about(err, path, "cannot decode")
+    _one_line_about(err, path, "cannot be decoded as audio")
+
+
+@pytest.mark.parametrize("reader", [load_audio, probe_audio])
+def test_random_bytes_named_mp3_say_they_cannot_be_decoded_not_that_the_file_is_missing(tmp_path, reader):
+    """libsndfile's reason for random bytes (its MP3 reader tried last) is 'File does not exist or is not a regular
+    file (possibly a pipe?)', wrong for a file that is there: the message says it cannot be decoded, and no more."""
+    path = tmp_path / "noise.mp3"
+    path.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(UserError) as err:
+        reader(path)
+    assert str(err.value) == f"{path}: cannot be decoded as audio; re-encode it as WAV, FLAC, OGG or MP3"
 
 
 @pytest.mark.parametrize("reader", [load_audio, probe_audio])

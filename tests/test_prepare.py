@@ -181,7 +181,8 @@ def test_cli_help_and_exit_status_as_a_real_process(make_params):
 @pytest.fixture
 def user_corpus(tmp_path, make_audio):
     """A user's corpus in its own folder: 10 groups (4 mixed, 3 speech-only, 3 nonspeech-only), 3 clips
-    each, audio in several formats, one absolute path; returns the metadata CSV's path."""
+    each, audio in several formats (each clip its own tone: prepare refuses a recording listed twice), one absolute
+    path; returns the metadata CSV's path."""
     rows = []
     kinds = ["mixed"] * 4 + ["speech"] * 3 + ["nonspeech"] * 3
     formats = [".wav", ".flac", ".ogg"]
@@ -190,7 +191,7 @@ def user_corpus(tmp_path, make_audio):
             label = {"mixed": ["SPEECH", "NONSPEECH", "SPEECH"][c], "speech": "SPEECH", "nonspeech": "NONSPEECH"}[kind]
             name = f"g{g}_c{c}{formats[(g + c) % 3]}"
             path = make_audio(f"corpus/audio/{name}", rate=[8000, 22050, 48000][c], channels=1 + c % 2,
-                              seconds=0.3 + 0.1 * c)
+                              seconds=0.3 + 0.1 * c, freq=300.0 + 10 * (3 * g + c))
             rows.append({"clip_id": f"g{g}_c{c}", "audio_path": str(path) if (g, c) == (0, 0) else f"audio/{name}",
                          "label": label, "group_id": f"spk{g}", "note": f"extra {g}"})
     csv = tmp_path / "corpus" / "all.csv"
@@ -323,6 +324,47 @@ def test_a_clip_too_short_for_an_audio_token_is_refused_at_prepare(user_corpus, 
                        "the prompt alone; remove the row, or pad the clip (with silence or noise) to at least 20.0625 ms")
 
 
+def mp3_cut_short(make_audio, name: str, keep: int, seconds: float = 3.0) -> tuple[Path, float]:
+    """A real 16-kHz MP3 of ``seconds`` with all but ``keep`` of its bytes cut off (negative: cut that many), as a copy
+    that stopped early leaves it; (its path, the seconds it decodes to, measured by soundfile)."""
+    if "MP3" not in sf.available_formats():
+        pytest.skip("this libsndfile writes no MP3")
+    path = make_audio(name, seconds=seconds, freq=523.0)
+    path.write_bytes(path.read_bytes()[:keep])
+    info = sf.info(str(path))
+    assert info.frames / info.samplerate == seconds  # its Xing header still says the full length
+    return path, len(sf.read(str(path))[0]) / info.samplerate
+
+
+def test_a_truncated_mp3_is_refused_with_both_durations(user_corpus, make_audio, tmp_path):
+    """An MP3 cut to 45 % of its bytes keeps its header's 3 s and decodes to about 1 s: prepare decodes every clip
+    and refuses it, naming the row, the file, both durations and the fix, before anything is written."""
+    size = len(make_audio("probe.mp3", seconds=3.0, freq=523.0).read_bytes())
+    cut, decoded = mp3_cut_short(make_audio, "corpus/audio/cut.mp3", size * 45 // 100)
+    assert decoded < 2.0
+    source = pd.read_csv(user_corpus)
+    source.loc[4, "audio_path"] = "audio/cut.mp3"
+    source.to_csv(user_corpus, index=False)
+    message = refused_by_prepare(user_corpus, tmp_path / "out")
+    assert message.startswith(f"{user_corpus} row 5 (g1_c1): audio file {cut} decodes to {decoded:.3f} s but its header "
+                              "says 3.000 s (truncated")
+    assert "re-copy it" in message and "re-encode it" in message
+
+
+def test_decoded_lengths_replace_the_headers_in_the_split_and_the_metrics(make_params, presplit_corpus, make_audio,
+                                                                          tmp_path):
+    """An MP3 short of 10 bytes decodes a few ms short of its header's 3 s, within DURATION_TOLERANCE_S: it passes,
+    and the split CSV and metrics/data.json carry the decoded length, not the header's."""
+    cut, decoded = mp3_cut_short(make_audio, "mine/audio/short.mp3", -10)
+    assert 3.0 - splits.DURATION_TOLERANCE_S < decoded < 3.0
+    test_csv = presplit_corpus["test"]
+    test_csv.write_text(test_csv.read_text().replace("audio/test0.flac", "audio/short.mp3"))
+    out, metrics = prepare_in(tmp_path / "project", presplit_params(make_params, presplit_corpus))
+    written = pd.read_csv(out / "test_metadata.csv")
+    assert written[schema.DURATION_S].tolist() == pytest.approx([decoded, 0.5], abs=1e-9)
+    assert json.loads(metrics.read_text())["test"]["duration_s_max"] == pytest.approx(decoded, abs=1e-9)
+
+
 @pytest.mark.parametrize("rate, frames", [(16000, 320), (16000, 321), (44100, 883), (44100, 884), (8000, 160),
                                           (8000, 161)])
 def test_the_shortest_clip_is_counted_in_the_samples_the_model_gets(tmp_path, rate, frames):
@@ -378,7 +420,7 @@ def test_every_condition_variant_of_the_shortest_clip_gives_an_audio_token():
 
 
 def test_csv_with_no_valid_split_is_rejected(tmp_path, make_audio, make_params, capsys):
-    rows = [f"c{g},{make_audio(f'a{g}.wav')},{label},spk{g}" for g, label in
+    rows = [f"c{g},{make_audio(f'a{g}.wav', freq=300.0 + 10 * g)},{label},spk{g}" for g, label in
             enumerate(["SPEECH", "SPEECH", "NONSPEECH", "NONSPEECH"])]
     csv = tmp_path / "all.csv"
     csv.write_text("clip_id,audio_path,label,group_id\n" + "\n".join(rows) + "\n")
@@ -401,6 +443,20 @@ def test_csv_with_a_bad_row_names_file_and_row(make_params, user_corpus, tmp_pat
     params = make_params({"data": {"source": "csv", "csv": {"path": str(user_corpus)}}})
     code, err = run_cli(capsys, tmp_path / "project", params)
     one_line_error(code, err, f"{user_corpus} row 5: label 'speech?'")
+
+
+@pytest.mark.parametrize("source, key", [("csv", "data.csv.path"), ("presplit", "data.presplit.test")])
+@pytest.mark.parametrize("what", ["missing", "folder"])
+def test_an_input_csv_that_is_not_a_file_names_its_params_key(make_params, presplit_corpus, tmp_path, capsys, source,
+                                                             key, what):
+    """data.csv.path or data.presplit.test naming no file, or a folder: the error names the params file and key."""
+    wrong = tmp_path / "mine" / ("nope.csv" if what == "missing" else "audio")
+    chosen = {"csv": {"path": str(wrong)}} if source == "csv" else {
+        "presplit": {**{s: str(p) for s, p in presplit_corpus.items()}, "test": str(wrong)}}
+    params = make_params({"data": {"source": source, **chosen}})
+    code, err = run_cli(capsys, tmp_path / "project", params)
+    said = "no such file" if what == "missing" else "is a folder; give the metadata CSV"
+    one_line_error(code, err, f"error: {params}: {key}: {wrong}", said)
 
 
 def test_csv_inside_the_output_folder_is_refused(make_params, tmp_path, capsys):
@@ -439,12 +495,12 @@ def test_data_metrics_counts():
 # ============================================================================================ presplit
 @pytest.fixture
 def presplit_corpus(tmp_path, make_audio):
-    """Three split CSVs in their own folder, audio beside them; returns {split: path}."""
+    """Three split CSVs in their own folder, audio beside them (each clip its own tone); returns {split: path}."""
     paths = {}
     for i, split in enumerate(("train", "dev", "test")):
         lines = ["clip_id,audio_path,label,group_id"]
         for c, label in enumerate(["SPEECH", "NONSPEECH"]):
-            make_audio(f"mine/audio/{split}{c}.flac", rate=44100, channels=2)
+            make_audio(f"mine/audio/{split}{c}.flac", rate=44100, channels=2, freq=300.0 + 10 * (2 * i + c))
             lines.append(f"{split}{c},audio/{split}{c}.flac,{label},grp{i}")
         paths[split] = tmp_path / "mine" / f"{split}.csv"
         paths[split].write_text("\n".join(lines) + "\n")
@@ -527,8 +583,52 @@ def test_csv_audio_file_under_two_groups_is_rejected(make_params, user_corpus, t
     source.to_csv(user_corpus, index=False)
     params = make_params({"data": {"source": "csv", "csv": {"path": str(user_corpus)}}})
     code, err = run_cli(capsys, tmp_path / "project", params)
-    one_line_error(code, err, f"{user_corpus} row 17: audio file", "is also row 2, in group 'spk0' not 'spk5'",
+    one_line_error(code, err, f"{user_corpus} row 17 (g5_c1): audio file", f"is also listed at {user_corpus} row 2 (g0_c1)",
                    "remove one of the two rows")
+
+
+def test_csv_one_file_twice_in_one_group_is_refused(user_corpus, tmp_path):
+    """Two clip ids of one group on one file would count one recording twice: refused, naming both rows."""
+    source = pd.read_csv(user_corpus)
+    source.loc[2, "audio_path"] = source.loc[1, "audio_path"]  # g0_c2 (spk0) now points at g0_c1's file (spk0)
+    source.to_csv(user_corpus, index=False)
+    message = refused_by_prepare(user_corpus, tmp_path / "out")
+    assert message.startswith(f"{user_corpus} row 3 (g0_c2): audio file {user_corpus.parent / source.loc[1, 'audio_path']} "
+                              f"is also listed at {user_corpus} row 2 (g0_c1); a recording may be listed once")
+
+
+@pytest.mark.parametrize("where", ["test", "train"])
+def test_presplit_byte_identical_copy_under_another_path_is_refused(make_params, presplit_corpus, tmp_path, capsys,
+                                                                    where):
+    """A copy of train's first clip under another folder and name, listed in test under another group, or in train
+    again under the same group: the paths differ, the bytes do not; refused naming both rows."""
+    train_file = tmp_path / "mine" / "audio" / "train0.flac"
+    copy = tmp_path / "mine" / "elsewhere" / "renamed.flac"
+    copy.parent.mkdir()
+    copy.write_bytes(train_file.read_bytes())
+    csv = presplit_corpus[where]
+    csv.write_text(csv.read_text().replace(f"audio/{where}1.flac", "elsewhere/renamed.flac"))
+    code, err = run_cli(capsys, tmp_path / "project", presplit_params(make_params, presplit_corpus))
+    one_line_error(code, err, f"{csv} row 2 ({where}1): audio file {copy} has the same content as {train_file}, listed at "
+                   f"{presplit_corpus['train']} row 1 (train0)", "remove one of the two rows")
+    assert not (tmp_path / "project" / layout.SPLIT_DIR).exists()
+
+
+def test_only_files_of_a_shared_size_are_hashed(tmp_path, monkeypatch):
+    """The duplicate check groups files by size and hashes only sizes shared by two files or more."""
+    from speech_calibration.data import content_hash
+
+    files = []
+    for name, content in [("a", b"1" * 10), ("b", b"2" * 11), ("c", b"3" * 12), ("d", b"4" * 12), ("e", b"5" * 13)]:
+        (tmp_path / name).write_bytes(content)
+        files.append(str(tmp_path / name))
+    hashed = []
+    real = content_hash.sha256
+    monkeypatch.setattr(content_hash, "sha256", lambda path: hashed.append(os.path.basename(path)) or real(path))
+    assert content_hash.first_duplicate(files) is None and sorted(hashed) == ["c", "d"]
+    (tmp_path / "f").write_bytes(b"2" * 11)  # a copy of b
+    assert content_hash.first_duplicate(files + [str(tmp_path / "f"), files[0]]) == (1, 5, False)
+    assert content_hash.first_duplicate([files[0], files[2], str(tmp_path / "x" / ".." / "a")]) == (0, 2, True)
 
 
 def test_presplit_with_one_class_split_is_rejected(make_params, presplit_corpus, tmp_path, capsys):

@@ -86,6 +86,15 @@ def test_unknown_label(corpus):
     rejected(corpus([GOOD[0], "c2,audio/b.wav,speech?,g1,,,"]), "row 2", "label 'speech?'", "SPEECH, NONSPEECH")
 
 
+@pytest.mark.parametrize("label, meant", [("speech", " (here SPEECH)"), ("1", "")])
+def test_a_label_in_the_wrong_spelling_says_what_to_write_and_how_many_rows(corpus, label, meant):
+    """'speech' and '1' are refused, with what to write instead and how many rows need it."""
+    lines = [f"c1,audio/a.wav,{label},g1,,,", "c2,audio/b.wav,NONSPEECH,g1,,,", f"c3,audio/c.wav,{label},g2,,,", GOOD[3]]
+    message = rejected(corpus(lines), "row 1")
+    assert message.endswith(f"row 1: label '{label}' is not one of SPEECH, NONSPEECH (2 of 4 rows are not); write "
+                            f"SPEECH or NONSPEECH exactly, in capitals{meant}")
+
+
 def test_duration_not_a_number(corpus):
     rejected(corpus([GOOD[0], "c2,audio/b.wav,NONSPEECH,g1,long,,"]), "row 2", "duration_s 'long' is not a number",
              "leave the cell empty for a missing value")
@@ -196,12 +205,12 @@ def test_missing_audio(corpus):
 
 def test_unreadable_audio(corpus, tmp_path):
     (tmp_path / "audio" / "broken.wav").write_bytes(b"RIFF not really")
-    rejected(corpus([GOOD[0], "c2,audio/broken.wav,NONSPEECH,g1,,,"]), "row 2", "broken.wav", "cannot decode")
+    rejected(corpus([GOOD[0], "c2,audio/broken.wav,NONSPEECH,g1,,,"]), "row 2", "broken.wav", "cannot be decoded as audio")
 
 
 def test_empty_audio(corpus, tmp_path):
     (tmp_path / "audio" / "empty.wav").write_bytes(b"")
-    rejected(corpus(["c1,audio/empty.wav,SPEECH,g1,,,", GOOD[1]]), "row 1", "empty.wav", "cannot decode")
+    rejected(corpus(["c1,audio/empty.wav,SPEECH,g1,,,", GOOD[1]]), "row 1", "empty.wav", "cannot be decoded as audio")
 
 
 def test_split_with_one_class(corpus):

@@ -5,7 +5,9 @@ Decoding is libsndfile's (through ``soundfile``; MP3 needs libsndfile 1.1 or lat
 wheels bundle), resampling soxr's, channels are averaged. ``tests/test_audio.py`` reads each format at
 several rates and channel counts. Loading fails with a one-line :class:`UserError` naming the file by its
 absolute path for a missing or empty file, a file that cannot be decoded, or samples that are NaN or
-infinite, so a bad file never reaches the model.
+infinite, so a bad file never reaches the model. libsndfile's MP3 decoder (libmpg123) also prints its own
+``Note:`` / ``Warning:`` lines on stderr for a damaged file, or one that is not audio at all: libsndfile sets no quiet
+flag on it and soundfile has no switch for one, and only redirecting the whole process's stderr would hide them.
 """
 from __future__ import annotations
 
@@ -23,6 +25,18 @@ MODEL_RATE = 16000
 FORMATS = ("WAV", "FLAC", "OGG", "MP3")  # what the tests read; see the module doc
 
 
+# libsndfile's reason when no format reader takes a file (garbage, even named .mp3): wrong for a file that is there
+_MISLEADING_REASONS = ("File does not exist or is not a regular file",)
+
+
+def _undecodable(path: Path, err: Exception) -> UserError:
+    """The one-line error for a file soundfile cannot open or read: its reason (libsndfile's, without the prefix that
+    repeats the path), unless it is empty or misleading."""
+    reason = (getattr(err, "error_string", None) or str(err)).strip().rstrip(".")
+    shown = f" ({reason})" if reason and not reason.startswith(_MISLEADING_REASONS) else ""
+    return UserError(f"{path}: cannot be decoded as audio{shown}; re-encode it as WAV, FLAC, OGG or MP3")
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int = MODEL_RATE) -> np.ndarray:
     """Read ``path`` and return mono float32 samples at ``sample_rate`` (channels averaged, soxr resampling)."""
     path = Path(os.path.abspath(path))
@@ -31,7 +45,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = MODEL_RATE) -> np.nda
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises LibsndfileError, RuntimeError, TypeError ... for bad files
-        raise UserError(f"{path}: cannot decode audio ({err}); re-encode it as WAV, FLAC, OGG or MP3") from None
+        raise _undecodable(path, err) from None
     if data.shape[0] == 0:
         raise UserError(f"{path}: audio file has no samples; remove it from the metadata CSV or replace it")
     if not np.isfinite(data).all():
@@ -103,7 +117,7 @@ def probe_audio(path: str | os.PathLike) -> sf._SoundFileInfo:
     try:
         info = sf.info(str(path))
     except Exception as err:
-        raise UserError(f"{path}: cannot decode audio ({err}); re-encode it as WAV, FLAC, OGG or MP3") from None
+        raise _undecodable(path, err) from None
     if info.frames == 0:
         raise UserError(f"{path}: audio file has no samples; remove it from the metadata CSV or replace it")
     declared = _wav_declared_frames(path, info)

@@ -17,7 +17,6 @@ hash and re-runs exactly the scoring and reporting of that set.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from speech_calibration import layout
-from speech_calibration.data import long_clips, schema, short_clips
+from speech_calibration.data import content_hash, long_clips, schema, short_clips
 from speech_calibration.data.audio import MODEL_RATE, load_clips
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv
@@ -33,14 +32,6 @@ from speech_calibration.fileio import atomic_dir, write_csv
 log = logging.getLogger(__name__)
 
 SHA256 = "sha256"  # manifest column: the audio file's content hash
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def input_csv(name: str, folder: str | os.PathLike) -> Path:
@@ -86,7 +77,7 @@ def validate(name: str, folder: str | os.PathLike, window_s, policy: str) -> pd.
     out = meta.drop(columns=["audio_file"]).copy()
     out[schema.AUDIO_PATH] = [os.path.abspath(f) for f in meta["audio_file"]]
     out[schema.DURATION_S] = [round(d, 6) for d in durations]
-    out[SHA256] = [_sha256(f) for f in meta["audio_file"]]
+    out[SHA256] = [content_hash.sha256(f) for f in meta["audio_file"]]
     return out
 
 

@@ -131,7 +131,10 @@ def _check_ids_and_labels(df: pd.DataFrame, path: Path) -> None:
     bad = ~df[LABEL].isin(LABELS).to_numpy()
     if bad.any():
         row = _row(df, bad)
-        raise UserError(f"{path} row {row}: label '{df[LABEL].iloc[row - 1]}' is not one of {', '.join(LABELS)}")
+        label = df[LABEL].iloc[row - 1]
+        meant = f" (here {label.strip().upper()})" if label.strip().upper() in LABELS else ""
+        raise UserError(f"{path} row {row}: label '{label}' is not one of {', '.join(LABELS)} ({bad.sum()} of {len(df)} "
+                        f"rows are not); write SPEECH or NONSPEECH exactly, in capitals{meant}")
 
 
 def _clip_id_problem(clip_id: str, max_bytes: int) -> str | None:

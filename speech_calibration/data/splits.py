@@ -13,19 +13,25 @@ and class balance per split (``metrics/data.json``). ``params.yaml`` ``data.sour
   presplit   your three split CSVs (data.presplit.train/dev/test), validated and copied into place.
 
 Every input CSV is validated (columns, unique clip ids that can name a file, labels, readable audio, no group,
-clip id or audio file in two splits, both classes in every split; see :mod:`speech_calibration.data.schema`). Audio
+clip id or audio file in two splits, both classes in every split; see :mod:`speech_calibration.data.schema`), and
+no recording may be listed twice, in one CSV or across the splits: not the same file, nor a byte-identical copy under
+another path (:mod:`speech_calibration.data.content_hash`; only files of equal size are hashed). Audio
 paths of csv and presplit corpora are rewritten so they still resolve from the new folder (absolute paths
 stay absolute). The output folder is built beside its final place and swapped in whole, so a crash
 leaves the previous folder untouched.
 
-Durations of csv and presplit clips come from their audio files' headers (frames / sample rate, no
-decoding), for the long- and short-clip checks, the written ``duration_s`` and ``metrics/data.json`` alike: a CSV's
-own ``duration_s`` is never trusted. Where it differs from the header by more than DURATION_TOLERANCE_S
-(0.05 s: a duration rounded to one decimal is off by up to 0.05 s, and lossy codecs' priming and padding,
-which tools count differently, by a few hundredths), one warning line names the first such row and both
+Durations of csv and presplit clips are measured, never taken from a CSV's own ``duration_s``. The checks run
+cheapest first, so a bad corpus stops early: the audio files' headers (frames / sample rate, no decoding) give
+the first durations and refuse a clip too short to give the model an audio token (under 20.0625 ms:
+:mod:`speech_calibration.data.short_clips`); then every clip is decoded once, and its decoded length (at the model's
+16 kHz) replaces the header's for the short- and long-clip checks, the written ``duration_s`` and
+``metrics/data.json`` alike. A clip that decodes shorter than its header says by more than DURATION_TOLERANCE_S
+is refused as truncated (an MP3 copy cut short keeps its Xing header's full length, and decodes as what is left).
+DURATION_TOLERANCE_S (0.05 s) is what a duration rounded to one decimal is off by, and more than the few
+hundredths by which lossy codecs' priming and padding, counted differently by tools, move a length. A CSV's
+``duration_s`` further than that from the header's gives one warning line naming the first such row and both
 values. A warning, not an error: the usual cause is a column left stale after the audio was trimmed or
-re-encoded, the value is replaced anyway, and a duration cannot tell a wrong file from a right one. A clip
-shorter than 20.0625 ms gives the model no audio token at all and is refused (:mod:`speech_calibration.data.short_clips`).
+re-encoded, the value is replaced anyway, and a duration cannot tell a wrong file from a right one.
 
 For csv and presplit, the CSVs lie in ``data.corpus`` (params refuses them elsewhere), a dep of the prepare
 stage, so an edit to them, or to audio kept there too, re-runs it (``stages/prepare.py`` warns about audio
@@ -42,8 +48,8 @@ import numpy as np
 import pandas as pd
 
 from speech_calibration import layout
-from speech_calibration.data import corpus, long_clips, schema, short_clips
-from speech_calibration.data.audio import load_clips, probe_audio
+from speech_calibration.data import content_hash, corpus, long_clips, schema, short_clips
+from speech_calibration.data.audio import MODEL_RATE, load_clips, probe_audio
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv
 from speech_calibration.params import SPLITS, Data
@@ -51,7 +57,7 @@ from speech_calibration.params import SPLITS, Data
 log = logging.getLogger(__name__)
 
 LongClips = tuple  # (the model's audio window in seconds, or a function that reads it; audio.long_clips)
-DURATION_TOLERANCE_S = 0.05  # a CSV's duration_s further than this from its audio header's is reported (module doc)
+DURATION_TOLERANCE_S = 0.05  # a CSV's duration_s this far from the header's is reported, a decoded length refused
 SPLIT_TRIES = 256  # seeded shuffles of the groups tried by split_groups
 PARAM_KEYS = ("data.synthetic.", "data.csv.", "data.presplit.")  # errors that name a params key
 
@@ -117,19 +123,23 @@ def rebase_audio_paths(df: pd.DataFrame, out_dir: str | os.PathLike) -> pd.DataF
     return df.drop(columns=["audio_file"]).assign(**{schema.AUDIO_PATH: paths})
 
 
-def check_decodable(df: pd.DataFrame, csv: str | os.PathLike, chunk: int = 64) -> None:
-    """Decode every clip once: a file whose header is fine but whose samples are not (NaN, infinite, truncated)
-    stops here, naming its CSV row, instead of in train or predict. ``chunk`` clips at a time are held, so a corpus
-    of any size fits in memory."""
+def check_decodable(df: pd.DataFrame, csv: str | os.PathLike, chunk: int = 64) -> np.ndarray:
+    """Decode every clip once and return its length in samples at MODEL_RATE: a file whose header is fine but whose
+    samples are not (NaN, infinite, undecodable) stops here, naming its CSV row, instead of in train or predict.
+    ``chunk`` clips at a time are held, so a corpus of any size fits in memory."""
     files, places = list(df["audio_file"]), list(schema.clip_places(csv, df))
+    lengths = np.empty(len(files), dtype=np.int64)
     for start in range(0, len(files), chunk):
-        load_clips(files[start:start + chunk], places=places[start:start + chunk])  # decoded, then dropped
+        clips = load_clips(files[start:start + chunk], places=places[start:start + chunk])
+        lengths[start:start + len(clips)] = [len(clip) for clip in clips]  # the samples themselves are dropped
+    return lengths
 
 
 def with_durations(df: pd.DataFrame, csv: str | os.PathLike) -> pd.DataFrame:
-    """``df`` with every ``duration_s`` read from its audio file's header (needs the ``audio_file`` column); a CSV
-    value that differs by more than DURATION_TOLERANCE_S is reported in one warning line (see the module doc), and
-    a clip too short to give the model an audio token is refused (:mod:`speech_calibration.data.short_clips`)."""
+    """``df`` with every ``duration_s`` read from its audio file's header (needs the ``audio_file`` column): the cheap
+    first pass (see the module doc). A CSV value that differs by more than DURATION_TOLERANCE_S is reported in one
+    warning line, and a clip too short to give the model an audio token is refused
+    (:mod:`speech_calibration.data.short_clips`)."""
     places = schema.clip_places(csv, df)
     header = np.empty(len(df))
     samples = np.empty(len(df), dtype=np.int64)  # at the model's rate, once decoded
@@ -152,14 +162,42 @@ def with_durations(df: pd.DataFrame, csv: str | os.PathLike) -> pd.DataFrame:
     return df.assign(**{schema.DURATION_S: header})
 
 
-def check_audio_in_one_group(df: pd.DataFrame, csv: str | os.PathLike) -> None:
-    """One audio file listed under two groups could land in two splits: refused, naming both rows."""
-    first: dict[str, tuple[int, str]] = {}  # audio file -> (row, group)
-    for i, (file, group) in enumerate(zip(df["audio_file"], df[schema.GROUP_ID])):
-        row, owner = first.setdefault(os.path.realpath(file), (i + 1, group))
-        if owner != group:
-            raise UserError(f"{csv} row {i + 1}: audio file {file} is also row {row}, in group '{owner}' not '{group}'; "
-                            "a clip belongs to one group (remove one of the two rows)")
+def with_decoded_durations(df: pd.DataFrame, csv: str | os.PathLike, chunk: int = 64) -> pd.DataFrame:
+    """``df`` (header durations, from :func:`with_durations`) with every ``duration_s`` replaced by its decoded length
+    at MODEL_RATE, what the model will hear. A clip that decodes shorter than its header says by more than
+    DURATION_TOLERANCE_S is refused as truncated, and one too short for an audio token as such."""
+    places = schema.clip_places(csv, df)
+    samples = check_decodable(df, csv, chunk)
+    decoded = samples / MODEL_RATE
+    header = df[schema.DURATION_S].to_numpy(float)
+    cut = np.flatnonzero(decoded < header - DURATION_TOLERANCE_S - 1e-9)
+    if cut.size:
+        i = int(cut[0])
+        more = f"; {cut.size} clips are" if cut.size > 1 else ""
+        raise UserError(f"{places[i]}: audio file {df['audio_file'].iloc[i]} decodes to {decoded[i]:.3f} s but its "
+                        f"header says {header[i]:.3f} s (truncated: the file stops early{more}); re-copy it from the "
+                        "original, or re-encode it (the header then gives its true length)")
+    short_clips.check(samples, decoded, places)
+    return df.assign(**{schema.DURATION_S: decoded})
+
+
+def check_audio_listed_once(frames: Mapping[str, pd.DataFrame], paths: Mapping[str, os.PathLike]) -> None:
+    """No recording listed twice in ``frames`` (split -> frame with ``audio_file``, read from ``paths[split]``), in one
+    CSV or across them: not one file, nor a byte-identical copy (module doc). Refused in one line naming both rows."""
+    rows = [(split, i) for split, frame in frames.items() for i in range(len(frame))]
+    files = [file for frame in frames.values() for file in frame["audio_file"]]
+    duplicate = content_hash.first_duplicate(files)
+    if duplicate is None:
+        return
+    i, j, same_file = duplicate
+
+    def place(k: int) -> str:
+        split, row = rows[k]
+        return f"{paths[split]} row {row + 1} ({frames[split][schema.CLIP_ID].iloc[row]})"
+
+    what = f"is also listed at {place(i)}" if same_file else f"has the same content as {files[i]}, listed at {place(i)}"
+    raise UserError(f"{place(j)}: audio file {files[j]} {what}; a recording may be listed once (remove one of the two "
+                    "rows; if they should be two recordings, copy or export the right file again)")
 
 
 def _columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -168,10 +206,18 @@ def _columns(df: pd.DataFrame) -> pd.DataFrame:
     return df[known + [c for c in df.columns if c not in known]]
 
 
-def _check_outside(path: str | os.PathLike, out_dir: Path, key: str) -> None:
+def _input_csv(path: str | os.PathLike, out_dir: Path, key: str) -> Path:
+    """The CSV that params ``key`` names, or a one-line error naming the key (stages/prepare.py adds the params file)."""
+    path = Path(path)
     if os.path.abspath(path).startswith(os.path.abspath(out_dir) + os.sep):
         raise UserError(f"{key}: {path} lies inside the output folder {out_dir}, which prepare replaces; "
                         "move it elsewhere")
+    if path.is_dir():
+        raise UserError(f"{key}: {path} is a folder; give the metadata CSV in it (relative paths are from the project "
+                        "root)")
+    if not path.is_file():
+        raise UserError(f"{key}: {path}: no such file (relative paths are from the project root)")
+    return path
 
 
 def check_long(df: pd.DataFrame, csv: str | os.PathLike, window: LongClips | None) -> None:
@@ -183,11 +229,10 @@ def check_long(df: pd.DataFrame, csv: str | os.PathLike, window: LongClips | Non
 
 def from_csv(data: Data, out_dir: Path, window: LongClips | None = None) -> dict[str, pd.DataFrame]:
     """``data.source: csv``: one metadata CSV split by group."""
-    path = Path(data.csv.path)
-    _check_outside(path, out_dir, "data.csv.path")
+    path = _input_csv(data.csv.path, out_dir, "data.csv.path")
     df = with_durations(schema.read_metadata(path), path)
-    check_audio_in_one_group(df, path)
-    check_decodable(df, path)
+    check_audio_listed_once({"all": df}, {"all": path})
+    df = with_decoded_durations(df, path)
     check_long(df, path, window)
     n_dev, n_test = group_counts(df[schema.GROUP_ID].nunique(), data.csv.dev_groups, data.csv.test_groups)
     try:
@@ -199,14 +244,13 @@ def from_csv(data: Data, out_dir: Path, window: LongClips | None = None) -> dict
 
 def from_presplit(data: Data, out_dir: Path, window: LongClips | None = None) -> dict[str, pd.DataFrame]:
     """``data.source: presplit``: three split CSVs, validated together."""
-    paths = {split: Path(getattr(data.presplit, split)) for split in SPLITS}
-    for split, path in paths.items():
-        _check_outside(path, out_dir, f"data.presplit.{split}")
+    paths = {split: _input_csv(getattr(data.presplit, split), out_dir, f"data.presplit.{split}") for split in SPLITS}
     frames = {split: with_durations(schema.read_metadata(path), path) for split, path in paths.items()}
     schema.check_disjoint_splits(frames, paths)
+    check_audio_listed_once(frames, paths)
     for split, frame in frames.items():
-        check_decodable(frame, paths[split])
-        check_long(frame, paths[split], window)
+        frames[split] = with_decoded_durations(frame, paths[split])
+        check_long(frames[split], paths[split], window)
     return {split: _columns(rebase_audio_paths(frame, out_dir)) for split, frame in frames.items()}
 
 
