@@ -244,8 +244,12 @@ def test_cluster_interval_says_why_when_the_groups_are_too_few():
                                                       "make an interval of (a zero-width one would claim a certainty "
                                                       "that they cannot give)"}
     assert cluster_interval(np.zeros(100), 8, constant_ok=True) == {"lo": 0.0, "hi": 0.0}
-    kept = paired_difference(0.8, 0.8, np.full(50, 0.7), np.full(50, 0.7), n_clusters=8, lower_is_better=False)
+    kept = paired_difference(0.8, 0.8, np.full(50, 0.7), np.full(50, 0.7), n_clusters=8, lower_is_better=False,
+                             constant_ok=True)
     assert (kept["lo"], kept["hi"], kept["verdict"]) == (0.0, 0.0, "no clear difference")
+    # the same zeros without the caller saying they cannot vary (two systems each right everywhere, review): none
+    unsaid = paired_difference(1.0, 1.0, np.ones(50), np.ones(50), n_clusters=8, lower_is_better=False)
+    assert unsaid["lo"] is None and unsaid["verdict"].startswith("no interval: the same value (0) in every resample")
     reps = np.random.default_rng(1).normal(size=400)
     assert cluster_interval(reps, MIN_CLUSTERS) == dict(zip(("lo", "hi"), percentile_interval(reps)))
     none = paired_difference(0.1, 0.2, np.zeros(50), np.ones(50) * 0.1 + np.arange(50) % 3, n_clusters=4)
@@ -327,6 +331,10 @@ def test_enough_groups_of_each_class_give_a_stratified_group_interval():
         block = res["uncalibrated"]["ci_group"][key]
         assert "reason" not in block and block["lo"] < res["uncalibrated"][key] < block["hi"], key
     assert res["delta_ci_group"]["ece"]["lo"] is not None
+    # a temperature keeps every answer: accuracy is the same in every resample, an interval of zero width by
+    # construction (the caller says so); alike without that, one value everywhere would give none
+    accuracy = res["delta_ci_group"]["accuracy"]
+    assert (accuracy["lo"], accuracy["hi"], accuracy["verdict"]) == (0.0, 0.0, "no clear difference")
 
 
 def test_group_intervals_are_wider_than_clip_intervals_when_groups_differ():

@@ -153,10 +153,13 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
         for name in SERIES:
             result[name]["ci_group"] = {k: _rounded(cluster_interval(greps[f"{name}/{k}"], n_groups, ci, per_stratum=per_stratum))
                                         for k in CI_KEYS}
+        # a calibrator that keeps every answer (temperature scaling) leaves accuracy unchanged in every resample
+        same_answers = np.array_equal(metrics.predict(series["uncalibrated"]), metrics.predict(series["calibrated"]))
         result["delta_ci_group"] = {
             k: _rounded(paired_difference(
                 point["uncalibrated"][k], point["calibrated"][k], greps[f"uncalibrated/{k}"], greps[f"calibrated/{k}"],
-                ci=ci, lower_is_better=k in metrics.LOWER_IS_BETTER, n_clusters=n_groups, per_stratum=per_stratum))
+                ci=ci, lower_is_better=k in metrics.LOWER_IS_BETTER, n_clusters=n_groups, per_stratum=per_stratum,
+                constant_ok=same_answers and k == "accuracy"))
             for k in DELTA_KEYS}
         result["per_group"] = per_group_metrics(y, series, groups, n_bins=n_bins, scores=scores)
     if tuned:

@@ -248,7 +248,8 @@ def interval_summary(replicates: np.ndarray, ci: float = 0.95) -> dict[str, floa
 
 def paired_difference(point_a: float, point_b: float, rep_a: np.ndarray, rep_b: np.ndarray, *, ci: float = 0.95,
                       lower_is_better: bool = True, n_clusters: int | None = None,
-                      per_stratum: Mapping[str, int] | None = None) -> dict[str, float | str | None]:
+                      per_stratum: Mapping[str, int] | None = None,
+                      constant_ok: bool = False) -> dict[str, float | str | None]:
     """Paired bootstrap of ``b - a`` (e.g. calibrated minus uncalibrated) from replicates on the same resamples.
 
     Returns the observed difference, its percentile interval, a two-sided bootstrap p-value
@@ -258,14 +259,14 @@ def paired_difference(point_a: float, point_b: float, rep_a: np.ndarray, rep_b: 
 
     With ``n_clusters`` (replicates of a cluster bootstrap; ``per_stratum`` when it was stratified) the interval
     follows :func:`cluster_interval`: where that gives none, ``lo``, ``hi`` and ``p`` are None and the verdict is
-    ``no interval: <reason>``.
+    ``no interval: <reason>``. ``constant_ok``: the caller knows the difference cannot vary (the accuracy of two
+    series that give every clip the same answer), so one value in every resample is the zero-width interval.
     """
     d = np.asarray(rep_b, dtype=float) - np.asarray(rep_a, dtype=float)
     d = d[~np.isnan(d)]
     delta = float(point_b - point_a)
     if n_clusters is not None:
-        # exactly 0 in every resample: the two agree on every cluster, as a calibrator that keeps every answer must
-        interval = cluster_interval(d, n_clusters, ci, per_stratum=per_stratum, constant_ok=bool(d.size) and not d.any())
+        interval = cluster_interval(d, n_clusters, ci, per_stratum=per_stratum, constant_ok=constant_ok)
         if interval["lo"] is None:
             return {"delta": delta, "lo": None, "hi": None, "p": None, "verdict": f"no interval: {interval['reason']}"}
     lo, hi = percentile_interval(d, ci)
