@@ -198,22 +198,25 @@ def test_report_end_to_end(project):
     assert (ece["chance_levels"] == ece["n_levels"]).all()
     for _, r in ece.iterrows():
         key, text = head[r["system"]][f"{r['threshold']}_{r['unit']}"], head[r["system"]][f"{r['threshold']}_text"]
-        assert key is None and text.endswith("; no number here: it cannot be told from chance at any level"), text
+        assert key is None and text.endswith(f"; no number in {r['threshold']}_{r['unit']}: it cannot be told from "
+                                             "chance at any level"), text
     # every curve here rises with the level, so none reaches a criterion and loses it again
     assert thresholds["falls_below_again"].isna().all()
     assert conditions.interval_scope(conditions.read_variants(layout.conditions_csv())) == (
         "every interval and paired test here resamples the 12 test groups (speakers, recordings), each with all the "
-        "variants of its base clips (12 in all), so it speaks of new speakers and recordings")
+        "variants of its base clips (12 in all), so that they speak of new speakers and recordings; a paired test's p "
+        "cannot fall below 2 / 2^12 = 0.000488")
 
 
 def test_a_calibration_threshold_above_chance_keeps_its_number():
     """The headline gives a calibration threshold its number unless chance alone crosses at every level; a sensitivity
     threshold always keeps its own."""
     row = {"measure": "smooth_ece", "calibration": "calibrated", "value": 4.0, "text": "4.0 dB", "ci_text": "[1.0 dB, 7.0 dB]",
-           "chance_levels": 5, "n_levels": 6}
+           "chance_levels": 5, "n_levels": 6, "threshold": "SNR_ECE10", "unit": "dB"}
     assert conditions.headline_threshold(row) == (4.0, "4.0 dB [1.0 dB, 7.0 dB]")
     value, text = conditions.headline_threshold({**row, "chance_levels": 6})
-    assert value is None and text == "4.0 dB [1.0 dB, 7.0 dB]; no number here: it cannot be told from chance at any level"
+    assert value is None and text == ("4.0 dB [1.0 dB, 7.0 dB]; no number in SNR_ECE10_dB: it cannot be told from "
+                                      "chance at any level")
     sensitivity = {**row, "measure": "balanced_accuracy", "calibration": "uncalibrated"}
     del sensitivity["chance_levels"], sensitivity["n_levels"]
     assert conditions.headline_threshold(sensitivity) == (4.0, "4.0 dB [1.0 dB, 7.0 dB]")
@@ -235,12 +238,13 @@ def test_every_interval_and_paired_test_resamples_groups_not_base_clips(tmp_path
     assert (shift["n_clusters"] == 3).all() and shift["smooth_ece_lo"].isna().all()
     thresholds = pd.read_csv("metrics/conditions/thresholds.csv")
     assert thresholds["lo"].isna().all() and thresholds["hi"].isna().all()
-    assert thresholds["no_interval"].str.contains(r"^3 (?:(?:NON)?SPEECH )?groups[:,]").all(), thresholds["no_interval"]
+    assert thresholds["no_interval"].str.contains(r"^3 (?:NONSPEECH\+SPEECH )?groups: too few").all(), thresholds["no_interval"]
     pairs = pd.read_csv("metrics/conditions/paired_tests.csv")
     assert (pairs["n_clusters"] == 3).all() and (pairs["p_clustered"] >= 0.25 - 1e-12).all()
     assert pairs["diff_lo"].isna().all() and pairs["diff_interval"].str.startswith("3 groups: too few").all()
     assert conditions.interval_scope(conditions.read_variants(layout.conditions_csv())).endswith(
-        "; 3 groups are too few for a group-level interval (needs >= 5), so the tables give none and say why")
+        "2 / 2^3 = 0.25; 3 groups are too few for a group-level interval (needs >= 5), so the tables give none and say "
+        "why")
 
 
 @pytest.mark.parametrize("q,name", [(0.10, "DT_ECE10"), (0.05, "DT_ECE05"), (0.125, "DT_ECE12p5"), (0.005, "DT_ECE0p5"),

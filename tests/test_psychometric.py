@@ -230,7 +230,34 @@ def test_base_clips_of_one_group_are_resampled_together():
     assert t.reason.startswith("2 speakers: too few for a speaker-level interval"), t.reason
     sens = ps.fit_sensitivity(DURATIONS, resp, 1.0 - resp, (0.75,), n_boot=300, rng=np.random.default_rng(4),
                               clusters=(two, two))
-    assert sens.thresholds[0].reason.startswith("2 NONSPEECH groups, 2 SPEECH groups: too few"), sens.thresholds[0]
+    assert sens.thresholds[0].reason.startswith("2 NONSPEECH+SPEECH groups: too few"), sens.thresholds[0]
+
+
+def _width(t) -> float:
+    return t.hi - t.lo
+
+
+def test_a_groups_copies_of_one_clip_widen_the_interval_as_one_group_would():
+    """Six groups, each with three copies of one base clip's responses: resampled as groups (``clusters``) the
+    threshold varies as much as six clips would, more than eighteen clips drawn one by one. So for the sensitivity
+    threshold, whose groups each hold speech and non-speech clips: a group is drawn once for both of its classes,
+    every row of it with that group's weight."""
+    one = staircase(6)
+    copies, groups = np.repeat(one, 3, axis=0), np.repeat([f"g{i}" for i in range(6)], 3)
+    rows = ps.fit_curve(DURATIONS, copies, (0.5,), n_boot=1000, rng=np.random.default_rng(3)).thresholds[0]
+    grouped = ps.fit_curve(DURATIONS, copies, (0.5,), n_boot=1000, rng=np.random.default_rng(3), clusters=groups)
+    assert rows.reason is None and grouped.thresholds[0].reason is None
+    assert _width(grouped.thresholds[0]) > 1.3 * _width(rows)
+    nonspeech = 1.0 - np.repeat(staircase(6)[::-1], 3, axis=0)
+    w_s, w_n, per_stratum = ps._class_weights(copies, nonspeech, (groups, groups), 200, np.random.default_rng(0))
+    assert per_stratum == {"NONSPEECH+SPEECH": 6}
+    np.testing.assert_array_equal(w_s, w_n)  # the same draw for a group's speech and non-speech rows
+    np.testing.assert_array_equal(w_s[:, 0::3], w_s[:, 1::3])  # every row of a group: the group's weight
+    assert (w_s[:, 0::3].sum(axis=1) == 6).all()  # six groups drawn per resample
+    sens = ps.fit_sensitivity(DURATIONS, copies, nonspeech, (0.75,), n_boot=1000, rng=np.random.default_rng(4),
+                              clusters=(groups, groups)).thresholds[0]
+    apart = ps.fit_sensitivity(DURATIONS, copies, nonspeech, (0.75,), n_boot=1000, rng=np.random.default_rng(4)).thresholds[0]
+    assert sens.reason is None and apart.reason is None and _width(sens) > 1.3 * _width(apart)
 
 
 def test_enough_groups_with_varied_responses_give_a_threshold_interval():

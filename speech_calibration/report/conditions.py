@@ -691,10 +691,12 @@ def paired_table(meta: pd.DataFrame, correct: dict[str, np.ndarray], cfg: params
 
 def interval_scope(meta: pd.DataFrame) -> str:
     """What every interval and paired test of this report generalises to, in words: new test groups (speakers,
-    recordings), each resampled with every variant of all its base clips; or that there are too few groups."""
+    recordings), each resampled with every variant of all its base clips; the smallest p a sign flip of that many
+    groups can give; and whether they are too few for an interval."""
     n_base, n_groups = meta[BASE_CLIP_ID].nunique(), meta[CLUSTER].nunique()
     scope = (f"every interval and paired test here resamples the {n_groups} test groups (speakers, recordings), each "
-             f"with all the variants of its base clips ({n_base} in all), so it speaks of new speakers and recordings")
+             f"with all the variants of its base clips ({n_base} in all), so that they speak of new speakers and "
+             f"recordings; a paired test's p cannot fall below 2 / 2^{n_groups} = {min(1.0, 2.0 / 2 ** n_groups):.3g}")
     if n_groups < MIN_CLUSTERS:
         scope += (f"; {n_groups} groups are too few for a group-level interval (needs >= {MIN_CLUSTERS}), so the tables "
                   "give none and say why")
@@ -972,7 +974,8 @@ def headline_threshold(row: dict) -> tuple[float | None, str]:
     chance_only = row["measure"] == ECE and row["chance_levels"] == row["n_levels"]
     text = f"{row['text']} {row['ci_text']}" + (
         " (its own output: no dev-fitted calibrator)" if row["measure"] == ECE and row["calibration"] == UNCALIBRATED
-        else "") + ("; no number here: it cannot be told from chance at any level" if chance_only else "")
+        else "") + (f"; no number in {row['threshold']}_{row['unit']}: it cannot be told from chance at any level"
+                    if chance_only else "")
     return (None if chance_only else row["value"]), text
 
 

@@ -29,9 +29,9 @@ answered SPEECH) are each fitted as above, and the balanced accuracy is ``BA(x) 
 which a constant answer holds at exactly 1/2. Its threshold at ``q`` is the lowest level in
 ``[x_min, x_max]`` where the fitted ``BA`` reaches ``q``: ``-inf`` when it already does at ``x_min``,
 ``+inf`` (not reached) when it does not by ``x_max``, else found on ``GRID`` equally spaced levels with
-linear interpolation between the two around the first crossing. The clusters of speech and of non-speech
-clips are resampled separately (a group with clips of both classes is drawn in each on its own), so every
-resample refits both curves. A curve that falls
+linear interpolation between the two around the first crossing. A cluster is drawn once for its speech and
+its non-speech clips (a speaker's hit rate and false alarms travel together), within the stratum of the classes
+it holds, so every resample refits both curves on both classes. A curve that falls
 with the level (a hit rate that drops with duration, or a balanced accuracy that rises and falls) can reach
 ``q`` and lose it again: ``Threshold.falls_back`` is where, so "reached below the lowest level" is never read
 as "holds everywhere above it".
@@ -276,6 +276,34 @@ def _balanced(a1, b1, a0, b0, grid: np.ndarray) -> np.ndarray:
     return (sigmoid(a1 + b1 * grid) + 1.0 - sigmoid(a0 + b0 * grid)) / 2.0
 
 
+def _class_weights(speech: np.ndarray, nonspeech: np.ndarray, clusters: tuple[np.ndarray, np.ndarray] | None,
+                   n_boot: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Bootstrap weights of the speech rows and of the non-speech rows, and the clusters with some response per stratum.
+
+    Each cluster is drawn once, for its rows of both classes (a speaker's hit rate and false alarms travel
+    together), within the stratum of the classes its rows hold (``SPEECH``, ``NONSPEECH`` or ``NONSPEECH+SPEECH``),
+    so every resample keeps both classes. Without ``clusters`` every row is a cluster of its own: speech rows and
+    non-speech rows are then resampled apart."""
+    rows = clusters if clusters is not None else (
+        [("speech", i) for i in range(len(speech))], [("nonspeech", i) for i in range(len(nonspeech))])
+    names = list(dict.fromkeys([*rows[0], *rows[1]]))  # clusters in order of first appearance
+    index = {c: k for k, c in enumerate(names)}
+    held: list[set[str]] = [set() for _ in names]
+    answered = np.zeros(len(names), dtype=bool)
+    for name, responses, members in zip(CLASSES, (speech, nonspeech), rows):
+        for c, row in zip(members, ~np.isnan(np.asarray(responses, dtype=np.float64))):
+            held[index[c]].add(name)
+            answered[index[c]] |= bool(row.any())
+    strata = np.array(["+".join(sorted(h)) for h in held], dtype=object)
+    w = np.zeros((n_boot, len(names)))
+    per_stratum = {}
+    for stratum in dict.fromkeys(strata.tolist()):
+        inside = np.flatnonzero(strata == stratum)
+        w[:, inside] = cluster_counts(len(inside), n_boot, rng)
+        per_stratum[stratum] = int(answered[inside].sum())
+    return w[:, [index[c] for c in rows[0]]], w[:, [index[c] for c in rows[1]]], per_stratum
+
+
 def fit_sensitivity(levels: np.ndarray, speech: np.ndarray, nonspeech: np.ndarray, criteria: tuple[float, ...], *,
                     n_boot: int = 1000, ci: float = 0.95, rng: np.random.Generator | None = None,
                     clusters: tuple[np.ndarray, np.ndarray] | None = None, unit: str = "groups") -> Sensitivity:
@@ -283,9 +311,9 @@ def fit_sensitivity(levels: np.ndarray, speech: np.ndarray, nonspeech: np.ndarra
 
     ``speech``: ``(C_s, L)`` and ``nonspeech``: ``(C_n, L)``, each 1 where that base clip at that level was
     answered SPEECH, 0 where not, NaN where the variant does not exist. ``clusters``: the cluster of each row of
-    each (None: every row its own). The two are resampled apart, so an interval needs ``MIN_CLUSTERS`` clusters
-    (``unit``) of each (:func:`censored_interval` with the strata :data:`CLASSES`); where one has fewer, the
-    reason names it.
+    each (None: every row its own). A cluster is drawn once for its rows of both classes, within the stratum of
+    the classes it holds (:func:`_class_weights`), so an interval needs ``MIN_CLUSTERS`` clusters (``unit``) in
+    each stratum (:func:`censored_interval`); where one has fewer, the reason names it.
     """
     hit, false_alarm = fit_curve(levels, speech), fit_curve(levels, nonspeech)
     valid = (hit.n > 0) & (false_alarm.n > 0)
@@ -293,12 +321,11 @@ def fit_sensitivity(levels: np.ndarray, speech: np.ndarray, nonspeech: np.ndarra
         raise ValueError("no level has both speech and non-speech clips")
     grid = np.linspace(float(hit.levels[valid].min()), float(hit.levels[valid].max()), GRID)
     rng = rng if rng is not None else np.random.default_rng(0)
-    boot, per_stratum = [], {}
-    for name, responses, rows in zip(CLASSES, (speech, nonspeech), clusters or (None, None)):
+    w_speech, w_nonspeech, per_stratum = _class_weights(speech, nonspeech, clusters, n_boot, rng)
+    boot = []
+    for responses, w in ((speech, w_speech), (nonspeech, w_nonspeech)):
         r = np.asarray(responses, dtype=np.float64)
         present = ~np.isnan(r)
-        per_stratum[name] = _clusters_answered(present, rows)
-        w = _row_weights(rows, r.shape[0], n_boot, rng)
         boot.append(fit_logistic(levels, w @ np.where(present, r, 0.0), w @ present.astype(np.float64)))
     (a1_b, b1_b), (a0_b, b0_b) = boot
     point = _balanced(hit.a, hit.b, false_alarm.a, false_alarm.b, grid)
