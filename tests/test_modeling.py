@@ -261,6 +261,10 @@ def test_corrupt_adapter_folder_is_a_clear_error(tiny, tmp_path):
     with pytest.raises(UserError, match="no adapter_config.json; this is not a trained adapter folder"):
         loading.load_adapter(model, tmp_path)
     peft_model = loading.add_lora(model, Lora(r=4))
+    peft_model.save_pretrained(str(tmp_path / "study/final"))  # the study's layout, named without its final/
+    with pytest.raises(UserError, match=r"study: no adapter_config.json here, but in its final/ folder, where "
+                                        r"scripts/finetune_qwen_audio.py puts the adapter: pass .*study/final$"):
+        loading.load_adapter(loading.load_base(cfg, torch.device("cpu")), tmp_path / "study")
     peft_model.save_pretrained(str(tmp_path / "adapter"))
     (tmp_path / "adapter/adapter_model.safetensors").write_bytes(b"not a safetensors file")
     base = loading.load_base(cfg, torch.device("cpu"))

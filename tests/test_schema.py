@@ -240,8 +240,14 @@ def test_not_a_csv(tmp_path):
     rejected(path, "not a readable CSV")
 
 
-def test_missing_csv(tmp_path):
+def test_missing_csv(tmp_path, monkeypatch):
     rejected(tmp_path / "nope.csv", "file not found")
+    with pytest.raises(UserError) as err:
+        schema.read_metadata(tmp_path / "nope.csv")
+    assert "dvc repro" not in str(err.value)
+    monkeypatch.chdir(tmp_path)  # a split CSV that is not there yet: prepare writes it
+    with pytest.raises(UserError, match=r"train_metadata.csv: file not found; run `dvc repro prepare` first"):
+        schema.read_metadata("data/processed/grouped_split/train_metadata.csv")
 
 
 def test_group_in_two_splits(corpus, tmp_path):

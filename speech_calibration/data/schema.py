@@ -213,7 +213,8 @@ def read_metadata(path: str | os.PathLike, *, check_audio: bool = True, require_
     Returns the rows with an added column ``audio_file``: the audio path resolved against the CSV's folder.
     """
     path = Path(path)
-    df = _read_csv(path)
+    split = os.path.abspath(path.parent) == os.path.abspath(SPLIT_DIR)  # a split CSV: prepare writes it
+    df = _read_csv(path, "run `dvc repro prepare` first (it writes the split CSVs)" if split else "")
     _check_columns(df, path, METADATA_REQUIRED)
     _check_ids_and_labels(df, path)
     _check_clip_ids_name_files(df, path)

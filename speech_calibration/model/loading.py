@@ -154,8 +154,11 @@ def load_adapter(model, adapter_dir: str | Path):
     adapter_dir = Path(adapter_dir)
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         if not (adapter_dir / name).is_file():
-            raise UserError(f"{adapter_dir}: no {name}; this is not a trained adapter folder "
-                            "(re-run the train stage: dvc repro train)")
+            if (adapter_dir / "final" / name).is_file():  # the study's layout: <output_dir>/final
+                raise UserError(f"{adapter_dir}: no {name} here, but in its final/ folder, where "
+                                f"scripts/finetune_qwen_audio.py puts the adapter: pass {adapter_dir / 'final'}")
+            raise UserError(f"{adapter_dir}: no {name}; this is not a trained adapter folder (train one with dvc repro "
+                            "train, or with scripts/finetune_qwen_audio.py, which writes <output_dir>/final)")
     try:
         peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
     except Exception as err:  # peft/safetensors raise many types for a damaged folder
