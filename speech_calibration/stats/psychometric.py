@@ -31,7 +31,7 @@ which a constant answer holds at exactly 1/2. Its threshold at ``q`` is the lowe
 ``+inf`` (not reached) when it does not by ``x_max``, else found on ``GRID`` equally spaced levels with
 linear interpolation between the two around the first crossing. A cluster is drawn once for its speech and
 its non-speech clips (a speaker's hit rate and false alarms travel together), within the stratum of the classes
-it holds, so every resample refits both curves on both classes. A curve that falls
+it holds where a plain resample would lose a class, so every resample refits both curves on both classes. A curve that falls
 with the level (a hit rate that drops with duration, or a balanced accuracy that rises and falls) can reach
 ``q`` and lose it again: ``Threshold.falls_back`` is where, so "reached below the lowest level" is never read
 as "holds everywhere above it".
@@ -47,11 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from speech_calibration.stats.metrics import sigmoid
-from speech_calibration.stats.resampling import (
-    cluster_counts,
-    cluster_interval,
-    first_appearance_codes,
-)
+from speech_calibration.stats.resampling import class_strata, cluster_counts, cluster_interval, first_appearance_codes
 
 RIDGE = 1e-3
 GRID = 4001  # levels on which a balanced-accuracy threshold is located
@@ -277,31 +273,39 @@ def _balanced(a1, b1, a0, b0, grid: np.ndarray) -> np.ndarray:
 
 
 def _class_weights(speech: np.ndarray, nonspeech: np.ndarray, clusters: tuple[np.ndarray, np.ndarray] | None,
-                   n_boot: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """Bootstrap weights of the speech rows and of the non-speech rows, and the clusters with some response per stratum.
+                   n_boot: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int, dict[str, int] | None]:
+    """Bootstrap weights of the speech rows and of the non-speech rows, the clusters with some response, and their
+    number per stratum (None: not stratified).
 
     Each cluster is drawn once, for its rows of both classes (a speaker's hit rate and false alarms travel
-    together), within the stratum of the classes its rows hold (``SPEECH``, ``NONSPEECH`` or ``NONSPEECH+SPEECH``),
-    so every resample keeps both classes. Without ``clusters`` every row is a cluster of its own: speech rows and
-    non-speech rows are then resampled apart."""
+    together). Where a plain resample of the clusters would lose a class too often
+    (:func:`~speech_calibration.stats.resampling.class_strata`: single-class groups, few of one kind), the clusters
+    are drawn within the stratum of the classes they hold (``SPEECH``, ``NONSPEECH``, ``NONSPEECH+SPEECH``), so
+    every resample keeps both. Without ``clusters`` every row is a cluster of its own."""
     rows = clusters if clusters is not None else (
         [("speech", i) for i in range(len(speech))], [("nonspeech", i) for i in range(len(nonspeech))])
-    names = list(dict.fromkeys([*rows[0], *rows[1]]))  # clusters in order of first appearance
-    index = {c: k for k, c in enumerate(names)}
-    held: list[set[str]] = [set() for _ in names]
-    answered = np.zeros(len(names), dtype=bool)
-    for name, responses, members in zip(CLASSES, (speech, nonspeech), rows):
-        for c, row in zip(members, ~np.isnan(np.asarray(responses, dtype=np.float64))):
-            held[index[c]].add(name)
-            answered[index[c]] |= bool(row.any())
-    strata = np.array(["+".join(sorted(h)) for h in held], dtype=object)
-    w = np.zeros((n_boot, len(names)))
-    per_stratum = {}
-    for stratum in dict.fromkeys(strata.tolist()):
-        inside = np.flatnonzero(strata == stratum)
-        w[:, inside] = cluster_counts(len(inside), n_boot, rng)
-        per_stratum[stratum] = int(answered[inside].sum())
-    return w[:, [index[c] for c in rows[0]]], w[:, [index[c] for c in rows[1]]], per_stratum
+    members = [*rows[0], *rows[1]]
+    labels = np.r_[np.ones(len(rows[0]), dtype=np.int64), np.zeros(len(rows[1]), dtype=np.int64)]
+    codes, k = first_appearance_codes(np.array([str(c) for c in members], dtype=object))
+    answered = np.zeros(k, dtype=bool)
+    np.logical_or.at(answered, codes, np.r_[~np.isnan(np.asarray(speech, dtype=np.float64)).all(axis=1),
+                                            ~np.isnan(np.asarray(nonspeech, dtype=np.float64)).all(axis=1)])
+    strata = class_strata(labels, codes)
+    w = np.zeros((n_boot, k))
+    per_stratum: dict[str, int] | None = None
+    if strata is None:
+        w[:] = cluster_counts(k, n_boot, rng)
+    else:
+        per_stratum = {}
+        stratum_of = np.empty(k, dtype=object)
+        stratum_of[codes] = strata
+        for stratum in dict.fromkeys(stratum_of.tolist()):
+            inside = np.flatnonzero(stratum_of == stratum)
+            w[:, inside] = cluster_counts(len(inside), n_boot, rng)
+            name = "+".join(sorted({"1": CLASSES[0], "0": CLASSES[1]}[c] for c in str(stratum).split("+")))
+            per_stratum[name] = int(answered[inside].sum())
+    n_speech = len(rows[0])
+    return w[:, codes[:n_speech]], w[:, codes[n_speech:]], int(answered.sum()), per_stratum
 
 
 def fit_sensitivity(levels: np.ndarray, speech: np.ndarray, nonspeech: np.ndarray, criteria: tuple[float, ...], *,
@@ -312,8 +316,9 @@ def fit_sensitivity(levels: np.ndarray, speech: np.ndarray, nonspeech: np.ndarra
     ``speech``: ``(C_s, L)`` and ``nonspeech``: ``(C_n, L)``, each 1 where that base clip at that level was
     answered SPEECH, 0 where not, NaN where the variant does not exist. ``clusters``: the cluster of each row of
     each (None: every row its own). A cluster is drawn once for its rows of both classes, within the stratum of
-    the classes it holds (:func:`_class_weights`), so an interval needs ``MIN_CLUSTERS`` clusters (``unit``) in
-    each stratum (:func:`censored_interval`); where one has fewer, the reason names it.
+    the classes it holds where a plain resample would lose a class (:func:`_class_weights`), so an interval needs
+    ``MIN_CLUSTERS`` clusters (``unit``), in each stratum where there are strata (:func:`censored_interval`); where
+    one has fewer, the reason names it.
     """
     hit, false_alarm = fit_curve(levels, speech), fit_curve(levels, nonspeech)
     valid = (hit.n > 0) & (false_alarm.n > 0)
@@ -321,7 +326,7 @@ def fit_sensitivity(levels: np.ndarray, speech: np.ndarray, nonspeech: np.ndarra
         raise ValueError("no level has both speech and non-speech clips")
     grid = np.linspace(float(hit.levels[valid].min()), float(hit.levels[valid].max()), GRID)
     rng = rng if rng is not None else np.random.default_rng(0)
-    w_speech, w_nonspeech, per_stratum = _class_weights(speech, nonspeech, clusters, n_boot, rng)
+    w_speech, w_nonspeech, n_clusters, per_stratum = _class_weights(speech, nonspeech, clusters, n_boot, rng)
     boot = []
     for responses, w in ((speech, w_speech), (nonspeech, w_nonspeech)):
         r = np.asarray(responses, dtype=np.float64)
@@ -332,8 +337,8 @@ def fit_sensitivity(levels: np.ndarray, speech: np.ndarray, nonspeech: np.ndarra
     replicates = _balanced(a1_b, b1_b, a0_b, b0_b, grid)
     found = []
     for q in criteria:
-        lo, hi, reason = censored_interval(first_crossing(replicates, grid, q), sum(per_stratum.values()), ci,
-                                           per_stratum=per_stratum, unit=unit)
+        lo, hi, reason = censored_interval(first_crossing(replicates, grid, q), n_clusters, ci, per_stratum=per_stratum,
+                                           unit=unit)
         found.append(Threshold(q, float(first_crossing(point, grid, q)[0]), lo, hi, falls_back(point[0], grid, q), reason))
     return Sensitivity(hit, false_alarm, tuple(found))
 
