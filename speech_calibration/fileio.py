@@ -32,11 +32,13 @@ def _publish(tmp: Path, directory: bool = False) -> None:
 
 def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
     """Refuse, in one line, an output path that cannot be written: a folder where a file is to go (``folder``: a
-    folder is to go there, and may replace one), a file where a parent folder would be, or a parent folder that
-    cannot be written into. Commands call it on their outputs before any work, so a mistake costs no scoring run."""
+    folder is to go there, and may replace a folder, not a file), a file where a parent folder would be, or a parent
+    folder that cannot be written into. Commands call it on their outputs before any work, so a mistake costs no scoring run."""
     path = Path(path)
     if not folder and path.is_dir():
         raise UserError(f"{path}: is a folder; name a file to write")
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"{path}: is a file; name a folder to write")
     existing = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p == Path(p.anchor or "."))
     if existing.exists() and not existing.is_dir():
         raise UserError(f"{path}: {existing} is a file, not a folder; choose another path")

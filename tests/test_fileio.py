@@ -38,6 +38,8 @@ def test_an_output_that_cannot_be_written_is_one_line_before_anything_is_written
         write_json(tmp_path / "file/out.json", {})
     with pytest.raises(UserError, match=r"is a file, not a folder"), atomic_dir(tmp_path / "file/d"):
         pass
+    with pytest.raises(UserError, match=r"file: is a file; name a folder to write$"), atomic_dir(tmp_path / "file"):
+        pass
     check_writable(tmp_path / "folder", folder=True)
     check_writable(tmp_path / "new/and/newer/out.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"] and not any((tmp_path / "folder").iterdir())

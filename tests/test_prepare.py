@@ -648,3 +648,20 @@ def test_default_corpus_has_the_study_sizes(tmp_path):
     assert {s: (data[s]["clips"], data[s]["groups"]) for s in ("train", "dev", "test")} == {
         "train": (64, 6), "dev": (72, 4), "test": (24, 3)}
     assert np.isclose(data["total"]["speech_fraction"], 0.5)
+
+
+def test_audio_outside_data_corpus_is_warned_about_once(tmp_path, monkeypatch, caplog):
+    """DVC sees the corpus change through data.corpus only: audio the split CSVs list outside it gets one warning with
+    the count and an example; audio inside it (relative to the split folder, as prepare writes it) none."""
+    monkeypatch.chdir(tmp_path)
+    data = params_mod.parse(params_mod.Data, {"source": "csv", "corpus": "data/raw", "csv": {"path": "data/raw/m.csv"}},
+                            "data")
+    inside = pd.DataFrame({schema.AUDIO_PATH: ["../../raw/audio/a.wav", "../../raw/audio/b.wav"]})
+    outside = pd.DataFrame({schema.AUDIO_PATH: ["../../raw/audio/c.wav", "/elsewhere/d.wav"]})
+    with caplog.at_level("WARNING"):
+        stage.warn_audio_outside_corpus(data, {"train": inside, "dev": inside})
+    assert not caplog.records
+    with caplog.at_level("WARNING"):
+        stage.warn_audio_outside_corpus(data, {"train": inside, "test": outside})
+    assert len(caplog.records) == 1 and caplog.records[0].getMessage().startswith(
+        "1 of 4 audio files lie outside data.corpus (data/raw), e.g. /elsewhere/d.wav: DVC does not see them change")

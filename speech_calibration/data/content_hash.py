@@ -3,7 +3,8 @@
 ``prepare`` refuses a corpus that lists one recording twice (:func:`first_duplicate`): a copy in test of a train clip
 under another name scores the model on what it trained on, and a clip listed twice in one split counts twice. The
 ``eval_set`` stage writes each file's :func:`sha256` into its manifest. Hashing is I/O-bound, so files are grouped by
-size first and only sizes shared by two files or more are hashed: a corpus without duplicates reads almost nothing.
+size first and only sizes shared by two files or more are hashed: a corpus of varied lengths reads almost nothing
+more, but one whose clips all have one length (fixed-length WAVs) is read once more, to hash every file.
 """
 from __future__ import annotations
 

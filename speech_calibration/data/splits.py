@@ -196,8 +196,10 @@ def check_audio_listed_once(frames: Mapping[str, pd.DataFrame], paths: Mapping[s
         return f"{paths[split]} row {row + 1} ({frames[split][schema.CLIP_ID].iloc[row]})"
 
     what = f"is also listed at {place(i)}" if same_file else f"has the same content as {files[i]}, listed at {place(i)}"
-    raise UserError(f"{place(j)}: audio file {files[j]} {what}; a recording may be listed once (remove one of the two "
-                    "rows; if they should be two recordings, copy or export the right file again)")
+    fix = ("remove one of the two rows" if same_file else "remove one of the two rows; if they are two recordings "
+           "that came out byte for byte the same (digital silence of one length, say), keep one: they are one clip to "
+           "the model")
+    raise UserError(f"{place(j)}: audio file {files[j]} {what}; a recording may be listed once ({fix})")
 
 
 def _columns(df: pd.DataFrame) -> pd.DataFrame:
