@@ -319,7 +319,7 @@ def test_study_command_lines_reproduce_the_stages(project, trained):
     assert (platt["predicted_token"] == np.where(platt["p_speech"] >= 0.3, "A", "B")).all()
     bad = _wrapper(project, "evaluate_with_logits.py", "--checkpoint", "none", "--test_csv", "x.csv",
                    "--temperature", "-1", "--output_csv", "y.csv")
-    assert bad.returncode == 2 and bad.stderr.strip() == "error: --temperature: -1.0 must be positive"
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --temperature: -1.0 must be a positive finite number"
 
 
 def _params_file(project: Path, path: Path, **sections) -> Path:
