@@ -107,6 +107,30 @@ def test_clips_too_short_for_an_audio_token_are_refused_before_the_window_is_rea
     assert manifest.set_index("clip_id").loc["shortest", "duration_s"] == round(321 / 16000, 6)
 
 
+def test_a_truncated_copy_and_a_recording_listed_twice_are_refused_as_prepare_refuses_them(outside):
+    """An MP3 cut to 45 % of its bytes keeps its header's 3 s and decodes to about a second: the set is refused,
+    naming the row and both durations (it was scored as the shorter clip). A byte-identical copy of a clip under
+    another name counted twice: refused, naming both rows."""
+    import shutil
+
+    folder, meta = outside
+    whole = folder / "audio/whole.mp3"
+    sf.write(str(whole), 0.3 * np.sin(2 * np.pi * 440 * np.arange(48000) / 16000).astype(np.float32), 16000)
+    (folder / "audio/cut.mp3").write_bytes(whole.read_bytes()[:len(whole.read_bytes()) * 45 // 100])
+    row = {**meta.iloc[0].to_dict(), "clip_id": "cut", "audio_path": "audio/cut.mp3"}
+    pd.concat([meta, pd.DataFrame([row])], ignore_index=True).to_csv(folder / "metadata.csv", index=False)
+    with pytest.raises(UserError, match=rf"^{folder / 'metadata.csv'} row {len(meta) + 1} \(cut\): audio file .*cut\.mp3 "
+                                        r"decodes to [01]\.\d{3} s but its header says 3\.000 s \(truncated"):
+        eval_sets.validate("outside", folder, 100.0, "error")
+    first = folder / meta.loc[0, "audio_path"]
+    shutil.copy(first, first.with_name("again" + first.suffix))
+    row = {**meta.iloc[1].to_dict(), "clip_id": "again", "audio_path": f"audio/again{first.suffix}"}
+    pd.concat([meta, pd.DataFrame([row])], ignore_index=True).to_csv(folder / "metadata.csv", index=False)
+    with pytest.raises(UserError, match=rf"^{folder / 'metadata.csv'} row {len(meta) + 1} \(again\): audio file .* has "
+                                        rf"the same content as .*, listed at {folder / 'metadata.csv'} row 1 "):
+        eval_sets.validate("outside", folder, 100.0, "error")
+
+
 def test_a_clip_id_that_cannot_name_a_file_is_refused(outside):
     folder, meta = outside
     meta.assign(clip_id=["../escaped"] + list(meta["clip_id"][1:])).to_csv(folder / "metadata.csv", index=False)

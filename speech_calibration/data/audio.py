@@ -127,6 +127,24 @@ def probe_audio(path: str | os.PathLike) -> sf._SoundFileInfo:
     return info
 
 
+TRUNCATION_TOLERANCE_S = 0.05  # decoded this much shorter than the header says: a copy cut short (lossy codecs' priming
+# and padding move a length by a few hundredths at most)
+
+
+def check_whole(files, header_s, decoded_s, places) -> None:
+    """Refuse the first clip that decodes more than TRUNCATION_TOLERANCE_S shorter than its header says (``header_s``
+    from :func:`probe_audio`, ``decoded_s`` at any rate), naming its place (``<csv> row <n> (<clip_id>)``): an MP3
+    copy cut short keeps its Xing header's full length and decodes as what is left."""
+    header, decoded = np.asarray(header_s, dtype=float), np.asarray(decoded_s, dtype=float)
+    cut = np.flatnonzero(decoded < header - TRUNCATION_TOLERANCE_S - 1e-9)
+    if cut.size:
+        i = int(cut[0])
+        more = f"; {cut.size} clips are" if cut.size > 1 else ""
+        raise UserError(f"{places[i]}: audio file {files[i]} decodes to {decoded[i]:.3f} s but its header says "
+                        f"{header[i]:.3f} s (truncated: the file stops early{more}); re-copy it from the original, or "
+                        "re-encode it (the header then gives its true length)")
+
+
 def write_audio(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = MODEL_RATE) -> None:
     """Write float samples in [-1, 1] as 16-bit PCM (format from the suffix: .wav, .flac, .ogg), atomically."""
     samples = np.asarray(samples, dtype=np.float32)

@@ -25,7 +25,7 @@ import pandas as pd
 
 from speech_calibration import layout
 from speech_calibration.data import content_hash, long_clips, schema, short_clips
-from speech_calibration.data.audio import MODEL_RATE, load_clips
+from speech_calibration.data.audio import MODEL_RATE, check_whole, load_clips, probe_audio
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv
 
@@ -66,8 +66,10 @@ def validate(name: str, folder: str | os.PathLike, window_s, policy: str) -> pd.
         if not os.path.abspath(file).startswith(root + os.sep):
             raise UserError(f"{place}: {os.path.abspath(file)} lies outside the set's folder {root}, so DVC would not "
                             "see it change; move the audio into the folder (paths relative to the CSV)")
-    audios = load_clips(list(meta["audio_file"]), MODEL_RATE, places)  # every clip decoded once, here
+    files = list(meta["audio_file"])
+    audios = load_clips(files, MODEL_RATE, places)  # every clip decoded once, here
     durations = [len(a) / MODEL_RATE for a in audios]
+    check_whole(files, [(lambda i: i.frames / i.samplerate)(probe_audio(f)) for f in files], durations, places)
     short_clips.check([len(a) for a in audios], durations, places)
     long_clips.report(durations, places, window_s() if callable(window_s) else window_s, policy, f"eval set {name}")
     classes = set(meta[schema.LABEL])
@@ -77,7 +79,13 @@ def validate(name: str, folder: str | os.PathLike, window_s, policy: str) -> pd.
     out = meta.drop(columns=["audio_file"]).copy()
     out[schema.AUDIO_PATH] = [os.path.abspath(f) for f in meta["audio_file"]]
     out[schema.DURATION_S] = [round(d, 6) for d in durations]
-    out[SHA256] = [content_hash.sha256(f) for f in meta["audio_file"]]
+    out[SHA256] = [content_hash.sha256(f) for f in files]
+    first: dict[str, int] = {}
+    for j, digest in enumerate(out[SHA256]):
+        i = first.setdefault(digest, j)
+        if i != j:
+            raise UserError(f"{places[j]}: audio file {files[j]} has the same content as {files[i]}, listed at "
+                            f"{places[i]}; a recording may be listed once in a set (remove one of the two rows)")
     return out
 
 

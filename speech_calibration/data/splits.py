@@ -25,11 +25,12 @@ cheapest first, so a bad corpus stops early: the audio files' headers (frames / 
 the first durations and refuse a clip too short to give the model an audio token (under 20.0625 ms:
 :mod:`speech_calibration.data.short_clips`); then every clip is decoded once, and its decoded length (at the model's
 16 kHz) replaces the header's for the short- and long-clip checks, the written ``duration_s`` and
-``metrics/data.json`` alike. A clip that decodes shorter than its header says by more than DURATION_TOLERANCE_S
-is refused as truncated (an MP3 copy cut short keeps its Xing header's full length, and decodes as what is left).
-DURATION_TOLERANCE_S (0.05 s) is what a duration rounded to one decimal is off by, and more than the few
-hundredths by which lossy codecs' priming and padding, counted differently by tools, move a length. A CSV's
-``duration_s`` further than that from the header's gives one warning line naming the first such row and both
+``metrics/data.json`` alike. A clip that decodes more than 0.05 s shorter than its header says is refused as
+truncated (:func:`~speech_calibration.data.audio.check_whole`: an MP3 copy cut short keeps its Xing header's full
+length, and decodes as what is left). DURATION_TOLERANCE_S (0.05 s) is what a duration rounded to one decimal is
+off by, and more than the few hundredths by which lossy codecs' priming and padding, counted differently by tools,
+move a length. A CSV's ``duration_s`` further than that from the header's gives one warning line naming the first
+such row and both
 values. A warning, not an error: the usual cause is a column left stale after the audio was trimmed or
 re-encoded, the value is replaced anyway, and a duration cannot tell a wrong file from a right one.
 
@@ -49,7 +50,7 @@ import pandas as pd
 
 from speech_calibration import layout
 from speech_calibration.data import content_hash, corpus, long_clips, schema, short_clips
-from speech_calibration.data.audio import MODEL_RATE, load_clips, probe_audio
+from speech_calibration.data.audio import MODEL_RATE, check_whole, load_clips, probe_audio
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv
 from speech_calibration.params import SPLITS, Data
@@ -57,7 +58,7 @@ from speech_calibration.params import SPLITS, Data
 log = logging.getLogger(__name__)
 
 LongClips = tuple  # (the model's audio window in seconds, or a function that reads it; audio.long_clips)
-DURATION_TOLERANCE_S = 0.05  # a CSV's duration_s this far from the header's is reported, a decoded length refused
+DURATION_TOLERANCE_S = 0.05  # a CSV's duration_s this far from the header's is reported (module doc)
 SPLIT_TRIES = 256  # seeded shuffles of the groups tried by split_groups
 PARAM_KEYS = ("data.synthetic.", "data.csv.", "data.presplit.")  # errors that name a params key
 
@@ -164,19 +165,12 @@ def with_durations(df: pd.DataFrame, csv: str | os.PathLike) -> pd.DataFrame:
 
 def with_decoded_durations(df: pd.DataFrame, csv: str | os.PathLike, chunk: int = 64) -> pd.DataFrame:
     """``df`` (header durations, from :func:`with_durations`) with every ``duration_s`` replaced by its decoded length
-    at MODEL_RATE, what the model will hear. A clip that decodes shorter than its header says by more than
-    DURATION_TOLERANCE_S is refused as truncated, and one too short for an audio token as such."""
+    at MODEL_RATE, what the model will hear. A clip that decodes shorter than its header says is refused as truncated
+    (:func:`~speech_calibration.data.audio.check_whole`), and one too short for an audio token as such."""
     places = schema.clip_places(csv, df)
     samples = check_decodable(df, csv, chunk)
     decoded = samples / MODEL_RATE
-    header = df[schema.DURATION_S].to_numpy(float)
-    cut = np.flatnonzero(decoded < header - DURATION_TOLERANCE_S - 1e-9)
-    if cut.size:
-        i = int(cut[0])
-        more = f"; {cut.size} clips are" if cut.size > 1 else ""
-        raise UserError(f"{places[i]}: audio file {df['audio_file'].iloc[i]} decodes to {decoded[i]:.3f} s but its "
-                        f"header says {header[i]:.3f} s (truncated: the file stops early{more}); re-copy it from the "
-                        "original, or re-encode it (the header then gives its true length)")
+    check_whole(list(df["audio_file"]), df[schema.DURATION_S].to_numpy(float), decoded, places)
     short_clips.check(samples, decoded, places)
     return df.assign(**{schema.DURATION_S: decoded})
 
