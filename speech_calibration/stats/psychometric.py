@@ -19,7 +19,7 @@ Clusters are resampled with replacement, the per-level counts recomputed, the cu
 the percentile interval of the resampled thresholds on the extended real line (a censored resample counts
 as -inf or +inf, so an interval bound can itself be censored). There is an interval only where
 :func:`~speech_calibration.stats.resampling.cluster_interval` allows one (``MIN_CLUSTERS`` clusters, in
-each class where speech and non-speech are resampled apart, and ``MIN_DISTINCT`` distinct resampled
+each stratum where they are drawn by the classes they hold, and ``MIN_DISTINCT`` distinct resampled
 thresholds); else its bounds are NaN and ``Threshold.reason`` says why (:func:`censored_interval`).
 
 A curve of P(answer SPEECH) on speech clips measures sensitivity and bias together: a system that
@@ -31,10 +31,10 @@ which a constant answer holds at exactly 1/2. Its threshold at ``q`` is the lowe
 ``+inf`` (not reached) when it does not by ``x_max``, else found on ``GRID`` equally spaced levels with
 linear interpolation between the two around the first crossing. A cluster is drawn once for its speech and
 its non-speech clips (a speaker's hit rate and false alarms travel together), within the stratum of the classes
-it holds where a plain resample would lose a class, so every resample refits both curves on both classes. A curve that falls
-with the level (a hit rate that drops with duration, or a balanced accuracy that rises and falls) can reach
-``q`` and lose it again: ``Threshold.falls_back`` is where, so "reached below the lowest level" is never read
-as "holds everywhere above it".
+it holds where a plain resample would lose a class, so every resample refits both curves on both classes. A
+curve that falls with the level (a hit rate that drops with duration, or a balanced accuracy that rises and
+falls) can reach ``q`` and lose it again: ``Threshold.falls_back`` is where, so "reached below the lowest level"
+is never read as "holds everywhere above it".
 
 :func:`first_exceedance` locates, for a measure that grows towards low levels (a calibration error), the first
 level where it reaches a criterion, scanning down from the highest level, between tested levels by the
