@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from speech_calibration import layout, params
 from speech_calibration.cli import parser, run
-from speech_calibration.data import schema
 from speech_calibration.data.splits import PARAM_KEYS, data_metrics, prepare
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import write_json
@@ -42,8 +40,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         if str(err).startswith(PARAM_KEYS):  # names a params key: say which params file
             raise UserError(f"{args.params}: {err}") from None
         raise
-    if data.source != "synthetic":
-        warn_audio_outside_corpus(data, frames)
     metrics = data_metrics(frames)
     write_json(layout.DATA_METRICS, metrics)
     for split in SPLITS:
@@ -51,18 +47,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         log.info("%s: %d clips in %d groups, %d SPEECH / %d NONSPEECH", split, m["clips"], m["groups"],
                  m["speech"], m["nonspeech"])
     log.info("wrote %s and %s", layout.SPLIT_DIR, layout.DATA_METRICS)
-
-
-def warn_audio_outside_corpus(data: params.Data, frames: Mapping) -> None:
-    """One warning when audio files that the split CSVs (``frames``, as written) list lie outside ``data.corpus``:
-    DVC does not see them change."""
-    files = [os.path.normpath(os.path.join(layout.SPLIT_DIR, p))  # relative paths are relative to the split folder
-             for frame in frames.values() for p in frame[schema.AUDIO_PATH]]
-    outside = [f for f in files if not data.in_corpus(f)]
-    if outside:
-        log.warning("%d of %d audio files lie outside data.corpus (%s), e.g. %s: DVC does not see them change, so an "
-                    "edit to them will not re-run prepare; move them under %s (or point data.corpus at a folder that "
-                    "holds the CSVs and the audio)", len(outside), len(files), data.corpus, outside[0], data.corpus)
 
 
 if __name__ == "__main__":

@@ -659,9 +659,27 @@ def test_audio_outside_data_corpus_is_warned_about_once(tmp_path, monkeypatch, c
     inside = pd.DataFrame({schema.AUDIO_PATH: ["../../raw/audio/a.wav", "../../raw/audio/b.wav"]})
     outside = pd.DataFrame({schema.AUDIO_PATH: ["../../raw/audio/c.wav", "/elsewhere/d.wav"]})
     with caplog.at_level("WARNING"):
-        stage.warn_audio_outside_corpus(data, {"train": inside, "dev": inside})
+        splits.warn_audio_outside_corpus(data, {"train": inside, "dev": inside}, layout.SPLIT_DIR)
     assert not caplog.records
     with caplog.at_level("WARNING"):
-        stage.warn_audio_outside_corpus(data, {"train": inside, "test": outside})
+        splits.warn_audio_outside_corpus(data, {"train": inside, "test": outside}, layout.SPLIT_DIR)
     assert len(caplog.records) == 1 and caplog.records[0].getMessage().startswith(
         "1 of 4 audio files lie outside data.corpus (data/raw), e.g. /elsewhere/d.wav: DVC does not see them change")
+
+
+def test_prepare_warns_about_audio_outside_data_corpus(user_corpus, tmp_path, caplog):
+    """The warning comes from prepare itself: one clip of the 30 moved outside the corpus folder is counted."""
+    import shutil
+
+    frame = pd.read_csv(user_corpus)
+    elsewhere = tmp_path / "elsewhere" / Path(frame.loc[1, "audio_path"]).name
+    elsewhere.parent.mkdir()
+    shutil.move(user_corpus.parent / frame.loc[1, "audio_path"], elsewhere)
+    frame.loc[1, "audio_path"] = str(elsewhere)
+    frame.to_csv(user_corpus, index=False)
+    data = params_mod.parse(params_mod.Data, {"source": "csv", "corpus": str(user_corpus.parent),
+                                              "csv": {"path": str(user_corpus)}}, "data")
+    with caplog.at_level("WARNING"):
+        splits.prepare(data, tmp_path / "out")
+    warned = [r.getMessage() for r in caplog.records if "outside data.corpus" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(f"1 of 30 audio files lie outside data.corpus ({user_corpus.parent})")

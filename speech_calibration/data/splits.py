@@ -268,6 +268,17 @@ def data_metrics(frames: Mapping[str, pd.DataFrame]) -> dict[str, dict[str, floa
     return metrics
 
 
+def warn_audio_outside_corpus(data: Data, frames: Mapping[str, pd.DataFrame], out_dir: str | os.PathLike) -> None:
+    """One warning when audio files that the split CSVs (``frames``, their paths relative to ``out_dir`` as written)
+    list lie outside ``data.corpus``: DVC does not see them change."""
+    files = [os.path.normpath(os.path.join(out_dir, p)) for frame in frames.values() for p in frame[schema.AUDIO_PATH]]
+    outside = [f for f in files if not data.in_corpus(f)]
+    if outside:
+        log.warning("%d of %d audio files lie outside data.corpus (%s), e.g. %s: DVC does not see them change, so an "
+                    "edit to them will not re-run prepare; move them under %s (or point data.corpus at a folder that "
+                    "holds the CSVs and the audio)", len(outside), len(files), data.corpus, outside[0], data.corpus)
+
+
 def prepare(data: Data, out_dir: str | os.PathLike = layout.SPLIT_DIR,
             window: LongClips | None = None) -> dict[str, pd.DataFrame]:
     """Build the split folder for ``data`` in a temporary folder beside ``out_dir``, check it against the
@@ -287,6 +298,8 @@ def prepare(data: Data, out_dir: str | os.PathLike = layout.SPLIT_DIR,
             frames = from_csv(data, out_dir, window)
         else:
             frames = from_presplit(data, out_dir, window)
+        if data.source != "synthetic":
+            warn_audio_outside_corpus(data, frames, out_dir)
         for split, frame in frames.items():
             write_csv(layout.split_csv(split, tmp), frame)
         # self-check: the folder as written satisfies the contract (a failure here is a bug, not bad input)
