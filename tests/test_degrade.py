@@ -302,6 +302,20 @@ def test_cli_container_longer_than_window_is_rejected(tmp_path, params_with_mode
     assert not (tmp_path / "o").exists()
 
 
+def test_cli_container_too_short_for_an_audio_token_is_rejected(tmp_path, params_with_model, capsys):
+    """A 10-ms container (its durations inside it) would give every duration variant no audio token at all."""
+    raw = yaml.safe_load(params_with_model.read_text())
+    raw["conditions"]["container_s"] = 0.01
+    raw["conditions"]["durations_ms"] = [5, 10]
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    code, err = run_stage(capsys, "--params", str(params), "--input", str(make_test_split(tmp_path)),
+                          "--out-dir", str(tmp_path / "o"))
+    assert code == 2 and err.strip() == (f"error: {params}: conditions.container_s: 0.01 s is shorter than 20.0625 ms, "
+                                         "the shortest clip that gives the model an audio token; lengthen it")
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("key,value,message", [
     ("band", ["telephone", "notch"], "conditions.band[1]"),
     ("durations_ms", [20, 3000], "conditions.durations_ms"),

@@ -515,3 +515,14 @@ def test_seeding_fixes_the_cublas_workspace_unless_the_environment_chose_one(mon
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
     seed_everything(0)
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+def test_content_free_inputs_too_short_for_an_audio_token_are_refused():
+    """The content-free inputs (silence, noise) are clips like any other: shorter than 20.0625 ms they would give the
+    model no audio token, and contextual calibration would measure the prompt alone."""
+    from speech_calibration.model.scoring import content_free_audio
+    from speech_calibration.params import Predict
+
+    with pytest.raises(UserError, match=r"^predict\.content_free_duration_s: 0\.02 s is shorter than 20\.0625 ms"):
+        content_free_audio(Predict(content_free_duration_s=0.02), 16000)
+    assert [len(x) for x in content_free_audio(Predict(content_free_duration_s=0.0200625), 16000)] == [321, 321]

@@ -27,7 +27,7 @@ import pandas as pd
 
 from speech_calibration import layout
 from speech_calibration import params as params_mod
-from speech_calibration.data import degrade, schema
+from speech_calibration.data import degrade, schema, short_clips
 from speech_calibration.data.audio import load_audio, write_audio
 from speech_calibration.data.schema import (
     BASE_CLIP_ID,
@@ -84,6 +84,9 @@ def render_clip(x: np.ndarray, clip_id: str, cfg: params_mod.Conditions, rate: i
 def check_config(p: params_mod.Params, params_path: str, window: float) -> None:
     """Reject conditions that the model could not hear whole (``window``: its audio window in seconds)."""
     cfg, rate = p.conditions, p.data.sample_rate
+    if cfg.durations_ms and 1000 * cfg.container_s < short_clips.MIN_MS:
+        raise UserError(f"{params_path}: conditions.container_s: {cfg.container_s:g} s is shorter than "
+                        f"{short_clips.MIN_MS:g} ms, the shortest clip that gives the model an audio token; lengthen it")
     if cfg.durations_ms and cfg.container_s > window:
         raise UserError(f"{params_path}: conditions.container_s: {cfg.container_s} s is longer than the model's "
                         f"{window:g} s audio window ({p.model.name_or_path}); shorten the container")

@@ -31,9 +31,10 @@ import pandas as pd
 import torch
 
 from speech_calibration import params as params_mod
-from speech_calibration.data import schema
+from speech_calibration.data import schema, short_clips
 from speech_calibration.data.audio import load_clips
 from speech_calibration.data.long_clips import apply_policy
+from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv
 from speech_calibration.model import distributed, forward, loading
 from speech_calibration.stats.metrics import p_speech_from_logits
@@ -194,8 +195,12 @@ def predictions_frame(meta: pd.DataFrame, scores: dict[str, np.ndarray], prompt:
 
 
 def content_free_audio(p: params_mod.Predict, sample_rate: int) -> list[np.ndarray]:
-    """Digital silence and a seeded white noise at ``content_free_noise_dbfs`` RMS, both of the same length."""
+    """Digital silence and a seeded white noise at ``content_free_noise_dbfs`` RMS, both of the same length (at least
+    the shortest clip that gives the model an audio token, :mod:`speech_calibration.data.short_clips`)."""
     n = int(round(p.content_free_duration_s * sample_rate))
+    if n < short_clips.min_samples() * sample_rate / short_clips.MODEL_RATE:
+        raise UserError(f"predict.content_free_duration_s: {p.content_free_duration_s:g} s is shorter than "
+                        f"{short_clips.MIN_MS:g} ms, the shortest input that gives the model an audio token; lengthen it")
     noise = np.random.default_rng(0).standard_normal(n)
     noise *= 10 ** (p.content_free_noise_dbfs / 20) / np.sqrt(np.mean(noise**2))
     return [np.zeros(n, dtype=np.float32), noise.astype(np.float32)]
