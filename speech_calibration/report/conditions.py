@@ -37,10 +37,10 @@ Writes:
   ``already above 0.10 at 1000 ms``), its interval from the same bootstrap over groups (a bound ``< 20 ms``:
   some resamples never exceed it; ``> 1000 ms``: some are already above at the mildest level), and
   ``chance_levels``: at how many levels (of ``n_levels``) forecasts calibrated by construction exceed the criterion
-  by chance (:func:`calibrated_null`), which the text then says; at every level, the headline (``metrics/
-  conditions.json``) gives the threshold no number, only its text; ``falls_below_again``: where a curve that reached its
-  criterion loses it again within the range (a curve that falls with the level). Every threshold interval needs
-  ``MIN_CLUSTERS`` groups (of each class where they are resampled by class); where there is none, ``lo`` and
+  by chance (:func:`calibrated_null`), which the text then says; at every level, the headline
+  (``metrics/conditions.json``) gives the threshold no number, only its text; ``falls_below_again``: where a curve
+  that reached its criterion loses it again within the range (a curve that falls with the level). Every threshold
+  interval needs ``MIN_CLUSTERS`` groups (in each stratum where they are drawn by class); where there is none, ``lo`` and
   ``hi`` are empty and ``ci_text`` (and ``no_interval``) says why;
 - ``metrics/conditions/calibration_under_shift.csv``: calibration under shift, per system (each seed), dimension
   and level: top-label smooth ECE, NLL and balanced accuracy of the dev-fitted calibrator's output (answered at
@@ -69,8 +69,9 @@ rate) and non-speech clips (false alarms); the balanced accuracy ``(hit + 1 - fa
 two fitted curves gives the sensitivity thresholds. A system that gives one answer at every level
 holds it at 1/2, so its sensitivity thresholds are "not reached". Every interval and paired test resamples the
 test groups (speakers, recordings: the unit a result generalises over), each with all the variants of all its base
-clips; the sensitivity thresholds resample the groups of speech and of non-speech clips apart. With fewer than
-``MIN_CLUSTERS`` groups there is no interval, and the tables say so in words.
+clips; the sensitivity thresholds draw a group once for its speech and its non-speech clips
+(:func:`~speech_calibration.stats.psychometric.fit_sensitivity`). With fewer than ``MIN_CLUSTERS`` groups there is
+no interval, and the tables say so in words.
 """
 from __future__ import annotations
 
