@@ -39,10 +39,10 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
         raise UserError(f"{path}: is a folder; name a file to write")
     if folder and path.exists() and not path.is_dir():
         raise UserError(f"{path}: is a file; name a folder to write")
-    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p == Path(p.anchor or "."))
-    if existing.exists() and not existing.is_dir():
+    existing = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)  # the folder to be made in
+    if existing is not None and not existing.is_dir():
         raise UserError(f"{path}: {existing} is a file, not a folder; choose another path")
-    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{path}: cannot write into {existing} (permission denied); choose another path")
 
 

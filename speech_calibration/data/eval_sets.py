@@ -69,7 +69,7 @@ def validate(name: str, folder: str | os.PathLike, window_s, policy: str) -> pd.
     files = list(meta["audio_file"])
     audios = load_clips(files, MODEL_RATE, places)  # every clip decoded once, here
     durations = [len(a) / MODEL_RATE for a in audios]
-    check_whole(files, [(lambda i: i.frames / i.samplerate)(probe_audio(f)) for f in files], durations, places)
+    check_whole(files, [info.frames / info.samplerate for info in map(probe_audio, files)], durations, places)
     short_clips.check([len(a) for a in audios], durations, places)
     long_clips.report(durations, places, window_s() if callable(window_s) else window_s, policy, f"eval set {name}")
     classes = set(meta[schema.LABEL])
