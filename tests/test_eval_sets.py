@@ -131,6 +131,40 @@ def test_a_truncated_copy_and_a_recording_listed_twice_are_refused_as_prepare_re
         eval_sets.validate("outside", folder, 100.0, "error")
 
 
+def test_a_set_sharing_recordings_or_speakers_with_the_studys_splits_is_warned_about(outside, tmp_path, caplog):
+    """A set clip that is byte for byte a training clip, and a set group id that is also a training group: one
+    warning each (the set would measure what the model trained on, or no new speaker); a set apart from the splits,
+    or a project before prepare wrote them, gets none."""
+    import shutil
+
+    folder, meta = outside
+    split_dir = tmp_path / "split"
+    (split_dir / "audio").mkdir(parents=True)
+    rows = []
+    for split, n in (("train", 4), ("dev", 2), ("test", 2)):
+        for i in range(n):
+            clip = f"{split}{i}"
+            sf.write(str(split_dir / "audio" / f"{clip}.wav"), speech_like(1.0 + 0.05 * len(rows)), 16000)  # each its own
+            rows.append((split, {"clip_id": clip, "audio_path": f"audio/{clip}.wav",
+                                 "label": "SPEECH" if i % 2 == 0 else "NONSPEECH", "group_id": f"{split}_g{i}"}))
+    for split in ("train", "dev", "test"):
+        pd.DataFrame([r for s, r in rows if s == split]).to_csv(split_dir / f"{split}_metadata.csv", index=False)
+    with caplog.at_level("WARNING", logger="speech_calibration.data.eval_sets"):
+        eval_sets.warn_overlap_with_splits("outside", eval_sets.validate("outside", folder, 100.0, "error"), split_dir)
+        eval_sets.warn_overlap_with_splits("outside", eval_sets.validate("outside", folder, 100.0, "error"),
+                                           tmp_path / "not_prepared")
+    assert not caplog.records
+    shutil.copy(split_dir / "audio/train1.wav", folder / "audio/copied.wav")
+    extra = {**meta.iloc[0].to_dict(), "clip_id": "copied", "audio_path": "audio/copied.wav", "group_id": "TRAIN_G3"}
+    pd.concat([meta, pd.DataFrame([extra])], ignore_index=True).to_csv(folder / "metadata.csv", index=False)
+    with caplog.at_level("WARNING", logger="speech_calibration.data.eval_sets"):
+        eval_sets.warn_overlap_with_splits("outside", eval_sets.validate("outside", folder, 100.0, "error"), split_dir)
+    assert [r.getMessage().split(":")[1] for r in caplog.records] == [
+        " 1 of its recordings are byte for byte in the study's splits (train), e.g. its copied is train's train1",
+        " group ids also in the study's splits (train"]
+    assert "train: train_g3" in caplog.records[1].getMessage()
+
+
 def test_a_clip_id_that_cannot_name_a_file_is_refused(outside):
     folder, meta = outside
     meta.assign(clip_id=["../escaped"] + list(meta["clip_id"][1:])).to_csv(folder / "metadata.csv", index=False)

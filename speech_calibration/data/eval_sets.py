@@ -28,6 +28,7 @@ from speech_calibration.data import content_hash, long_clips, schema, short_clip
 from speech_calibration.data.audio import MODEL_RATE, check_whole, load_clips, probe_audio
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv
+from speech_calibration.params import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,37 @@ def validate(name: str, folder: str | os.PathLike, window_s, policy: str) -> pd.
             raise UserError(f"{places[j]}: audio file {files[j]} has the same content as {files[i]}, listed at "
                             f"{places[i]}; a recording may be listed once in a set (remove one of the two rows)")
     return out
+
+
+def warn_overlap_with_splits(name: str, manifest: pd.DataFrame, split_dir: str | os.PathLike = layout.SPLIT_DIR) -> None:
+    """One warning line each when the set shares recordings (byte for byte) or group ids with the study's own splits
+    (``split_dir``): the set would then measure clips, or speakers, the model trained or was calibrated on. Only the
+    split files whose size is that of a set's file are hashed. Nothing to say before ``prepare`` wrote the splits."""
+    if not all(layout.split_csv(split, split_dir).is_file() for split in SPLITS):
+        return
+    splits = {split: schema.read_metadata(layout.split_csv(split, split_dir), check_audio=False,
+                                          require_both_classes=False) for split in SPLITS}
+    sizes = {os.path.getsize(f) for f in manifest[schema.AUDIO_PATH]}
+    ours = dict(zip(manifest[SHA256], manifest[schema.CLIP_ID]))
+    shared = [(split, clip_id, ours[digest])
+              for split, frame in splits.items() for clip_id, file in zip(frame[schema.CLIP_ID], frame["audio_file"])
+              if os.path.isfile(file) and os.path.getsize(file) in sizes
+              and (digest := content_hash.sha256(file)) in ours]
+    if shared:
+        split, theirs, mine = shared[0]
+        log.warning("eval set %s: %d of its recordings are byte for byte in the study's splits (%s), e.g. its %s is "
+                    "%s's %s: the set then measures clips the model trained or was calibrated on; leave them out of "
+                    "the set", name, len({m for _, _, m in shared}), ", ".join(sorted({s for s, _, _ in shared})),
+                    mine, split, theirs)
+    groups = {g.casefold() for g in manifest[schema.GROUP_ID]}
+    speakers = {split: sorted({g for g in frame[schema.GROUP_ID] if g.casefold() in groups})
+                for split, frame in splits.items()}
+    speakers = {split: found for split, found in speakers.items() if found}
+    if speakers:
+        log.warning("eval set %s: group ids also in the study's splits (%s): if they are the same speakers or "
+                    "recordings, the set does not measure new ones; rename them if they only share a name", name,
+                    "; ".join(f"{split}: {', '.join(found[:5])}{' ...' if len(found) > 5 else ''}"
+                              for split, found in speakers.items()))
 
 
 def write_manifest(name: str, manifest: pd.DataFrame) -> Path:
