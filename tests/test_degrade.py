@@ -288,15 +288,22 @@ def test_cli_missing_input_is_one_line_exit_2(tmp_path, params_with_model, capsy
     assert err.strip().count("\n") == 0 and "nope.csv" in err and "not found" in err
 
 
-def test_cli_container_longer_than_window_is_rejected(tmp_path, params_with_model, capsys):
-    """The window comes from the model's own feature extractor (6 s for the tiny model), not from a path."""
+def _render_with_container(tmp_path, params_with_model, capsys, container_s: float, durations_ms: list[int]):
+    """conditions_render on a test split with ``conditions.container_s`` and ``durations_ms`` replaced: (exit status,
+    stderr, the params file)."""
     raw = yaml.safe_load(params_with_model.read_text())
-    raw["conditions"]["container_s"] = 8.0
-    raw["conditions"]["durations_ms"] = [20, 40]
+    raw["conditions"]["container_s"] = container_s
+    raw["conditions"]["durations_ms"] = durations_ms
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw))
     code, err = run_stage(capsys, "--params", str(params), "--input", str(make_test_split(tmp_path)),
                           "--out-dir", str(tmp_path / "o"))
+    return code, err, params
+
+
+def test_cli_container_longer_than_window_is_rejected(tmp_path, params_with_model, capsys):
+    """The window comes from the model's own feature extractor (6 s for the tiny model), not from a path."""
+    code, err, _ = _render_with_container(tmp_path, params_with_model, capsys, 8.0, [20, 40])
     assert code == 2 and err.startswith("error: ")
     assert "conditions.container_s" in err and "6 s audio window" in err and err.strip().count("\n") == 0
     assert not (tmp_path / "o").exists()
@@ -304,13 +311,7 @@ def test_cli_container_longer_than_window_is_rejected(tmp_path, params_with_mode
 
 def test_cli_container_too_short_for_an_audio_token_is_rejected(tmp_path, params_with_model, capsys):
     """A 10-ms container (its durations inside it) would give every duration variant no audio token at all."""
-    raw = yaml.safe_load(params_with_model.read_text())
-    raw["conditions"]["container_s"] = 0.01
-    raw["conditions"]["durations_ms"] = [5, 10]
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(raw))
-    code, err = run_stage(capsys, "--params", str(params), "--input", str(make_test_split(tmp_path)),
-                          "--out-dir", str(tmp_path / "o"))
+    code, err, params = _render_with_container(tmp_path, params_with_model, capsys, 0.01, [5, 10])
     assert code == 2 and err.strip() == (f"error: {params}: conditions.container_s: 0.01 s is shorter than 20.0625 ms, "
                                          "the shortest clip that gives the model an audio token; lengthen it")
     assert not (tmp_path / "o").exists()
