@@ -127,6 +127,18 @@ def probe_audio(path: str | os.PathLike) -> sf._SoundFileInfo:
     return info
 
 
+def probe_clips(files, places=None) -> list[sf._SoundFileInfo]:
+    """:func:`probe_audio` for many files, in order; ``places`` names each file for an error, as in :func:`load_clips`."""
+    places = list(places) if places is not None else [None] * len(files)
+    infos = []
+    for file, place in zip(files, places):
+        try:
+            infos.append(probe_audio(file))
+        except UserError as err:
+            raise UserError(f"{place}: {err}" if place else str(err)) from None
+    return infos
+
+
 TRUNCATION_TOLERANCE_S = 0.05  # decoded this much shorter than the header says: a copy cut short (lossy codecs' priming
 # and padding move a length by a few hundredths at most)
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from speech_calibration import layout
 from speech_calibration.data import content_hash, long_clips, schema, short_clips
-from speech_calibration.data.audio import MODEL_RATE, check_whole, load_clips, probe_audio
+from speech_calibration.data.audio import MODEL_RATE, check_whole, load_clips, probe_clips
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv
 from speech_calibration.params import SPLITS
@@ -58,7 +58,7 @@ def validate(name: str, folder: str | os.PathLike, window_s, policy: str) -> pd.
     clip has decoded (so a bad file stops the stage before anything of the model is read).
     """
     csv = input_csv(name, folder)
-    meta = schema.read_metadata(csv, require_both_classes=False)
+    meta = schema.read_metadata(csv, check_audio=False, require_both_classes=False)  # headers: read once, below
     if meta.empty:
         raise UserError(f"eval_sets.{name}: {csv} has no rows; list the set's clips there, one a row")
     places = schema.clip_places(csv, meta)
@@ -68,9 +68,10 @@ def validate(name: str, folder: str | os.PathLike, window_s, policy: str) -> pd.
             raise UserError(f"{place}: {os.path.abspath(file)} lies outside the set's folder {root}, so DVC would not "
                             "see it change; move the audio into the folder (paths relative to the CSV)")
     files = list(meta["audio_file"])
+    header = [info.frames / info.samplerate for info in probe_clips(files, places)]
     audios = load_clips(files, MODEL_RATE, places)  # every clip decoded once, here
     durations = [len(a) / MODEL_RATE for a in audios]
-    check_whole(files, [info.frames / info.samplerate for info in map(probe_audio, files)], durations, places)
+    check_whole(files, header, durations, places)
     short_clips.check([len(a) for a in audios], durations, places)
     long_clips.report(durations, places, window_s() if callable(window_s) else window_s, policy, f"eval set {name}")
     classes = set(meta[schema.LABEL])

@@ -50,7 +50,7 @@ import pandas as pd
 
 from speech_calibration import layout
 from speech_calibration.data import content_hash, corpus, long_clips, schema, short_clips
-from speech_calibration.data.audio import MODEL_RATE, check_whole, load_clips, probe_audio
+from speech_calibration.data.audio import MODEL_RATE, check_whole, load_clips, probe_clips
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv
 from speech_calibration.params import SPLITS, Data
@@ -142,15 +142,10 @@ def with_durations(df: pd.DataFrame, csv: str | os.PathLike) -> pd.DataFrame:
     warning line, and a clip too short to give the model an audio token is refused
     (:mod:`speech_calibration.data.short_clips`)."""
     places = schema.clip_places(csv, df)
-    header = np.empty(len(df))
-    samples = np.empty(len(df), dtype=np.int64)  # at the model's rate, once decoded
-    for i, (file, place) in enumerate(zip(df["audio_file"], places)):
-        try:
-            info = probe_audio(file)
-        except UserError as err:
-            raise UserError(f"{place}: {err}") from None
-        header[i] = info.frames / info.samplerate
-        samples[i] = short_clips.samples_at_model_rate(info.frames, info.samplerate)
+    infos = probe_clips(df["audio_file"], places)
+    header = np.array([info.frames / info.samplerate for info in infos], dtype=float)
+    samples = np.array([short_clips.samples_at_model_rate(info.frames, info.samplerate) for info in infos],
+                       dtype=np.int64)  # at the model's rate, once decoded
     if schema.DURATION_S in df.columns:
         declared = df[schema.DURATION_S].to_numpy(float)
         off = np.flatnonzero(np.abs(declared - header) > DURATION_TOLERANCE_S + 1e-9)  # NaN (not declared) is never off
@@ -226,7 +221,7 @@ def check_long(df: pd.DataFrame, csv: str | os.PathLike, window: LongClips | Non
 def from_csv(data: Data, out_dir: Path, window: LongClips | None = None) -> dict[str, pd.DataFrame]:
     """``data.source: csv``: one metadata CSV split by group."""
     path = _input_csv(data.csv.path, out_dir, "data.csv.path")
-    df = with_durations(schema.read_metadata(path), path)
+    df = with_durations(schema.read_metadata(path, check_audio=False), path)  # it reads every header
     check_audio_listed_once({"all": df}, {"all": path})
     df = with_decoded_durations(df, path)
     check_long(df, path, window)
@@ -241,7 +236,8 @@ def from_csv(data: Data, out_dir: Path, window: LongClips | None = None) -> dict
 def from_presplit(data: Data, out_dir: Path, window: LongClips | None = None) -> dict[str, pd.DataFrame]:
     """``data.source: presplit``: three split CSVs, validated together."""
     paths = {split: _input_csv(getattr(data.presplit, split), out_dir, f"data.presplit.{split}") for split in SPLITS}
-    frames = {split: with_durations(schema.read_metadata(path), path) for split, path in paths.items()}
+    frames = {split: with_durations(schema.read_metadata(path, check_audio=False), path)  # it reads every header
+              for split, path in paths.items()}
     schema.check_disjoint_splits(frames, paths)
     check_audio_listed_once(frames, paths)
     for split, frame in frames.items():
