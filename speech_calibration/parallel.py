@@ -149,7 +149,13 @@ def map_forked(function: Callable[[T], R], items: Sequence[T], workers: int | No
             except BaseException:  # stopped (Ctrl-C, SIGTERM) or failed: stop the workers' items now (they unwind)
                 for process in list(getattr(pool, "_processes", {}).values()):
                     process.terminate()
+                # The pool's manager thread must be done before the interpreter exits: left running, it can close
+                # its wake-up pipe while Python 3.11's exit hook writes to it ("Exception ignored ... Bad file
+                # descriptor" and a traceback after the stage's one line). shutdown(wait=False) forgets the thread.
+                manager = getattr(pool, "_executor_manager_thread", None)
                 pool.shutdown(wait=False, cancel_futures=True)
+                if manager is not None:
+                    manager.join(timeout=10)  # the workers were terminated: it ends as soon as it sees them gone
                 raise
     except BrokenProcessPool:
         raise UserError(f"a worker process died while computing {len(items)} items on {n} processes (out of memory, "
