@@ -2,7 +2,8 @@
 
 ``run`` turns a :class:`speech_calibration.errors.UserError` into one line on stderr and exit status 2,
 no traceback; Ctrl-C into "error: interrupted" and 130, SIGTERM into "error: terminated" and 143, after the atomic
-writes in progress have removed their temporary files.
+writes in progress have removed their temporary files. A command's outputs go in together when it ends without an
+error (:func:`speech_calibration.fileio.outputs_together`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from speech_calibration.errors import Terminated, UserError
+from speech_calibration.fileio import outputs_together
 
 log = logging.getLogger("speech_calibration")
 
@@ -54,14 +56,17 @@ def _terminated(signum, frame) -> None:
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:
     """Run a stage's ``main``; turn a :class:`UserError` into one line on stderr and exit 2, and SIGTERM into
-    :class:`~speech_calibration.errors.Terminated` (the ``with`` blocks unwind, as on Ctrl-C), then exit 143."""
+    :class:`~speech_calibration.errors.Terminated` (the ``with`` blocks unwind, as on Ctrl-C), then exit 143.
+
+    Its outputs go in together when it ends (:func:`~speech_calibration.fileio.outputs_together`)."""
     setup_logging()
     # Not under torchrun with several processes: there SIGTERM must end a rank at once, also one waiting inside a
     # collective whose peer died (the main thread in C code would not run a Python handler until it returned).
     install = threading.current_thread() is threading.main_thread() and int(os.environ.get("WORLD_SIZE", "1")) <= 1
     previous = signal.signal(signal.SIGTERM, _terminated) if install else None
     try:
-        main(argv)
+        with outputs_together():  # a stage that stops or fails half-way leaves its previous outputs, all of them
+            main(argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,6 +1,10 @@
 """Atomic file writes: a temporary file in the same folder, then ``os.replace``.
 
 A crash never leaves half a CSV or JSON that DVC would cache; a reader sees the old file or the new one.
+
+Inside :func:`outputs_together` (every command run through :func:`speech_calibration.cli.run`), the files and folders
+written this way go in together when the block ends, so a stage that writes several (``evaluate``: a metrics JSON,
+three CSVs and a figure) and stops half-way leaves all of its previous outputs, never some old beside some new.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from speech_calibration.errors import UserError
+
+_together: _Together | None = None  # the open outputs_together block (inherited by forked workers)
 
 
 def _umask() -> int:
@@ -46,12 +52,121 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
         raise UserError(f"{path}: cannot write into {existing} (permission denied); choose another path")
 
 
+class _Together:
+    """The state of an :func:`outputs_together` block: a registry file of the writes waiting for its end, one JSON line
+    per write (``tmp``, ``target``), which forked workers append to as well, and the temporary folders of the
+    :func:`atomic_dir` blocks still open in this process."""
+
+    def __init__(self, registry: Path) -> None:
+        self.registry = registry
+        self.open_folders: list[Path] = []
+
+    def defers(self, target: Path) -> bool:
+        """A write of ``target`` waits for the block's end, unless it goes into an open atomic_dir's temporary folder
+        (which goes in whole, later)."""
+        target = Path(os.path.abspath(target))
+        return not any(folder in target.parents for folder in self.open_folders)
+
+    def add(self, tmp: Path, target: Path) -> None:
+        os.stat(tmp)  # the writer left its file there (FileNotFoundError naming it, as os.replace would)
+        line = json.dumps({"tmp": os.path.abspath(tmp), "target": os.path.abspath(target)})
+        with open(self.registry, "a") as f:  # one short write: workers' lines do not interleave (O_APPEND)
+            f.write(line + "\n")
+
+    def waiting(self) -> list[tuple[Path, Path]]:
+        """(temporary, target) of every write so far, in the order they ended."""
+        lines = self.registry.read_text().splitlines() if self.registry.exists() else []
+        return [(Path(d["tmp"]), Path(d["target"])) for d in map(json.loads, lines)]
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _check_nesting(moves: list[tuple[Path, Path]]) -> None:
+    targets = {target for _, target in moves}
+    for target in targets:
+        outer = next((parent for parent in target.parents if parent in targets), None)
+        if outer is not None:
+            raise RuntimeError(f"{target} was written atomically inside {outer}, which the same outputs_together block "
+                               "replaces whole; write it into that atomic_dir's temporary folder instead")
+
+
+def _move_in(moves: list[tuple[Path, Path]]) -> None:
+    """Rename every temporary onto its target, with stops held; on any error, every target that was replaced gets its
+    previous file or folder back, and the exception goes on."""
+    _check_nesting(moves)
+    done: list[tuple[Path, Path | None]] = []  # (target, the holder folder of what it replaced)
+    holders: list[Path] = []
+    with signals_held():
+        try:
+            for tmp, target in moves:
+                holder = None
+                if os.path.lexists(target):
+                    holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+                    holders.append(holder)
+                    os.replace(target, holder / "x")
+                done.append((target, holder))
+                os.replace(tmp, target)
+        except BaseException:
+            for target, holder in reversed(done):  # the new one out (the last may not have gone in), the old back
+                if os.path.lexists(target):
+                    _remove(target)
+                if holder is not None:
+                    os.replace(holder / "x", target)
+            for holder in holders:
+                shutil.rmtree(holder, ignore_errors=True)
+            raise
+    for holder in holders:  # after the stops are let through: the previous outputs, now out of place
+        shutil.rmtree(holder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def outputs_together() -> Iterator[None]:
+    """Within the block, what :func:`atomic_path` and :func:`atomic_dir` write (here or in workers forked inside it,
+    :func:`speech_calibration.parallel.map_forked`) waits in temporary files beside each output. When the block ends
+    without an exception they all go in, renamed one after the other with Ctrl-C and SIGTERM held; when it ends with
+    one (an error, a stop), they are removed, and the previous outputs stay as they were.
+
+    Code inside the block reads its own outputs' previous versions (or none) until the block ends. A nested block is
+    part of the outer one. Only a SIGKILL can leave a mix of old and new, during the renames, or temporary files
+    (``python -m speech_calibration.tidy`` removes those).
+    """
+    global _together
+    if _together is not None:
+        yield
+        return
+    fd, registry = tempfile.mkstemp(prefix="speech_calibration_outputs_", suffix=".jsonl")
+    os.close(fd)
+    _together = _Together(Path(registry))
+    try:
+        try:
+            yield
+        except BaseException:
+            for tmp, _ in _together.waiting():
+                _remove(tmp)
+            raise
+        moves = _together.waiting()
+        try:
+            _move_in(moves)
+        except BaseException:
+            for tmp, _ in moves:
+                _remove(tmp)
+            raise
+    finally:
+        _together = None
+        Path(registry).unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on error removed.
 
     ``suffix`` defaults to the target's suffix, so libraries that pick a format by extension
-    (matplotlib, soundfile) still do.
+    (matplotlib, soundfile) still do. Inside :func:`outputs_together`, the rename waits for the block's end.
     """
     path = Path(path)
     check_writable(path)
@@ -63,7 +178,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield tmp_path
         if tmp_path.exists():
             _publish(tmp_path, tmp_path.is_dir())
-        os.replace(tmp_path, path)
+        if _together is not None and _together.defers(path):
+            _together.add(tmp_path, path)
+        else:
+            os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -99,17 +217,25 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole, on error it is removed.
 
     The two renames that swap an existing folder run with Ctrl-C and SIGTERM held, so a stop between them cannot leave
-    ``path`` missing (a stop that arrives then takes effect once the new folder is in place).
+    ``path`` missing (a stop that arrives then takes effect once the new folder is in place). Inside
+    :func:`outputs_together`, the swap waits for the block's end.
     """
     path = Path(path)
     check_writable(path, folder=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     old = None
+    together = _together if _together is not None and _together.defers(path) else None
+    held = Path(os.path.abspath(tmp))
+    if together is not None:  # what is written inside goes in with the folder
+        together.open_folders.append(held)
     try:
         yield tmp
         _publish(tmp, directory=True)
-        if path.exists():
+        if together is not None:
+            together.open_folders.remove(held)
+            together.add(tmp, path)
+        elif path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
             with signals_held():
                 os.replace(path, old / "x")
@@ -119,6 +245,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if together is not None and held in together.open_folders:
+            together.open_folders.remove(held)
         if old is not None:  # stopped between the two renames: the previous folder goes back
             if (old / "x").exists() and not path.exists():
                 os.replace(old / "x", path)

@@ -457,6 +457,32 @@ def test_bad_inputs_end_in_one_line_and_exit_2(project, capsys):
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1].endswith("arguments are required: --seed")
 
 
+def test_a_stage_that_fails_half_way_leaves_all_of_its_previous_outputs(project, capsys):
+    """evaluate writes its metrics JSON, three CSVs, then its figure; run by hand with the figure's path taken by a
+    folder, it fails at the figure, and the JSON and CSVs it had written do not go in: every previous output stays,
+    byte for byte, with nothing beside them. Once the path is free, the same run replaces them all."""
+    files = layout.seed_files(42)
+    outputs = [files.test_json, files.test_calibrated_csv, files.per_group_csv, files.reliability("test", "csv"),
+               files.reliability("test", "png")]
+    inproc(project, "calibrate", "--seed", "42")
+    inproc(project, "evaluate", "--seed", "42")
+    before = {path: (project / path).read_bytes() for path in outputs}
+    listing = sorted(p.name for path in outputs for p in (project / path).parent.iterdir())
+    set_params(project, {"method": "platt"}, n_bins=5)  # every output changes
+    inproc(project, "calibrate", "--seed", "42")
+    figure = project / files.reliability("test", "png")
+    figure.unlink()
+    figure.mkdir()
+    _one_line_error(inproc_cli(project, capsys, "evaluate", "--seed", "42"), "seed_42_test_reliability.png",
+                    "is a folder")
+    figure.rmdir()
+    assert {path: (project / path).read_bytes() for path in outputs[:-1]} == {p: before[p] for p in outputs[:-1]}
+    assert sorted(p.name for path in outputs for p in (project / path).parent.iterdir()) == \
+        [n for n in listing if n != figure.name]
+    assert inproc_cli(project, capsys, "evaluate", "--seed", "42").returncode == 0
+    assert [path for path in outputs if (project / path).read_bytes() == before[path]] == []
+
+
 @pytest.mark.parametrize("name", ["calibrate", "evaluate", "references", "aggregate"])
 def test_help(project, capsys, name):
     res = inproc_cli(project, capsys, name, "--help")

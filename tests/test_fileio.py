@@ -1,4 +1,5 @@
-"""Atomic writes (``speech_calibration.fileio``): all or nothing, and the permissions of an ordinary write."""
+"""Atomic writes (``speech_calibration.fileio``): all or nothing, alone and for a stage's outputs together, and the
+permissions of an ordinary write."""
 from __future__ import annotations
 
 import os
@@ -6,7 +7,8 @@ import os
 import pytest
 
 from speech_calibration.errors import UserError
-from speech_calibration.fileio import atomic_dir, atomic_path, check_writable, write_json, write_text
+from speech_calibration.fileio import atomic_dir, atomic_path, check_writable, outputs_together, write_json, write_text
+from speech_calibration.parallel import map_forked
 
 
 def _umask() -> int:
@@ -103,3 +105,102 @@ def test_a_sigterm_between_a_folders_two_renames_waits_until_the_new_one_is_in(t
         signal.signal(signal.SIGTERM, previous)
     assert (target / "f.txt").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["out"]
 
+
+
+def _outputs(root) -> dict[str, str]:
+    """Every file under ``root``, relative path -> text (temporaries included: their names start with '.')."""
+    return {p.relative_to(root).as_posix(): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _write_set(root, text: str) -> None:
+    """What a stage might write: two files in two folders, a new file, and a folder replaced whole."""
+    write_text(root / "metrics/a.json", text)
+    write_text(root / "plots/b.csv", text)
+    write_text(root / "plots/new.txt", text)
+    with atomic_dir(root / "models/m") as tmp:
+        (tmp / "w.bin").write_text(text)
+        write_text(tmp / "info.json", text)  # atomically inside the folder: goes in with it
+
+
+def test_outputs_together_go_in_at_the_end_of_the_block(tmp_path):
+    """Inside the block the previous outputs are still there and no new file is; at its end every new one is in,
+    with nothing left beside them."""
+    for name in ("metrics/a.json", "plots/b.csv", "models/m/w.bin", "models/m/old_only.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("old")
+    with outputs_together():
+        _write_set(tmp_path, "new")
+        assert (tmp_path / "metrics/a.json").read_text() == "old" and not (tmp_path / "plots/new.txt").exists()
+        assert (tmp_path / "models/m/old_only.txt").exists()
+    assert _outputs(tmp_path) == {"metrics/a.json": "new", "plots/b.csv": "new", "plots/new.txt": "new",
+                                  "models/m/w.bin": "new", "models/m/info.json": "new"}
+
+
+@pytest.mark.parametrize("stop", [RuntimeError, KeyboardInterrupt])
+def test_outputs_together_stopped_half_way_leave_every_previous_output(tmp_path, stop):
+    """An error or a stop after some outputs were written: all previous outputs stay as they were, the new file is not
+    there, and no temporary is left."""
+    _write_set(tmp_path, "old")
+    (tmp_path / "plots/new.txt").unlink()
+    before = _outputs(tmp_path)
+    with pytest.raises(stop), outputs_together():
+        _write_set(tmp_path, "new")
+        raise stop()
+    assert _outputs(tmp_path) == before
+
+
+def test_outputs_together_failing_during_the_renames_put_every_previous_output_back(tmp_path, monkeypatch):
+    """A rename that fails half-way through moving the outputs in (a full disk, say): those already moved in go back
+    out, the previous ones come back, a new file that had no previous one goes, and no temporary is left."""
+    _write_set(tmp_path, "old")
+    (tmp_path / "plots/new.txt").unlink()
+    before = _outputs(tmp_path)
+    real_replace, calls = os.replace, []
+
+    def failing_late(src, dst):
+        calls.append(dst)
+        if os.fspath(dst) == os.fspath(tmp_path / "models/m") and calls.count(dst) == 1:  # the last output's, once
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    with pytest.raises(OSError, match="No space left"), outputs_together():
+        _write_set(tmp_path, "new")
+        monkeypatch.setattr(os, "replace", failing_late)
+    monkeypatch.undo()
+    assert os.fspath(tmp_path / "plots/new.txt") in map(os.fspath, calls)  # it had gone in before the failure
+    assert _outputs(tmp_path) == before
+
+
+def _write_in_worker(name: str, root) -> str:
+    write_text(root / name, "new")
+    return name
+
+
+def test_outputs_written_by_forked_workers_go_in_with_the_stages(tmp_path):
+    """map_forked's workers write into the same block: their files wait for its end too, and go if it fails."""
+    names = ["w1.txt", "w2.txt", "w3.txt"]
+    for name in names:
+        (tmp_path / name).write_text("old")
+    import functools
+
+    write = functools.partial(_write_in_worker, root=tmp_path)
+    with pytest.raises(RuntimeError), outputs_together():
+        assert map_forked(write, names, workers=2) == names
+        raise RuntimeError("the stage fails after its workers wrote")
+    assert _outputs(tmp_path) == {name: "old" for name in names}
+    with outputs_together():
+        map_forked(write, names, workers=2)
+        assert {p.read_text() for p in tmp_path.iterdir() if not p.name.startswith(".")} == {"old"}
+    assert _outputs(tmp_path) == {name: "new" for name in names}
+
+
+def test_a_file_written_inside_a_folder_the_block_replaces_is_refused_and_nothing_changes(tmp_path):
+    """The folder's new version would hide the file (or the file's temporary would sit in the old folder): a
+    programming error, raised before any output moves."""
+    _write_set(tmp_path, "old")
+    before = _outputs(tmp_path)
+    with pytest.raises(RuntimeError, match=r"models/m/late.txt was written atomically inside .*models/m"), \
+            outputs_together():
+        _write_set(tmp_path, "new")
+        write_text(tmp_path / "models/m/late.txt", "new")
+    assert _outputs(tmp_path) == before

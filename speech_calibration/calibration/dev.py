@@ -88,8 +88,10 @@ def fit_notes(method: str, p_after: np.ndarray, y: np.ndarray, before: dict, aft
     return notes
 
 
-def calibrate_system(files: SystemFiles, cfg: Calibration, n_bins: int, *, allow_fallback: bool = False) -> dict:
-    """Fit ``cfg`` on the system's dev split, write its calibrator and dev report; return the metrics JSON.
+def calibrate_system(files: SystemFiles, cfg: Calibration, n_bins: int, *, allow_fallback: bool = False) -> Calibrator:
+    """Fit ``cfg`` on the system's dev split, write its calibrator and dev report; return the calibrator (a caller in
+    the same command cannot read it back from ``files.calibrator`` until the command ends:
+    :func:`speech_calibration.fileio.outputs_together`).
 
     ``allow_fallback``: a reference system without content-free logits gets ``none`` instead of
     ``contextual`` (recorded in the calibrator's ``info``) rather than an error.
@@ -151,4 +153,4 @@ def calibrate_system(files: SystemFiles, cfg: Calibration, n_bins: int, *, allow
              after["brier"], 100 * before["accuracy"], 100 * after["accuracy"])
     if "selected_by" in cal.info:
         log.info("%s: auto chose %s: %s", files.system, cal.method, cal.info["reason"])
-    return result
+    return cal

@@ -173,9 +173,10 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
     return result
 
 
-def evaluate_system(files: SystemFiles, cfg: Evaluate) -> dict:
-    """Evaluate one system on test with its dev-fitted calibrator; write its files (see the module doc)."""
-    cal = calibrators.load(files.calibrator)
+def evaluate_system(files: SystemFiles, cfg: Evaluate, calibrator: calibrators.Calibrator | None = None) -> dict:
+    """Evaluate one system on test with its dev-fitted calibrator (``calibrator``, or the one saved in
+    ``files.calibrator``); write its files (see the module doc)."""
+    cal = calibrators.load(files.calibrator) if calibrator is None else calibrator
     path = files.predictions("test")
     df = read_predictions(path)
     y = label_to_int(df[LABEL])

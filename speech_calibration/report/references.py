@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def _calibrate_and_evaluate(files: SystemFiles, params: Params) -> None:
-    calibrate_system(files, params.calibration, params.evaluate.n_bins, allow_fallback=True)
-    evaluate_system(files, params.evaluate)
+    calibrator = calibrate_system(files, params.calibration, params.evaluate.n_bins, allow_fallback=True)
+    evaluate_system(files, params.evaluate, calibrator)  # as fitted: its file goes in when the stage ends
 
 
 def run_references(params: Params, workers: int | None = None) -> dict:
