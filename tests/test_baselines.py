@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from test_vad import pink_noise, speech_in_noise, white_noise
 
 from speech_calibration import layout
 from speech_calibration import params as params_mod
@@ -17,7 +18,7 @@ from speech_calibration.cli import run
 from speech_calibration.data import schema
 from speech_calibration.data.audio import write_audio
 from stages import baselines
-from test_vad import pink_noise, speech_in_noise, white_noise
+from tests.dvc_helpers import dvc_env
 
 ROOT = Path(__file__).resolve().parents[1]
 DETECTORS = ("silero", "webrtc")
@@ -226,7 +227,7 @@ def _dvc_project(project: Path, work: Path, score_conditions: list[str]) -> None
     (work / "dvc.yaml").write_text(yaml.safe_dump({"stages": {k: spec[k] for k in ("baselines", "baselines_conditions")}}))
     _project_params(work, score_conditions)
     for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
-        subprocess.run(cmd, cwd=work, check=True, capture_output=True)
+        subprocess.run(cmd, cwd=work, check=True, capture_output=True, env=dvc_env())
 
 
 @pytest.mark.slow
@@ -234,17 +235,19 @@ def test_dvc_runs_the_stages_and_the_conditions_switch_drops_the_stage(project, 
     work = tmp_path / "dvc"
     _dvc_project(project, work, [])
     dvc = [sys.executable, "-m", "dvc"]
-    listed = subprocess.run(dvc + ["stage", "list"], cwd=work, capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(dvc + ["stage", "list"], cwd=work, capture_output=True, text=True, check=True,
+                            env=dvc_env()).stdout
     assert "baselines" in listed and "baselines_conditions" not in listed  # off: no stage, no conditions dependency
-    out = subprocess.run(dvc + ["repro"], cwd=work, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(dvc + ["repro"], cwd=work, capture_output=True, text=True, timeout=300, env=dvc_env())
     assert out.returncode == 0, out.stdout + out.stderr
     assert (work / "predictions/baselines/silero/test.csv").is_file()
     assert not (work / "predictions/baselines_conditions").exists()
 
     _project_params(work, ["conditions"])
-    listed = subprocess.run(dvc + ["stage", "list"], cwd=work, capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(dvc + ["stage", "list"], cwd=work, capture_output=True, text=True, check=True,
+                            env=dvc_env()).stdout
     assert "baselines_conditions@conditions" in listed
-    out = subprocess.run(dvc + ["repro"], cwd=work, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(dvc + ["repro"], cwd=work, capture_output=True, text=True, timeout=300, env=dvc_env())
     assert out.returncode == 0, out.stdout + out.stderr
     pred = schema.read_predictions(work / "predictions/baselines_conditions/webrtc/conditions.csv")
     assert "condition" in pred.columns
