@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python scripts/...` from anywhere
@@ -56,8 +55,7 @@ def main(argv=None) -> None:
            else calibrators.TemperatureScaling({"temperature": args.temperature}))
     scorer = Scorer(params, None if args.checkpoint == "none" else Path(args.checkpoint))
     name = args.test_csv.stem
-    with tempfile.TemporaryDirectory() as tmp:  # predict's files for this CSV, of which only the frame is kept
-        frame = score_csvs(params, scorer, {name: args.test_csv}, Path(tmp))[name]
+    frame = score_csvs(params, scorer, {name: args.test_csv}, None)[name]  # predict's frame, no predict files
     frame[schema.P_SPEECH] = cal.predict_proba(frame[schema.LOGIT_A], frame[schema.LOGIT_B])
     frame["temperature"] = cal.temperature
     if args.calibrator is not None:

@@ -95,33 +95,45 @@ def _check_nesting(moves: list[tuple[Path, Path]]) -> None:
                                "replaces whole; write it into that atomic_dir's temporary folder instead")
 
 
+def _set_aside(target: Path, copy: Path) -> None:
+    """Keep ``target`` as ``copy``: a hard link for a file, so the file is never missing (its new version replaces it
+    in one rename); a rename for a folder, or where the file system has no hard links."""
+    if not target.is_dir() or target.is_symlink():
+        try:
+            os.link(target, copy, follow_symlinks=False)
+            return
+        except OSError:
+            pass
+    os.replace(target, copy)
+
+
 def _move_in(moves: list[tuple[Path, Path]]) -> None:
     """Rename every temporary onto its target, with stops held; on any error, every target that was replaced gets its
     previous file or folder back, and the exception goes on."""
     _check_nesting(moves)
     done: list[tuple[Path, Path | None]] = []  # (target, the holder folder of what it replaced)
     holders: list[Path] = []
-    with signals_held():
-        try:
-            for tmp, target in moves:
-                holder = None
-                if os.path.lexists(target):
-                    holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-                    holders.append(holder)
-                    os.replace(target, holder / "x")
-                done.append((target, holder))
-                os.replace(tmp, target)
-        except BaseException:
-            for target, holder in reversed(done):  # the new one out (the last may not have gone in), the old back
-                if os.path.lexists(target):
-                    _remove(target)
-                if holder is not None:
-                    os.replace(holder / "x", target)
-            for holder in holders:
-                shutil.rmtree(holder, ignore_errors=True)
-            raise
-    for holder in holders:  # after the stops are let through: the previous outputs, now out of place
-        shutil.rmtree(holder, ignore_errors=True)
+    try:
+        with signals_held():  # a stop held here is raised as the block ends: the holders go in the finally
+            try:
+                for tmp, target in moves:
+                    holder = None
+                    if os.path.lexists(target):
+                        holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+                        holders.append(holder)
+                        _set_aside(target, holder / "x")
+                    done.append((target, holder))
+                    os.replace(tmp, target)
+            except BaseException:
+                for target, holder in reversed(done):  # the new one out (the last may not have gone in), the old back
+                    if os.path.lexists(target):
+                        _remove(target)
+                    if holder is not None:
+                        os.replace(holder / "x", target)
+                raise
+    finally:
+        for holder in holders:  # the previous outputs, now out of place (or put back: then empty)
+            shutil.rmtree(holder, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -131,9 +143,14 @@ def outputs_together() -> Iterator[None]:
     without an exception they all go in, renamed one after the other with Ctrl-C and SIGTERM held; when it ends with
     one (an error, a stop), they are removed, and the previous outputs stay as they were.
 
-    Code inside the block reads its own outputs' previous versions (or none) until the block ends. A nested block is
-    part of the outer one. Only a SIGKILL can leave a mix of old and new, during the renames, or temporary files
-    (``python -m speech_calibration.tidy`` removes those).
+    A stop that arrives during the renames takes effect once they are all done. Code inside the block reads its own
+    outputs' previous versions (or none) until the block ends. A nested block is part of the outer one.
+
+    What it cannot cover: a SIGKILL (and a SIGTERM under torchrun with several processes, where it keeps its default
+    action) ends the process at once. During the block, that leaves the temporary files beside the outputs
+    (``python -m speech_calibration.tidy`` removes them) and the registry in the system's temporary folder; during
+    the renames, some new outputs beside old ones, and a folder output may be missing, its previous version in
+    ``.<name>.old.*/x`` beside it (a file output is replaced in one rename, so it is always there).
     """
     global _together
     if _together is not None:
@@ -145,15 +162,9 @@ def outputs_together() -> Iterator[None]:
     try:
         try:
             yield
-        except BaseException:
+            _move_in(_together.waiting())
+        except BaseException:  # also a stop between the yield and the renames; those moved in are no longer there
             for tmp, _ in _together.waiting():
-                _remove(tmp)
-            raise
-        moves = _together.waiting()
-        try:
-            _move_in(moves)
-        except BaseException:
-            for tmp, _ in moves:
                 _remove(tmp)
             raise
     finally:

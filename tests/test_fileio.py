@@ -204,3 +204,52 @@ def test_a_file_written_inside_a_folder_the_block_replaces_is_refused_and_nothin
         _write_set(tmp_path, "new")
         write_text(tmp_path / "models/m/late.txt", "new")
     assert _outputs(tmp_path) == before
+
+
+def test_a_stop_during_the_renames_waits_until_all_are_in_and_leaves_nothing_beside_them(tmp_path, monkeypatch):
+    """SIGTERM right after the first output has moved in (sent by that rename): the rest go in too, then the stage's
+    handler stops it, and no copy of a previous output is left beside them (a review found every one left)."""
+    import signal
+
+    from speech_calibration import cli
+    from speech_calibration.errors import Terminated
+
+    _write_set(tmp_path, "old")
+    real_replace, sent = os.replace, []
+
+    def signalled_after_first(src, dst):
+        real_replace(src, dst)
+        if not sent and not os.path.basename(dst) == "x":  # the first output in place (not a copy set aside)
+            sent.append(dst)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, cli._terminated)
+    try:
+        with pytest.raises(Terminated), outputs_together():
+            _write_set(tmp_path, "new")
+            monkeypatch.setattr(os, "replace", signalled_after_first)
+    finally:
+        monkeypatch.undo()
+        signal.signal(signal.SIGTERM, previous)
+    assert sent and _outputs(tmp_path) == {"metrics/a.json": "new", "plots/b.csv": "new", "plots/new.txt": "new",
+                                           "models/m/w.bin": "new", "models/m/info.json": "new"}
+
+
+def test_a_file_output_is_never_missing_while_the_outputs_move_in(tmp_path, monkeypatch):
+    """Its previous version is kept as a hard link and the new one renamed over it, so a SIGKILL at any moment finds
+    the file there (old or new); only a folder output needs two renames."""
+    _write_set(tmp_path, "old")
+    (tmp_path / "plots/new.txt").unlink()
+    real_replace, missing = os.replace, []
+
+    def watching(src, dst):
+        if os.path.basename(dst) != "x" and not os.path.isdir(src) and not os.path.lexists(dst):
+            missing.append(os.fspath(dst))
+        real_replace(src, dst)
+
+    with outputs_together():
+        _write_set(tmp_path, "new")
+        monkeypatch.setattr(os, "replace", watching)
+    monkeypatch.undo()
+    assert missing == [os.fspath(tmp_path / "plots/new.txt")]  # the one file that had no previous version
+    assert _outputs(tmp_path)["metrics/a.json"] == "new"

@@ -340,14 +340,19 @@ def _error_lines(done: subprocess.CompletedProcess) -> list[str]:
 
 def test_study_scoring_command_scores_as_predict_does(project, trained, tmp_path, monkeypatch):
     """evaluate_with_logits.py goes through predict's scoring: with audio.long_clips=windows the 7-s clip is scored
-    as two windows and every clip's logits equal those the predict stage's score_csvs gives the same CSV."""
+    as two windows and every clip's logits equal those the predict stage's score_csvs gives the same CSV. It leaves
+    nothing in the temporary folder (a review found predict's files there after every run)."""
     p, _ = trained
     monkeypatch.chdir(project)
     csv = _csv_with_long_clip(project, tmp_path)
     params = _params_file(project, tmp_path / "windows.yaml", audio={"long_clips": "windows"})
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # the wrapper's process takes it from its environment
     done = _wrapper(project, "evaluate_with_logits.py", "--checkpoint", "models/seed_42", "--test_csv", str(csv),
                     "--output_csv", str(tmp_path / "out.csv"), "--params", str(params))
     assert done.returncode == 0, done.stderr[-1500:]
+    assert list(scratch.iterdir()) == []
     out = pd.read_csv(tmp_path / "out.csv")
     q = params_mod.load(params)
     predict = score_csvs(q, Scorer(q, project / "models/seed_42"), {"extra": csv}, tmp_path / "predict")["extra"]

@@ -206,9 +206,10 @@ def content_free_audio(p: params_mod.Predict, sample_rate: int) -> list[np.ndarr
     return [np.zeros(n, dtype=np.float32), noise.astype(np.float32)]
 
 
-def score_csvs(p: params_mod.Params, scorer: Scorer, csvs: dict[str, Path], out_dir: Path) -> dict[str, pd.DataFrame]:
-    """Score every named metadata CSV into ``out_dir/<name>.csv`` (+ ``<name>_content_free.csv``), atomically;
-    under torchrun every rank scores its share and rank 0 alone writes."""
+def score_csvs(p: params_mod.Params, scorer: Scorer, csvs: dict[str, Path],
+               out_dir: Path | None) -> dict[str, pd.DataFrame]:
+    """Score every named metadata CSV into ``out_dir/<name>.csv`` (+ ``<name>_content_free.csv``), atomically
+    (``None``: return the frames, write nothing); under torchrun every rank scores its share and rank 0 alone writes."""
     metas = {name: schema.read_metadata(path, require_both_classes=False) for name, path in csvs.items()}
     audios = {name: load_clips(list(meta["audio_file"]), scorer.builder.sampling_rate, schema.clip_places(csvs[name], meta))
               for name, meta in metas.items()}
@@ -223,7 +224,7 @@ def score_csvs(p: params_mod.Params, scorer: Scorer, csvs: dict[str, Path], out_
     free_frame[schema.P_SPEECH] = p_speech_from_logits(free_frame[schema.LOGIT_A], free_frame[schema.LOGIT_B])
     free_frame[schema.LOGSUMEXP_VOCAB] = free[schema.LOGSUMEXP_VOCAB]
     frames = {}
-    with atomic_dir(out_dir) if scorer.ranks.is_main else contextlib.nullcontext() as tmp:
+    with atomic_dir(out_dir) if scorer.ranks.is_main and out_dir is not None else contextlib.nullcontext() as tmp:
         for name, meta in metas.items():
             started = time.perf_counter()
             heard, owner = pieces[name]
