@@ -235,7 +235,6 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     check_writable(path, folder=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    old = None
     together = _together if _together is not None and _together.defers(path) else None
     held = Path(os.path.abspath(tmp))
     if together is not None:  # what is written inside goes in with the folder
@@ -246,22 +245,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         if together is not None:
             together.open_folders.remove(held)
             together.add(tmp, path)
-        elif path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-            with signals_held():
-                os.replace(path, old / "x")
-                os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, path)
+            _move_in([(tmp, path)])  # a failed second rename puts the previous folder back
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if together is not None and held in together.open_folders:
             together.open_folders.remove(held)
-        if old is not None:  # stopped between the two renames: the previous folder goes back
-            if (old / "x").exists() and not path.exists():
-                os.replace(old / "x", path)
-            shutil.rmtree(old, ignore_errors=True)
         raise
 
 
