@@ -234,20 +234,18 @@ def _dvc_project(project: Path, work: Path, score_conditions: list[str]) -> None
 def test_dvc_runs_the_stages_and_the_conditions_switch_drops_the_stage(project, tmp_path):
     work = tmp_path / "dvc"
     _dvc_project(project, work, [])
-    dvc = [sys.executable, "-m", "dvc"]
-    listed = subprocess.run(dvc + ["stage", "list"], cwd=work, capture_output=True, text=True, check=True,
-                            env=dvc_env()).stdout
+    dvc, env = [sys.executable, "-m", "dvc"], dvc_env()
+    listed = subprocess.run(dvc + ["stage", "list"], cwd=work, capture_output=True, text=True, check=True, env=env).stdout
     assert "baselines" in listed and "baselines_conditions" not in listed  # off: no stage, no conditions dependency
-    out = subprocess.run(dvc + ["repro"], cwd=work, capture_output=True, text=True, timeout=300, env=dvc_env())
+    out = subprocess.run(dvc + ["repro"], cwd=work, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert (work / "predictions/baselines/silero/test.csv").is_file()
     assert not (work / "predictions/baselines_conditions").exists()
 
     _project_params(work, ["conditions"])
-    listed = subprocess.run(dvc + ["stage", "list"], cwd=work, capture_output=True, text=True, check=True,
-                            env=dvc_env()).stdout
+    listed = subprocess.run(dvc + ["stage", "list"], cwd=work, capture_output=True, text=True, check=True, env=env).stdout
     assert "baselines_conditions@conditions" in listed
-    out = subprocess.run(dvc + ["repro"], cwd=work, capture_output=True, text=True, timeout=300, env=dvc_env())
+    out = subprocess.run(dvc + ["repro"], cwd=work, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     pred = schema.read_predictions(work / "predictions/baselines_conditions/webrtc/conditions.csv")
     assert "condition" in pred.columns

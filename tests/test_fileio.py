@@ -2,11 +2,14 @@
 permissions of an ordinary write."""
 from __future__ import annotations
 
+import functools
 import os
+import signal
 
 import pytest
 
-from speech_calibration.errors import UserError
+from speech_calibration import cli
+from speech_calibration.errors import Terminated, UserError
 from speech_calibration.fileio import atomic_dir, atomic_path, check_writable, outputs_together, write_json, write_text
 from speech_calibration.parallel import map_forked
 
@@ -77,14 +80,17 @@ def test_a_folder_stopped_between_its_two_renames_gets_the_old_one_back(tmp_path
     assert (target / "f.txt").read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
-def test_a_sigterm_between_a_folders_two_renames_waits_until_the_new_one_is_in(tmp_path, monkeypatch):
+@pytest.fixture
+def stage_sigterm():
+    """SIGTERM raises Terminated here, as cli.run makes it do in a stage; the previous handler comes back after."""
+    previous = signal.signal(signal.SIGTERM, cli._terminated)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_sigterm_between_a_folders_two_renames_waits_until_the_new_one_is_in(tmp_path, monkeypatch, stage_sigterm):
     """SIGTERM arriving right after the old folder is moved aside (sent here by the first rename itself) is held
     until the new folder is in place; then the stage's handler stops it, and nothing else is left behind."""
-    import signal
-
-    from speech_calibration import cli
-    from speech_calibration.errors import Terminated
-
     target = tmp_path / "out"
     target.mkdir()
     (target / "f.txt").write_text("old")
@@ -95,16 +101,11 @@ def test_a_sigterm_between_a_folders_two_renames_waits_until_the_new_one_is_in(t
         if os.fspath(src) == os.fspath(target):  # the old folder has just moved aside
             os.kill(os.getpid(), signal.SIGTERM)
 
-    previous = signal.signal(signal.SIGTERM, cli._terminated)
-    try:
-        monkeypatch.setattr(os, "replace", signalled_after_first)
-        with pytest.raises(Terminated), atomic_dir(target) as tmp:
-            (tmp / "f.txt").write_text("new")
-    finally:
-        monkeypatch.undo()
-        signal.signal(signal.SIGTERM, previous)
+    monkeypatch.setattr(os, "replace", signalled_after_first)
+    with pytest.raises(Terminated), atomic_dir(target) as tmp:
+        (tmp / "f.txt").write_text("new")
+    monkeypatch.undo()
     assert (target / "f.txt").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["out"]
-
 
 
 def _outputs(root) -> dict[str, str]:
@@ -181,8 +182,6 @@ def test_outputs_written_by_forked_workers_go_in_with_the_stages(tmp_path):
     names = ["w1.txt", "w2.txt", "w3.txt"]
     for name in names:
         (tmp_path / name).write_text("old")
-    import functools
-
     write = functools.partial(_write_in_worker, root=tmp_path)
     with pytest.raises(RuntimeError), outputs_together():
         assert map_forked(write, names, workers=2) == names
@@ -206,14 +205,10 @@ def test_a_file_written_inside_a_folder_the_block_replaces_is_refused_and_nothin
     assert _outputs(tmp_path) == before
 
 
-def test_a_stop_during_the_renames_waits_until_all_are_in_and_leaves_nothing_beside_them(tmp_path, monkeypatch):
+def test_a_stop_during_the_renames_waits_until_all_are_in_and_leaves_nothing_beside_them(tmp_path, monkeypatch,
+                                                                                          stage_sigterm):
     """SIGTERM right after the first output has moved in (sent by that rename): the rest go in too, then the stage's
     handler stops it, and no copy of a previous output is left beside them (a review found every one left)."""
-    import signal
-
-    from speech_calibration import cli
-    from speech_calibration.errors import Terminated
-
     _write_set(tmp_path, "old")
     real_replace, sent = os.replace, []
 
@@ -223,14 +218,10 @@ def test_a_stop_during_the_renames_waits_until_all_are_in_and_leaves_nothing_bes
             sent.append(dst)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    previous = signal.signal(signal.SIGTERM, cli._terminated)
-    try:
-        with pytest.raises(Terminated), outputs_together():
-            _write_set(tmp_path, "new")
-            monkeypatch.setattr(os, "replace", signalled_after_first)
-    finally:
-        monkeypatch.undo()
-        signal.signal(signal.SIGTERM, previous)
+    with pytest.raises(Terminated), outputs_together():
+        _write_set(tmp_path, "new")
+        monkeypatch.setattr(os, "replace", signalled_after_first)
+    monkeypatch.undo()
     assert sent and _outputs(tmp_path) == {"metrics/a.json": "new", "plots/b.csv": "new", "plots/new.txt": "new",
                                            "models/m/w.bin": "new", "models/m/info.json": "new"}
 
