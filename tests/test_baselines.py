@@ -114,8 +114,8 @@ def test_stage_writes_one_row_per_clip_in_the_predictions_schema(in_project):
             assert list(pred[schema.GROUND_TRUTH_TOKEN]) == ["A" if lab == "SPEECH" else "B" for lab in meta[schema.LABEL]]
             s = pred[schema.P_SPEECH].to_numpy()
             assert ((s >= 0) & (s <= 1)).all()
-            np.testing.assert_allclose(pred[schema.LOGIT_A], np.log(np.clip(s, 1e-4, 1 - 1e-4) / (1 - np.clip(s, 1e-4, 1 - 1e-4))),
-                                       rtol=1e-6, atol=1e-6)
+            clipped = np.clip(s, 1e-4, 1 - 1e-4)
+            np.testing.assert_allclose(pred[schema.LOGIT_A], np.log(clipped / (1 - clipped)), rtol=1e-6, atol=1e-6)
             assert (pred[schema.LOGIT_B] == 0).all()
             assert list(pred[schema.PREDICTED_TOKEN]) == ["A" if v >= 0.5 else "B" for v in s]
             assert pred[schema.LOGSUMEXP_VOCAB].isna().all()

@@ -38,8 +38,23 @@ import pytest
 import yaml
 
 from speech_calibration import layout
-from tests.dvc_helpers import (PROJECT, SHRINK, commit_all, copy_repo, dvc, dvc_env, edit_params, exp_show_json, git,
-                               init_project, metrics_json, project_files, stage_names, stages_run, tree_digest)
+from tests.dvc_helpers import (
+    PROJECT,
+    SHRINK,
+    commit_all,
+    copy_repo,
+    dvc,
+    dvc_env,
+    edit_params,
+    exp_show_json,
+    git,
+    init_project,
+    metrics_json,
+    project_files,
+    stage_names,
+    stages_run,
+    tree_digest,
+)
 
 UP_TO_DATE = "Data and pipelines are up to date"
 # Stages a calibration change must never re-run (whatever else the pipeline grows).
