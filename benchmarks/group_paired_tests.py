@@ -4,8 +4,10 @@ Two systems answer the variants of ``clips`` base clips in each of ``groups`` te
 variants a clip. Each group has its own difference between the systems, drawn from N(0, ``spread``) on the
 log-odds scale, so over new groups the two systems are equal: the null the paired tests are about. Per run it
 records whether the clustered exact McNemar test (sign flips of the groups' differences) rejects at 0.05, and
-whether the percentile interval of the accuracy difference from a bootstrap over groups covers 0; clustered by
-base clip instead (the report's unit before groups) for contrast.
+whether the 95 % interval of the accuracy difference covers 0: the report's cluster-robust t interval over groups
+(:func:`~speech_calibration.stats.paired_tests.clustered_difference`), the percentile interval of a bootstrap over
+groups (the report's interval before) for contrast, and both clustered by base clip instead (the report's unit
+before groups).
 
     python -m benchmarks.group_paired_tests [--runs 1000] [--groups 5 8 12]
 
@@ -19,14 +21,29 @@ import numpy as np
 from scipy.special import expit
 
 from speech_calibration.stats import paired_tests
+from speech_calibration.stats.resampling import cluster_counts, cluster_interval
+
+INTERVALS = ("t", "bootstrap")
+
+
+def bootstrap_difference(right_1: np.ndarray, right_2: np.ndarray, clusters: np.ndarray, n_boot: int,
+                         rng: np.random.Generator) -> tuple[float, float]:
+    """The percentile interval of the accuracy difference over resampled clusters (NaN, NaN where there is none)."""
+    _, index = np.unique(clusters, return_inverse=True)
+    d_c = np.bincount(index, weights=right_1.astype(np.float64) - right_2)
+    n_c = np.bincount(index).astype(np.float64)
+    w = cluster_counts(len(n_c), n_boot, rng)
+    interval = cluster_interval((w @ d_c) / (w @ n_c), len(n_c), interpolate=False)
+    return (np.nan, np.nan) if interval["lo"] is None else (interval["lo"], interval["hi"])
 
 
 def simulate(groups: int, *, clips: int = 4, levels: int = 6, spread: float = 1.0, runs: int = 1000,
              n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
     rng = np.random.default_rng(seed)
-    rejected = {"groups": 0, "base clips": 0}
-    covered = {"groups": 0, "base clips": 0}
-    with_interval = {"groups": 0, "base clips": 0}
+    units = ("groups", "base clips")
+    rejected = dict.fromkeys(units, 0)
+    covered = {(unit, kind): 0 for unit in units for kind in INTERVALS}
+    with_interval = {(unit, kind): 0 for unit in units for kind in INTERVALS}
     level = np.linspace(-1.5, 1.5, levels)
     for _ in range(runs):
         difference = rng.normal(0, spread, groups)  # each group's own, mean 0 over groups
@@ -34,19 +51,22 @@ def simulate(groups: int, *, clips: int = 4, levels: int = 6, spread: float = 1.
         u = rng.random((groups, clips, levels))  # one draw for both systems: their answers are correlated
         right_1 = (u < expit(ease + difference[:, None, None] / 2)).ravel()
         right_2 = (u < expit(ease - difference[:, None, None] / 2)).ravel()
-        units = {"groups": np.repeat(np.arange(groups), clips * levels),
-                 "base clips": np.repeat(np.arange(groups * clips), levels)}
-        for unit, clusters in units.items():
+        cluster_of = {"groups": np.repeat(np.arange(groups), clips * levels),
+                      "base clips": np.repeat(np.arange(groups * clips), levels)}
+        for unit, clusters in cluster_of.items():
             rejected[unit] += paired_tests.clustered_mcnemar(right_1, right_2, clusters).p_value <= 0.05
-            d = paired_tests.clustered_bootstrap_difference(right_1, right_2, clusters, n_boot=n_boot, rng=rng)
-            if not np.isnan(d.lo):
-                with_interval[unit] += 1
-                covered[unit] += d.lo <= 0 <= d.hi
+            t = paired_tests.clustered_difference(right_1, right_2, clusters)
+            bounds = {"t": (t.lo, t.hi), "bootstrap": bootstrap_difference(right_1, right_2, clusters, n_boot, rng)}
+            for kind, (lo, hi) in bounds.items():
+                if not np.isnan(lo):
+                    with_interval[unit, kind] += 1
+                    covered[unit, kind] += lo <= 0 <= hi
     out = {}
     for unit in units:
         out[f"rejects at 0.05 ({unit})"] = rejected[unit] / runs
-        out[f"interval covers 0 ({unit})"] = covered[unit] / max(with_interval[unit], 1)
-        out[f"runs with an interval ({unit})"] = with_interval[unit] / runs
+        for kind in INTERVALS:
+            out[f"{kind} interval covers 0 ({unit})"] = covered[unit, kind] / max(with_interval[unit, kind], 1)
+            out[f"runs with a {kind} interval ({unit})"] = with_interval[unit, kind] / runs
     return out
 
 

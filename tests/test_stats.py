@@ -1,4 +1,5 @@
-"""speech_calibration.stats.resampling: bootstrap (plain, paired, clustered), percentile and t-intervals, keyed generators."""
+"""speech_calibration.stats.resampling: bootstrap (plain, paired, clustered), percentile and t-intervals, keyed generators,
+the cluster-robust t interval of a ratio."""
 from __future__ import annotations
 
 import math
@@ -17,6 +18,7 @@ from speech_calibration.stats.resampling import (
     cluster_bootstrap_replicates,
     cluster_counts,
     cluster_interval,
+    cluster_ratio_interval,
     clusters_per_stratum,
     composition_strata,
     interval_summary,
@@ -43,6 +45,47 @@ def test_t_interval_one_value_and_nans():
     assert one["mean"] == 0.8 and math.isnan(one["sd"]) and math.isnan(one["lo"])
     assert t_interval([0.8, float("nan"), 0.9])["k"] == 2
     assert t_interval([])["k"] == 0
+
+
+def test_cluster_ratio_interval_with_equal_clusters_is_scipys_one_sample_t_interval():
+    """Equal cluster sizes: the ratio is the mean of the clusters' own ratios, and its interval scipy's t interval."""
+    rng = np.random.default_rng(7)
+    sizes = np.full(8, 12)
+    totals = rng.integers(-6, 9, size=8).astype(float)
+    res = cluster_ratio_interval(totals, sizes, 0.9)
+    expected = sps.ttest_1samp(totals / sizes, 0.0).confidence_interval(0.9)
+    assert res["ratio"] == pytest.approx(np.mean(totals / sizes), rel=1e-12) and res["n_clusters"] == 8
+    assert (res["lo"], res["hi"]) == pytest.approx((expected.low, expected.high), rel=1e-10)
+    assert "reason" not in res
+
+
+def test_cluster_ratio_interval_with_unequal_clusters_is_the_ratio_estimators_textbook_form():
+    """Unequal sizes: the ratio of totals, with the standard error of a ratio estimator as sampling texts write it
+    (Cochran, no finite-population correction): ``se = sqrt(var_{ddof=1}(t - R n) / G) / mean(n)``."""
+    totals = np.array([3.0, -1.0, 4.0, 0.0, 2.0, -2.0])
+    sizes = np.array([5, 9, 7, 3, 11, 6])
+    res = cluster_ratio_interval(totals, sizes, 0.95)
+    r = totals.sum() / sizes.sum()
+    se = math.sqrt(np.var(totals - r * sizes, ddof=1) / len(sizes)) / sizes.mean()
+    half = sps.t.ppf(0.975, len(sizes) - 1) * se
+    assert res["ratio"] == pytest.approx(r, rel=1e-12)
+    assert (res["lo"], res["hi"]) == pytest.approx((r - half, r + half), rel=1e-10)
+    # repeating every clip of every cluster m times moves nothing
+    again = cluster_ratio_interval(3 * totals, 3 * sizes, 0.95)
+    assert (again["lo"], again["hi"]) == pytest.approx((res["lo"], res["hi"]), rel=1e-12)
+
+
+def test_cluster_ratio_interval_says_why_there_is_none_and_keeps_to_its_bounds():
+    few = cluster_ratio_interval([1.0, 2.0, 0.0, 1.0], [3, 3, 3, 3], unit="speakers")
+    assert few["lo"] is None and few["hi"] is None and few["ratio"] == pytest.approx(1 / 3)
+    assert few["reason"] == f"4 speakers: too few for a speaker-level interval (needs >= {MIN_CLUSTERS} speakers)"
+    same = cluster_ratio_interval([2.0, 4.0, 1.0, 3.0, 5.0], [4, 8, 2, 6, 10])  # 1/2 in every cluster
+    assert same["lo"] is None and same["reason"].startswith("the same value (0.5) in each of the 5 groups")
+    wide = cluster_ratio_interval([5.0, -5.0, 5.0, 5.0, -5.0], [5, 5, 5, 5, 5], bounds=(-1.0, 1.0))
+    assert wide["lo"] == -1.0 and wide["hi"] == 1.0
+    assert cluster_ratio_interval([5.0, -5.0, 5.0, 5.0, -5.0], [5, 5, 5, 5, 5])["hi"] > 1.0
+    with pytest.raises(ValueError, match="totals and sizes"):
+        cluster_ratio_interval([1.0, 2.0], [3])
 
 
 def test_bootstrap_is_reproducible_and_vectorised():

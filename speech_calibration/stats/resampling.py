@@ -1,10 +1,11 @@
-"""Uncertainty of metrics: clip-level and clustered bootstrap (plain and paired), Student-t intervals across seeds.
+"""Uncertainty of metrics: clip-level and clustered bootstrap (plain and paired), Student-t intervals across seeds,
+and a cluster-robust t interval of a ratio of cluster sums (:func:`cluster_ratio_interval`).
 
 The bootstrap is vectorised: all resamples are one ``(B, n)`` index matrix (:func:`bootstrap_indices`),
 or one ``(B, clusters)`` matrix of draw counts (:func:`cluster_counts`), and the metric functions of
 :mod:`speech_calibration.stats.metrics` reduce over the last axis, so ``B`` resamples cost one call, not ``B`` calls.
 
-Intervals are percentile intervals (the ``(1-ci)/2`` and ``(1+ci)/2`` quantiles of the replicates). A
+Bootstrap intervals are percentile intervals (the ``(1-ci)/2`` and ``(1+ci)/2`` quantiles of the replicates). A
 *paired* bootstrap evaluates two systems on the same resampled clips, so the interval of their difference
 accounts for the correlation between them (both are scored on the same clips). :func:`keyed_rng` gives
 each resampling its own generator, named by text keys, so a result does not depend on what ran before it.
@@ -291,6 +292,40 @@ def _t_quantile(q: float, df: int) -> float:
     )
 
     return float(stdtrit(df, q))
+
+
+def cluster_ratio_interval(totals, sizes, ci: float = 0.95, *, unit: str = "groups",
+                           bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict[str, float | int | None | str]:
+    """A ratio of cluster sums, ``sum(totals) / sum(sizes)``, with a cluster-robust Student-t interval, or
+    ``lo = hi = None`` and the reason in words.
+
+    For example an accuracy difference over all clips: per group, its clips' summed correctness difference
+    (``totals``) and its clip count (``sizes``). The interval is ``ratio +- t_{(1+ci)/2, G-1} se`` over the ``G``
+    clusters, with ``se^2 = G / (G - 1) sum_g (totals_g - ratio sizes_g)^2 / (sum_g sizes_g)^2``: the linearised
+    variance of a ratio of cluster totals with the usual small-sample factor (CR1) and ``G - 1`` degrees of freedom,
+    the standard choice when the clusters are few. With equal cluster sizes it is the one-sample t interval of the
+    clusters' own ratios (tests/test_resampling.py checks it against ``scipy.stats``). Clipped to ``bounds``.
+
+    No interval from fewer than ``MIN_CLUSTERS`` clusters (called ``unit`` in the reason), nor when every cluster has
+    the same ratio (``se = 0``): a zero-width interval would claim a certainty that so few clusters cannot give.
+    Returns ``{"ratio", "lo", "hi", "n_clusters"}`` and ``"reason"`` where there is no interval.
+    """
+    t = np.asarray(totals, dtype=np.float64)
+    n = np.asarray(sizes, dtype=np.float64)
+    g = int(t.size)
+    if n.shape != t.shape or g == 0 or n.sum() <= 0:
+        raise ValueError(f"totals and sizes must be two equal, non-empty 1-D arrays with sizes > 0; got {t.shape}, {n.shape}")
+    ratio = float(t.sum() / n.sum())
+    out: dict[str, float | int | None | str] = {"ratio": ratio, "lo": None, "hi": None, "n_clusters": g}
+    if g < MIN_CLUSTERS:
+        return {**out, "reason": f"{_count(g, unit)}: too few for a {unit[:-1]}-level interval (needs >= {MIN_CLUSTERS} {unit})"}
+    residuals = t - ratio * n
+    if np.allclose(residuals, 0.0, rtol=0.0, atol=1e-12 * max(1.0, float(np.abs(t).max()))):
+        return {**out, "reason": (f"the same value ({ratio:.4g}) in each of the {_count(g, unit)}: no spread to make an "
+                                  f"interval of (a zero-width one would claim a certainty that they cannot give)")}
+    se = math.sqrt(g / (g - 1) * float(np.sum(residuals ** 2))) / float(n.sum())
+    half = _t_quantile((1.0 + ci) / 2.0, g - 1) * se
+    return {**out, "lo": max(bounds[0], ratio - half), "hi": min(bounds[1], ratio + half)}
 
 
 def t_interval(values, ci: float = 0.95) -> dict[str, float]:
