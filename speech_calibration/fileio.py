@@ -9,6 +9,7 @@ three CSVs and a figure) and stops half-way leaves all of its previous outputs, 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -107,33 +108,68 @@ def _set_aside(target: Path, copy: Path) -> None:
     os.replace(target, copy)
 
 
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_renameat2: Any = None  # libc's renameat2, looked up once (False: none here)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the folders ``a`` and ``b`` in one step (Linux ``renameat2`` with ``RENAME_EXCHANGE``), so ``b`` is never
+    missing, not even when the process is killed; False where the system or the file system cannot (the caller then
+    renames twice)."""
+    import ctypes
+
+    global _renameat2
+    if _renameat2 is None:
+        _renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", False)
+    if not _renameat2:
+        return False
+    at_cwd = -100  # AT_FDCWD
+    if _renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):  # no such call, or not on this file system
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
 def _move_in(moves: list[tuple[Path, Path]]) -> None:
     """Rename every temporary onto its target, with stops held; on any error, every target that was replaced gets its
-    previous file or folder back, and the exception goes on."""
+    previous file or folder back, and the exception goes on.
+
+    A folder replaces a folder in one step where the system can (:func:`_exchange`: the temporary's name then holds the
+    previous folder until it is removed); elsewhere the previous one is first set aside into ``.<name>.old.*/x``."""
     _check_nesting(moves)
-    done: list[tuple[Path, Path | None]] = []  # (target, the holder folder of what it replaced)
-    holders: list[Path] = []
+    done: list[tuple[Path, Path | None, bool]] = []  # (target, where its previous version is, swapped in one step)
+    leftovers: list[Path] = []  # where the previous versions are, removed at the end
     try:
-        with signals_held():  # a stop held here is raised as the block ends: the holders go in the finally
+        with signals_held():  # a stop held here is raised as the block ends: the leftovers go in the finally
             try:
                 for tmp, target in moves:
-                    holder = None
+                    if target.is_dir() and not target.is_symlink() and tmp.is_dir() and _exchange(tmp, target):
+                        leftovers.append(tmp)
+                        done.append((target, tmp, True))
+                        continue
+                    previous = None
                     if os.path.lexists(target):
                         holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-                        holders.append(holder)
-                        _set_aside(target, holder / "x")
-                    done.append((target, holder))
+                        leftovers.append(holder)
+                        previous = holder / "x"
+                        _set_aside(target, previous)
+                    done.append((target, previous, False))
                     os.replace(tmp, target)
             except BaseException:
-                for target, holder in reversed(done):  # the new one out (the last may not have gone in), the old back
+                for target, previous, swapped in reversed(done):  # the new one out (the last may not be in), the old back
+                    if swapped:
+                        _exchange(previous, target)
+                        continue
                     if os.path.lexists(target):
                         _remove(target)
-                    if holder is not None:
-                        os.replace(holder / "x", target)
+                    if previous is not None:
+                        os.replace(previous, target)
                 raise
     finally:
-        for holder in holders:  # the previous outputs, now out of place (or put back: then empty)
-            shutil.rmtree(holder, ignore_errors=True)
+        for leftover in leftovers:  # the previous outputs, now out of place (after a failure: emptied, or the new ones)
+            _remove(leftover)
 
 
 @contextlib.contextmanager
@@ -149,8 +185,9 @@ def outputs_together() -> Iterator[None]:
     What it cannot cover: a SIGKILL (and a SIGTERM under torchrun with several processes, where it keeps its default
     action) ends the process at once. During the block, that leaves the temporary files beside the outputs
     (``python -m speech_calibration.tidy`` removes them) and the registry in the system's temporary folder; during
-    the renames, some new outputs beside old ones, and a folder output may be missing, its previous version in
-    ``.<name>.old.*/x`` beside it (a file output is replaced in one rename, so it is always there).
+    the renames, some new outputs beside old ones. A file output is replaced in one rename, and so is a folder
+    where the system swaps folders in one step (Linux, on local file systems: :func:`_exchange`), so they are always
+    there; elsewhere a folder output may be missing, its previous version in ``.<name>.old.*/x`` beside it.
     """
     global _together
     if _together is not None:
@@ -227,8 +264,9 @@ def signals_held() -> Iterator[None]:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole, on error it is removed.
 
-    The two renames that swap an existing folder run with Ctrl-C and SIGTERM held, so a stop between them cannot leave
-    ``path`` missing (a stop that arrives then takes effect once the new folder is in place). Inside
+    An existing folder is swapped with the new one in one step where the system can (:func:`_exchange`), so ``path`` is
+    never missing; elsewhere in two renames, with Ctrl-C and SIGTERM held between them (a stop that arrives then takes
+    effect once the new folder is in place). Inside
     :func:`outputs_together`, the swap waits for the block's end.
     """
     path = Path(path)

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from speech_calibration import cli
+from speech_calibration import cli, fileio
 from speech_calibration.errors import Terminated, UserError
 from speech_calibration.fileio import atomic_dir, atomic_path, check_writable, outputs_together, write_json, write_text
 from speech_calibration.parallel import map_forked
@@ -59,9 +59,76 @@ def test_a_crash_leaves_the_old_file_and_no_temporary(tmp_path):
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["t.csv"]
 
 
-def test_a_folder_stopped_between_its_two_renames_gets_the_old_one_back(tmp_path, monkeypatch):
-    """``atomic_dir`` moves the old folder aside, then the new one in: a failure of the second rename (a full disk,
-    an interrupt) puts the old folder back, and leaves nothing else behind."""
+@pytest.fixture
+def two_renames(monkeypatch):
+    """A system that cannot swap two folders in one step (not Linux, or a file system without RENAME_EXCHANGE):
+    a folder output then goes in by two renames."""
+    monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
+
+
+@pytest.fixture
+def one_step_swap(tmp_path):
+    """Skip where this system cannot swap two folders in one step (then only the two-rename path runs)."""
+    a, b = tmp_path / ".swap_a", tmp_path / ".swap_b"
+    a.mkdir()
+    b.mkdir()
+    (a / "which").write_text("a")
+    if not fileio._exchange(a, b):
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not available on this system or file system")
+    assert (b / "which").read_text() == "a" and not (a / "which").exists()
+    a.rmdir()
+    (b / "which").unlink()
+    b.rmdir()
+
+
+def test_a_folder_swapped_in_one_step_is_never_renamed_aside_and_leaves_nothing(tmp_path, monkeypatch, one_step_swap):
+    """Where the system can, ``atomic_dir`` exchanges the new folder with the old one in one step, so the output is
+    never missing, not even under SIGKILL: no rename moves the old folder aside or the new one in, and the previous
+    folder (left at the temporary's name) is removed."""
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "f.txt").write_text("old")
+    real_replace, renamed = os.replace, []
+
+    def watching(src, dst):
+        renamed.append((os.fspath(src), os.fspath(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", watching)
+    with atomic_dir(target) as tmp:
+        (tmp / "f.txt").write_text("new")
+    monkeypatch.undo()
+    assert renamed == [] and (target / "f.txt").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_outputs_together_failing_after_a_folder_was_swapped_in_swap_it_back(tmp_path, monkeypatch, one_step_swap):
+    """The folder goes in first (exchanged in one step), then a file's rename fails: the folder is exchanged back, the
+    file keeps its previous version, and nothing is left beside them."""
+    for name in ("models/m/w.bin", "metrics/a.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("old")
+    before = _outputs(tmp_path)
+    real_replace, failed = os.replace, []
+
+    def failing_file(src, dst):
+        if os.fspath(dst) == os.fspath(tmp_path / "metrics/a.json") and not failed:  # the new file's rename, once
+            failed.append(dst)
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    with pytest.raises(OSError, match="No space left"), outputs_together():
+        with atomic_dir(tmp_path / "models/m") as tmp:
+            (tmp / "w.bin").write_text("new")
+        write_text(tmp_path / "metrics/a.json", "new")
+        monkeypatch.setattr(os, "replace", failing_file)
+    monkeypatch.undo()
+    assert _outputs(tmp_path) == before
+
+
+def test_a_folder_stopped_between_its_two_renames_gets_the_old_one_back(tmp_path, monkeypatch, two_renames):
+    """Without a one-step swap, ``atomic_dir`` moves the old folder aside, then the new one in: a failure of the second
+    rename (a full disk, an interrupt) puts the old folder back, and leaves nothing else behind."""
     target = tmp_path / "out"
     target.mkdir()
     (target / "f.txt").write_text("old")
@@ -88,7 +155,8 @@ def stage_sigterm():
     signal.signal(signal.SIGTERM, previous)
 
 
-def test_a_sigterm_between_a_folders_two_renames_waits_until_the_new_one_is_in(tmp_path, monkeypatch, stage_sigterm):
+def test_a_sigterm_between_a_folders_two_renames_waits_until_the_new_one_is_in(tmp_path, monkeypatch, stage_sigterm,
+                                                                               two_renames):
     """SIGTERM arriving right after the old folder is moved aside (sent here by the first rename itself) is held
     until the new folder is in place; then the stage's handler stops it, and nothing else is left behind."""
     target = tmp_path / "out"
@@ -150,7 +218,7 @@ def test_outputs_together_stopped_half_way_leave_every_previous_output(tmp_path,
     assert _outputs(tmp_path) == before
 
 
-def test_outputs_together_failing_during_the_renames_put_every_previous_output_back(tmp_path, monkeypatch):
+def test_outputs_together_failing_during_the_renames_put_every_previous_output_back(tmp_path, monkeypatch, two_renames):
     """A rename that fails half-way through moving the outputs in (a full disk, say): those already moved in go back
     out, the previous ones come back, a new file that had no previous one goes, and no temporary is left."""
     _write_set(tmp_path, "old")
@@ -205,10 +273,13 @@ def test_a_file_written_inside_a_folder_the_block_replaces_is_refused_and_nothin
     assert _outputs(tmp_path) == before
 
 
+@pytest.mark.parametrize("folder_swap", ["one step", "two renames"])
 def test_a_stop_during_the_renames_waits_until_all_are_in_and_leaves_nothing_beside_them(tmp_path, monkeypatch,
-                                                                                          stage_sigterm):
+                                                                                          stage_sigterm, folder_swap):
     """SIGTERM right after the first output has moved in (sent by that rename): the rest go in too, then the stage's
     handler stops it, and no copy of a previous output is left beside them (a review found every one left)."""
+    if folder_swap == "two renames":
+        monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
     _write_set(tmp_path, "old")
     real_replace, sent = os.replace, []
 
@@ -226,9 +297,9 @@ def test_a_stop_during_the_renames_waits_until_all_are_in_and_leaves_nothing_bes
                                            "models/m/w.bin": "new", "models/m/info.json": "new"}
 
 
-def test_a_file_output_is_never_missing_while_the_outputs_move_in(tmp_path, monkeypatch):
+def test_a_file_output_is_never_missing_while_the_outputs_move_in(tmp_path, monkeypatch, two_renames):
     """Its previous version is kept as a hard link and the new one renamed over it, so a SIGKILL at any moment finds
-    the file there (old or new); only a folder output needs two renames."""
+    the file there (old or new); only a folder output, without a one-step swap, needs two renames."""
     _write_set(tmp_path, "old")
     (tmp_path / "plots/new.txt").unlink()
     real_replace, missing = os.replace, []
