@@ -591,14 +591,18 @@ def test_a_stopped_training_leaves_the_previous_adapter_and_curves_whole(project
     assert not [f.name for f in (project / "metrics/train").iterdir() if f.name.startswith(".")]
 
 
+@pytest.mark.parametrize("folder_swap", ["one step", "two renames"])
 def test_a_stop_while_the_new_adapter_goes_in_waits_until_the_curves_are_in_too(project, trained, monkeypatch,
-                                                                                  tmp_path):
-    """Ctrl-C arriving right after the previous adapter is moved aside (sent here by that rename itself) waits until
-    the new adapter and the new curves are both in place (review: the two folders were swapped one after the other,
-    and a stop between them left the new adapter beside the previous curves)."""
+                                                                                  tmp_path, folder_swap):
+    """Ctrl-C arriving right after the adapter folder is swapped (one step, where the system can) or the previous one
+    moved aside (two renames, elsewhere), sent here by that call itself, waits until the new adapter and the new
+    curves are both in place (review: the two folders were swapped one after the other, and a stop between them left
+    the new adapter beside the previous curves)."""
     import os
     import shutil
     import signal
+
+    from speech_calibration import fileio
 
     monkeypatch.chdir(project)
     p, _ = trained
@@ -607,14 +611,31 @@ def test_a_stop_while_the_new_adapter_goes_in_waits_until_the_curves_are_in_too(
     shutil.copytree(project / "metrics/train/seed_42", live)
     (adapter / "previous_run").write_text("")
     (live / "previous_run").write_text("")
-    real_replace = os.replace
+    real_replace, real_exchange = os.replace, fileio._exchange
 
     def stopped_after_the_adapter_moves_aside(src, dst):
         real_replace(src, dst)
         if os.fspath(src) == os.fspath(adapter):
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(os, "replace", stopped_after_the_adapter_moves_aside)
+    def stopped_after_the_adapter_is_swapped(a, b):
+        swapped = real_exchange(a, b)
+        if swapped and os.fspath(b) == os.fspath(adapter):
+            os.kill(os.getpid(), signal.SIGINT)
+        return swapped
+
+    if folder_swap == "two renames":
+        monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(os, "replace", stopped_after_the_adapter_moves_aside)
+    else:
+        a, b = tmp_path / ".swap_a", tmp_path / ".swap_b"
+        a.mkdir()
+        b.mkdir()
+        if not real_exchange(a, b):
+            pytest.skip("renameat2(RENAME_EXCHANGE) is not available on this system or file system")
+        a.rmdir()
+        b.rmdir()
+        monkeypatch.setattr(fileio, "_exchange", stopped_after_the_adapter_is_swapped)
     with pytest.raises(KeyboardInterrupt):
         train(p, 42, adapter, live)
     monkeypatch.undo()
