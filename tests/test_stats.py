@@ -21,6 +21,8 @@ from speech_calibration.stats.resampling import (
     cluster_ratio_interval,
     clusters_per_stratum,
     composition_strata,
+    expanded_level,
+    expanded_p,
     interval_summary,
     keyed_rng,
     miss_probability,
@@ -275,6 +277,38 @@ def test_miss_probability_bounds_the_frequency_with_more_than_two_labels():
     assert p > exact + tolerance
 
 
+@pytest.mark.parametrize("groups", [5, 8, 30])
+def test_expanded_level_is_hesterbergs_against_scipy(groups):
+    """2 Phi(sqrt(G / (G - 1)) t_{0.975, G-1}) - 1, from scipy.stats; strata take a degree of freedom each."""
+    z = math.sqrt(groups / (groups - 1)) * sps.t.ppf(0.975, groups - 1)
+    assert expanded_level(0.95, groups) == pytest.approx(2 * sps.norm.cdf(z) - 1, rel=1e-12)
+    assert expanded_level(0.95, groups + 2, 3) == pytest.approx(expanded_level(0.95, groups), rel=1e-12)
+    assert 0.95 < expanded_level(0.95, groups + 1) < expanded_level(0.95, groups)
+
+
+def test_expanded_level_tends_to_the_nominal_one_and_the_p_value_follows_it():
+    assert expanded_level(0.95, 10 ** 6) == pytest.approx(0.95, abs=1e-5)
+    for groups in (5, 8, 30):
+        edge = 1 - expanded_level(0.95, groups)  # the bootstrap p at which the expanded interval touches 0
+        assert expanded_p(edge, groups) == pytest.approx(0.05, rel=1e-9)
+        for p in (1e-4, 0.5 * edge, 0.9 * edge, 1.1 * edge, 0.2, 0.7):
+            t = sps.norm.isf(p / 2) / math.sqrt(groups / (groups - 1))
+            assert expanded_p(p, groups) == pytest.approx(2 * sps.t.sf(t, groups - 1), rel=1e-9)
+            assert (expanded_p(p, groups) < 0.05) == (p < edge)
+    assert expanded_p(0.0, 8) == 0.0 and expanded_p(1.0, 8) == 1.0
+
+
+def test_a_paired_difference_over_clusters_has_the_expanded_interval_and_p():
+    rng = np.random.default_rng(4)
+    a = rng.normal(0.2, 0.02, 1000)
+    b = a - 0.004 + rng.normal(0, 0.01, 1000)
+    clip = paired_difference(0.2, 0.196, a, b)
+    grouped = paired_difference(0.2, 0.196, a, b, n_clusters=8)
+    assert (grouped["lo"], grouped["hi"]) == percentile_interval(b - a, expanded_level(0.95, 8))
+    assert grouped["lo"] < clip["lo"] < clip["hi"] < grouped["hi"]
+    assert grouped["p"] == pytest.approx(expanded_p(clip["p"], 8)) and grouped["p"] > clip["p"]
+
+
 def test_cluster_interval_says_why_when_the_groups_are_too_few():
     three = cluster_interval(np.random.default_rng(0).normal(size=500), 3)
     assert three["lo"] is None and three["reason"].startswith("3 groups: too few")
@@ -294,7 +328,7 @@ def test_cluster_interval_says_why_when_the_groups_are_too_few():
     unsaid = paired_difference(1.0, 1.0, np.ones(50), np.ones(50), n_clusters=8, lower_is_better=False)
     assert unsaid["lo"] is None and unsaid["verdict"].startswith("no interval: the same value (0) in every resample")
     reps = np.random.default_rng(1).normal(size=400)
-    assert cluster_interval(reps, MIN_CLUSTERS) == dict(zip(("lo", "hi"), percentile_interval(reps)))
+    assert cluster_interval(reps, MIN_CLUSTERS) == dict(zip(("lo", "hi"), percentile_interval(reps, expanded_level(0.95, 5))))
     none = paired_difference(0.1, 0.2, np.zeros(50), np.ones(50) * 0.1 + np.arange(50) % 3, n_clusters=4)
     assert none["lo"] is None and none["p"] is None and none["verdict"].startswith("no interval: 4 groups")
     one = cluster_interval(reps, 1)
@@ -310,8 +344,9 @@ def test_min_distinct_decides_between_too_coarse_and_an_interval():
 
 
 def test_cluster_interval_reports_the_nan_replicates_it_leaves_out():
-    reps = np.concatenate([np.arange(40.0), [np.nan] * 3])  # 0..39: quantiles at positions 0.975 and 38.025
-    assert cluster_interval(reps, 10) == {"lo": pytest.approx(0.975), "hi": pytest.approx(38.025), "n_nan": 3}
+    reps = np.concatenate([np.arange(40.0), [np.nan] * 3])  # 0..39: the value at quantile q is 39 q
+    tail = (1 - expanded_level(0.95, 10)) / 2
+    assert cluster_interval(reps, 10) == {"lo": pytest.approx(39 * tail), "hi": pytest.approx(39 * (1 - tail)), "n_nan": 3}
     assert cluster_interval(np.full(5, np.nan), 10) == {"lo": None, "hi": None, "reason": "undefined in every resample",
                                                         "n_nan": 5}
     assert "n_nan" not in cluster_interval(np.arange(40.0), 10)
@@ -325,7 +360,7 @@ def test_stratified_cluster_interval_needs_enough_groups_in_every_stratum():
         f"1 NONSPEECH group: too few for a group-level interval (groups are resampled within each class stratum; "
         f"needs >= {MIN_CLUSTERS} groups per stratum")
     both = cluster_interval(reps, 2 * MIN_CLUSTERS, per_stratum={"SPEECH": MIN_CLUSTERS, "NONSPEECH": MIN_CLUSTERS})
-    assert both == dict(zip(("lo", "hi"), percentile_interval(reps)))
+    assert both == dict(zip(("lo", "hi"), percentile_interval(reps, expanded_level(0.95, 2 * MIN_CLUSTERS, 2))))
     two_small = cluster_interval(reps, 40, per_stratum={"SPEECH": 35, "NONSPEECH": 3, "NONSPEECH+SPEECH": 2})
     assert two_small["reason"].startswith("2 NONSPEECH+SPEECH groups, 3 NONSPEECH groups: too few")
     d = paired_difference(0.1, 0.2, reps, reps + 0.1, n_clusters=31, per_stratum={"SPEECH": 30, "NONSPEECH": 1})
@@ -370,6 +405,8 @@ def test_enough_groups_of_each_class_give_a_stratified_group_interval():
     info = res["group_bootstrap"]
     assert info["groups_holding"] == {"SPEECH": MIN_CLUSTERS + 1, "NONSPEECH": MIN_CLUSTERS}
     assert info["resampled"] == "whole test groups, within strata of the classes a group holds"
+    level = expanded_level(0.95, 2 * MIN_CLUSTERS + 1, 2)  # 11 groups in two strata: 10 degrees of freedom
+    assert info["rule"].endswith(f"; read at the {100 * level:.1f} % level for 95 %, expanded for 11 groups")
     for key in ("roc_auc", "ece"):
         block = res["uncalibrated"]["ci_group"][key]
         assert "reason" not in block and block["lo"] < res["uncalibrated"][key] < block["hi"], key

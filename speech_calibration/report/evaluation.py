@@ -7,8 +7,9 @@ For ``<system>`` = ``seed_42`` (reference systems: ``metrics/references/test/<sy
   each block holds accuracy, acc_speech, acc_nonspeech, balanced_accuracy, roc_auc, brier (+ Murphy
   reliability / resolution / uncertainty / within_bin), nll, ece, ece_mass, ece_debiased, ece_smooth, mce
   (estimators: :mod:`speech_calibration.stats.metrics`), ``ci``: clip-bootstrap intervals of accuracy,
-  ROC-AUC and each ECE, and ``ci_group``: the same from a bootstrap over test groups, or the reason there
-  is none; ``delta_ci`` / ``delta_ci_group``: paired calibrated-minus-uncalibrated ECE, smooth ECE, NLL,
+  ROC-AUC and each ECE, and ``ci_group``: the same from a bootstrap over test groups (expanded percentile
+  intervals, :func:`~speech_calibration.stats.resampling.expanded_level`), or the reason there is none;
+  ``delta_ci`` / ``delta_ci_group``: paired calibrated-minus-uncalibrated ECE, smooth ECE, NLL,
   Brier and accuracy (clip / group bootstrap) with a verdict (better / worse / no clear difference);
   ``group_bootstrap``: how the groups were resampled and the rule for an interval; ``per_group``: each
   metric on each test group alone; ``tuned_threshold`` when a dev-tuned decision threshold exists;
@@ -50,6 +51,7 @@ from speech_calibration.stats.resampling import (
     cluster_interval,
     clusters_per_stratum,
     composition_strata,
+    expanded_level,
     interval_summary,
     paired_difference,
     paired_difference_text,
@@ -150,6 +152,10 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
             "groups_holding": holding,
             "rule": f"an interval needs >= {MIN_CLUSTERS} groups" + (" in each stratum" if strata is not None else "")
                     + f" and >= {MIN_DISTINCT} distinct resampled values"}
+        if n_groups >= MIN_CLUSTERS:  # an expanded percentile interval (cluster_interval) reads the replicates wider
+            level = expanded_level(ci, n_groups, len(per_stratum or {}))
+            result["group_bootstrap"]["rule"] += (f"; read at the {100 * level:.1f} % level for {100 * ci:g} %, "
+                                                  f"expanded for {n_groups} groups")
         for name in SERIES:
             result[name]["ci_group"] = {k: _rounded(cluster_interval(greps[f"{name}/{k}"], n_groups, ci, per_stratum=per_stratum))
                                         for k in CI_KEYS}

@@ -16,7 +16,8 @@ Intervals come from a clustered bootstrap. The rows of a response matrix are bas
 clip is a row); the clusters are groups of rows (``clusters``: the conditions report passes each base clip's
 group, its speaker or recording, the unit a result generalises over; without it every row is its own cluster).
 Clusters are resampled with replacement, the per-level counts recomputed, the curve refitted; the interval is
-the percentile interval of the resampled thresholds on the extended real line (a censored resample counts
+the expanded percentile interval (:func:`~speech_calibration.stats.resampling.expanded_level`: wider for few
+clusters) of the resampled thresholds on the extended real line (a censored resample counts
 as -inf or +inf, so an interval bound can itself be censored). There is an interval only where
 :func:`~speech_calibration.stats.resampling.cluster_interval` allows one (``MIN_CLUSTERS`` clusters, in
 each stratum where they are drawn by the classes they hold, and ``MIN_DISTINCT`` distinct resampled
@@ -121,9 +122,10 @@ class Threshold:
 
 def censored_interval(replicates: np.ndarray, n_clusters: int, ci: float, *,
                       per_stratum: dict[str, int] | None = None, unit: str = "groups") -> tuple[float, float, str | None]:
-    """``(lo, hi, None)``: the percentile interval of cluster-bootstrap replicates that may be ``-inf``/``+inf``
-    (order statistics, :func:`~speech_calibration.stats.resampling.percentile_interval` with ``interpolate=False``),
-    or ``(nan, nan, reason)`` where :func:`~speech_calibration.stats.resampling.cluster_interval` gives none
+    """``(lo, hi, None)``: the expanded percentile interval of cluster-bootstrap replicates that may be
+    ``-inf``/``+inf`` (:func:`~speech_calibration.stats.resampling.cluster_interval`; order statistics,
+    :func:`~speech_calibration.stats.resampling.percentile_interval` with ``interpolate=False``), or ``(nan, nan, reason)``
+    where :func:`~speech_calibration.stats.resampling.cluster_interval` gives none
     (too few clusters, named ``unit``, in some stratum with ``per_stratum``, or too few distinct replicates)."""
     interval = cluster_interval(replicates, n_clusters, ci, unit=unit, per_stratum=per_stratum, interpolate=False)
     if interval["lo"] is None:
