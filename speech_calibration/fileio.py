@@ -116,13 +116,18 @@ def _exchange(a: Path, b: Path) -> bool:
     """Swap the folders ``a`` and ``b`` in one step (Linux ``renameat2`` with ``RENAME_EXCHANGE``), so ``b`` is never
     missing, not even when the process is killed; False where the system or the file system cannot (the caller then
     renames twice)."""
-    import ctypes
-
     global _renameat2
     if _renameat2 is None:
-        _renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", False)
+        try:  # no ctypes, no C library to look in (Windows), or no renameat2 in it (macOS, old glibc)
+            import ctypes
+
+            _renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", False)
+        except (ImportError, OSError, TypeError):
+            _renameat2 = False
     if not _renameat2:
         return False
+    import ctypes
+
     at_cwd = -100  # AT_FDCWD
     if _renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
@@ -130,6 +135,38 @@ def _exchange(a: Path, b: Path) -> bool:
     if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):  # no such call, or not on this file system
         return False
     raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def _put_back(target: Path, previous: Path | None, swapped: bool) -> None:
+    """Undo one step of :func:`_move_in`: ``target`` gets its previous version back, or is removed where it had none."""
+    if swapped:
+        if not _exchange(previous, target):
+            raise OSError(f"could not swap {target} back with {previous}")
+    elif previous is None:
+        if os.path.lexists(target):
+            _remove(target)
+    elif previous.is_dir() and not previous.is_symlink():
+        if os.path.lexists(target):
+            _remove(target)
+        os.replace(previous, target)
+    elif not (os.path.lexists(target) and os.path.samefile(previous, target)):  # not still the previous file itself
+        os.replace(previous, target)  # a file: one rename over the new one, so it is never missing
+
+
+def _keep(target: Path, previous: Path, swapped: bool, leftovers: list[Path]) -> Path:
+    """A previous version that could not be put back is not removed with the leftovers: its holder
+    ``.<name>.old.*`` stays (a swapped folder, at the temporary's name that the caller removes, first moves into a
+    holder of its own). Returns where it is."""
+    if swapped:
+        try:
+            holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            os.replace(previous, holder / "x")
+            return holder / "x"
+        except OSError:
+            return previous
+    if previous.parent in leftovers:
+        leftovers.remove(previous.parent)
+    return previous
 
 
 def _move_in(moves: list[tuple[Path, Path]]) -> None:
@@ -157,15 +194,16 @@ def _move_in(moves: list[tuple[Path, Path]]) -> None:
                         _set_aside(target, previous)
                     done.append((target, previous, False))
                     os.replace(tmp, target)
-            except BaseException:
+            except BaseException as error:
                 for target, previous, swapped in reversed(done):  # the new one out (the last may not be in), the old back
-                    if swapped:
-                        _exchange(previous, target)
-                        continue
-                    if os.path.lexists(target):
-                        _remove(target)
-                    if previous is not None:
-                        os.replace(previous, target)
+                    try:
+                        _put_back(target, previous, swapped)
+                    except OSError as failed:  # keep the previous version where it is, say where, and go on
+                        if previous is None:
+                            error.add_note(f"{target}: the new version could not be removed ({failed})")
+                        else:
+                            error.add_note(f"{target}: its previous version could not be put back ({failed}); it is "
+                                           f"in {_keep(target, previous, swapped, leftovers)}")
                 raise
     finally:
         for leftover in leftovers:  # the previous outputs, now out of place (after a failure: emptied, or the new ones)

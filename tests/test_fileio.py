@@ -117,13 +117,57 @@ def test_outputs_together_failing_after_a_folder_was_swapped_in_swap_it_back(tmp
             raise OSError(28, "No space left on device")
         real_replace(src, dst)
 
+    real_exchange, swaps = fileio._exchange, []
+
+    def recorded(a, b):
+        swaps.append(real_exchange(a, b))
+        return swaps[-1]
+
+    monkeypatch.setattr(fileio, "_exchange", recorded)
     with pytest.raises(OSError, match="No space left"), outputs_together():
         with atomic_dir(tmp_path / "models/m") as tmp:
             (tmp / "w.bin").write_text("new")
         write_text(tmp_path / "metrics/a.json", "new")
         monkeypatch.setattr(os, "replace", failing_file)
     monkeypatch.undo()
+    assert swaps == [True, True]  # in, and back
     assert _outputs(tmp_path) == before
+
+
+def test_a_previous_version_that_cannot_be_put_back_is_kept_and_named(tmp_path, monkeypatch, one_step_swap):
+    """The rollback itself fails for the folder (its swap back raises): its previous version is kept beside it in
+    ``.m.old.*/x``, not removed with the leftovers, the error names where it is, and the file still gets its previous
+    version back (review: the rollback stopped at the first failure and then deleted the previous outputs)."""
+    for name in ("m/w.bin", "a.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("old")
+    real_exchange, real_replace, failed = fileio._exchange, os.replace, []
+
+    def swap_back_fails(a, b):
+        if os.fspath(b) == os.fspath(tmp_path / "m") and failed:  # the second call: the swap back
+            raise OSError(5, "Input/output error")
+        return real_exchange(a, b)
+
+    def file_fails_once(src, dst):
+        if os.fspath(dst) == os.fspath(tmp_path / "a.json") and not failed:
+            failed.append(dst)
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(fileio, "_exchange", swap_back_fails)
+    with pytest.raises(OSError, match="No space left") as raised, outputs_together():
+        with atomic_dir(tmp_path / "m") as tmp:
+            (tmp / "w.bin").write_text("new")
+        write_text(tmp_path / "a.json", "new")
+        monkeypatch.setattr(os, "replace", file_fails_once)
+    monkeypatch.undo()
+    outputs = _outputs(tmp_path)
+    kept = [name for name in outputs if name.startswith(".m.old.") and name.endswith("/x/w.bin")]
+    assert len(kept) == 1 and outputs[kept[0]] == "old" and outputs["a.json"] == "old" and outputs["m/w.bin"] == "new"
+    assert set(outputs) == {"a.json", "m/w.bin", kept[0]}
+    notes = getattr(raised.value, "__notes__", [])
+    assert len(notes) == 1 and notes[0].startswith(f"{tmp_path / 'm'}: its previous version could not be put back")
+    assert notes[0].endswith(os.fspath(tmp_path / kept[0].removesuffix("/w.bin")))
 
 
 def test_a_folder_stopped_between_its_two_renames_gets_the_old_one_back(tmp_path, monkeypatch, two_renames):

@@ -53,8 +53,7 @@ Writes:
   with the test group as the unit: ``n_clusters`` groups (of ``n_variants`` variants), the clustered
   exact McNemar test (:mod:`speech_calibration.stats.paired_tests`) with Holm correction across the whole
   table, the naive McNemar p-value that treats variants as independent (for contrast), and the accuracy
-  difference with a cluster-robust t interval over the groups (each comparison's own, not adjusted like ``p_holm``;
-  :func:`~speech_calibration.stats.paired_tests.clustered_difference`), or, where
+  difference with a clustered-bootstrap interval (each comparison's own, not adjusted like ``p_holm``), or, where
   the groups are too few for one, empty bounds and the reason in ``diff_interval``;
 - ``plots/conditions/*.csv`` (``dvc plots`` data, one series per system) and ``*.png``; among them
   ``calibration_<dimension>.csv`` (the curves above with their bands; the seeds averaged, their band the
@@ -68,10 +67,9 @@ balanced accuracy. Psychometric curves (:mod:`speech_calibration.stats.psychomet
 SPEECH)`` against log10 duration and against SNR, fitted by a logistic model, for speech clips (hit
 rate) and non-speech clips (false alarms); the balanced accuracy ``(hit + 1 - false alarm) / 2`` of the
 two fitted curves gives the sensitivity thresholds. A system that gives one answer at every level
-holds it at 1/2, so its sensitivity thresholds are "not reached". Every interval and paired test takes the test
-groups (speakers, recordings: the unit a result generalises over) as its sample, each with all the variants of all
-its base clips: the bootstrap intervals resample them, the accuracy difference has a t interval over them; the
-sensitivity thresholds draw a group once for its speech and its non-speech clips
+holds it at 1/2, so its sensitivity thresholds are "not reached". Every interval and paired test resamples the
+test groups (speakers, recordings: the unit a result generalises over), each with all the variants of all its base
+clips; the sensitivity thresholds draw a group once for its speech and its non-speech clips
 (:func:`~speech_calibration.stats.psychometric.fit_sensitivity`). With fewer than ``MIN_CLUSTERS`` groups there is
 no interval, and the tables say so in words.
 """
@@ -118,7 +116,7 @@ from speech_calibration.stats.resampling import (
 log = logging.getLogger(__name__)
 
 ALL = "all"
-# the unit of every interval and paired test: the test group (speaker or recording) of a base clip, with all the
+# the unit every interval and paired test resamples: the test group (speaker or recording) of a base clip, with all the
 # variants of all its clips, so that an interval speaks of new speakers and recordings, not new clips of these ones
 CLUSTER, UNIT = schema.GROUP_ID, "groups"
 UNCALIBRATED, CALIBRATED = "uncalibrated", "calibrated"
@@ -656,14 +654,14 @@ def calibration_threshold_rows(system: System, curves: dict[str, ShiftCurve], q:
 
 
 # ------------------------------------------------------------------------------------ paired tests
-def paired_table(meta: pd.DataFrame, correct: dict[str, np.ndarray], ci: float) -> pd.DataFrame:
+def paired_table(meta: pd.DataFrame, correct: dict[str, np.ndarray], cfg: params_mod.Conditions, ci: float) -> pd.DataFrame:
     """Every pair of systems over all variants and per dimension, clustered by test group; Holm across the whole table.
 
     ``n_clusters`` (groups) is the sample size of ``p_clustered`` (the clustered exact McNemar test) and of
-    the interval of the accuracy difference; ``p_naive`` is the plain McNemar test that counts the
+    the bootstrap interval of the accuracy difference; ``p_naive`` is the plain McNemar test that counts the
     ``n_variants`` variants as independent, shown for contrast only. ``p_holm`` is adjusted for the whole table;
     the interval is not (it is each comparison's own, so with many rows some exclude 0 by chance). Where the
-    groups are too few for an interval (:func:`~speech_calibration.stats.paired_tests.clustered_difference`),
+    groups are too few for an interval (:func:`~speech_calibration.stats.paired_tests.clustered_bootstrap_difference`),
     ``diff_lo`` and ``diff_hi`` are empty and ``diff_interval`` says why (empty where there is one).
     """
     rows = []
@@ -675,7 +673,9 @@ def paired_table(meta: pd.DataFrame, correct: dict[str, np.ndarray], ci: float) 
             mask = np.ones(len(cond), bool) if scope == ALL else cond == scope
             c1, c2 = correct[s1][mask], correct[s2][mask]
             test = paired_tests.clustered_mcnemar(c1, c2, base[mask])
-            difference = paired_tests.clustered_difference(c1, c2, base[mask], ci=ci, unit=UNIT)
+            difference = paired_tests.clustered_bootstrap_difference(
+                c1, c2, base[mask], n_boot=cfg.n_bootstrap, ci=ci,
+                rng=keyed_rng(cfg.bootstrap_seed, "paired", s1, s2, scope), unit=UNIT)
             rows.append({"system_1": s1, "system_2": s2, "scope": scope, "n_clusters": test.n_clusters,
                          "n_variants": test.n_items, "accuracy_1": float(c1.mean()), "accuracy_2": float(c2.mean()),
                          "only_1_right": test.only_1, "only_2_right": test.only_2, "both_right": test.both,
@@ -692,10 +692,10 @@ def paired_table(meta: pd.DataFrame, correct: dict[str, np.ndarray], ci: float) 
 
 def interval_scope(meta: pd.DataFrame) -> str:
     """What every interval and paired test of this report generalises to, in words: new test groups (speakers,
-    recordings), each with every variant of all its base clips; the smallest p a sign flip of that many
+    recordings), each resampled with every variant of all its base clips; the smallest p a sign flip of that many
     groups can give; and whether they are too few for an interval."""
     n_base, n_groups = meta[BASE_CLIP_ID].nunique(), meta[CLUSTER].nunique()
-    scope = (f"every interval and paired test here takes the {n_groups} test groups (speakers, recordings) as its sample, each "
+    scope = (f"every interval and paired test here resamples the {n_groups} test groups (speakers, recordings), each "
              f"with all the variants of its base clips ({n_base} in all), so that they speak of new speakers and "
              f"recordings; a paired test's p cannot fall below 2 / 2^{n_groups} = {min(1.0, 2.0 / 2 ** n_groups):.3g}")
     if n_groups < MIN_CLUSTERS:
@@ -1032,7 +1032,7 @@ def report(meta: pd.DataFrame, scored: list[Scored], cfg: params_mod.Conditions,
     long = pd.concat([t.assign(system=n, kind=s.kind, seed=s.seed) for (n, t), s in zip(tables.items(), systems)],
                      ignore_index=True)
     long = long[["system", "kind", "seed", *[c for c in long.columns if c not in ("system", "kind", "seed")]]]
-    pairs = paired_table(meta, correct, ci)
+    pairs = paired_table(meta, correct, cfg, ci)
     per_cond_plot = per_condition_plot_data(tables, systems)
 
     write_csv(tables_dir / "per_condition.csv", long)
