@@ -419,7 +419,7 @@ def test_the_report_is_the_same_computed_on_one_process_or_on_two(tmp_path, monk
 
 def test_paired_table_counts_groups_so_repeated_variants_change_nothing():
     """paired_tests.csv: repeating every variant 22 times keeps n_clusters (12 groups) and p_clustered, and shrinks
-    p_naive."""
+    p_naive; the interval of the accuracy difference (over groups) stays where it was."""
     from speech_calibration import params as params_mod
 
     meta = variants_frame(12)
@@ -434,6 +434,9 @@ def test_paired_table_counts_groups_so_repeated_variants_change_nothing():
     assert (many["n_variants"] == 22 * once["n_variants"]).all()
     np.testing.assert_array_equal(many["p_clustered"].to_numpy(), once["p_clustered"].to_numpy())
     np.testing.assert_array_equal(many["p_holm"].to_numpy(), once["p_holm"].to_numpy())
+    assert once["diff_lo"].notna().sum() >= 5
+    np.testing.assert_allclose(many[["diff_lo", "diff_hi"]].to_numpy(), once[["diff_lo", "diff_hi"]].to_numpy(), rtol=1e-12)
+    assert (many["diff_interval"] == once["diff_interval"]).all()
     differs = once["only_1_right"] != once["only_2_right"]
     assert differs.any() and (many["p_naive"][differs] < once["p_naive"][differs]).all()
 

@@ -1,4 +1,4 @@
-"""Paired comparisons: exact McNemar against scipy's binomial test, Holm by hand, the clustered accuracy difference."""
+"""Paired comparisons: exact McNemar against scipy's binomial test, Holm by hand, clustered bootstrap."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from speech_calibration.stats import paired_tests as pt
-from speech_calibration.stats.resampling import MIN_CLUSTERS
+from speech_calibration.stats.resampling import MIN_CLUSTERS, cluster_counts, expanded_level
 
 
 def table_vectors(both, only_1, only_2, neither):
@@ -39,40 +39,46 @@ def test_holm_by_hand():
     assert np.isnan(out[1]) and np.allclose(out[[0, 2]], [0.04, 0.04])
 
 
-def test_clustered_difference_is_the_t_interval_of_the_groups_differences():
-    """Twelve groups of five clips: the accuracy difference over all clips, and (equal groups) scipy's one-sample t
-    interval of the groups' own accuracy differences."""
+def test_clustered_bootstrap_difference_equals_a_loop():
     rng = np.random.default_rng(0)
     clusters = np.repeat(np.arange(12), 5)
     c1 = rng.random(60) < 0.8
     c2 = rng.random(60) < 0.6
-    res = pt.clustered_difference(c1, c2, clusters)
+    res = pt.clustered_bootstrap_difference(c1, c2, clusters, n_boot=300, rng=np.random.default_rng(1))
+    diff, lo, hi = res.diff, res.lo, res.hi
     assert res.reason is None and res.n_clusters == 12
-    assert res.diff == pytest.approx(c1.mean() - c2.mean())
-    per_group = (c1.astype(float) - c2).reshape(12, 5).mean(axis=1)
-    expected = stats.ttest_1samp(per_group, 0.0).confidence_interval(0.95)
-    assert (res.lo, res.hi) == pytest.approx((expected.low, expected.high), rel=1e-10)
-    assert res.lo <= res.diff <= res.hi
+    assert diff == pytest.approx(c1.mean() - c2.mean())
+    w = cluster_counts(12, 300, np.random.default_rng(1))  # the same resamples, computed clip by clip
+    reps = []
+    for row in w:
+        idx = np.concatenate([np.flatnonzero(clusters == c).repeat(int(m)) for c, m in enumerate(row)])
+        reps.append(c1[idx].mean() - c2[idx].mean())
+    tail = (1 - expanded_level(0.95, 12)) / 2  # the percentiles an expanded interval reads for 12 groups
+    assert lo == pytest.approx(np.sort(reps)[int(np.floor(tail * 299))])
+    assert hi == pytest.approx(np.sort(reps)[int(np.ceil((1 - tail) * 299))])
+    assert lo <= diff <= hi
 
 
 def test_the_same_difference_in_every_group_gives_no_interval():
-    """Both systems right on the same clips: a difference of 0 in each of 8 groups, and no zero-width interval."""
+    """Both systems right on the same clips: a difference of 0 in every resample of 8 groups, and no zero-width
+    interval that would claim a certainty 8 groups cannot give."""
     clusters = np.repeat(np.arange(8), 4)
     c = np.tile([True, False, True, True], 8)
-    res = pt.clustered_difference(c, c, clusters)
+    res = pt.clustered_bootstrap_difference(c, c, clusters, n_boot=200)
     assert res.diff == 0.0 and np.isnan(res.lo) and np.isnan(res.hi)
-    assert res.reason.startswith("the same value (0) in each of the 8 groups"), res.reason
+    assert res.reason.startswith("the same value (0) in every resample of 8 groups"), res.reason
 
 
 def test_clustering_widens_the_interval_of_correlated_variants():
-    # every variant of a clip shares its outcome: 100 clusters of 10 identical rows (design effect sqrt(10) ~ 3.2)
+    # every variant of a clip shares its outcome: 100 clusters of 10 identical rows (design effect sqrt(10) ~ 3.2);
+    # 100, not 10: a difference of 0/1 outcomes over k equal clusters moves in steps of 1/k, and 10 give too few values
     rng = np.random.default_rng(3)
     per_cluster = rng.random(100) < 0.5
     clusters = np.repeat(np.arange(100), 10)
     c1 = np.repeat(per_cluster, 10)
     c2 = np.zeros(1000, bool)
-    clustered = pt.clustered_difference(c1, c2, clusters)
-    independent = pt.clustered_difference(c1, c2, np.arange(1000))
+    clustered = pt.clustered_bootstrap_difference(c1, c2, clusters, n_boot=500)
+    independent = pt.clustered_bootstrap_difference(c1, c2, np.arange(1000), n_boot=500)
     assert clustered.reason is None and independent.reason is None
     assert (clustered.hi - clustered.lo) > 2 * (independent.hi - independent.lo)
 
@@ -90,7 +96,7 @@ def test_too_few_base_clips_give_no_interval_and_say_why(n_clips):
     """One base clip (40 variants, 30 right against 23: 0.175) would give the zero-width interval [0.175, 0.175];
     four vary, but too little to say anything of another clip. Either way: no bounds, the reason in words."""
     c1, c2, clusters = variants_of(n_clips, [30, 2, 9, 4][:n_clips], [23, 5, 1, 4][:n_clips], [40, 7, 11, 5][:n_clips])
-    res = pt.clustered_difference(c1, c2, clusters)
+    res = pt.clustered_bootstrap_difference(c1, c2, clusters, n_boot=400, rng=np.random.default_rng(4))
     assert res.diff == pytest.approx(c1.mean() - c2.mean())
     if n_clips == 1:
         assert res.diff == pytest.approx(0.175)
@@ -98,14 +104,14 @@ def test_too_few_base_clips_give_no_interval_and_say_why(n_clips):
     clips = "1 group" if n_clips == 1 else f"{n_clips} groups"
     assert res.reason.startswith(f"{clips}: too few for a group-level interval"), res.reason
     assert f"needs >= {MIN_CLUSTERS} groups" in res.reason
-    named = pt.clustered_difference(c1, c2, clusters, unit="speakers")
+    named = pt.clustered_bootstrap_difference(c1, c2, clusters, n_boot=400, rng=np.random.default_rng(4), unit="speakers")
     assert named.reason.startswith(f"{clips.replace('group', 'speaker')}: too few for a speaker-level interval")
 
 
 def test_enough_base_clips_with_varied_outcomes_give_an_interval():
-    """MIN_CLUSTERS base clips of unequal sizes and differences: an interval around the difference."""
+    """MIN_CLUSTERS base clips of unequal sizes and differences: the resampled differences take many values."""
     c1, c2, clusters = variants_of(MIN_CLUSTERS, [3, 5, 7, 2, 13], [1, 5, 2, 9, 6], [3, 6, 8, 11, 13])
-    res = pt.clustered_difference(c1, c2, clusters)
+    res = pt.clustered_bootstrap_difference(c1, c2, clusters, n_boot=1000, rng=np.random.default_rng(5))
     assert res.reason is None and res.n_clusters == MIN_CLUSTERS
     assert res.lo < res.diff < res.hi
 

@@ -53,7 +53,8 @@ Writes:
   with the test group as the unit: ``n_clusters`` groups (of ``n_variants`` variants), the clustered
   exact McNemar test (:mod:`speech_calibration.stats.paired_tests`) with Holm correction across the whole
   table, the naive McNemar p-value that treats variants as independent (for contrast), and the accuracy
-  difference with a clustered-bootstrap interval (each comparison's own, not adjusted like ``p_holm``), or, where
+  difference with the expanded percentile interval of a bootstrap over the groups (each comparison's own, not
+  adjusted like ``p_holm``), or, where
   the groups are too few for one, empty bounds and the reason in ``diff_interval``;
 - ``plots/conditions/*.csv`` (``dvc plots`` data, one series per system) and ``*.png``; among them
   ``calibration_<dimension>.csv`` (the curves above with their bands; the seeds averaged, their band the
