@@ -184,9 +184,9 @@ def expanded_level(ci: float, n_clusters: int, per_stratum: Mapping[str, int] | 
     freedom should. The expansion undoes both, as for the t interval of a mean, and tends to ``ci`` as ``G`` grows
     (for 0.95: 0.998 at 5 clusters, 0.989 at 8, 0.954 at 100). At 5 clusters the 95 % interval so reads the 0.1 %
     tails, near the extremes of 1000 resamples. Resampled within strata (``per_stratum``: each stratum's cluster
-    count), ``G`` is the smallest stratum's: a stratum of few clusters can hold most of the variance, and pooling
-    the strata's degrees of freedom then expanded too little (a review's simulation, strata of 5 and 40 groups: 84 %
-    coverage pooled, 91 % with the smallest). Checked against scipy.stats in tests/test_stats.py.
+    count), ``G`` is the smallest stratum's, a conservative choice: a stratum of few clusters can hold most of the
+    variance, and pooling the strata's degrees of freedom then expands too little. Checked against scipy.stats in
+    tests/test_stats.py.
     """
     from scipy.special import ndtr, stdtrit  # lazy: only a stage with a group-level interval pays the import
 
