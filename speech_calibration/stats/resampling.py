@@ -6,7 +6,7 @@ or one ``(B, clusters)`` matrix of draw counts (:func:`cluster_counts`), and the
 
 Bootstrap intervals are percentile intervals (the ``(1-ci)/2`` and ``(1+ci)/2`` quantiles of the replicates); over
 clusters, expanded for their number (:func:`expanded_level`), since a plain percentile interval of few resampled
-groups is too short (simulated: 86–92 % for a nominal 95 % at 5 to 20 groups, ``benchmarks/group_paired_tests.py``). A
+groups is too short (simulated: 86–92 % for a nominal 95 % at 5 to 20 equal groups, ``benchmarks/group_paired_tests.py``). A
 *paired* bootstrap evaluates two systems on the same resampled clips, so the interval of their difference
 accounts for the correlation between them (both are scored on the same clips). :func:`keyed_rng` gives
 each resampling its own generator, named by text keys, so a result does not depend on what ran before it.
