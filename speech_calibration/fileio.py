@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ from typing import Any
 from speech_calibration.errors import UserError
 
 _together: _Together | None = None  # the open outputs_together block (inherited by forked workers)
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -149,24 +151,44 @@ def _put_back(target: Path, previous: Path | None, swapped: bool) -> None:
         if os.path.lexists(target):
             _remove(target)
         os.replace(previous, target)
-    elif not (os.path.lexists(target) and os.path.samefile(previous, target)):  # not still the previous file itself
+    elif not _same_entry(previous, target):  # not still the previous file itself (its hard link)
         os.replace(previous, target)  # a file: one rename over the new one, so it is never missing
 
 
-def _keep(target: Path, previous: Path, swapped: bool, leftovers: list[Path]) -> Path:
+def _same_entry(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are the same file system entry (links compared as links, so a dangling one is too)."""
+    try:
+        return os.path.samestat(os.lstat(a), os.lstat(b))
+    except FileNotFoundError:
+        return False
+
+
+def _keep(target: Path, previous: Path, swapped: bool, leftovers: list[Path], error: BaseException) -> Path:
     """A previous version that could not be put back is not removed with the leftovers: its holder
-    ``.<name>.old.*`` stays (a swapped folder, at the temporary's name that the caller removes, first moves into a
-    holder of its own). Returns where it is."""
+    ``.<name>.old.*`` stays (a swapped folder, at the temporary's name, first moves into a holder of its own; where
+    even that fails it stays at the temporary's name, which ``error.kept_paths`` then tells the callers to keep).
+    Returns where it is."""
     if swapped:
         try:
             holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
             os.replace(previous, holder / "x")
             return holder / "x"
         except OSError:
+            if previous in leftovers:
+                leftovers.remove(previous)
+            error.kept_paths = {*getattr(error, "kept_paths", set()), previous}  # type: ignore[attr-defined]
             return previous
     if previous.parent in leftovers:
         leftovers.remove(previous.parent)
     return previous
+
+
+def _note(error: BaseException, text: str) -> None:
+    """Add ``text`` to ``error``'s notes (Python >= 3.11), or log it where exceptions have none."""
+    if hasattr(error, "add_note"):
+        error.add_note(text)
+    else:
+        log.error("%s", text)
 
 
 def _move_in(moves: list[tuple[Path, Path]]) -> None:
@@ -200,10 +222,11 @@ def _move_in(moves: list[tuple[Path, Path]]) -> None:
                         _put_back(target, previous, swapped)
                     except OSError as failed:  # keep the previous version where it is, say where, and go on
                         if previous is None:
-                            error.add_note(f"{target}: the new version could not be removed ({failed})")
+                            _note(error, f"{target}: the new version could not be removed ({failed})")
                         else:
-                            error.add_note(f"{target}: its previous version could not be put back ({failed}); it is "
-                                           f"in {_keep(target, previous, swapped, leftovers)}")
+                            kept = _keep(target, previous, swapped, leftovers, error)
+                            _note(error, f"{target}: its previous version could not be put back ({failed}); it is in "
+                                         f"{kept}")
                 raise
     finally:
         for leftover in leftovers:  # the previous outputs, now out of place (after a failure: emptied, or the new ones)
@@ -238,9 +261,11 @@ def outputs_together() -> Iterator[None]:
         try:
             yield
             _move_in(_together.waiting())
-        except BaseException:  # also a stop between the yield and the renames; those moved in are no longer there
+        except BaseException as error:  # also a stop between the yield and the renames; those moved in are gone
+            kept = getattr(error, "kept_paths", set())  # a previous version _move_in could not put back
             for tmp, _ in _together.waiting():
-                _remove(tmp)
+                if tmp not in kept:
+                    _remove(tmp)
             raise
     finally:
         _together = None
@@ -323,8 +348,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             together.add(tmp, path)
         else:
             _move_in([(tmp, path)])  # a failed second rename puts the previous folder back
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as error:
+        if tmp not in getattr(error, "kept_paths", set()):  # a previous version _move_in could not put back
+            shutil.rmtree(tmp, ignore_errors=True)
         if together is not None and held in together.open_folders:
             together.open_folders.remove(held)
         raise

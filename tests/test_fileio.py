@@ -359,3 +359,67 @@ def test_a_file_output_is_never_missing_while_the_outputs_move_in(tmp_path, monk
     monkeypatch.undo()
     assert missing == [os.fspath(tmp_path / "plots/new.txt")]  # the one file that had no previous version
     assert _outputs(tmp_path)["metrics/a.json"] == "new"
+
+
+def test_a_swapped_folder_that_cannot_go_back_nor_into_a_holder_stays_at_its_temporary_name(tmp_path, monkeypatch,
+                                                                                             one_step_swap):
+    """Three failures in a row (a file's rename, the folder's swap back, and the holder for its previous version): the
+    previous folder stays at the temporary's name, which the error's note names and nobody removes (review: the
+    note named it and the cleanup then deleted it)."""
+    for name in ("m/w.bin", "a.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("old")
+    real_exchange, real_replace, real_mkdtemp, failed = fileio._exchange, os.replace, fileio.tempfile.mkdtemp, []
+
+    def swap_back_fails(a, b):
+        if failed:
+            raise OSError(5, "Input/output error")
+        return real_exchange(a, b)
+
+    def file_fails_once(src, dst):
+        if os.fspath(dst) == os.fspath(tmp_path / "a.json") and not failed:
+            failed.append(dst)
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    def no_holder_after_the_failure(*args, **kwargs):
+        if failed:
+            raise OSError(28, "No space left on device")
+        return real_mkdtemp(*args, **kwargs)
+
+    monkeypatch.setattr(fileio, "_exchange", swap_back_fails)
+    with pytest.raises(OSError, match="No space left") as raised, outputs_together():
+        with atomic_dir(tmp_path / "m") as tmp:
+            (tmp / "w.bin").write_text("new")
+        write_text(tmp_path / "a.json", "new")
+        monkeypatch.setattr(os, "replace", file_fails_once)
+        monkeypatch.setattr(fileio.tempfile, "mkdtemp", no_holder_after_the_failure)
+    monkeypatch.undo()
+    outputs = _outputs(tmp_path)
+    kept = [name for name in outputs if name.startswith(".m.") and name.endswith("/w.bin")]
+    assert len(kept) == 1 and outputs[kept[0]] == "old" and outputs["m/w.bin"] == "new" and outputs["a.json"] == "old"
+    assert raised.value.__notes__[0].endswith(os.fspath(tmp_path / kept[0].removesuffix("/w.bin")))
+
+
+def test_a_dangling_link_output_gets_its_link_back_after_a_failure(tmp_path, monkeypatch):
+    """An output that is a dangling symbolic link (a DVC symlink cache after ``dvc gc``), replaced by a file, then a
+    later output's rename fails: the link comes back as it was (review: comparing what the links point to raised,
+    and the new file stayed)."""
+    (tmp_path / "out.csv").symlink_to(tmp_path / "gone")
+    (tmp_path / "a.json").write_text("old")
+    real_replace, failed = os.replace, []
+
+    def file_fails_once(src, dst):
+        if os.fspath(dst) == os.fspath(tmp_path / "a.json") and not failed:
+            failed.append(dst)
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    with pytest.raises(OSError, match="No space left") as raised, outputs_together():
+        write_text(tmp_path / "out.csv", "new")
+        write_text(tmp_path / "a.json", "new")
+        monkeypatch.setattr(os, "replace", file_fails_once)
+    monkeypatch.undo()
+    assert (tmp_path / "out.csv").is_symlink() and os.readlink(tmp_path / "out.csv") == os.fspath(tmp_path / "gone")
+    assert (tmp_path / "a.json").read_text() == "old" and not getattr(raised.value, "__notes__", [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "out.csv"]
