@@ -152,12 +152,16 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
             "groups_holding": holding,
             "rule": f"an interval needs >= {MIN_CLUSTERS} groups" + (" in each stratum" if strata is not None else "")
                     + f" and >= {MIN_DISTINCT} distinct resampled values"}
-        if n_groups >= MIN_CLUSTERS:  # an expanded percentile interval (cluster_interval) reads the replicates wider
+        smallest = min(per_stratum.values()) if per_stratum else n_groups
+        if smallest >= MIN_CLUSTERS:  # an expanded percentile interval (cluster_interval) reads the replicates wider
             level = expanded_level(ci, n_groups, per_stratum)
-            smallest = min(per_stratum.values()) if per_stratum else n_groups
             result["group_bootstrap"]["rule"] += (f"; read at the {100 * level:.1f} % level for {100 * ci:g} %, "
                                                   f"expanded for {smallest} groups"
                                                   + (" (the smallest stratum)" if per_stratum else ""))
+        result["group_bootstrap"]["delta_ci_group_p"] = (
+            "two-sided p of calibrated minus uncalibrated = 0 over groups: (1 + count) / (B + 1) in the smaller tail of "
+            "the B resampled differences, doubled, then read as a Student t with G - 1 degrees of freedom (as the "
+            "interval is expanded); a verdict other than 'no clear difference' needs both the interval and p")
         for name in SERIES:
             result[name]["ci_group"] = {k: _rounded(cluster_interval(greps[f"{name}/{k}"], n_groups, ci, per_stratum=per_stratum))
                                         for k in CI_KEYS}

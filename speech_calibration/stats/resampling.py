@@ -299,8 +299,9 @@ def paired_difference(point_a: float, point_b: float, rep_a: np.ndarray, rep_b: 
     Returns the observed difference, its percentile interval, a two-sided bootstrap p-value
     ``min(1, 2 min(P*(d <= 0), P*(d >= 0)))`` (over clusters: ``(1 + count) / (B + 1)`` a tail, never 0, then
     expanded) and a verdict: ``better`` / ``worse`` when the interval
-    excludes 0 in the good / bad direction, ``no clear difference`` otherwise (also when every
-    replicate difference is exactly 0, e.g. the accuracy of temperature scaling).
+    excludes 0 in the good / bad direction (over clusters, and ``p < 1 - ci``: the two can disagree by the
+    resolution of ``B`` resamples), ``no clear difference`` otherwise (also when every replicate difference is
+    exactly 0, e.g. the accuracy of temperature scaling).
 
     With ``n_clusters`` (replicates of a cluster bootstrap; ``per_stratum`` when it was stratified) the interval
     follows :func:`cluster_interval` (expanded for the number of clusters, and the p-value with it:
@@ -327,6 +328,8 @@ def paired_difference(point_a: float, point_b: float, rep_a: np.ndarray, rep_b: 
         p = expanded_p(float(min(1.0, 2.0 * tail)), n_clusters, per_stratum)
     improves = hi < 0 if lower_is_better else lo > 0
     worsens = lo > 0 if lower_is_better else hi < 0
+    if n_clusters is not None and not p < 1.0 - ci:  # over clusters, the interval and p must agree (resolution of B)
+        improves = worsens = False
     verdict = "better" if improves else "worse" if worsens else "no clear difference"
     return {"delta": delta, "lo": lo, "hi": hi, "p": p, "verdict": verdict}
 
