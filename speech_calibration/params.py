@@ -188,7 +188,8 @@ class Model:
 
 @dataclass(frozen=True)
 class TinyModel:
-    """The embedded default: a tiny randomly initialised Qwen2-Audio built by the ``tiny_model`` stage (:mod:`speech_calibration.model.tiny`)."""
+    """The embedded default: a tiny randomly initialised Qwen2-Audio built by the ``tiny_model`` stage
+    (:mod:`speech_calibration.model.tiny`)."""
 
     seed: int = 0
     window_s: float = 6.0  # audio window (the real model's is 30 s); no shorter than the longest clip
@@ -284,7 +285,8 @@ WEBRTC_FRAME_MS = (10, 20, 30)  # the frame lengths WebRTC VAD accepts
 
 @dataclass(frozen=True)
 class Baselines:
-    """Reference detectors scored beside the audio LLM (the ``baselines`` stage; scores in :mod:`speech_calibration.vad.detectors`)."""
+    """Reference detectors scored beside the audio LLM (the ``baselines`` stage; scores in
+    :mod:`speech_calibration.vad.detectors`)."""
 
     silero: bool = True  # Silero VAD (bundled JIT weights); false: no predictions/baselines/silero
     webrtc: bool = True  # WebRTC VAD; false: no predictions/baselines/webrtc

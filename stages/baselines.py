@@ -1,8 +1,9 @@
-"""Stage ``baselines`` (and ``baselines_conditions@<set>``, ``baselines_eval_set@<name>``): the reference detectors' scores, Silero VAD and WebRTC VAD.
+"""Stage ``baselines`` (and ``baselines_conditions@<set>``, ``baselines_eval_set@<name>``): the reference detectors'
+scores, Silero VAD and WebRTC VAD.
 
 Scores every dev and test clip, or with ``--conditions NAME`` the variants of
-``data/processed/conditions/NAME_metadata.csv``, or with ``--set NAME`` an evaluation set, with each detector switched on in ``params.yaml:
-baselines``, in the predictions schema (:mod:`speech_calibration.vad.scoring`), so the same
+``data/processed/conditions/NAME_metadata.csv``, or with ``--set NAME`` an evaluation set, with each detector switched
+on in ``params.yaml: baselines``, in the predictions schema (:mod:`speech_calibration.vad.scoring`), so the same
 calibration and metrics code reads them like an LLM's. A detector switched off has no folder at all.
 Params: ``baselines`` (detector keys), ``eval_sets.NAME`` with ``--set``.
 
@@ -27,8 +28,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--conditions", metavar="NAME",
                    help=f"score {layout.conditions_csv('NAME')} into {layout.baselines_set_dir('NAME')}/<detector>/NAME.csv "
                         "instead of dev and test")
-    p.add_argument("--set", metavar="NAME", help=f"score the evaluation set NAME ({layout.eval_set_csv('NAME')}) into "
-                                                 f"{layout.eval_set_predictions_dir('NAME', layout.BASELINES)}/<detector>/NAME.csv")
+    out = f"{layout.eval_set_predictions_dir('NAME', layout.BASELINES)}/<detector>/NAME.csv"
+    p.add_argument("--set", metavar="NAME", help=f"score the evaluation set NAME ({layout.eval_set_csv('NAME')}) into {out}")
     args = p.parse_args(argv)
     full = params.load(args.params)
     config = full.baselines

@@ -49,7 +49,8 @@ def centre_cut(x: np.ndarray, n: int) -> tuple[np.ndarray, int]:
 
 def place_in_container(segment: np.ndarray, length: int, noise_rms: float,
                        rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """``segment`` in the middle of ``length`` samples (start ``(length - n) // 2``), white noise of RMS ``noise_rms`` around it."""
+    """``segment`` in the middle of ``length`` samples (start ``(length - n) // 2``), white noise of RMS ``noise_rms``
+    around it."""
     segment = np.asarray(segment, dtype=np.float64)
     n = len(segment)
     if n > length:

@@ -74,7 +74,8 @@ def score_clips(audio_files: Sequence[str], detectors: Mapping[str, Detector], d
     return scores
 
 
-def score_sets(metas: Mapping[str, pd.DataFrame], detectors: Mapping[str, Detector], out_dir: Path) -> dict[str, dict[str, pd.DataFrame]]:
+def score_sets(metas: Mapping[str, pd.DataFrame], detectors: Mapping[str, Detector],
+               out_dir: Path) -> dict[str, dict[str, pd.DataFrame]]:
     """Write ``out_dir/<detector>/<set>.csv`` for every metadata frame in ``metas``; ``out_dir`` is replaced whole."""
     frames: dict[str, dict[str, pd.DataFrame]] = {name: {} for name in detectors}
     if not detectors:
