@@ -104,3 +104,38 @@ def study(tmp_path_factory) -> Path:
     assert "train@42" in stages_run(out)
     commit_all(repo, "dvc repro")
     return repo
+
+
+# ----------------------------------------------------------------------------------- how a folder output goes in
+@pytest.fixture
+def two_renames(monkeypatch):
+    """A system that cannot swap two folders in one step (not Linux, or a file system without RENAME_EXCHANGE):
+    a folder output then goes in by two renames (:func:`speech_calibration.fileio._move_in`)."""
+    from speech_calibration import fileio
+
+    monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
+
+
+@pytest.fixture
+def one_step_swap(tmp_path):
+    """Skip where this system cannot swap two folders in one step (then only the two-rename path runs)."""
+    from speech_calibration import fileio
+
+    a, b = tmp_path / ".swap_a", tmp_path / ".swap_b"
+    a.mkdir()
+    b.mkdir()
+    (a / "which").write_text("a")
+    if not fileio._exchange(a, b):
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not available on this system or file system")
+    assert (b / "which").read_text() == "a" and not (a / "which").exists()
+    a.rmdir()
+    (b / "which").unlink()
+    b.rmdir()
+
+
+@pytest.fixture(params=["one step", "two renames"])
+def folder_swap(request) -> str:
+    """Each way a folder output goes in, by name: a test runs once with the one-step swap (skipped where the system has
+    none) and once with two renames."""
+    request.getfixturevalue("one_step_swap" if request.param == "one step" else "two_renames")
+    return request.param

@@ -59,26 +59,25 @@ def test_a_crash_leaves_the_old_file_and_no_temporary(tmp_path):
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["t.csv"]
 
 
-@pytest.fixture
-def two_renames(monkeypatch):
-    """A system that cannot swap two folders in one step (not Linux, or a file system without RENAME_EXCHANGE):
-    a folder output then goes in by two renames."""
-    monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
+def _write_old(root, *names: str) -> None:
+    """Each of ``names`` under ``root``, its folders made, holding "old" (the previous outputs)."""
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("old")
 
 
-@pytest.fixture
-def one_step_swap(tmp_path):
-    """Skip where this system cannot swap two folders in one step (then only the two-rename path runs)."""
-    a, b = tmp_path / ".swap_a", tmp_path / ".swap_b"
-    a.mkdir()
-    b.mkdir()
-    (a / "which").write_text("a")
-    if not fileio._exchange(a, b):
-        pytest.skip("renameat2(RENAME_EXCHANGE) is not available on this system or file system")
-    assert (b / "which").read_text() == "a" and not (a / "which").exists()
-    a.rmdir()
-    (b / "which").unlink()
-    b.rmdir()
+def rename_fails_once(target, error: BaseException):
+    """An ``os.replace`` that raises ``error`` the first time something is renamed onto ``target`` (a full disk, an
+    interrupt) and renames as usual otherwise; and the list that holds ``target`` once that has happened."""
+    real_replace, failed = os.replace, []
+
+    def replace(src, dst):
+        if os.fspath(dst) == os.fspath(target) and not failed:
+            failed.append(dst)
+            raise error
+        real_replace(src, dst)
+
+    return replace, failed
 
 
 def test_a_folder_swapped_in_one_step_is_never_renamed_aside_and_leaves_nothing(tmp_path, monkeypatch, one_step_swap):
@@ -105,18 +104,9 @@ def test_a_folder_swapped_in_one_step_is_never_renamed_aside_and_leaves_nothing(
 def test_outputs_together_failing_after_a_folder_was_swapped_in_swap_it_back(tmp_path, monkeypatch, one_step_swap):
     """The folder goes in first (exchanged in one step), then a file's rename fails: the folder is exchanged back, the
     file keeps its previous version, and nothing is left beside them."""
-    for name in ("models/m/w.bin", "metrics/a.json"):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("old")
+    _write_old(tmp_path, "models/m/w.bin", "metrics/a.json")
     before = _outputs(tmp_path)
-    real_replace, failed = os.replace, []
-
-    def failing_file(src, dst):
-        if os.fspath(dst) == os.fspath(tmp_path / "metrics/a.json") and not failed:  # the new file's rename, once
-            failed.append(dst)
-            raise OSError(28, "No space left on device")
-        real_replace(src, dst)
-
+    failing_file, _ = rename_fails_once(tmp_path / "metrics/a.json", OSError(28, "No space left on device"))
     real_exchange, swaps = fileio._exchange, []
 
     def recorded(a, b):
@@ -138,21 +128,14 @@ def test_a_previous_version_that_cannot_be_put_back_is_kept_and_named(tmp_path, 
     """The rollback itself fails for the folder (its swap back raises): its previous version is kept beside it in
     ``.m.old.*/x``, not removed with the leftovers, the error names where it is, and the file still gets its previous
     version back (review: the rollback stopped at the first failure and then deleted the previous outputs)."""
-    for name in ("m/w.bin", "a.json"):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("old")
-    real_exchange, real_replace, failed = fileio._exchange, os.replace, []
+    _write_old(tmp_path, "m/w.bin", "a.json")
+    file_fails_once, failed = rename_fails_once(tmp_path / "a.json", OSError(28, "No space left on device"))
+    real_exchange = fileio._exchange
 
     def swap_back_fails(a, b):
         if os.fspath(b) == os.fspath(tmp_path / "m") and failed:  # the second call: the swap back
             raise OSError(5, "Input/output error")
         return real_exchange(a, b)
-
-    def file_fails_once(src, dst):
-        if os.fspath(dst) == os.fspath(tmp_path / "a.json") and not failed:
-            failed.append(dst)
-            raise OSError(28, "No space left on device")
-        real_replace(src, dst)
 
     monkeypatch.setattr(fileio, "_exchange", swap_back_fails)
     with pytest.raises(OSError, match="No space left") as raised, outputs_together():
@@ -176,14 +159,7 @@ def test_a_folder_stopped_between_its_two_renames_gets_the_old_one_back(tmp_path
     target = tmp_path / "out"
     target.mkdir()
     (target / "f.txt").write_text("old")
-    real_replace, failed = os.replace, []
-
-    def failing_second(src, dst):
-        if os.fspath(dst) == os.fspath(target) and not failed:  # the new folder's rename, once
-            failed.append(src)
-            raise KeyboardInterrupt
-        real_replace(src, dst)
-
+    failing_second, _ = rename_fails_once(target, KeyboardInterrupt())  # the new folder's rename, once
     monkeypatch.setattr(os, "replace", failing_second)
     with pytest.raises(KeyboardInterrupt), atomic_dir(target) as tmp:
         (tmp / "f.txt").write_text("new")
@@ -238,9 +214,7 @@ def _write_set(root, text: str) -> None:
 def test_outputs_together_go_in_at_the_end_of_the_block(tmp_path):
     """Inside the block the previous outputs are still there and no new file is; at its end every new one is in,
     with nothing left beside them."""
-    for name in ("metrics/a.json", "plots/b.csv", "models/m/w.bin", "models/m/old_only.txt"):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("old")
+    _write_old(tmp_path, "metrics/a.json", "plots/b.csv", "models/m/w.bin", "models/m/old_only.txt")
     with outputs_together():
         _write_set(tmp_path, "new")
         assert (tmp_path / "metrics/a.json").read_text() == "old" and not (tmp_path / "plots/new.txt").exists()
@@ -317,13 +291,10 @@ def test_a_file_written_inside_a_folder_the_block_replaces_is_refused_and_nothin
     assert _outputs(tmp_path) == before
 
 
-@pytest.mark.parametrize("folder_swap", ["one step", "two renames"])
 def test_a_stop_during_the_renames_waits_until_all_are_in_and_leaves_nothing_beside_them(tmp_path, monkeypatch,
                                                                                           stage_sigterm, folder_swap):
     """SIGTERM right after the first output has moved in (sent by that rename): the rest go in too, then the stage's
     handler stops it, and no copy of a previous output is left beside them (a review found every one left)."""
-    if folder_swap == "two renames":
-        monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
     _write_set(tmp_path, "old")
     real_replace, sent = os.replace, []
 
@@ -366,21 +337,14 @@ def test_a_swapped_folder_that_cannot_go_back_nor_into_a_holder_stays_at_its_tem
     """Three failures in a row (a file's rename, the folder's swap back, and the holder for its previous version): the
     previous folder stays at the temporary's name, which the error's note names and nobody removes (review: the
     note named it and the cleanup then deleted it)."""
-    for name in ("m/w.bin", "a.json"):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("old")
-    real_exchange, real_replace, real_mkdtemp, failed = fileio._exchange, os.replace, fileio.tempfile.mkdtemp, []
+    _write_old(tmp_path, "m/w.bin", "a.json")
+    file_fails_once, failed = rename_fails_once(tmp_path / "a.json", OSError(28, "No space left on device"))
+    real_exchange, real_mkdtemp = fileio._exchange, fileio.tempfile.mkdtemp
 
     def swap_back_fails(a, b):
         if failed:
             raise OSError(5, "Input/output error")
         return real_exchange(a, b)
-
-    def file_fails_once(src, dst):
-        if os.fspath(dst) == os.fspath(tmp_path / "a.json") and not failed:
-            failed.append(dst)
-            raise OSError(28, "No space left on device")
-        real_replace(src, dst)
 
     def no_holder_after_the_failure(*args, **kwargs):
         if failed:
@@ -407,13 +371,7 @@ def test_a_dangling_link_output_gets_its_link_back_after_a_failure(tmp_path, mon
     and the new file stayed)."""
     (tmp_path / "out.csv").symlink_to(tmp_path / "gone")
     (tmp_path / "a.json").write_text("old")
-    real_replace, failed = os.replace, []
-
-    def file_fails_once(src, dst):
-        if os.fspath(dst) == os.fspath(tmp_path / "a.json") and not failed:
-            failed.append(dst)
-            raise OSError(28, "No space left on device")
-        real_replace(src, dst)
+    file_fails_once, _ = rename_fails_once(tmp_path / "a.json", OSError(28, "No space left on device"))
 
     with pytest.raises(OSError, match="No space left") as raised, outputs_together():
         write_text(tmp_path / "out.csv", "new")
