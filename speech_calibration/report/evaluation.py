@@ -52,6 +52,7 @@ from speech_calibration.stats.resampling import (
     clusters_per_stratum,
     composition_strata,
     expanded_level,
+    expansion_clusters,
     interval_summary,
     paired_difference,
     paired_difference_text,
@@ -152,7 +153,7 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
             "groups_holding": holding,
             "rule": f"an interval needs >= {MIN_CLUSTERS} groups" + (" in each stratum" if strata is not None else "")
                     + f" and >= {MIN_DISTINCT} distinct resampled values"}
-        smallest = min(per_stratum.values()) if per_stratum else n_groups
+        smallest = expansion_clusters(n_groups, per_stratum)
         if smallest >= MIN_CLUSTERS:  # an expanded percentile interval (cluster_interval) reads the replicates wider
             level = expanded_level(ci, n_groups, per_stratum)
             result["group_bootstrap"]["rule"] += (f"; read at the {100 * level:.1f} % level for {100 * ci:g} %, "

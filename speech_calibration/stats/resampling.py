@@ -170,7 +170,7 @@ def _count(n: int, unit: str) -> str:
     return f"{n} {unit[:-1] if n == 1 and unit.endswith('s') else unit}"
 
 
-def _effective_clusters(n_clusters: int, per_stratum: Mapping[str, int] | None) -> int:
+def expansion_clusters(n_clusters: int, per_stratum: Mapping[str, int] | None) -> int:
     """The cluster count that sets the expansion: all of them, or with strata the smallest stratum's."""
     return min(per_stratum.values()) if per_stratum else n_clusters
 
@@ -190,7 +190,7 @@ def expanded_level(ci: float, n_clusters: int, per_stratum: Mapping[str, int] | 
     """
     from scipy.special import ndtr, stdtrit  # lazy: only a stage with a group-level interval pays the import
 
-    g = _effective_clusters(n_clusters, per_stratum)
+    g = expansion_clusters(n_clusters, per_stratum)
     if g < 2:
         return ci
     z = math.sqrt(g / (g - 1)) * float(stdtrit(g - 1, (1.0 + ci) / 2.0))
@@ -204,7 +204,7 @@ def expanded_p(p_bootstrap: float, n_clusters: int, per_stratum: Mapping[str, in
     steps of ``2 / B``, and the interval's bounds are interpolated)."""
     from scipy.special import ndtri, stdtr
 
-    g = _effective_clusters(n_clusters, per_stratum)
+    g = expansion_clusters(n_clusters, per_stratum)
     if g < 2 or p_bootstrap >= 1.0 or math.isnan(p_bootstrap):
         return p_bootstrap
     t = float(ndtri(1.0 - p_bootstrap / 2.0)) / math.sqrt(g / (g - 1))
