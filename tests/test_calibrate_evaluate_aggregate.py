@@ -164,11 +164,12 @@ def test_pipeline_writes_every_promised_file(study):
             assert key in block, key
         for key in ("accuracy", "roc_auc"):  # resampled without a systematic shift: the interval holds the point value
             assert block["ci"][key]["lo"] <= block[key] <= block["ci"][key]["hi"], key
-        for key in ("ece", "ece_mass", "ece_debiased", "ece_smooth"):
-            # a calibration error measured on resamples (duplicated clips) is biased upward, so its interval may lie
-            # above the point value, not below it; every estimator is in [0, 1]
+        for key in ("ece", "ece_mass", "ece_smooth"):
+            # a calibration error measured on resamples (duplicated clips) sits above the estimate, so the report
+            # reflects its interval about the estimate (lo = 2 x - q_hi <= x); every estimator is in [0, 1]
             lo, hi = block["ci"][key]["lo"], block["ci"][key]["hi"]
-            assert 0.0 <= lo <= hi <= 1.0 and block[key] <= hi, key
+            assert 0.0 <= lo <= block[key] and lo <= hi <= 1.0, key
+        assert "ece_debiased" not in block["ci"]  # its bin-noise correction does not hold on resamples
     assert set(res["delta_ci"]) >= {"ece", "nll", "brier"}
     # temperature scaling: the accuracy difference is exactly zero in every resample
     assert res["delta_ci"]["accuracy"] == {"delta": 0.0, "hi": 0.0, "lo": 0.0, "p": 1.0, "verdict": "no clear difference"}

@@ -683,3 +683,18 @@ def test_the_nll_under_shift_is_computed_from_the_log_odds_unclipped():
             mask[rows[member]] = True
             assert curve.point["nll"][j] == pytest.approx(by_hand(mask), rel=1e-12)
             assert clipped[dimension].point["nll"][j] <= curve.point["nll"][j] + 1e-12
+
+
+def test_calibration_error_bands_are_reflected_about_the_value_and_the_others_are_not():
+    """A band of ECE or smooth ECE is the expanded percentile interval over groups reflected about the row's value
+    (the resampled errors sit above it); balanced accuracy and NLL keep the percentile interval."""
+    from speech_calibration.stats.resampling import basic_interval, cluster_interval
+
+    replicates = np.random.default_rng(0).normal(0.20, 0.01, 1000)
+    for measure, reflected in (("ece", True), ("smooth_ece", True), ("balanced_accuracy", False), ("nll", False)):
+        row = {measure: 0.15}
+        conditions._band(row, replicates, 12, 0.95, measure)
+        plain = cluster_interval(replicates, 12, 0.95, unit="groups")
+        want = basic_interval(plain, 0.15) if reflected else plain
+        assert (row[f"{measure}_lo"], row[f"{measure}_hi"]) == pytest.approx((want["lo"], want["hi"])), measure
+        assert (row[f"{measure}_lo"] < 0.15) == reflected, measure  # reflected: the band reaches below the value

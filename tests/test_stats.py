@@ -13,6 +13,7 @@ from speech_calibration.stats import metrics
 from speech_calibration.stats.resampling import (
     MIN_CLUSTERS,
     MIN_DISTINCT,
+    basic_interval,
     bootstrap_replicates,
     class_strata,
     cluster_bootstrap_replicates,
@@ -136,6 +137,47 @@ def test_paired_difference_verdicts():
     assert better["verdict"] == "better" and better["hi"] < 0
     worse_acc = paired_difference(0.9, 0.8, base, base - 0.1, lower_is_better=False)
     assert worse_acc["verdict"] == "worse"
+
+
+def test_clip_level_paired_p_counts_the_smaller_tail_plus_one():
+    """p = min(1, 2 (1 + count) / (B + 1)): never 0, however one-sided the resampled differences."""
+    zero = np.zeros(4)
+    assert paired_difference(0.0, -1.0, zero, np.array([-3.0, -2.0, -1.0, 1.0]))["p"] == pytest.approx(2 * 2 / 5)
+    assert paired_difference(0.0, -1.0, zero, -np.arange(1.0, 5.0))["p"] == pytest.approx(2 * 1 / 5)
+    assert paired_difference(0.0, 1.0, np.zeros(999), np.ones(999))["p"] == pytest.approx(2 / 1000)
+
+
+def test_basic_interval_reflects_the_percentile_interval_about_the_estimate():
+    """[2 x - hi, 2 x - lo], kept within the bounds; no interval and a NaN estimate pass through."""
+    assert basic_interval({"lo": 0.30, "hi": 0.50, "n_nan": 2}, 0.35) == pytest.approx({"lo": 0.20, "hi": 0.40, "n_nan": 2})
+    assert basic_interval({"lo": 0.10, "hi": 0.30}, 0.12) == pytest.approx({"lo": 0.0, "hi": 0.14})  # floored at 0
+    assert basic_interval({"lo": 0.6, "hi": 0.8}, 0.95) == pytest.approx({"lo": 1.0, "hi": 1.0})  # capped at 1
+    none = {"lo": None, "hi": None, "reason": "3 groups: too few"}
+    assert basic_interval(none, 0.2) == none
+    assert all(math.isnan(v) for v in basic_interval({"lo": 0.1, "hi": 0.3}, math.nan).values())
+
+
+def test_evaluate_reflects_the_ece_intervals_and_gives_none_for_the_debiased_ece():
+    """The report's ECE interval is the clip-bootstrap percentile interval of the same resamples, reflected about
+    the estimate; accuracy's is the plain percentile interval; ece_debiased has no interval."""
+    from speech_calibration.report.evaluation import evaluate_arrays
+
+    rng = np.random.default_rng(4)
+    y = np.tile([0, 1], 40)
+    p = np.clip(np.where(y == 1, 0.75, 0.25) + rng.normal(0, 0.2, 80), 0.01, 0.99)
+    res = evaluate_arrays(y, p, p, n_bootstrap=500, seed=7)["uncalibrated"]
+
+    def stat(idx):
+        m = metrics.binary_metrics(y[idx], p[idx], n_bins=15, decomposition=False)
+        return {"ece": m["ece"], "accuracy": m["accuracy"]}
+
+    reps = bootstrap_replicates(stat, len(y), n_boot=500, seed=7)
+    lo, hi = percentile_interval(reps["ece"])
+    assert np.mean(reps["ece"]) > res["ece"]  # the resampled ECEs sit above the estimate ...
+    assert (res["ci"]["ece"]["lo"], res["ci"]["ece"]["hi"]) == pytest.approx((2 * res["ece"] - hi, 2 * res["ece"] - lo),
+                                                                             abs=1e-6)  # ... and the report reflects them
+    assert (res["ci"]["accuracy"]["lo"], res["ci"]["accuracy"]["hi"]) == pytest.approx(percentile_interval(reps["accuracy"]))
+    assert "ece_debiased" in res and "ece_debiased" not in res["ci"]
 
 
 def test_paired_bootstrap_sees_a_small_consistent_gain_that_unpaired_intervals_miss():

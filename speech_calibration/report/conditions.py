@@ -107,6 +107,7 @@ from speech_calibration.parallel import map_forked
 from speech_calibration.stats import metrics, paired_tests, psychometric
 from speech_calibration.stats.resampling import (
     MIN_CLUSTERS,
+    basic_interval,
     class_strata,
     cluster_bootstrap_replicates,
     cluster_interval,
@@ -322,8 +323,11 @@ def stratum_sizes(strata: np.ndarray | None, base: np.ndarray) -> dict[str, int]
 def _band(row: dict, replicates: np.ndarray, n_clusters: int, ci: float, measure: str,
           per_stratum: dict[str, int] | None = None) -> None:
     """Add ``<measure>_lo``, ``_hi`` (a cluster-bootstrap interval over groups) and ``_no_interval`` (why none) to ``row``;
-    ``per_stratum`` (:func:`stratum_sizes`) where the groups were resampled within class strata."""
+    ``per_stratum`` (:func:`stratum_sizes`) where the groups were resampled within class strata. A calibration error's
+    interval is reflected about its value in ``row`` (:func:`~speech_calibration.stats.resampling.basic_interval`)."""
     interval = cluster_interval(replicates, n_clusters, ci, unit=UNIT, per_stratum=per_stratum)
+    if measure in REFLECTED:
+        interval = basic_interval(interval, row[measure])
     row[f"{measure}_lo"], row[f"{measure}_hi"] = interval["lo"], interval["hi"]
     row[f"{measure}_no_interval"] = interval.get("reason", "")
 
@@ -471,6 +475,7 @@ def threshold_row(system: System, axis: Axis, name: str, measure: str, t: psycho
 # ------------------------------------------------------------------------------ calibration under shift
 SHIFT_MEASURES = ("smooth_ece", "nll", "balanced_accuracy")
 ECE = "smooth_ece"  # what a calibration threshold measures
+REFLECTED = ("ece", ECE)  # this module's names of metrics.PLUG_IN_CALIBRATION_ERRORS: their bands are reflected
 SHIFT_COLUMNS = {"duration": "duration_ms", "snr": "snr_db", "reverb": "t60_s", "band": "band"}  # plot data: the level
 
 
@@ -825,8 +830,9 @@ def calibration_plot_data(shift: dict[str, dict[str, ShiftCurve]], systems: list
     return pd.DataFrame(rows, columns=columns)
 
 
-def save_calibration_png(frames: dict[str, pd.DataFrame], q: float, path: Path) -> None:
-    """Smooth ECE (top) and balanced accuracy (bottom) per level of every dimension, one line per series, bands shaded."""
+def save_calibration_png(frames: dict[str, pd.DataFrame], q: float, path: Path, ci: float = 0.95) -> None:
+    """Smooth ECE (top) and balanced accuracy (bottom) per level of every dimension, one line per series, bands shaded
+    (the ``ci`` intervals of the frames)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -862,7 +868,7 @@ def save_calibration_png(frames: dict[str, pd.DataFrame], q: float, path: Path) 
     axes[0, 0].set_ylabel("smooth ECE (dev-fitted calibrator)")
     axes[1, 0].set_ylabel("balanced accuracy")
     fig.suptitle(f"Calibration under shift: smooth ECE (dotted: threshold {q:.2f}) and balanced accuracy, "
-                 "95 % bands over test groups (speakers, recordings)", fontsize=9)
+                 f"{100 * ci:g} % bands over test groups (speakers, recordings)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.9, 0.96))
     if names:
         fig.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.905, 0.93), frameon=False)
@@ -1053,7 +1059,7 @@ def report(meta: pd.DataFrame, scored: list[Scored], cfg: params_mod.Conditions,
                for axis in AXES]
     figures.append(functools.partial(save_per_condition_png, per_cond_plot, systems, plots_dir / "per_condition.png"))
     figures.append(functools.partial(save_calibration_png, shift_plots, cfg.ece_threshold,
-                                     plots_dir / "calibration_under_shift.png"))
+                                     plots_dir / "calibration_under_shift.png", ci))
     map_forked(_draw, figures, workers)  # the figures' drawing is independent, and a third of the stage on one core
     head = headline(per_system, systems)
     write_json(layout.CONDITIONS_JSON, head)

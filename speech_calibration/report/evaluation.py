@@ -7,8 +7,9 @@ For ``<system>`` = ``seed_42`` (reference systems: ``metrics/references/test/<sy
   each block holds accuracy, acc_speech, acc_nonspeech, balanced_accuracy, roc_auc, brier (+ Murphy
   reliability / resolution / uncertainty / within_bin), nll, ece, ece_mass, ece_debiased, ece_smooth, mce
   (estimators: :mod:`speech_calibration.stats.metrics`), ``ci``: clip-bootstrap intervals of accuracy,
-  ROC-AUC and each ECE, and ``ci_group``: the same from a bootstrap over test groups (expanded percentile
-  intervals, :func:`~speech_calibration.stats.resampling.expanded_level`), or the reason there is none;
+  ROC-AUC and the ECEs of ``CI_KEYS`` (the ECEs' reflected about the estimate:
+  :func:`~speech_calibration.stats.resampling.basic_interval`), and ``ci_group``: the same from a bootstrap over
+  test groups (expanded, :func:`~speech_calibration.stats.resampling.expanded_level`), or the reason there is none;
   ``delta_ci`` / ``delta_ci_group``: paired calibrated-minus-uncalibrated ECE, smooth ECE, NLL,
   Brier and accuracy (clip / group bootstrap) with a verdict (better / worse / no clear difference);
   ``group_bootstrap``: how the groups were resampled and the rule for an interval; ``per_group``: each
@@ -45,6 +46,7 @@ from speech_calibration.stats import metrics
 from speech_calibration.stats.resampling import (
     MIN_CLUSTERS,
     MIN_DISTINCT,
+    basic_interval,
     bootstrap_replicates,
     class_strata,
     cluster_bootstrap_replicates,
@@ -60,7 +62,13 @@ from speech_calibration.stats.resampling import (
 
 log = logging.getLogger(__name__)
 
-CI_KEYS = ("accuracy", "roc_auc", "ece", "ece_mass", "ece_debiased", "ece_smooth")
+CI_KEYS = ("accuracy", "roc_auc", "ece", "ece_mass", "ece_smooth")  # not ece_debiased: see ECE_INTERVALS
+ECE_INTERVALS = (
+    "ece, ece_mass and ece_smooth: basic bootstrap intervals [2 x - q_hi, 2 x - q_lo] (x the estimate, q the "
+    "percentiles of the resampled values), kept within [0, 1]: a resample repeats clips, the repeats look surer of "
+    "themselves, so the resampled values sit above the estimate as the estimate sits above the truth; reflecting "
+    "corrects much of that, not all: on small test sets these intervals are still too short (coverage measured in "
+    "README.md, What the numbers claim); ece_debiased has none: its correction for bin noise assumes distinct clips")
 DELTA_KEYS = ("ece", "ece_smooth", "nll", "brier", "accuracy")
 SERIES = ("uncalibrated", "calibrated")
 GROUP_KEYS = ("accuracy", "acc_speech", "acc_nonspeech", "balanced_accuracy", "roc_auc", "ece", "nll", "brier")
@@ -86,6 +94,11 @@ def per_group_metrics(y: np.ndarray, series: dict[str, np.ndarray], groups: np.n
                                                                score=_part(scores, name, idx)).items()
                    if k in GROUP_KEYS} for name, p in series.items()}}
     return out
+
+
+def _reflected(key: str, interval: dict, point: float) -> dict:
+    """``interval`` as reported for metric ``key``: reflected about ``point`` for a plug-in calibration error."""
+    return basic_interval(interval, float(point)) if key in metrics.PLUG_IN_CALIBRATION_ERRORS else interval
 
 
 def _part(scores: dict[str, np.ndarray] | None, name: str, idx=slice(None)) -> np.ndarray | None:
@@ -128,11 +141,13 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
                         "resampled": "single clips: ci and delta_ci describe these clips, whose speakers and recordings "
                                      "are the test groups at hand; ci_group and delta_ci_group speak of new groups",
                         "delta_ci_p": "two-sided bootstrap p of calibrated minus uncalibrated = 0: "
-                                      "min(1, 2 min(P*(d <= 0), P*(d >= 0))) over the resampled differences d"}}
+                                      "(1 + count) / (B + 1) in the smaller tail of the B resampled differences, "
+                                      "doubled (at most 1)",
+                        "ece_intervals": ECE_INTERVALS}}
     for name in SERIES:
         block = {k: _r(v) for k, v in point[name].items()}
-        block["ci"] = {k: {kk: _r(vv) if isinstance(vv, float) else vv for kk, vv in
-                           interval_summary(reps[f"{name}/{k}"], ci).items()} for k in CI_KEYS}
+        block["ci"] = {k: _rounded(_reflected(k, interval_summary(reps[f"{name}/{k}"], ci), point[name][k]))
+                       for k in CI_KEYS}
         result[name] = block
     result["delta_ci"] = {
         k: _rounded(paired_difference(
@@ -152,7 +167,8 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
             "resampled": "whole test groups" + (", within strata of the classes a group holds" if strata is not None else ""),
             "groups_holding": holding,
             "rule": f"an interval needs >= {MIN_CLUSTERS} groups" + (" in each stratum" if strata is not None else "")
-                    + f" and >= {MIN_DISTINCT} distinct resampled values"}
+                    + f" and >= {MIN_DISTINCT} distinct resampled values",
+            "ece_intervals": "reflected about the estimate as in clip_bootstrap.ece_intervals"}
         smallest = expansion_clusters(n_groups, per_stratum)
         if smallest >= MIN_CLUSTERS:  # an expanded percentile interval (cluster_interval) reads the replicates wider
             level = expanded_level(ci, n_groups, per_stratum)
@@ -164,8 +180,8 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
             "the B resampled differences, doubled, then read as a Student t with G - 1 degrees of freedom (as the "
             "interval is expanded); a verdict other than 'no clear difference' needs both the interval and p")
         for name in SERIES:
-            result[name]["ci_group"] = {k: _rounded(cluster_interval(greps[f"{name}/{k}"], n_groups, ci, per_stratum=per_stratum))
-                                        for k in CI_KEYS}
+            result[name]["ci_group"] = {k: _rounded(_reflected(k, cluster_interval(
+                greps[f"{name}/{k}"], n_groups, ci, per_stratum=per_stratum), point[name][k])) for k in CI_KEYS}
         # a calibrator that keeps every answer (temperature scaling) leaves accuracy unchanged in every resample
         same_answers = np.array_equal(metrics.predict(series["uncalibrated"]), metrics.predict(series["calibrated"]))
         result["delta_ci_group"] = {

@@ -259,6 +259,24 @@ def cluster_interval(replicates: np.ndarray, n_clusters: int, ci: float = 0.95, 
     return {"lo": None, "hi": None, "reason": reason, **({"n_nan": n_nan} if n_nan else {})}
 
 
+def basic_interval(interval: Mapping, point: float, bounds: tuple[float, float] = (0.0, 1.0)) -> dict:
+    """``interval`` (a percentile interval: ``lo``, ``hi``, with any other keys) reflected about the point estimate:
+    ``[2 point - hi, 2 point - lo]``, each bound kept within ``bounds`` (the basic bootstrap interval of Davison &
+    Hinkley 1997, section 5.2). Where the resampled values sit above the estimate as far as the estimate sits above
+    the truth (a plug-in calibration error: a resample repeats clips, and the repeats look surer of themselves), the
+    reflection takes that lean out, which the percentile interval doubles. An interval without bounds (``lo`` None)
+    is returned as it is; a NaN point gives NaN bounds."""
+    if interval["lo"] is None:
+        return dict(interval)
+    low, high = bounds
+    if math.isnan(point):
+        lo = hi = math.nan
+    else:
+        lo = min(max(2.0 * point - interval["hi"], low), high)
+        hi = min(max(2.0 * point - interval["lo"], low), high)
+    return {**interval, "lo": lo, "hi": hi}
+
+
 def percentile_interval(replicates: np.ndarray, ci: float = 0.95, *, interpolate: bool = True) -> tuple[float, float]:
     """The ``(1-ci)/2`` and ``(1+ci)/2`` quantiles of bootstrap replicates, ignoring NaN replicates (NaN if all are NaN).
 
@@ -297,8 +315,8 @@ def paired_difference(point_a: float, point_b: float, rep_a: np.ndarray, rep_b: 
     """Paired bootstrap of ``b - a`` (e.g. calibrated minus uncalibrated) from replicates on the same resamples.
 
     Returns the observed difference, its percentile interval, a two-sided bootstrap p-value
-    ``min(1, 2 min(P*(d <= 0), P*(d >= 0)))`` (over clusters: ``(1 + count) / (B + 1)`` a tail, never 0, then
-    expanded) and a verdict: ``better`` / ``worse`` when the interval
+    ``min(1, 2 (1 + count) / (B + 1))``, ``count`` the resampled differences in the smaller tail (``d <= 0`` or
+    ``d >= 0``; never 0 from ``B`` resamples; over clusters then expanded) and a verdict: ``better`` / ``worse`` when the interval
     excludes 0 in the good / bad direction (over clusters, and ``p < 1 - ci``: the two can disagree by the
     resolution of ``B`` resamples), ``no clear difference`` otherwise (also when every replicate difference is
     exactly 0, e.g. the accuracy of temperature scaling).
@@ -321,11 +339,10 @@ def paired_difference(point_a: float, point_b: float, rep_a: np.ndarray, rep_b: 
         lo, hi = percentile_interval(d, ci)
     if d.size == 0:
         return {"delta": delta, "lo": lo, "hi": hi, "p": math.nan, "verdict": "undefined"}
-    if n_clusters is None:
-        p = float(min(1.0, 2.0 * min(np.mean(d <= 0), np.mean(d >= 0))))
-    else:  # never 0 from B resamples: (1 + count) / (B + 1) a tail, then expanded
-        tail = (1.0 + min(np.sum(d <= 0), np.sum(d >= 0))) / (d.size + 1.0)
-        p = expanded_p(float(min(1.0, 2.0 * tail)), n_clusters, per_stratum)
+    tail = (1.0 + min(np.sum(d <= 0), np.sum(d >= 0))) / (d.size + 1.0)  # never 0 from B resamples
+    p = float(min(1.0, 2.0 * tail))
+    if n_clusters is not None:
+        p = expanded_p(p, n_clusters, per_stratum)
     improves = hi < 0 if lower_is_better else lo > 0
     worsens = lo > 0 if lower_is_better else hi < 0
     if n_clusters is not None and not p < 1.0 - ci:  # over clusters, the interval and p must agree (resolution of B)

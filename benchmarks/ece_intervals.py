@@ -1,0 +1,90 @@
+"""How often a bootstrap interval of a calibration error covers the population's value: a simulation.
+
+Each run draws ``n`` clips: ``p(SPEECH)`` uniform on [0.02, 0.98], the true label SPEECH with probability
+``sigmoid(slope * logit(p))`` (slope 1: calibrated, population ECE 0; below 1: overconfident; above 1:
+underconfident). It measures the top-label ECE of the clips (equal-width bins, and equal-mass bins), bootstraps
+the clips, and records whether the 95 % interval covers the population's value, which is computed from the same
+distribution with the true rates in place of drawn labels (2 million forecasts):
+
+- ``percentile``: the quantiles of the resampled values;
+- ``basic``: the same quantiles reflected about the estimate, ``[2 x - hi, 2 x - lo]`` floored at 0
+  (:func:`~speech_calibration.stats.resampling.basic_interval`), which ``evaluate`` and ``conditions`` report.
+
+For equal-mass bins the population value is that of 15 bins at the confidence's quantiles (the limit of the
+estimator's bins). The smooth ECE is left out: its population value needs far more clips than this can afford.
+
+    python -m benchmarks.ece_intervals [--runs 300] [--n 24 96 400] [--slopes 1 0.5 2]
+
+Prints one line per setting; the figures in README.md ("What the numbers claim") come from this script.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from speech_calibration.stats import metrics
+from speech_calibration.stats.resampling import basic_interval, bootstrap_indices, percentile_interval
+
+N_BINS = 15
+ESTIMATORS = {"ECE": metrics.ece, "ECE(mass)": metrics.ece_equal_mass}
+
+
+def true_rate(p: np.ndarray, slope: float) -> np.ndarray:
+    return metrics.sigmoid(slope * metrics.logit(p))
+
+
+def population_errors(slope: float, rng: np.random.Generator, n: int = 2_000_000) -> dict[str, float]:
+    """Each estimator's population value: ``sum_b P(b) |E[right - conf | b]|`` over its bins."""
+    p = rng.uniform(0.02, 0.98, n)
+    q = true_rate(p, slope)
+    conf = np.where(p >= 0.5, p, 1.0 - p)
+    right = np.where(p >= 0.5, q, 1.0 - q)  # the probability that the top label is right
+    width = np.minimum((conf * N_BINS).astype(int), N_BINS - 1)
+    mass = np.searchsorted(np.quantile(conf, np.linspace(0, 1, N_BINS + 1)[1:-1]), conf, side="right")
+    out = {}
+    for name, bins in (("ECE", width), ("ECE(mass)", mass)):
+        share = np.bincount(bins, minlength=N_BINS) / n
+        gap = np.bincount(bins, weights=right - conf, minlength=N_BINS) / n
+        out[name] = float(np.sum(np.abs(gap[share > 0])))  # sum_b P(b) |mean gap in b|
+    return out
+
+
+def simulate(slope: float, n: int, runs: int, n_boot: int, rng: np.random.Generator,
+             truth: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Coverage of ``truth`` by each interval, over ``runs`` samples of ``n`` clips."""
+    hits = {name: {"percentile": 0, "basic": 0} for name in ESTIMATORS}
+    for _ in range(runs):
+        p = rng.uniform(0.02, 0.98, n)
+        y = (rng.uniform(size=n) < true_rate(p, slope)).astype(int)
+        conf, right = metrics.top_label(y, p)
+        idx = bootstrap_indices(n, n_boot, int(rng.integers(2**31)))
+        for name, fn in ESTIMATORS.items():
+            point = float(fn(conf, right, N_BINS))
+            lo, hi = percentile_interval(fn(conf[idx], right[idx], N_BINS), 0.95)
+            basic = basic_interval({"lo": lo, "hi": hi}, point)
+            hits[name]["percentile"] += lo <= truth[name] <= hi
+            hits[name]["basic"] += basic["lo"] <= truth[name] <= basic["hi"]
+    return {name: {k: v / runs for k, v in h.items()} for name, h in hits.items()}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=300)
+    p.add_argument("--n", type=int, nargs="+", default=[24, 96, 400], help="clips a sample")
+    p.add_argument("--slopes", type=float, nargs="+", default=[1.0, 0.5, 2.0])
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    rng = np.random.default_rng(args.seed)
+    for slope in args.slopes:
+        truth = population_errors(slope, rng)
+        for n in args.n:
+            res = simulate(slope, n, args.runs, args.n_boot, rng, truth)
+            print(f"slope {slope:g}, {n} clips, {args.runs} runs: " + "; ".join(
+                f"{name} {truth[name]:.3f} covered by percentile {r['percentile']:.2f}, basic {r['basic']:.2f}"
+                for name, r in res.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
