@@ -471,21 +471,80 @@ def eval_set_folder(p: Params, name: str, source: str | Path = "params.yaml") ->
 
 # ------------------------------------------------------------------------------------------ loading
 def load(path: str | Path = "params.yaml") -> Params:
-    """Load and validate ``params.yaml``; every mistake is a :class:`UserError` naming the key."""
+    """Load and validate ``params.yaml``; every mistake is a :class:`UserError` naming the file and the key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found; run from the project root or pass --params") from None
+        raw = yaml.load(_read(path), Loader=_UniqueKeyLoader)  # a SafeLoader: safe_load plus unique keys
+    except _RepeatedKey as err:
+        raise UserError(f"{path} line {err.line}: {err.key}: key repeated (first at line {err.first_line}); "
+                        "delete one of the two") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         what = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise UserError(f"{path}: not valid YAML{where} ({what})") from None
+    if raw is None:
+        raise UserError(f"{path}: empty (no settings, only blanks or comments); put the settings back "
+                        "(the project's: git checkout params.yaml) or pass another file with --params")
     try:
-        return parse(Params, raw or {}, "")
+        return parse(Params, raw, "")
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
+
+
+def _read(path: Path) -> str:
+    """The text of ``path``, or a one-line :class:`UserError` saying why it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run from the project root or pass --params") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder; pass the params YAML file (e.g. params.yaml) with --params") from None
+    except PermissionError:
+        raise UserError(f"{path}: not readable (permission denied); allow reading it (chmod u+r) "
+                        "or pass another file with --params") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                        "pass the params YAML file with --params") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot be read ({err.strerror or err}); pass the params YAML file with --params") \
+            from None
+
+
+class _RepeatedKey(yaml.YAMLError):
+    """A key given twice in one mapping: ``key`` is its dotted path, the lines count from 1."""
+
+    def __init__(self, key: str, line: int, first_line: int):
+        super().__init__(f"line {line}: {key}: key repeated (first at line {first_line})")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, except that a key repeated in one mapping is :class:`_RepeatedKey`, not a silent
+    overwrite (YAML requires unique keys; PyYAML keeps the last). Merge keys (``<<: *base``) may still be overridden."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._check_unique(node, "", set())
+        return super().construct_document(node)
+
+    def _check_unique(self, node: yaml.Node, key: str, seen: set[int]) -> None:
+        if id(node) in seen:  # an alias: checked where its anchor is
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._check_unique(item, f"{key}[{i}]", seen)
+        elif isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                where = f"{key}.{name}" if key else name
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    value = self.construct_object(key_node)  # so that 1 and 0x1, or a and "a", are one key
+                    if value in first:
+                        raise _RepeatedKey(where, key_node.start_mark.line + 1, first[value])
+                    first[value] = key_node.start_mark.line + 1
+                self._check_unique(value_node, where, seen)
 
 
 def parse(cls: type, raw: Any, key: str) -> Any:

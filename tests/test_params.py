@@ -103,6 +103,72 @@ def test_invalid_yaml_names_the_line_and_column(tmp_path):
         params.load(bad)
 
 
+def _load_error(path) -> str:
+    """The one-line message ``params.load(path)`` fails with."""
+    with pytest.raises(UserError) as err:
+        params.load(path)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_a_folder_is_a_one_line_error(tmp_path):
+    """``--params models`` named a folder: an IsADirectoryError traceback before."""
+    assert _load_error(tmp_path).startswith(f"{tmp_path}: is a folder; pass the params YAML file")
+
+
+def test_a_file_that_is_not_utf8_text_is_a_one_line_error(tmp_path):
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"seeds: [1]\n\xff\xfe\x00")
+    assert _load_error(path).startswith(f"{path}: not UTF-8 text (byte 0xff at offset 11)")
+
+
+def test_an_unreadable_file_is_a_one_line_error(tmp_path, monkeypatch):
+    """What a user without read permission gets (the tests may run as root, who reads any file)."""
+    path = tmp_path / "params.yaml"
+    path.write_text("seeds: [1]\n")
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(path), "read_text", denied)
+    assert _load_error(path).startswith(f"{path}: not readable (permission denied)")
+
+
+@pytest.mark.parametrize("text", ["", "# all settings commented out\n\n  # seeds: [1]\n", "---\n"])
+def test_an_empty_params_file_is_a_one_line_error(tmp_path, text):
+    """A params file with nothing in it would silently run the code's defaults; it is almost always a mistake."""
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    message = _load_error(path)
+    assert message.startswith(f"{path}: empty (no settings, only blanks or comments)")
+    assert "git checkout params.yaml" in message
+
+
+def test_a_top_level_that_is_not_a_mapping_is_a_one_line_error(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("[]\n")
+    assert _load_error(path) == f"{path}: top level: expected a mapping, got []"
+
+
+@pytest.mark.parametrize("text,line,key,first", [
+    ("seeds: [1]\nevaluate:\n  n_bins: 10\n  n_bootstrap: 50\n  n_bins: 15\n", 5, "evaluate.n_bins", 3),
+    ("seeds: [1]\ntrain:\n  epochs: 2\nseeds: [2]\n", 4, "seeds", 1),
+    ("seeds: [1]\ndata:\n  presplit: {train: a.csv, 'train': b.csv}\n", 3, "data.presplit.train", 3),
+])
+def test_a_repeated_key_is_a_one_line_error(tmp_path, text, line, key, first):
+    """PyYAML would keep the last value without a word; the error names the file, the line and the key's path."""
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    assert _load_error(path) == f"{path} line {line}: {key}: key repeated (first at line {first}); delete one of the two"
+
+
+def test_a_merge_key_may_still_be_overridden():
+    """``<<: *base`` then a key of base is an override, not a repeat; and the loader builds what safe_load builds."""
+    text = "base: &b {n_bins: 10, n_bootstrap: 5}\nevaluate:\n  <<: *b\n  n_bins: 15\nwhen: 2024-01-01\nx: [*b, 1e3]\n"
+    loaded = yaml.load(text, Loader=params._UniqueKeyLoader)
+    assert loaded == yaml.safe_load(text) and loaded["evaluate"] == {"n_bins": 15, "n_bootstrap": 5}
+
+
 
 CORPUS_OUTSIDE = r"lies outside data.corpus \(data/raw\), so DVC would not see it change and prepare would not re-run; " \
                  r"move it under data/raw, or point data.corpus at its folder$"
