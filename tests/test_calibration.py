@@ -165,6 +165,61 @@ def test_loading_a_bad_calibrator_file_is_a_clear_error(tmp_path):
         C.load(missing)
 
 
+def _corrupt(path, keys, value):
+    """Rewrite the JSON at ``path`` with ``value`` at ``keys`` (dict keys and list indices, outermost first)."""
+    d = json.loads(path.read_text())
+    target = d
+    for k in keys[:-1]:
+        target = target[k]
+    target[keys[-1]] = value
+    path.write_text(json.dumps(d))
+
+
+CORRUPTED = [  # a fitted calibrator of `method`, `keys` set to `value`: what the error says after the file name
+    pytest.param("platt", ("params", "slope"), "x", "params.slope is 'x', not a finite number", id="string"),
+    pytest.param("platt", ("params", "slope"), float("nan"), "params.slope is nan, not a finite number", id="nan"),
+    pytest.param("temperature", ("params", "temperature"), True, "params.temperature is True, not a finite", id="bool"),
+    pytest.param("temperature", ("params", "temperature"), 10**400, "params.temperature is 1000", id="huge-int"),
+    pytest.param("temperature", ("threshold",), "x", "threshold is 'x', not a finite number", id="threshold-string"),
+    pytest.param("temperature", ("params",), [1, 2], "params is [1, 2], not a mapping", id="params-list"),
+    pytest.param("temperature", ("params", "T"), 2.0, "params.T is not a parameter of method 'temperature'", id="extra"),
+    pytest.param("temperature", ("info",), [1], "info is [1], not a mapping", id="info-list"),
+    pytest.param("temperature", ("method",), ["platt"], "method ['platt'] is not one of", id="method-list"),
+    pytest.param("temperature", ("params", "temperature"), 0, "params.temperature is 0.0, not > 0", id="temperature-0"),
+    pytest.param("temperature", ("params", "temperature"), -2, "params.temperature is -2.0, not > 0", id="temperature-neg"),
+    pytest.param("platt", ("params", "slope"), -1.0, "params.slope is -1.0, not in [0, 1000]", id="platt-decreasing"),
+    pytest.param("beta", ("params", "b"), -0.5, "params.b is -0.5, not in [0, 1000]", id="beta-decreasing"),
+    pytest.param("isotonic", ("params", "x"), 3.0, "params.x is 3.0, not a list of numbers", id="isotonic-not-list"),
+    pytest.param("isotonic", ("params", "y", 1), "a", "params.y[1] is 'a', not a finite number", id="isotonic-string"),
+    pytest.param("isotonic", ("params", "y"), [0.5], "params.x and params.y hold", id="isotonic-lengths"),
+    pytest.param("isotonic", ("params", "x", 1), -99.0, "params.x is not increasing: x[0] is", id="isotonic-x-unsorted"),
+    pytest.param("isotonic", ("params", "y", 0), 0.99, "params.y is not non-decreasing: y[0] is 0.99", id="isotonic-y-unsorted"),
+    pytest.param("isotonic", ("params", "y", -1), 1.5, "params.y runs from 0.0 to 1.5, not within [0, 1]", id="isotonic-y>1"),
+    pytest.param("isotonic", ("params", "eps"), 0.5, "params.eps is 0.5, not in (0, 0.5)", id="isotonic-eps"),
+    pytest.param("contextual", ("params", "p_speech_content_free"), 1.0, "params.p_speech_content_free is 1.0, not in",
+                 id="contextual-p"),
+    pytest.param("contextual", ("params", "bias"), 3.0, "params.bias is 3.0, not logit(p_speech_content_free)",
+                 id="contextual-bias"),
+]
+
+
+@pytest.mark.parametrize("method, keys, value, says", CORRUPTED)
+def test_a_corrupted_calibrator_file_is_refused_naming_the_file_and_the_key(tmp_path, method, keys, value, says):
+    """Review: a hand-edited models/calibrators/seed_42.json gave numpy tracebacks, all-NaN metrics or, with a negative
+    temperature, flipped predictions; loading now refuses what the method's fit could not have written."""
+    rng = np.random.default_rng(8)
+    z, y = draw(200, rng)
+    path = tmp_path / "models/calibrators/seed_42.json"
+    fit(method, z, np.zeros(z.size), y, content_free=(np.array([1.0, 2.0]), np.array([2.0, 2.5]))).save(path)
+    C.load(path)  # as fitted, it loads
+    _corrupt(path, keys, value)
+    with pytest.raises(UserError) as err:
+        C.load(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: calibrator: {says}"), message
+    assert message.endswith("re-run dvc repro calibrate@<seed> (or the stage that wrote the file) to fit it again")
+
+
 def test_bad_inputs_are_clear_errors():
     rng = np.random.default_rng(6)
     z, y = draw(40, rng)

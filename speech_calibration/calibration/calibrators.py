@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 ISOTONIC_EPS = 1e-3  # isotonic outputs are clipped to [eps, 1 - eps]: a confident error then costs 6.9 nats, not infinity
 PARAM_BOUND = 1e3  # box constraint of every slope / bias
 DEFAULT_TEMPERATURE_BOUNDS = (0.01, 100.0)
+PRIOR_CLIP = 1e-12  # a prior p(SPEECH) is clipped to [clip, 1 - clip], so its log-odds stay finite
+REFIT = "re-run dvc repro calibrate@<seed> (or the stage that wrote the file) to fit it again"
 
 
 # ------------------------------------------------------------------------------------- basic maps
@@ -96,17 +98,48 @@ def _optimizer_info(res) -> dict[str, Any]:
     return {} if res.success else {"optimizer": str(res.message)}
 
 
+def _real(value: Any) -> float | None:
+    """``value`` as a float if it is a finite real number (not a bool, not a string), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:  # an integer past float's range
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _number(key: str, value: Any, many: bool) -> float | list[float]:
+    """``value`` as a float (a list of floats if ``many``); a UserError naming ``key`` if it is not finite and real."""
+    if many and not isinstance(value, list):
+        raise UserError(f"calibrator: {key} is {value!r}, not a list of numbers; {REFIT}")
+    for i, v in enumerate(value if many else [value]):
+        if _real(v) is None:
+            raise UserError(f"calibrator: {key}{f'[{i}]' if many else ''} is {v!r}, not a finite number; {REFIT}")
+    return [float(v) for v in value] if many else float(value)
+
+
+def _outside(params: dict[str, Any], **ranges: tuple[float, float]) -> str | None:
+    """The first of ``params`` outside its closed range in ``ranges``, in words; None if each is inside."""
+    for key, (lo, hi) in ranges.items():
+        if not lo <= params[key] <= hi:
+            return f"params.{key} is {params[key]!r}, not in [{lo:g}, {hi:g}] where the fit keeps it"
+    return None
+
+
 # -------------------------------------------------------------------------------------- the base
 class Calibrator:
     """A calibration map of the two answer logits to p(SPEECH), plus a decision threshold.
 
     ``params`` holds the fitted parameters (plain numbers and lists, so the artifact is JSON);
     ``info`` how it was chosen and fitted (auto's cross-validation table, optimiser notes), not needed
-    to apply it. Subclasses set ``method`` and ``required`` and implement ``_fit`` and ``_log_odds``.
+    to apply it. Subclasses set ``method`` and ``required`` and implement ``_fit`` and ``_log_odds``, and
+    ``_check_params`` where their fit constrains the parameters.
     """
 
     method: ClassVar[str] = ""
-    required: ClassVar[tuple[str, ...]] = ()
+    required: ClassVar[tuple[str, ...]] = ()  # the keys of ``params``, exactly
+    lists: ClassVar[tuple[str, ...]] = ()  # those of them that hold a list of numbers, not one number
     per_batch: ClassVar[bool] = False  # True: the map depends on the set it is applied to (apply it per set)
 
     def __init__(self, params: dict[str, Any] | None = None, threshold: float = 0.5, info: dict[str, Any] | None = None):
@@ -175,22 +208,42 @@ class Calibrator:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Calibrator:
-        """Rebuild a calibrator from :meth:`to_dict`'s output, checking the method and its parameters."""
+        """Rebuild a calibrator from :meth:`to_dict`'s output, refusing one that its method's fit could not have written.
+
+        ``params`` must hold exactly the method's ``required`` keys, each a finite real number (a list of them for
+        ``lists``), within what the fit guarantees (:meth:`_check_params`); ``threshold`` must be in [0, 1].
+        """
         if not isinstance(d, dict) or "method" not in d:
-            raise UserError("calibrator: expected a mapping with a 'method' key; re-run the calibrate stage")
+            raise UserError(f"calibrator: expected a mapping with a 'method' key; {REFIT}")
         method = d["method"]
-        if method not in REGISTRY:
-            raise UserError(f"calibrator: method '{method}' is not one of {', '.join(FITTED)}")
+        if not isinstance(method, str) or method not in REGISTRY:
+            raise UserError(f"calibrator: method {method!r} is not one of {', '.join(FITTED)}; {REFIT}")
         cls = REGISTRY[method]
-        params = dict(d.get("params") or {})
+        params, info = d.get("params", {}), d.get("info", {})
+        if not isinstance(params, dict):
+            raise UserError(f"calibrator: params is {params!r}, not a mapping of parameter names to numbers; {REFIT}")
         missing = [k for k in cls.required if k not in params]
         if missing:
-            raise UserError(f"calibrator: method '{method}' needs parameter(s) {', '.join(missing)}; "
-                            "re-run the calibrate stage")
-        threshold = float(d.get("threshold", 0.5))
+            raise UserError(f"calibrator: method '{method}' needs parameter(s) {', '.join(missing)}; {REFIT}")
+        extra = [k for k in params if k not in cls.required]
+        if extra:
+            raise UserError(f"calibrator: params.{extra[0]} is not a parameter of method '{method}' (it takes "
+                            f"{', '.join(cls.required) or 'none'}); {REFIT}")
+        params = {key: _number(f"params.{key}", params[key], key in cls.lists) for key in cls.required}
+        problem = cls._check_params(params)
+        if problem:
+            raise UserError(f"calibrator: {problem}; {REFIT}")
+        threshold = _number("threshold", d.get("threshold", 0.5), False)
         if not 0.0 <= threshold <= 1.0:
-            raise UserError(f"calibrator: threshold {threshold} is not in [0, 1]")
-        return cls(params, threshold, dict(d.get("info") or {}))
+            raise UserError(f"calibrator: threshold {threshold} is not in [0, 1]; {REFIT}")
+        if not isinstance(info, dict):
+            raise UserError(f"calibrator: info is {info!r}, not a mapping; {REFIT}")
+        return cls(params, threshold, info)
+
+    @classmethod
+    def _check_params(cls, params: dict[str, Any]) -> str | None:
+        """What in ``params`` (finite numbers, the right keys) this method's fit could not have written; None if nothing."""
+        return None
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the calibrator as JSON, atomically (read it back with :func:`load`)."""
@@ -208,7 +261,7 @@ def load(path: str | os.PathLike) -> Calibrator:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not valid JSON ({err}); re-run the calibrate stage") from None
+        raise UserError(f"{path}: not valid JSON ({err}); {REFIT}") from None
     try:
         return Calibrator.from_dict(data)
     except UserError as err:
@@ -275,6 +328,11 @@ class TemperatureScaling(Calibrator):
             log.warning("temperature %.4g is at the %s bound of calibration.temperature_bounds %s: %s", t,
                         self.info["bound"], list(bounds), why)
 
+    @classmethod
+    def _check_params(cls, params):
+        t = params["temperature"]
+        return None if t > 0 else f"params.temperature is {t!r}, not > 0"
+
     def _log_odds(self, z):
         return z / self.params["temperature"]
 
@@ -298,6 +356,10 @@ class PlattScaling(Calibrator):
         self.params = {"slope": float(w[0]), "bias": float(w[1])}
         self.info = _optimizer_info(res)
 
+    @classmethod
+    def _check_params(cls, params):
+        return _outside(params, slope=(0.0, PARAM_BOUND), bias=(-PARAM_BOUND, PARAM_BOUND))
+
     def _log_odds(self, z):
         return self.params["slope"] * z + self.params["bias"]
 
@@ -318,6 +380,10 @@ class BetaCalibration(Calibrator):
         self.params = {"a": float(w[0]), "b": float(w[1]), "c": float(w[2])}
         self.info = _optimizer_info(res)
 
+    @classmethod
+    def _check_params(cls, params):
+        return _outside(params, a=(0.0, PARAM_BOUND), b=(0.0, PARAM_BOUND), c=(-PARAM_BOUND, PARAM_BOUND))
+
     def _log_odds(self, z):
         f = _beta_features(z)
         return self.params["c"] + self.params["a"] * f[..., 0] + self.params["b"] * f[..., 1]
@@ -332,6 +398,7 @@ class IsotonicCalibration(Calibrator):
 
     method = "isotonic"
     required = ("x", "y", "eps")
+    lists = ("x", "y")
 
     def _fit(self, z, y, *, content_free, bounds) -> None:
         from sklearn.isotonic import IsotonicRegression  # lazy: sklearn costs ~1 s of import time
@@ -339,6 +406,20 @@ class IsotonicCalibration(Calibrator):
         iso = IsotonicRegression(increasing=True, out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(z, y.astype(float))
         self.params = {"x": [float(v) for v in iso.X_thresholds_], "y": [float(v) for v in iso.y_thresholds_],
                        "eps": ISOTONIC_EPS}
+
+    @classmethod
+    def _check_params(cls, params):
+        x, y, eps = params["x"], params["y"], params["eps"]
+        if not 0 < len(x) == len(y):
+            return f"params.x and params.y hold {len(x)} and {len(y)} knots, not as many in each (one or more)"
+        for i in range(len(x) - 1):
+            if not x[i] < x[i + 1]:
+                return f"params.x is not increasing: x[{i}] is {x[i]!r}, x[{i + 1}] is {x[i + 1]!r}"
+            if not y[i] <= y[i + 1]:
+                return f"params.y is not non-decreasing: y[{i}] is {y[i]!r}, y[{i + 1}] is {y[i + 1]!r}"
+        if not 0.0 <= y[0] <= y[-1] <= 1.0:
+            return f"params.y runs from {y[0]!r} to {y[-1]!r}, not within [0, 1]"
+        return None if 0.0 < eps < 0.5 else f"params.eps is {eps!r}, not in (0, 0.5)"
 
     def _proba(self, z):
         q = self.params
@@ -361,7 +442,7 @@ class ContextualCalibration(Calibrator):
     """``z - log(pbar_A / pbar_B)``: removes the A/B prior the model shows on content-free inputs (no labels)."""
 
     method = "contextual"
-    required = ("bias",)
+    required = ("bias", "p_speech_content_free")
 
     def _fit(self, z, y, *, content_free, bounds) -> None:
         if content_free is None:
@@ -372,9 +453,19 @@ class ContextualCalibration(Calibrator):
         if a.size == 0 or a.shape != b.shape or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
             raise UserError("contextual calibration: the content-free logits must be one or more pairs of finite numbers")
         p_a = float(np.mean(metrics.p_speech_from_logits(a, b)))  # Zhao et al. average the answer distributions
-        p_a = min(max(p_a, 1e-12), 1.0 - 1e-12)
+        p_a = min(max(p_a, PRIOR_CLIP), 1.0 - PRIOR_CLIP)
         self.params = {"bias": float(metrics.logit(p_a)), "p_speech_content_free": p_a}
         self.info = {"n_content_free": int(a.size)}
+
+    @classmethod
+    def _check_params(cls, params):
+        p, bias = params["p_speech_content_free"], params["bias"]
+        if not PRIOR_CLIP <= p <= 1.0 - PRIOR_CLIP:
+            return f"params.p_speech_content_free is {p!r}, not in [{PRIOR_CLIP:g}, 1 - {PRIOR_CLIP:g}]"
+        expected = float(metrics.logit(p))
+        if not math.isclose(bias, expected, rel_tol=1e-9, abs_tol=1e-12):
+            return f"params.bias is {bias!r}, not logit(p_speech_content_free) = {expected!r}"
+        return None
 
     def _log_odds(self, z):
         return z - self.params["bias"]
