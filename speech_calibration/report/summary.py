@@ -125,6 +125,7 @@ def study_lines(per_seed: Sequence[Mapping[str, float]], *, ci: float = 0.95, ex
 
 
 def _num(v) -> float:
+    """A metric value as a float: null (undefined, as evaluate writes NaN) is NaN."""
     return math.nan if v is None else float(v)
 
 
@@ -138,10 +139,34 @@ def _read_json(path: Path, what: str) -> dict:
         raise UserError(f"{path}: not valid JSON ({err}); re-run the stage that writes it") from None
 
 
+# AGG_KEYS that evaluate writes as null where undefined: a class absent from the test clips (per-class and balanced
+# accuracy, ROC-AUC) or fewer than 2 clips (the debiased ECE); every other one always has a value
+MAY_BE_NULL = frozenset({"acc_speech", "acc_nonspeech", "balanced_accuracy", "roc_auc", "ece_debiased"})
+
+
+def _rerun(path: Path) -> str:
+    """How to rewrite a test metrics file: ``dvc repro evaluate@<seed>`` for a seed's, else the references stage."""
+    if layout.names_a_seed(path.name):
+        return f"re-run `dvc repro evaluate@{path.stem.rpartition('_')[2]}`, which writes it"
+    return "re-run `dvc repro references`, which writes it"
+
+
 def _block(result: dict, path: Path, series: str) -> dict:
-    if not isinstance(result.get(series), dict):
-        raise UserError(f"{path}: no '{series}' block; re-run the evaluate stage")
-    return result[series]
+    """``result[series]`` of the test metrics file ``path``, refused with a :class:`UserError` unless every
+    :data:`AGG_KEYS` value is a number (or null, for :data:`MAY_BE_NULL`)."""
+    block = result.get(series)
+    if not isinstance(block, dict):
+        raise UserError(f"{path}: no '{series}' block; {_rerun(path)}")
+    for key in AGG_KEYS:
+        if key not in block:
+            raise UserError(f"{path}: no value for '{series}.{key}'; {_rerun(path)}")
+        v = block[key]
+        undefined = v is None or (isinstance(v, float) and math.isnan(v))
+        if undefined and key not in MAY_BE_NULL:
+            raise UserError(f"{path}: '{series}.{key}' is null, which evaluate never writes for it; {_rerun(path)}")
+        if not undefined and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise UserError(f"{path}: '{series}.{key}' is {json.dumps(v)}, not a number; {_rerun(path)}")
+    return block
 
 
 def aggregate(seeds: Sequence[int], references: Sequence[str], *, ci: float = 0.95, n_bins: int = 15,
@@ -190,7 +215,8 @@ def aggregate(seeds: Sequence[int], references: Sequence[str], *, ci: float = 0.
         r = rr["test"]
         summary["references"][name] = {
             "method_fitted": r.get("method_fitted"), "params": rr["calibration"].get("params", {}),
-            **{series: {k: _block(r, Path(name), series).get(k) for k in AGG_KEYS} for series in SERIES}}
+            **{series: {k: _block(r, SystemFiles(name, reference=True).test_json, series).get(k) for k in AGG_KEYS}
+               for series in SERIES}}
     summary["skipped"] = skipped
     summary["eval_sets"] = {name: _read_json(layout.eval_set_metrics(name), f"run the evaluate_eval_set@{name} stage")
                             for name in eval_sets}
