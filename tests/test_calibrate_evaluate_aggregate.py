@@ -162,8 +162,10 @@ def test_pipeline_writes_every_promised_file(study):
                     "brier_reliability", "brier_resolution", "brier_uncertainty", "nll", "ece", "ece_mass",
                     "ece_debiased", "ece_smooth", "mce"):
             assert key in block, key
-        for key in ("accuracy", "roc_auc"):  # resampled without a systematic shift: the interval holds the point value
-            assert block["ci"][key]["lo"] <= block[key] <= block["ci"][key]["hi"], key
+        assert block["ci"]["accuracy"]["lo"] <= block["accuracy"] <= block["ci"]["accuracy"]["hi"]  # exact binomial
+        roc = block["ci"]["roc_auc"]  # resampled without a systematic shift: the interval holds the point value ...
+        assert (roc["lo"] <= block["roc_auc"] <= roc["hi"] if roc["lo"] is not None  # ... or there is none, and why
+                else roc["reason"].startswith(f"the same value ({block['roc_auc']:.4g}) in every resample")), roc
         for key in ("ece", "ece_mass", "ece_smooth"):
             # a calibration error measured on resamples (duplicated clips) sits above the estimate, so the report
             # reflects its interval about the estimate (lo = 2 x - q_hi <= x); every estimator is in [0, 1]
@@ -448,6 +450,10 @@ def test_bad_inputs_end_in_one_line_and_exit_2(project, capsys):
     set_params(project, {"temperature_bounds": [1.0, 0.5]})
     _one_line_error(cli("calibrate", "--seed", "123"), "temperature_bounds")
     set_params(project)
+    one_class = pd.read_csv(project / "predictions/seeds/seed_456/dev.csv").assign(label="SPEECH", ground_truth_token="A")
+    one_class.to_csv(project / "predictions/seeds/seed_456/dev.csv", index=False)
+    _one_line_error(cli("calibrate", "--seed", "456"), "predictions/seeds/seed_456/dev.csv: calibration.method=temperature",
+                    "only SPEECH clips", "none, contextual, batch")
     (project / "models/calibrators").mkdir(parents=True, exist_ok=True)
     (project / "models/calibrators/seed_456.json").write_text("{not json")
     _one_line_error(cli("evaluate", "--seed", "456"), "models/calibrators/seed_456.json", "not valid JSON")
@@ -673,3 +679,29 @@ def test_summary_json_intervals_stay_in_range(study):
                 assert 0.0 <= agg["lo"] <= agg["mean"] <= agg["hi"], (series, key, agg)
             if key in BOUNDED and agg["hi"] is not None:
                 assert agg["hi"] <= 1.0, (series, key, agg)
+
+
+def test_summary_says_the_seeds_agree_instead_of_a_zero_width_t_interval():
+    from speech_calibration.report.summary import study_lines
+
+    agree = study_lines([{"accuracy": 1.0}] * 3, with_interval=True)[0]
+    assert agree.startswith("Overall:") and agree.endswith("[the 3 seeds agree: no spread to make a t-CI of]"), agree
+    differ = study_lines([{"accuracy": v} for v in (0.9, 1.0, 1.0)], with_interval=True)[0]
+    assert "t-CI" in differ and "agree" not in differ
+
+
+def test_calibrate_temperature_refuses_what_the_stages_refuse(tmp_path):
+    """A label that disagrees with its ground_truth_token (the stage reads the label, the script the token: two
+    temperatures from one file) and a clip_id on two rows end in one line naming the file and the rows."""
+    script = str(ROOT / "scripts/calibrate_temperature.py")
+    dev = _study_csv(tmp_path / "dev.csv")
+    df = pd.read_csv(dev).assign(label=lambda f: np.where(f["ground_truth_token"] == "A", "SPEECH", "NONSPEECH"))
+    df.to_csv(dev, index=False)
+    run(tmp_path, script, "--predictions_csv", "dev.csv", "--output_temp", "t.txt")  # agreeing columns: fine
+    df.assign(label=df["label"].where(df.index != 2, "SPEECH")).to_csv(tmp_path / "mixed.csv", index=False)
+    _one_line_error(run(tmp_path, script, "--predictions_csv", "mixed.csv", "--output_temp", "m.txt", check=False),
+                    "mixed.csv row 3: label SPEECH but ground_truth_token B; the two must agree")
+    df.assign(clip_id=df["clip_id"].where(df.index != 5, "c1")).to_csv(tmp_path / "dup.csv", index=False)
+    _one_line_error(run(tmp_path, script, "--predictions_csv", "dup.csv", "--output_temp", "m.txt", check=False),
+                    "dup.csv row 6: duplicate clip_id 'c1' (also row 2)")
+    assert not (tmp_path / "m.txt").exists()

@@ -225,7 +225,7 @@ def test_bad_inputs_are_clear_errors():
     z, y = draw(40, rng)
     with pytest.raises(UserError, match="content-free"):
         fit("contextual", z, np.zeros(40), y)
-    with pytest.raises(UserError, match="only SPEECH"):
+    with pytest.raises(UserError, match="only SPEECH clips .40.; fitting needs both classes .* none, contextual, batch"):
         fit("temperature", z, np.zeros(40), np.ones(40, dtype=int))
     with pytest.raises(UserError, match="calibration.method=temperature: dev holds no clips; fitting needs both"):
         fit("temperature", np.zeros(0), np.zeros(0), np.zeros(0, dtype=int))
@@ -233,6 +233,9 @@ def test_bad_inputs_are_clear_errors():
         fit("vector", z, np.zeros(40), y)
     with pytest.raises(UserError, match="finite"):
         fit("platt", np.r_[z[:-1], np.nan], np.zeros(40), y)
+    with pytest.raises(UserError, match=r"row 3 has logit_A - logit_B = 1e\+308, beyond \+-1e\+06.*damaged"):
+        fit("platt", np.r_[z[:2], 1e308, z[3:]], np.zeros(40), y)
+    fit("platt", np.r_[z[:2], 1e6, z[3:]], np.zeros(40), y)  # at the bound: still fitted
     with pytest.raises(UserError, match="0 \\(NONSPEECH\\) or 1"):
         fit("platt", z, np.zeros(40), y * 2)
     with pytest.raises(UserError, match="temperature_bounds"):

@@ -698,3 +698,12 @@ def test_calibration_error_bands_are_reflected_about_the_value_and_the_others_ar
         want = basic_interval(plain, 0.15) if reflected else plain
         assert (row[f"{measure}_lo"], row[f"{measure}_hi"]) == pytest.approx((want["lo"], want["hi"])), measure
         assert (row[f"{measure}_lo"] < 0.15) == reflected, measure  # reflected: the band reaches below the value
+
+
+def test_a_variant_level_the_params_do_not_name_is_an_error_naming_the_conditions_csv():
+    from speech_calibration import params as params_mod
+    from speech_calibration.errors import UserError
+
+    meta = pd.DataFrame({conditions.CONDITION: ["clean", "snr"], conditions.LEVEL: ["clean", "loud"]})
+    with pytest.raises(UserError, match=r"conditions_metadata\.csv: variants snr loud are not among .* conditions_render"):
+        conditions.variant_order(meta, params_mod.Conditions())

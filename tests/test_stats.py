@@ -14,6 +14,7 @@ from speech_calibration.stats.resampling import (
     MIN_CLUSTERS,
     MIN_DISTINCT,
     basic_interval,
+    binomial_interval,
     bootstrap_replicates,
     class_strata,
     cluster_bootstrap_replicates,
@@ -176,8 +177,30 @@ def test_evaluate_reflects_the_ece_intervals_and_gives_none_for_the_debiased_ece
     assert np.mean(reps["ece"]) > res["ece"]  # the resampled ECEs sit above the estimate ...
     assert (res["ci"]["ece"]["lo"], res["ci"]["ece"]["hi"]) == pytest.approx((2 * res["ece"] - hi, 2 * res["ece"] - lo),
                                                                              abs=1e-6)  # ... and the report reflects them
-    assert (res["ci"]["accuracy"]["lo"], res["ci"]["accuracy"]["hi"]) == pytest.approx(percentile_interval(reps["accuracy"]))
+    exact = sps.binomtest(round(res["accuracy"] * len(y)), len(y)).proportion_ci(0.95, method="exact")
+    assert (res["ci"]["accuracy"]["lo"], res["ci"]["accuracy"]["hi"]) == pytest.approx((exact.low, exact.high), abs=1e-6)
     assert "ece_debiased" in res and "ece_debiased" not in res["ci"]
+
+
+@pytest.mark.parametrize(("k", "n", "ci"), [(0, 12, 0.95), (12, 12, 0.95), (7, 24, 0.95), (1, 1, 0.9), (40, 41, 0.99)])
+def test_binomial_interval_is_clopper_pearson_as_scipy_computes_it(k, n, ci):
+    exact = sps.binomtest(k, n).proportion_ci(ci, method="exact")
+    assert binomial_interval(k, n, ci) == pytest.approx({"lo": exact.low, "hi": exact.high}, abs=1e-12)
+
+
+def test_every_clip_right_gives_an_accuracy_interval_with_width_and_a_constant_statistic_none():
+    """12 of 12 right: the bootstrap's accuracy is 1 in every resample, the exact interval reaches 0.735; a metric
+    with one value in every resample (here ROC-AUC 1: every resample ranks perfectly) has no clip interval, and says
+    why."""
+    from speech_calibration.report.evaluation import evaluate_arrays
+
+    y = np.tile([0, 1], 6)
+    p = np.where(y == 1, 0.9, 0.1)
+    res = evaluate_arrays(y, p, p, n_bootstrap=200, seed=0)["uncalibrated"]
+    assert res["accuracy"] == 1.0 and res["ci"]["accuracy"] == pytest.approx({"lo": 0.735, "hi": 1.0}, abs=1e-3)
+    roc = res["ci"]["roc_auc"]
+    assert roc["lo"] is None and roc["reason"].startswith("the same value (1) in every resample"), roc
+    assert interval_summary(np.array([0.5, np.nan, 0.5]))["n_nan"] == 1
 
 
 def test_paired_bootstrap_sees_a_small_consistent_gain_that_unpaired_intervals_miss():

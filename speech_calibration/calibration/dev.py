@@ -109,8 +109,11 @@ def calibrate_system(files: SystemFiles, cfg: Calibration, n_bins: int, *, allow
         fallback = (f"contextual needs content-free inputs, which {files.system} has none of "
                     f"({files.content_free('dev')}); used none")
         log.info("%s: %s", files.system, fallback)
-    cal = fit(method, a, b, y, content_free=content_free, groups=groups,
-              temperature_bounds=tuple(cfg.temperature_bounds), tune_threshold=cfg.tune_threshold)
+    try:
+        cal = fit(method, a, b, y, content_free=content_free, groups=groups,
+                  temperature_bounds=tuple(cfg.temperature_bounds), tune_threshold=cfg.tune_threshold)
+    except UserError as err:  # name the file the dev logits came from
+        raise UserError(f"{files.predictions('dev')}: {err}") from None
     if fallback:
         cal.info = {**cal.info, "fallback": fallback}
     if cal.method == "contextual":  # which content-free inputs set the bias (predict writes silence and noise)

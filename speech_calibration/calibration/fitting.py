@@ -27,6 +27,9 @@ def _fit_one(method: str, z: np.ndarray, y: np.ndarray, content_free, bounds) ->
     return REGISTRY[method]().fit(z, np.zeros_like(z), y, content_free=content_free, temperature_bounds=bounds)
 
 
+MAX_LOGIT_GAP = 1e6  # |logit_A - logit_B| beyond this is a damaged file: a model's answer logits differ by tens
+
+
 def _check_inputs(logit_a, logit_b, y) -> tuple[np.ndarray, np.ndarray]:
     z = logit_difference(logit_a, logit_b)
     y = np.asarray(y)
@@ -35,6 +38,10 @@ def _check_inputs(logit_a, logit_b, y) -> tuple[np.ndarray, np.ndarray]:
                         f"{np.shape(logit_b)}, {y.shape}")
     if not np.all(np.isfinite(z)):
         raise UserError("calibration: the logits must be finite numbers")
+    if np.any(far := np.abs(z) > MAX_LOGIT_GAP):
+        i = int(np.argmax(far))
+        raise UserError(f"calibration: row {i + 1} has logit_A - logit_B = {z[i]:.4g}, beyond +-{MAX_LOGIT_GAP:g}, which no "
+                        "model's answer logits reach; the file is damaged (re-run the stage that wrote it)")
     if y.dtype.kind not in "iub" or not np.isin(y, (0, 1)).all():
         raise UserError("calibration: labels must be 0 (NONSPEECH) or 1 (SPEECH)")
     return z, y.astype(np.int64)
@@ -121,7 +128,8 @@ def fit(method: str, logit_a, logit_b, y, *, content_free: tuple[np.ndarray, np.
         only = (f"dev holds only {'SPEECH' if y[0] == 1 else 'NONSPEECH'} clips ({y.size})" if y.size
                 else "dev holds no clips")
         if method not in LABEL_FREE:
-            raise UserError(f"calibration.method={method}: {only}; fitting needs both classes")
+            raise UserError(f"calibration.method={method}: {only}; fitting needs both classes (give dev clips of "
+                            f"both, or choose a method that needs no labels: {', '.join(LABEL_FREE)})")
         if tune_threshold:
             raise UserError(f"calibration.tune_threshold: {only}; tuning the threshold needs both classes")
     lo, hi = (float(v) for v in temperature_bounds)

@@ -293,8 +293,8 @@ def variant_order(meta: pd.DataFrame, cfg: params_mod.Conditions) -> list[tuple[
     order = [w for w in wanted if w in present]
     unknown = sorted(present - set(order))
     if unknown:
-        raise UserError(f"variants {unknown[0][0]} {unknown[0][1]} are not among the levels of the params file's conditions; "
-                        "re-run the conditions_render stage")
+        raise UserError(f"{layout.conditions_csv()}: variants {unknown[0][0]} {unknown[0][1]} are not among the levels of "
+                        "the params file's conditions; re-run the conditions_render stage (dvc repro conditions_render)")
     return order
 
 

@@ -6,10 +6,11 @@ For ``<system>`` = ``seed_42`` (reference systems: ``metrics/references/test/<sy
 * ``metrics/test/<system>.json``: ``{"uncalibrated": {...}, "calibrated": {...}, "delta_ci": {...}}``;
   each block holds accuracy, acc_speech, acc_nonspeech, balanced_accuracy, roc_auc, brier (+ Murphy
   reliability / resolution / uncertainty / within_bin), nll, ece, ece_mass, ece_debiased, ece_smooth, mce
-  (estimators: :mod:`speech_calibration.stats.metrics`), ``ci``: clip-bootstrap intervals of accuracy,
-  ROC-AUC and the ECEs of ``CI_KEYS`` (the ECEs' reflected about the estimate:
-  :func:`~speech_calibration.stats.resampling.basic_interval`), and ``ci_group``: the same from a bootstrap over
-  test groups (expanded, :func:`~speech_calibration.stats.resampling.expanded_level`), or the reason there is none;
+  (estimators: :mod:`speech_calibration.stats.metrics`), ``ci``: clip-level intervals of ``CI_KEYS`` (accuracy's
+  exact binomial, :func:`~speech_calibration.stats.resampling.binomial_interval`; ROC-AUC's and the ECEs' from a
+  clip bootstrap, the ECEs' reflected about the estimate, :func:`~speech_calibration.stats.resampling.basic_interval`),
+  and ``ci_group``: all from a bootstrap over test groups (expanded,
+  :func:`~speech_calibration.stats.resampling.expanded_level`), or the reason there is none;
   ``delta_ci`` / ``delta_ci_group``: paired calibrated-minus-uncalibrated ECE, smooth ECE, NLL,
   Brier and accuracy (clip / group bootstrap) with a verdict (better / worse / no clear difference);
   ``group_bootstrap``: how the groups were resampled and the rule for an interval; ``per_group``: each
@@ -47,6 +48,7 @@ from speech_calibration.stats.resampling import (
     MIN_CLUSTERS,
     MIN_DISTINCT,
     basic_interval,
+    binomial_interval,
     bootstrap_replicates,
     class_strata,
     cluster_bootstrap_replicates,
@@ -63,6 +65,10 @@ from speech_calibration.stats.resampling import (
 log = logging.getLogger(__name__)
 
 CI_KEYS = ("accuracy", "roc_auc", "ece", "ece_mass", "ece_smooth")  # not ece_debiased: see ECE_INTERVALS
+ACCURACY_INTERVAL = (
+    "accuracy: the exact binomial (Clopper-Pearson) interval of the right answers over the clips, not a bootstrap "
+    "one, which has no width when every clip is right (or wrong); any other ci with one value in every resample "
+    "has none, and says so")
 ECE_INTERVALS = (
     "ece, ece_mass and ece_smooth: basic bootstrap intervals [2 x - q_hi, 2 x - q_lo] (x the estimate, q the "
     "percentiles of the resampled values), kept within [0, 1]: a resample repeats clips, the repeats look surer of "
@@ -94,6 +100,11 @@ def per_group_metrics(y: np.ndarray, series: dict[str, np.ndarray], groups: np.n
                                                                score=_part(scores, name, idx)).items()
                    if k in GROUP_KEYS} for name, p in series.items()}}
     return out
+
+
+def _accuracy_interval(y: np.ndarray, pred: np.ndarray, ci: float) -> dict:
+    """The clip-level interval of the accuracy of ``pred``: exact binomial over the clips (:data:`ACCURACY_INTERVAL`)."""
+    return binomial_interval(int(np.sum(np.asarray(pred) == np.asarray(y))), len(y), ci)
 
 
 def _reflected(key: str, interval: dict, point: float) -> dict:
@@ -131,8 +142,6 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
         for name, p in series.items():
             m = metrics.binary_metrics(yb, p[idx], n_bins=n_bins, decomposition=False, score=_part(scores, name, idx))
             out.update({f"{name}/{k}": v for k, v in m.items()})
-        if tuned:
-            out["tuned/accuracy"] = metrics.accuracy(yb, metrics.predict(series["calibrated"][idx], threshold))
         return out
 
     reps = bootstrap_replicates(stat, len(y), n_boot=n_bootstrap, seed=seed)
@@ -143,11 +152,13 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
                         "delta_ci_p": "two-sided bootstrap p of calibrated minus uncalibrated = 0: "
                                       "(1 + count) / (B + 1) in the smaller tail of the B resampled differences, "
                                       "doubled (at most 1)",
+                        "accuracy_interval": ACCURACY_INTERVAL,
                         "ece_intervals": ECE_INTERVALS}}
-    for name in SERIES:
+    for name, p in series.items():
         block = {k: _r(v) for k, v in point[name].items()}
         block["ci"] = {k: _rounded(_reflected(k, interval_summary(reps[f"{name}/{k}"], ci), point[name][k]))
                        for k in CI_KEYS}
+        block["ci"]["accuracy"] = _rounded(_accuracy_interval(y, metrics.predict(p), ci))
         result[name] = block
     result["delta_ci"] = {
         k: _rounded(paired_difference(
@@ -197,8 +208,7 @@ def evaluate_arrays(y: np.ndarray, p_uncal: np.ndarray, p_cal: np.ndarray, *, th
             "threshold": _r(threshold), "accuracy": _r(metrics.accuracy(y, pred)),
             "acc_speech": _r(metrics.class_accuracy(y, pred, 1)), "acc_nonspeech": _r(metrics.class_accuracy(y, pred, 0)),
             "balanced_accuracy": _r(metrics.balanced_accuracy(y, pred)),
-            "ci": {"accuracy": {k: _r(v) if isinstance(v, float) else v
-                                for k, v in interval_summary(reps["tuned/accuracy"], ci).items()}}}
+            "ci": {"accuracy": _rounded(_accuracy_interval(y, pred, ci))}}
     return result
 
 

@@ -118,7 +118,9 @@ def study_lines(per_seed: Sequence[Mapping[str, float]], *, ci: float = 0.95, ex
     for label, key in STUDY_LINES + (EXTRA_LINES if extra else ()):
         t = seed_interval([_num(m.get(key)) for m in per_seed], key, ci)
         text = f"{label + ':':<11}{fmt_mean_sd(key, t['mean'], t['sd'])}"
-        if with_interval and t["k"] >= 2:
+        if with_interval and t["k"] >= 2 and t["sd"] == 0:  # a zero-width interval would claim certainty
+            text = f"{text:<28}[the {t['k']} seeds agree: no spread to make a t-CI of]"
+        elif with_interval and t["k"] >= 2:
             text = f"{text:<28}[{int(round(100 * ci))}% t-CI {fmt_value(key, t['lo'])}, {fmt_value(key, t['hi'])}]"
         lines.append(text)
     return lines

@@ -298,14 +298,36 @@ def percentile_interval(replicates: np.ndarray, ci: float = 0.95, *, interpolate
     return float(lo), float(hi)
 
 
-def interval_summary(replicates: np.ndarray, ci: float = 0.95) -> dict[str, float]:
-    """``{"lo", "hi"}`` of the percentile interval, and ``n_nan`` when some resamples had the metric undefined."""
-    lo, hi = percentile_interval(replicates, ci)
-    out = {"lo": lo, "hi": hi}
-    n_nan = int(np.isnan(np.asarray(replicates, dtype=float)).sum())
+def interval_summary(replicates: np.ndarray, ci: float = 0.95) -> dict[str, float | str | None]:
+    """``{"lo", "hi"}`` of the percentile interval, and ``n_nan`` when some resamples had the metric undefined; where
+    every defined resample gives one value, ``lo = hi = None`` and the ``reason`` (a zero-width interval would claim
+    a certainty that a resample of these clips cannot give, e.g. ROC-AUC 1 when every resample ranks perfectly)."""
+    r = np.asarray(replicates, dtype=float)
+    n_nan = int(np.isnan(r).sum())
+    values = np.unique(r[~np.isnan(r)])
+    if values.size == 1:
+        out = {"lo": None, "hi": None, "reason": f"the same value ({values[0]:.4g}) in every resample of the clips: "
+                                                 "no spread to make an interval of"}
+    else:
+        lo, hi = percentile_interval(r, ci)
+        out = {"lo": lo, "hi": hi}
     if n_nan:
         out["n_nan"] = n_nan
     return out
+
+
+def binomial_interval(successes: int, n: int, ci: float = 0.95) -> dict[str, float]:
+    """``{"lo", "hi"}``: the exact (Clopper-Pearson) interval of the proportion ``successes / n`` of ``n`` independent
+    trials, the beta quantiles ``B((1 - ci)/2; k, n - k + 1)`` and ``B((1 + ci)/2; k + 1, n - k)``, with 0 and 1 at
+    ``k = 0`` and ``k = n``; NaN bounds for ``n = 0``. Unlike a bootstrap, it has width when every trial succeeds."""
+    from scipy.special import betaincinv  # lazy, as every scipy import here
+
+    if n == 0:
+        return {"lo": math.nan, "hi": math.nan}
+    k, tail = int(successes), (1.0 - ci) / 2.0
+    lo = 0.0 if k == 0 else float(betaincinv(k, n - k + 1, tail))
+    hi = 1.0 if k == n else float(betaincinv(k + 1, n - k, 1.0 - tail))
+    return {"lo": lo, "hi": hi}
 
 
 def paired_difference(point_a: float, point_b: float, rep_a: np.ndarray, rep_b: np.ndarray, *, ci: float = 0.95,
