@@ -2,7 +2,8 @@
 
 Synthetic logits frames in the predictions schema: the full-dev point equals the calibrators the calibrate stage
 writes, subsets are whole groups with both classes, logits drawn at a known temperature give a curve that
-improves and narrows with dev size, and bad params are rejected by key.
+improves and narrows with dev size, a seed without content-free logits stops the stage, pooling counts draws,
+and bad params are rejected by key.
 """
 from __future__ import annotations
 
@@ -18,12 +19,15 @@ from speech_calibration.calibration import calibrators
 from speech_calibration.calibration.dev import calibrate_system
 from speech_calibration.calibration.learning_curve import (
     CURVE_METHODS,
+    Cell,
     Split,
     _fmt,
     _interval,
     draw_group_subsets,
+    pool,
     scores,
     subset_clips,
+    summarise,
     system_curve,
 )
 from speech_calibration.data import schema
@@ -92,6 +96,46 @@ def test_the_largest_size_equals_the_full_dev_fit_of_the_calibrate_stage(tmp_pat
             assert (row["n_repeats"], row["n_dev_mean"], row["test_nll"]["lo"]) == (1, 36.0, None)
             assert row["test_nll"]["mean"] == float(expected["nll"]), method
             assert row["test_ece_smooth"]["mean"] == float(expected["ece_smooth"]), method
+
+
+def test_a_seed_without_content_free_logits_stops_the_stage_naming_the_file(tmp_path, monkeypatch):
+    """The predict stage writes every seed's ``dev_content_free.csv``: one deleted is an error naming it and the
+    predict stage, as ``calibration.method=contextual`` is in the calibrate stage, not a curve without contextual.
+    The outputs of an earlier run are left as they were."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(4)
+    for seed in (1, 2):
+        write_system(seed, rng)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"seeds": [1, 2], "learning_curve": {"sizes": [12, "all"]}}))
+    stage.main([])
+    before = layout.LEARNING_CURVE_JSON.read_text()
+    assert {r["method"] for r in json.loads(before)["pooled"]["rows"]} == set(CURVE_METHODS)
+    missing = layout.seed_files(2).content_free("dev")
+    missing.unlink()
+    with pytest.raises(UserError) as err:
+        stage.main([])
+    message = str(err.value)
+    assert message.startswith(f"{missing}: file not found;") and "predict@2" in message and "\n" not in message
+    assert layout.LEARNING_CURVE_JSON.read_text() == before
+    dev, test = (Split.from_frame(frame(4, 6, rng, prefix=p)) for p in ("dev", "test"))
+    with pytest.raises(ValueError, match="contextual"):  # the library function does not drop it silently either
+        system_curve(dev, test, sizes=["all"], repeats=10, seed=0, temperature_bounds=BOUNDS)
+
+
+def test_pooling_puts_the_seeds_repeats_side_by_side_and_counts_draws():
+    """What the table's words say: the pooled spread is over every seed's repeats, ``share_lower`` counts draws (a
+    subset drawn twice counts twice), ``n_distinct_subsets`` is the most distinct subsets one seed drew."""
+    def cell(method, nll, minus, n_distinct):
+        nll = np.asarray(nll, dtype=float)
+        return Cell(method, 8, np.full(nll.size, 8), np.ones(nll.size, int), {"nll": nll, "ece_smooth": nll / 10},
+                    None if minus is None else np.asarray(minus, dtype=float), n_distinct, {"nll": 0.5, "ece_smooth": 0.1})
+    seed_a = [cell("temperature", [0.3, 0.3, 0.4], None, 2), cell("platt", [0.2, 0.2, 0.5], [-0.1, -0.1, 0.1], 2)]
+    seed_b = [cell("temperature", [0.6, 0.7, 0.8], None, 3), cell("platt", [0.7, 0.8, 0.9], [0.1, 0.1, 0.1], 3)]
+    pooled = {c.method: c for c in pool([seed_a, seed_b])}
+    assert pooled["temperature"].values["nll"].tolist() == [0.3, 0.3, 0.4, 0.6, 0.7, 0.8]
+    row = summarise(pooled["platt"], 0.95)
+    assert row["n_repeats"] == 6 and row["n_distinct_subsets"] == 3
+    assert row["nll_minus_temperature"]["share_lower"] == pytest.approx(2 / 6)  # one subset drawn twice: 2 of 6 draws
 
 
 def test_group_wise_drawing_never_splits_a_group_and_keeps_both_classes():

@@ -11,16 +11,20 @@ is fitted once (a fit is deterministic). The last size, ``all``, is the full-dev
 resampling, equal to the calibrator the calibrate stage writes for that method.
 
 Per method and size: the mean test NLL and top-label smooth ECE (:mod:`speech_calibration.stats.metrics`) over
-the repeats, their percentile interval (the spread over which dev subset one happens to have, on this test set;
-only from ``MIN_DISTINCT`` distinct values on, else their range and the reason in words, as the ``all`` row always),
-the number of repeats and of distinct subsets, the uncalibrated value, and the paired difference to temperature
-scaling on the same subsets (``nll_minus_temperature``: its mean, interval and the share of subsets where the
-method's test NLL is lower). The subsets depend only on ``learning_curve.seed``, the size and the dev groups, so
-every seed's system is refitted on the same subsets.
+the repeats, their percentile interval (only from ``MIN_DISTINCT`` distinct values on, else their range and the
+reason in words, as the ``all`` row always), the number of repeats and of distinct subsets, the uncalibrated value,
+and the paired difference to temperature scaling on the same subsets (``nll_minus_temperature``: its mean, interval
+and ``share_lower``, the share of repeats where the method's test NLL is lower; a subset drawn twice counts twice).
+The subsets depend only on ``learning_curve.seed``, the size and the dev groups, so every seed's system is refitted
+on the same subsets. A seed's rows (``per_seed``) spread over its repeats: which dev subset one happens to have, on
+this test set. The pooled rows (``pooled``) put every seed's repeats side by side, so their spread holds both which
+dev subset one has and which seed trained the model (for ``all``, one fit per seed: the seeds alone).
 
 The label-free methods (``contextual``, ``batch``) are refitted like the others, and come out flat by
 construction: neither reads the dev labels nor the dev logits' values (contextual removes the prior of the
-content-free inputs, batch the prior of the set it scores), so they show what no labelled dev data buys.
+content-free inputs, batch the prior of the set it scores), so they show what no labelled dev data buys. The
+predict stage writes every seed's content-free logits (``dev_content_free.csv``); without that file the stage stops
+with an error naming it rather than leave ``contextual`` out.
 ``none`` is the uncalibrated value every row carries. ``auto`` is not on the curve: it is a choice among these
 methods, and its leave-one-group-out selection needs at least two groups, which the small sizes often lack.
 
@@ -39,6 +43,7 @@ from speech_calibration import layout
 from speech_calibration.calibration.fitting import fit, quiet
 from speech_calibration.calibration.methods import FITTED
 from speech_calibration.data import schema
+from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_path, write_csv, write_json, write_text
 from speech_calibration.params import ALL_DEV, Params
 from speech_calibration.stats import metrics
@@ -131,7 +136,8 @@ def subset_clips(groups, subset: tuple[int, ...]) -> np.ndarray:
 # ----------------------------------------------------------------------------------------- fitting
 @dataclass
 class Cell:
-    """One method at one size: a value per repeat (its subset's fit scored on test)."""
+    """One method at one size: a value per repeat (its subset's fit scored on test); pooled (:func:`pool`), a value
+    per repeat of every seed."""
 
     method: str
     size: int | str
@@ -139,7 +145,7 @@ class Cell:
     n_groups: np.ndarray  # groups in each repeat's subset
     values: dict[str, np.ndarray]  # score name -> test score of each repeat's fit
     minus_reference: np.ndarray | None  # test NLL minus temperature scaling's on the same subset
-    n_distinct: int
+    n_distinct: int  # distinct subsets drawn; pooled, the most any one seed drew
     uncalibrated: dict[str, float] = field(default_factory=dict)
 
 
@@ -148,12 +154,11 @@ def system_curve(dev: Split, test: Split, *, sizes: Sequence[int | str], repeats
                  methods: Sequence[str] = CURVE_METHODS) -> tuple[list[Cell], dict[str, str]]:
     """Every method refitted on dev subsets of every size and scored on the full test set.
 
-    Returns the cells (method x size) and ``{size: reason}`` for each size no subset could be drawn for. Without
-    ``content_free`` logits, ``contextual`` is left out (with a log line).
+    Returns the cells (method x size) and ``{size: reason}`` for each size no subset could be drawn for.
+    ``ValueError`` when ``methods`` holds ``contextual`` and ``content_free`` is None.
     """
     if "contextual" in methods and content_free is None:
-        log.info("learning curve: contextual left out (no content-free logits)")
-        methods = [m for m in methods if m != "contextual"]
+        raise ValueError("contextual is on the curve but no content-free logits were given")
     uncal = {k: float(v) for k, v in scores(test.y, test.logit_a - test.logit_b).items()}
     n_groups = int(_codes(dev.groups).max()) + 1
     everything = tuple(range(n_groups))
@@ -215,7 +220,9 @@ def _interval(values: np.ndarray, ci: float) -> dict:
 
 
 def summarise(cell: Cell, ci: float) -> dict:
-    """One row of the report: means and percentile intervals over the repeats, and the uncalibrated value."""
+    """One row of the report: means and percentile intervals over the cell's repeats (every seed's, for a pooled
+    cell), the uncalibrated value, and against temperature scaling ``share_lower``: the share of repeats (draws, a
+    subset drawn twice counted twice) where the method's test NLL is lower."""
     row = {"method": cell.method, "size": cell.size, "n_repeats": int(cell.n_dev.size), "n_distinct_subsets": cell.n_distinct,
            "n_dev_mean": float(np.mean(cell.n_dev)), "n_dev_min": int(cell.n_dev.min()), "n_dev_max": int(cell.n_dev.max()),
            "n_groups_mean": float(np.mean(cell.n_groups)), "label_free": cell.method in ("contextual", "batch")}
@@ -229,9 +236,11 @@ def summarise(cell: Cell, ci: float) -> dict:
 
 
 def pool(per_seed: Sequence[Sequence[Cell]]) -> list[Cell]:
-    """The seeds' cells of each (method, size) as one cell: their repeats side by side (seeds x repeats values).
+    """The seeds' cells of each (method, size) as one cell: their repeats side by side (seeds x repeats values), so
+    the spread over them holds both the dev subset and the seed; ``n_distinct`` is the most distinct subsets any
+    one seed drew, the uncalibrated values the mean over seeds.
 
-    Only the (method, size) cells every seed has are pooled (a seed without content-free logits has no contextual).
+    Only the (method, size) cells every seed has are pooled (a size drawn for one seed's dev set but not another's).
     """
     out = []
     for cell in per_seed[0]:
@@ -281,12 +290,13 @@ def table_text(rows: Sequence[dict], not_drawn: dict[str, str], *, n_seeds: int,
     first = rows[0] if rows else None
     head = [f"How much dev data each calibration method needs: every method refitted on random dev subsets of whole "
             f"groups ({repeats} per size; {ALL_DEV} = the full-dev fit), each fit scored on the full test set.",
-            f"Mean over {n_seeds} seed(s) x repeats [{level} percentile interval over them: which dev subset you "
-            f"happen to have; for {ALL_DEV}, one fit per seed, so over the seeds alone], or (min to max) where they "
-            f"take fewer than {MIN_DISTINCT} distinct values, too few for an interval; n_dev, groups: clips and "
-            "groups per subset (mean); subsets: distinct subsets drawn. NLL - temperature: paired on the same "
-            "subsets, and the share of subsets where the method's test NLL is lower. contextual and batch use no "
-            "dev labels (flat by construction)."]
+            f"Mean over {n_seeds} seed(s) x repeats [{level} percentile interval over the seeds' repeats pooled: "
+            f"which dev subset you happen to have and which seed trained the model; for {ALL_DEV}, one fit per seed, "
+            f"so over the seeds alone], or (min to max) where they take fewer than {MIN_DISTINCT} distinct values, "
+            "too few for an interval; n_dev, groups: clips and groups per subset (mean); subsets: the most distinct "
+            "subsets any one seed drew. NLL - temperature: paired on the same subset and seed; lower: the share of "
+            "draws (seeds x repeats; a subset drawn twice counts twice) where the method's test NLL is lower. "
+            "contextual and batch use no dev labels (flat by construction)."]
     if first:
         head.append(f"Uncalibrated (mean over seeds): test NLL {first['uncalibrated_nll']:.3f}, "
                     f"smooth ECE {first['uncalibrated_ece_smooth']:.3f}.")
@@ -350,7 +360,8 @@ def plot_png(path, rows: Sequence[dict], *, title: str) -> None:
 def run_learning_curve(p: Params) -> dict:
     """The ``learning_curve`` stage: every seed's dev/test predictions in, the JSON, table and plots out.
 
-    Reads ``seeds``, ``learning_curve``, ``calibration.temperature_bounds`` and ``evaluate.ci``.
+    Reads ``seeds``, ``learning_curve``, ``calibration.temperature_bounds`` and ``evaluate.ci``. A seed without
+    ``dev_content_free.csv`` is a :class:`~speech_calibration.errors.UserError` naming the file.
     """
     cfg, ci = p.learning_curve, p.evaluate.ci
     per_seed, result = [], {"sizes": list(cfg.sizes), "repeats": cfg.repeats, "seed": cfg.seed, "ci": ci,
@@ -360,9 +371,13 @@ def run_learning_curve(p: Params) -> dict:
         files = layout.seed_files(seed)
         dev = Split.from_frame(schema.read_predictions(files.predictions("dev")))
         test = Split.from_frame(schema.read_predictions(files.predictions("test")))
+        content_free = schema.read_content_free(files.content_free("dev"))
+        if content_free is None:  # predict writes it for every seed: missing means deleted or a stale predict
+            raise UserError(f"{files.content_free('dev')}: file not found; the learning curve fits contextual, which "
+                            f"needs the content-free logits the predict stage writes (re-run it: dvc repro "
+                            f"predict@{seed})")
         cells, skipped = system_curve(dev, test, sizes=cfg.sizes, repeats=cfg.repeats, seed=cfg.seed,
-                                      temperature_bounds=p.calibration.temperature_bounds,
-                                      content_free=schema.read_content_free(files.content_free("dev")))
+                                      temperature_bounds=p.calibration.temperature_bounds, content_free=content_free)
         per_seed.append(cells)
         not_drawn.update(skipped)
         result["per_seed"][files.system] = {"n_dev": int(dev.y.size), "n_dev_groups": int(len(set(dev.groups))),
