@@ -64,13 +64,16 @@ def test_aggregate_refuses_a_missing_or_non_numeric_metric(damaged, capsys, file
 
 
 def test_aggregate_keeps_the_nulls_evaluate_writes_for_undefined_metrics(damaged, capsys):
-    """ROC-AUC is undefined (null) where a class is absent, the debiased ECE for fewer than 2 clips: shown as n/a."""
+    """ROC-AUC and a class's accuracy are undefined (null) where a class is absent, the debiased ECE for fewer than 2
+    clips: shown as n/a, and the per-seed figure leaves out the bar."""
     _edit(damaged / SEED_JSON, "calibrated", "roc_auc", None)
+    _edit(damaged / SEED_JSON, "calibrated", "acc_speech", None)
     _edit(damaged / REFERENCE_JSON, "uncalibrated", "ece_debiased", None)
     res = inproc_cli(damaged, capsys, "aggregate")
     assert res.returncode == 0, res.stderr
     summary = json.loads((damaged / "metrics/summary.json").read_text())
     assert summary["per_seed"]["seed_42"]["calibrated"]["roc_auc"] is None
+    assert summary["per_seed"]["seed_42"]["calibrated"]["acc_speech"] is None
     assert summary["references"]["zeroshot"]["uncalibrated"]["ece_debiased"] is None
 
 

@@ -106,7 +106,7 @@ def plot_per_seed(path: str | os.PathLike, table: Sequence[Mapping], *, metrics_
                   title: str) -> None:
     """Grouped bars per seed, uncalibrated vs calibrated, one panel per (metric key, axis label).
 
-    ``table``: rows with ``seed``, ``series``, ``metric`` and ``value``.
+    ``table``: rows with ``seed``, ``series``, ``metric`` and ``value`` (None: undefined, no bar).
     """
     fig = _figure(len(metrics_to_plot), height=3.4)
     axes = fig.subplots(1, len(metrics_to_plot), squeeze=False)[0]
@@ -115,7 +115,8 @@ def plot_per_seed(path: str | os.PathLike, table: Sequence[Mapping], *, metrics_
     for ax, (key, label) in zip(axes, metrics_to_plot):
         for k, (name, (color, _)) in enumerate(SERIES_STYLE.items()):
             vals = [next((r["value"] for r in table if r["seed"] == s and r["series"] == name and r["metric"] == key),
-                         np.nan) for s in seeds]
+                         None) for s in seeds]
+            vals = [np.nan if v is None else v for v in vals]
             ax.bar(x + (k - 0.5) * 0.38, vals, width=0.38, color=color, alpha=0.85, label=name)
         ax.set_xticks(x, seeds, fontsize=8)
         ax.set_title(label, fontsize=10)
