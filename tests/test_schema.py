@@ -358,3 +358,93 @@ def test_study_logits_tables_read_leniently_and_checked(tmp_path):
         path.write_text(text)
         rejected(path, message, read=read_logits_table)
     rejected(tmp_path / "nope.csv", "file not found", read=read_logits_table)
+
+
+PREDICTIONS_HEADER = ",".join(schema.PREDICTIONS_REQUIRED)
+
+
+def _predictions(tmp_path, rows: list[str], name: str = "dev.csv"):
+    """A predictions CSV of ``rows`` (clip_id,group_id,label,ground_truth_token,logit_A,logit_B)."""
+    path = tmp_path / name
+    path.write_text("\n".join([PREDICTIONS_HEADER, *rows]) + "\n")
+    return path
+
+
+def test_predictions_whose_label_and_token_disagree_are_refused(tmp_path):
+    """The stages read ``label``, the study's scripts ``ground_truth_token``: a row where they disagree would give the
+    two different temperatures from one file, so the first such row is named. Swapped answers (prompt.speech_answer
+    B) are consistent, so they pass."""
+    good = ["c1,g1,SPEECH,A,1,0", "c2,g1,NONSPEECH,B,0,1"]
+    assert list(schema.read_predictions(_predictions(tmp_path, good))[schema.LABEL]) == ["SPEECH", "NONSPEECH"]
+    message = rejected(_predictions(tmp_path, [*good, "c3,g2,SPEECH,B,1,0", "c4,g2,NONSPEECH,A,0,1"]),
+                       "row 3: label SPEECH but ground_truth_token 'B', while row 1 (SPEECH too) has 'A'",
+                       "must agree", "fix the row or re-run the stage", read=schema.read_predictions)
+    assert "row 4" not in message
+    swapped = ["c1,g1,SPEECH,B,1,0", "c2,g1,NONSPEECH,A,0,1"]
+    assert list(schema.read_predictions(_predictions(tmp_path, swapped))[schema.GROUND_TRUTH_TOKEN]) == ["B", "A"]
+
+
+def test_predictions_with_other_answer_tokens_need_one_token_per_label(tmp_path):
+    """prompt.speech_answer / nonspeech_answer may be other words: each label then keeps one token, its own."""
+    good = ["c1,g1,SPEECH,Yes,1,0", "c2,g1,NONSPEECH,No,0,1"]
+    assert list(schema.read_predictions(_predictions(tmp_path, good))[schema.GROUND_TRUTH_TOKEN]) == ["Yes", "No"]
+    rejected(_predictions(tmp_path, [*good, "c3,g2,SPEECH,No,1,0"]),
+             "row 3: label SPEECH but ground_truth_token 'No', while row 1 (SPEECH too) has 'Yes'", "must agree",
+             read=schema.read_predictions)
+    rejected(_predictions(tmp_path, [good[0], "c2,g1,NONSPEECH,Yes,0,1"]),
+             "row 2: label NONSPEECH but ground_truth_token 'Yes', while 'Yes' is the token of SPEECH (row 1)",
+             read=schema.read_predictions)
+
+
+def test_a_duplicate_clip_id_names_both_rows(tmp_path):
+    rejected(_predictions(tmp_path, ["c1,g1,SPEECH,A,1,0", "c2,g1,NONSPEECH,B,0,1", "c1,g2,NONSPEECH,B,0,1"]),
+             "row 3: duplicate clip_id 'c1' (also row 1)", "remove or rename one", read=schema.read_predictions)
+
+
+def test_an_empty_file_says_what_to_do(tmp_path, monkeypatch):
+    empty = tmp_path / "dev.csv"
+    empty.write_bytes(b"")
+    rejected(empty, "not a readable CSV (the file is empty); check the path, or re-run the stage that writes it",
+             read=schema.read_predictions)
+    rejected(empty, "not a readable CSV (the file is empty); check the path, or write it with the header "
+             "clip_id,audio_path,label,group_id")
+    rejected(empty, "re-run the predict stage", read=schema.read_content_free)
+    monkeypatch.chdir(tmp_path)
+    split = tmp_path / "data/processed/grouped_split/train_metadata.csv"
+    split.parent.mkdir(parents=True)
+    split.write_bytes(b"")
+    with pytest.raises(UserError, match=r"train_metadata.csv: not a readable CSV \(the file is empty\); re-run `dvc "
+                                        r"repro prepare`"):
+        schema.read_metadata("data/processed/grouped_split/train_metadata.csv")
+
+
+def test_study_tables_refuse_a_label_that_disagrees_with_its_token(tmp_path):
+    """The study's scripts take the class from ground_truth_token; a label beside it (any case, or A/B) must agree."""
+    path = tmp_path / "seed_42_dev.csv"
+    path.write_text("clip_id,label,ground_truth_token,logit_A,logit_B\nc1,speech,A,2,1\nc2,NONSPEECH,b,0,1\n"
+                    "c3,B,B,0,1\n")
+    np.testing.assert_array_equal(read_logits_table(path)[3], [1, 0, 0])
+    path.write_text("clip_id,label,ground_truth_token,logit_A,logit_B\nc1,SPEECH,A,2,1\nc2,SPEECH,B,0,1\n"
+                    "c3,NONSPEECH,A,0,1\n")
+    message = rejected(path, "row 2: label SPEECH but ground_truth_token B; the two must agree (A = SPEECH, "
+                       "B = NONSPEECH)", "fix the row", read=read_logits_table)
+    assert "row 3" not in message
+    path.write_text("clip_id,label,ground_truth_token,logit_A,logit_B\nc1,SPEECH,A,2,1\nc2,speech?,B,0,1\n")
+    rejected(path, "row 2: label 'speech?' is not one of A, B, SPEECH, NONSPEECH", read=read_logits_table)
+
+
+def test_study_tables_refuse_a_duplicate_clip_id(tmp_path):
+    path = tmp_path / "seed_42_dev.csv"
+    path.write_text("clip_id,ground_truth_token,logit_A,logit_B\n007,A,2,1\n7,B,0,1\n")
+    assert len(read_logits_table(path)[0]) == 2  # ids are text: 007 and 7 are two clips
+    path.write_text("clip_id,ground_truth_token,logit_A,logit_B\nc1,A,2,1\nc2,B,0,1\nc3,A,1,0\nc2,B,0,1\n")
+    rejected(path, "row 4: duplicate clip_id 'c2' (also row 2)", "remove or rename one", read=read_logits_table)
+
+
+def test_study_tables_missing_or_empty_say_what_to_do(tmp_path):
+    rejected(tmp_path / "nope.csv", "file not found; check the path", "scripts/evaluate_with_logits.py",
+             read=read_logits_table)
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    rejected(empty, "not a readable CSV (the file is empty); check the path, or write it again",
+             "scripts/evaluate_with_logits.py", read=read_logits_table)

@@ -8,7 +8,9 @@ Metadata CSV (one per split, ``data/processed/grouped_split/{train,dev,test}_met
 Predictions CSV (``predictions/<system>/<split>.csv``), one row per clip: the identity columns,
 ``ground_truth_token``, the two answer-token logits, ``p_speech`` at temperature 1, the predicted
 token, and the log-sum-exp of the full vocabulary at the answer position; optional metadata columns
-are carried through.
+are carried through. ``label`` and ``ground_truth_token`` must agree on every row: each label one answer token
+throughout, the two labels different ones (A on SPEECH rows and B on NONSPEECH rows with the default answers;
+others, or the two swapped, as ``prompt`` in params.yaml sets them).
 
 Every reader here validates what it reads and raises a one-line :class:`UserError` naming the file,
 the row and the fix. The rules that are easy to trip over:
@@ -66,6 +68,9 @@ PREDICTED_TOKEN = "predicted_token"
 LOGSUMEXP_VOCAB = "logsumexp_vocab"  # log-sum-exp of all vocabulary logits at the answer position
 PREDICTIONS_REQUIRED = (CLIP_ID, GROUP_ID, LABEL, GROUND_TRUTH_TOKEN, LOGIT_A, LOGIT_B)
 PREDICTIONS_COLUMNS = PREDICTIONS_REQUIRED + (P_SPEECH, PREDICTED_TOKEN, LOGSUMEXP_VOCAB)
+# the default answer tokens (params.yaml: prompt.speech_answer / nonspeech_answer), which the study's own tables and the
+# VAD baselines always use
+SPEECH_TOKEN, NONSPEECH_TOKEN = "A", "B"
 
 
 
@@ -89,8 +94,10 @@ def level_text(value: float | str) -> str:
     return value if isinstance(value, str) else f"{float(value):g}"
 
 
-def _read_csv(path: Path, missing_fix: str = "") -> pd.DataFrame:
-    """The CSV at ``path`` with ids read as text; ``missing_fix``: what to do when it is not there, for the error."""
+def _read_csv(path: Path, missing_fix: str = "",
+              unreadable_fix: str = "check the path, or write it again as a CSV with a header row") -> pd.DataFrame:
+    """The CSV at ``path`` with ids read as text; ``missing_fix`` and ``unreadable_fix``: what to do when it is not
+    there, or is empty or not a CSV, for the error."""
     if not path.is_file():
         raise UserError(f"{path}: file not found" + (f"; {missing_fix}" if missing_fix else ""))
     try:
@@ -98,7 +105,8 @@ def _read_csv(path: Path, missing_fix: str = "") -> pd.DataFrame:
         return pd.read_csv(path, dtype={CLIP_ID: str, GROUP_ID: str, LABEL: str, AUDIO_PATH: str, SOURCE: str},
                            keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+        why = "the file is empty" if isinstance(err, pd.errors.EmptyDataError) else str(err).splitlines()[0]
+        raise UserError(f"{path}: not a readable CSV ({why}); {unreadable_fix}") from None
 
 
 def _row(df: pd.DataFrame, mask: np.ndarray) -> int:
@@ -127,7 +135,9 @@ def _check_ids_and_labels(df: pd.DataFrame, path: Path) -> None:
     dup = df[CLIP_ID].duplicated().to_numpy()
     if dup.any():
         row = _row(df, dup)
-        raise UserError(f"{path} row {row}: duplicate clip_id '{df[CLIP_ID].iloc[row - 1]}'; clip ids must be unique")
+        clip_id = df[CLIP_ID].iloc[row - 1]
+        raise UserError(f"{path} row {row}: duplicate clip_id '{clip_id}' (also row {_row(df, df[CLIP_ID] == clip_id)}); "
+                        "clip ids must be unique (remove or rename one of the two rows)")
     bad = ~df[LABEL].isin(LABELS).to_numpy()
     if bad.any():
         row = _row(df, bad)
@@ -135,6 +145,21 @@ def _check_ids_and_labels(df: pd.DataFrame, path: Path) -> None:
         meant = f" (here {label.strip().upper()})" if label.strip().upper() in LABELS else ""
         raise UserError(f"{path} row {row}: label '{label}' is not one of {', '.join(LABELS)} ({bad.sum()} of {len(df)} "
                         f"rows are not); write SPEECH or NONSPEECH exactly, in capitals{meant}")
+
+
+def _check_label_matches_token(df: pd.DataFrame, path: Path) -> None:
+    """``label`` and ``ground_truth_token`` agree on every row (see the module doc); labels already checked."""
+    tokens = df[GROUND_TRUTH_TOKEN].astype(str)
+    fix = "fix the row or re-run the stage that wrote the file"
+    first: dict[str, tuple[str, int]] = {}  # label -> (its token, the row it was first seen in)
+    for i, (label, token) in enumerate(zip(df[LABEL], tokens)):
+        seen, row = first.setdefault(label, (token, i + 1))
+        other = next((o for o, (t, _) in first.items() if o != label and t == token), None)
+        if seen != token or other is not None:
+            was = (f"row {row} ({label} too) has '{seen}'" if seen != token
+                   else f"'{token}' is the token of {other} (row {first[other][1]})")
+            raise UserError(f"{path} row {i + 1}: label {label} but ground_truth_token '{token}', while {was}; the two "
+                            f"must agree (one answer token per label, a different one for each): {fix}")
 
 
 def _clip_id_problem(clip_id: str, max_bytes: int) -> str | None:
@@ -214,7 +239,10 @@ def read_metadata(path: str | os.PathLike, *, check_audio: bool = True, require_
     """
     path = Path(path)
     split = os.path.abspath(path.parent) == os.path.abspath(SPLIT_DIR)  # a split CSV: prepare writes it
-    df = _read_csv(path, "run `dvc repro prepare` first (it writes the split CSVs)" if split else "")
+    df = (_read_csv(path, "run `dvc repro prepare` first (it writes the split CSVs)",
+                    "re-run `dvc repro prepare` (it writes the split CSVs)") if split
+          else _read_csv(path, unreadable_fix=f"check the path, or write it with the header {','.join(METADATA_REQUIRED)} "
+                                              "and one row per clip"))
     _check_columns(df, path, METADATA_REQUIRED)
     _check_ids_and_labels(df, path)
     _check_clip_ids_name_files(df, path)
@@ -292,11 +320,13 @@ def read_splits(root: str | os.PathLike = SPLIT_DIR, splits=("train", "dev", "te
 def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
     """Read and validate a predictions CSV (what ``predict`` and ``baselines`` write)."""
     path = Path(path)
-    df = _read_csv(path, missing_fix="run the stage that writes it first (dvc repro writes it)")
+    df = _read_csv(path, missing_fix="run the stage that writes it first (dvc repro writes it)",
+                   unreadable_fix="check the path, or re-run the stage that writes it (dvc repro)")
     _check_columns(df, path, PREDICTIONS_REQUIRED)
     if len(df) == 0:
         raise UserError(f"{path}: no rows; re-run the stage that writes it (dvc repro)")
     _check_ids_and_labels(df, path)
+    _check_label_matches_token(df, path)
     for col in (LOGIT_A, LOGIT_B):
         values = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
         bad = ~np.isfinite(values)
@@ -327,7 +357,7 @@ def stratum_label(stratum: str) -> str:
 # ---- content-free logits
 def content_free_inputs(path: Path) -> list[str]:
     """The names of the content-free inputs in a ``<set>_content_free.csv`` (``silence``, ``noise``), as written."""
-    df = _read_csv(path)
+    df = _read_csv(path, unreadable_fix="re-run the predict stage (it writes the content-free logits)")
     return [str(v) for v in df["input"]] if "input" in df.columns else [f"row {i + 1}" for i in range(len(df))]
 
 
@@ -343,7 +373,7 @@ def read_content_free_frame(path: Path) -> pd.DataFrame | None:
     """The content-free inputs' file (``input``, logits, ...), validated, or None when it does not exist."""
     if not path.is_file():
         return None
-    df = _read_csv(path)
+    df = _read_csv(path, unreadable_fix="re-run the predict stage (it writes the content-free logits)")
     missing = [c for c in ("logit_A", "logit_B") if c not in df.columns]
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(missing)}; the header must include input, logit_A, logit_B")

@@ -1,7 +1,9 @@
 """The study's own predictions CSVs, read leniently, for the wrapper scripts that people migrating from it run.
 
 The pipeline's files follow the contract of :mod:`speech_calibration.data.schema`; the study's tables may
-carry only a truth column and a probability, so :func:`read_logits_table` accepts what they hold.
+carry only a truth column and a probability, so :func:`read_logits_table` accepts what they hold. What both
+readers refuse, this one does too: a ``clip_id`` on two rows, and a row whose ``label`` and ``ground_truth_token``
+disagree (the stages read the label, the scripts the token).
 """
 from __future__ import annotations
 
@@ -10,10 +12,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from speech_calibration.data.schema import NONSPEECH, NONSPEECH_TOKEN, SPEECH, SPEECH_TOKEN
 from speech_calibration.errors import UserError
 from speech_calibration.stats import metrics
 
 PROBABILITY_COLUMNS = ("p_speech", "prob_A")  # the study's names for p(SPEECH), in the order they are looked for
+TRUTH_COLUMNS = ("ground_truth_token", "label")  # the study's truth, in the order it is taken
+SPEECH_WORDS, TRUTH_WORDS = (SPEECH_TOKEN, SPEECH), (SPEECH_TOKEN, NONSPEECH_TOKEN, SPEECH, NONSPEECH)  # any case
+WRITER = "scripts/evaluate_with_logits.py --output_csv writes one"
 
 
 def read_logits_table(path: str | Path):
@@ -22,25 +28,27 @@ def read_logits_table(path: str | Path):
     Needs the truth as ``ground_truth_token`` (A / B, or SPEECH / NONSPEECH) or ``label``, and the score
     as ``logit_A`` and ``logit_B``, else ``p_speech`` or ``prob_A`` (turned into ``logit_A = log(p / (1 - p))``,
     ``logit_B = 0``, p clipped to [1e-12, 1 - 1e-12]). A probability column, where there is one, must hold numbers
-    in [0, 1] (:func:`probabilities`), whichever score is used.
+    in [0, 1] (:func:`probabilities`), whichever score is used. With both truth columns, each row's two must name
+    the same class; a ``clip_id`` column, where there is one, may not hold an id twice.
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: file not found")
+        raise UserError(f"{path}: file not found; check the path ({WRITER})")
     try:
-        df = pd.read_csv(path, dtype={"ground_truth_token": str, "label": str, "predicted_token": str})
+        df = pd.read_csv(path, dtype={"clip_id": str, "ground_truth_token": str, "label": str, "predicted_token": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
-    truth_col = next((c for c in ("ground_truth_token", "label") if c in df.columns), None)
-    if truth_col is None:
+        why = "the file is empty" if isinstance(err, pd.errors.EmptyDataError) else str(err).splitlines()[0]
+        raise UserError(f"{path}: not a readable CSV ({why}); check the path, or write it again ({WRITER})") from None
+    present = [c for c in TRUTH_COLUMNS if c in df.columns]
+    if not present:
         raise UserError(f"{path}: no ground_truth_token (or label) column; the study's CSVs carry logit_A, logit_B, "
                         "ground_truth_token")
-    truth = df[truth_col].astype(str).str.strip().str.upper()
-    ok = truth.isin(["A", "B", "SPEECH", "NONSPEECH"]).to_numpy()
-    if not ok.all():
-        row = int(np.flatnonzero(~ok)[0])
-        raise UserError(f"{path} row {row + 1}: {truth_col} '{df[truth_col].iloc[row]}' is not one of A, B, SPEECH, NONSPEECH")
-    y = truth.isin(["A", "SPEECH"]).to_numpy().astype(np.int64)
+    speech = {col: _speech(df, col, path) for col in present}
+    if len(speech) == 2:
+        _check_truth_columns_agree(df, speech, path)
+    if "clip_id" in df.columns:
+        _check_unique_clip_ids(df, path)
+    y = speech[present[0]]
     p = probabilities(df, path)
     if "logit_A" in df.columns and "logit_B" in df.columns:
         a = pd.to_numeric(df["logit_A"], errors="coerce").to_numpy(float)
@@ -57,6 +65,37 @@ def read_logits_table(path: str | Path):
     if len(df) == 0:
         raise UserError(f"{path}: no rows")
     return df, a, b, y
+
+
+def _speech(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
+    """1 where truth column ``col`` says SPEECH (A or SPEECH, any case), 0 where NONSPEECH; else one line naming the row."""
+    truth = df[col].astype(str).str.strip().str.upper()
+    ok = truth.isin(TRUTH_WORDS).to_numpy()
+    if not ok.all():
+        row = int(np.flatnonzero(~ok)[0])
+        raise UserError(f"{path} row {row + 1}: {col} '{df[col].iloc[row]}' is not one of {', '.join(TRUTH_WORDS)}")
+    return truth.isin(SPEECH_WORDS).to_numpy().astype(np.int64)
+
+
+def _check_truth_columns_agree(df: pd.DataFrame, speech: dict[str, np.ndarray], path: Path) -> None:
+    """``label`` and ``ground_truth_token`` name the same class on every row (``speech``: each one's 0/1)."""
+    bad = speech["label"] != speech["ground_truth_token"]
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise UserError(f"{path} row {row + 1}: label {df['label'].iloc[row]} but ground_truth_token "
+                        f"{df['ground_truth_token'].iloc[row]}; the two must agree ({SPEECH_TOKEN} = {SPEECH}, "
+                        f"{NONSPEECH_TOKEN} = {NONSPEECH}): fix the row or re-run the stage that wrote the file")
+
+
+def _check_unique_clip_ids(df: pd.DataFrame, path: Path) -> None:
+    """No ``clip_id`` on two rows (ids compared without surrounding whitespace; empty cells are not ids)."""
+    ids = df["clip_id"].str.strip()
+    dup = (ids.duplicated() & ids.notna()).to_numpy()
+    if dup.any():
+        row = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero((ids == ids.iloc[row]).to_numpy())[0])
+        raise UserError(f"{path} row {row + 1}: duplicate clip_id '{df['clip_id'].iloc[row]}' (also row {first + 1}); "
+                        "clip ids must be unique (remove or rename one of the two rows)")
 
 
 def probabilities(df: pd.DataFrame, path: str | Path) -> np.ndarray | None:

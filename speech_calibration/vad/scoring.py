@@ -27,7 +27,7 @@ from speech_calibration.vad import detectors as vad
 
 log = logging.getLogger(__name__)
 
-SPEECH_TOKEN, NONSPEECH_TOKEN = "A", "B"  # the study's answer letters: A for SPEECH, B for NONSPEECH
+SPEECH_TOKEN, NONSPEECH_TOKEN = schema.SPEECH_TOKEN, schema.NONSPEECH_TOKEN  # the study's answer letters
 _DROP = {schema.AUDIO_PATH, "audio_file"}  # not carried into predictions
 
 Detector = Callable[[np.ndarray], float]  # 16 kHz mono float32 samples -> clip score in [0, 1]
