@@ -13,7 +13,12 @@ distribution with the true rates in place of drawn labels (2 million forecasts):
 For equal-mass bins the population value is that of 15 bins at the confidence's quantiles (the limit of the
 estimator's bins). The smooth ECE is left out: its population value needs far more clips than this can afford.
 
+With ``--paired``, the same for the difference that ``delta_ci`` reports: the clips' forecasts after temperature
+scaling by ``T`` (``--temperatures``) minus before, on the same resamples, against the population's difference
+of equal-width ECEs. The report keeps these differences' percentile intervals, since both sides lean alike.
+
     python -m benchmarks.ece_intervals [--runs 300] [--n 24 96 400] [--slopes 1 0.5 2]
+    python -m benchmarks.ece_intervals --paired [--slopes 0.5] [--temperatures 2 1.5]
 
 Prints one line per setting; the figures in README.md ("What the numbers claim") come from this script.
 """
@@ -34,10 +39,16 @@ def true_rate(p: np.ndarray, slope: float) -> np.ndarray:
     return metrics.sigmoid(slope * metrics.logit(p))
 
 
-def population_errors(slope: float, rng: np.random.Generator, n: int = 2_000_000) -> dict[str, float]:
-    """Each estimator's population value: ``sum_b P(b) |E[right - conf | b]|`` over its bins."""
-    p = rng.uniform(0.02, 0.98, n)
-    q = true_rate(p, slope)
+def scaled(p: np.ndarray, temperature: float) -> np.ndarray:
+    return metrics.sigmoid(metrics.logit(p) / temperature)
+
+
+def population_errors(slope: float, rng: np.random.Generator, n: int = 2_000_000,
+                      temperature: float = 1.0) -> dict[str, float]:
+    """Each estimator's population value: ``sum_b P(b) |E[right - conf | b]|`` over its bins (of the forecasts
+    scaled by ``temperature``)."""
+    p0 = rng.uniform(0.02, 0.98, n)
+    q, p = true_rate(p0, slope), scaled(p0, temperature)
     conf = np.where(p >= 0.5, p, 1.0 - p)
     right = np.where(p >= 0.5, q, 1.0 - q)  # the probability that the top label is right
     width = np.minimum((conf * N_BINS).astype(int), N_BINS - 1)
@@ -68,6 +79,22 @@ def simulate(slope: float, n: int, runs: int, n_boot: int, rng: np.random.Genera
     return {name: {k: v / runs for k, v in h.items()} for name, h in hits.items()}
 
 
+def simulate_paired(slope: float, temperature: float, n: int, runs: int, n_boot: int, rng: np.random.Generator,
+                    truth: float) -> dict[str, float]:
+    """Coverage of the population's ECE difference ``truth`` (scaled minus raw) by the paired intervals."""
+    hits = {"percentile": 0, "basic": 0}
+    for _ in range(runs):
+        p = rng.uniform(0.02, 0.98, n)
+        y = (rng.uniform(size=n) < true_rate(p, slope)).astype(int)
+        (c0, r0), (c1, r1) = metrics.top_label(y, p), metrics.top_label(y, scaled(p, temperature))
+        idx = bootstrap_indices(n, n_boot, int(rng.integers(2**31)))
+        point = float(metrics.ece(c1, r1, N_BINS) - metrics.ece(c0, r0, N_BINS))
+        lo, hi = percentile_interval(metrics.ece(c1[idx], r1[idx], N_BINS) - metrics.ece(c0[idx], r0[idx], N_BINS), 0.95)
+        hits["percentile"] += lo <= truth <= hi
+        hits["basic"] += 2 * point - hi <= truth <= 2 * point - lo
+    return {k: v / runs for k, v in hits.items()}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=300)
@@ -75,8 +102,20 @@ def main(argv=None) -> None:
     p.add_argument("--slopes", type=float, nargs="+", default=[1.0, 0.5, 2.0])
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--paired", action="store_true", help="the difference after minus before temperature scaling")
+    p.add_argument("--temperatures", type=float, nargs="+", default=[2.0, 1.5])
     args = p.parse_args(argv)
     rng = np.random.default_rng(args.seed)
+    if args.paired:
+        for slope in args.slopes:
+            raw = population_errors(slope, rng)["ECE"]
+            for t in args.temperatures:
+                truth = population_errors(slope, rng, temperature=t)["ECE"] - raw
+                for n in args.n:
+                    res = simulate_paired(slope, t, n, args.runs, args.n_boot, rng, truth)
+                    print(f"slope {slope:g}, T {t:g}, {n} clips, {args.runs} runs: ECE difference {truth:+.3f} covered by "
+                          f"percentile {res['percentile']:.2f}, basic {res['basic']:.2f}", flush=True)
+        return
     for slope in args.slopes:
         truth = population_errors(slope, rng)
         for n in args.n:
