@@ -262,10 +262,11 @@ def cluster_interval(replicates: np.ndarray, n_clusters: int, ci: float = 0.95, 
 def basic_interval(interval: Mapping, point: float, bounds: tuple[float, float] = (0.0, 1.0)) -> dict:
     """``interval`` (a percentile interval: ``lo``, ``hi``, with any other keys) reflected about the point estimate:
     ``[2 point - hi, 2 point - lo]``, each bound kept within ``bounds`` (the basic bootstrap interval of Davison &
-    Hinkley 1997, section 5.2). Where the resampled values sit above the estimate as far as the estimate sits above
-    the truth (a plug-in calibration error: a resample repeats clips, and the repeats look surer of themselves), the
-    reflection takes that lean out, which the percentile interval doubles. An interval without bounds (``lo`` None)
-    is returned as it is; a NaN point gives NaN bounds."""
+    Hinkley 1997, section 5.2). Where the resampled values sit above the estimate as the estimate sits above the
+    truth (a plug-in calibration error: a resample repeats clips, and the repeats look surer of themselves), the
+    percentile interval doubles that lean and the reflection corrects for it, in part (coverage simulated by
+    ``benchmarks/ece_intervals.py``). An interval without bounds (``lo`` None) is returned as it is; a NaN point
+    gives NaN bounds."""
     if interval["lo"] is None:
         return dict(interval)
     low, high = bounds
