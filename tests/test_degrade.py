@@ -40,22 +40,44 @@ def speech_like(seconds: float = 1.5, seed: int = 0, silence_s: float = 0.2) -> 
 
 # ---------------------------------------------------------------------------------------- duration
 @pytest.mark.parametrize("ms", [20, 40, 60, 80, 100, 200, 500, 1000])
-def test_duration_cut_is_exact_length_and_centred(ms):
-    x = np.arange(SR * 1.3)  # a ramp: every sample says where it came from
+def test_duration_cut_is_exact_length_and_the_clip_s_loudest(ms):
+    """A word at 0.2-0.5 s of a 1.3 s clip that is quiet elsewhere (its centre, 0.65 s, a pause): the cut holds the
+    word, not the pause a centre cut would take."""
+    rng = np.random.default_rng(1)
+    x = 0.001 * rng.standard_normal(int(SR * 1.3))
+    word = slice(int(0.2 * SR), int(0.5 * SR))
+    x[word] += 0.1 * np.sin(2 * np.pi * 150 * np.arange(word.stop - word.start) / SR)
     out, start, n = degrade.duration_variant(x, SR, ms, 2.0, -60.0, np.random.default_rng(0))
     assert n == round(ms * SR / 1000) and len(out) == 2 * SR
     segment = out[start:start + n]
-    assert np.array_equal(segment, x[(len(x) - n) // 2:(len(x) - n) // 2 + n])  # the clip's centre ...
-    centre_in = (segment[0] + segment[-1]) / 2
-    assert abs(centre_in - (len(x) - 1) / 2) <= 1  # ... centred on the clip's middle sample
+    energy = [float(np.sum(x[s:s + n] ** 2)) for s in range(len(x) - n + 1)]
+    first = int(np.argmax(energy))
+    assert np.array_equal(segment, x[first:first + n])  # the loudest window of the clip, sample for sample ...
+    if n <= word.stop - word.start:
+        assert word.start <= first and first + n <= word.stop  # ... inside the word
     assert abs((start + (start + n - 1)) / 2 - (len(out) - 1) / 2) <= 1  # and in the container's middle
     pad = np.concatenate([out[:start], out[start + n:]])
     assert abs(20 * np.log10(rms(pad)) - (-60.0)) < 0.5  # low-level noise around it
 
 
+def test_loudest_cut_of_equal_windows_is_the_centre_and_a_longer_cut_is_refused():
+    assert degrade.loudest_cut(np.zeros(100), 10)[1] == 45  # digital silence: every window alike, the centre
+    assert degrade.loudest_cut(np.ones(101), 11)[1] == 45
+    bursts = np.zeros(100)
+    bursts[[10, 94]] = 1.0  # windows holding one burst start at 1..10 or 85..90: the start nearest 45 is 10
+    assert degrade.loudest_cut(bursts, 10)[1] == 10
+
+
+def test_every_band_and_reverb_variant_is_at_its_clean_clip_s_level():
+    x = speech_like(seed=4)
+    for condition, level, y in render_clip(x, "clip", params_mod.Conditions(), SR):
+        if condition in ("band", "reverb"):
+            assert rms(y) == pytest.approx(rms(x), rel=1e-9), (condition, level)
+
+
 def test_duration_longer_than_clip_is_rejected_and_skipped():
     with pytest.raises(ValueError):
-        degrade.centre_cut(np.zeros(100), 101)
+        degrade.loudest_cut(np.zeros(100), 101)
     cfg = params_mod.Conditions()
     variants = render_clip(speech_like(0.05, silence_s=0.0), "short", cfg, SR)  # 50 ms clip
     durations = [lv for c, lv, _ in variants if c == "duration"]
@@ -104,9 +126,11 @@ def test_rendered_snr_variants_hold_their_snr_exactly():
         n = keyed_rng(cfg.seed, "clip", "snr", level).standard_normal(len(x))
         (a, b), *_ = np.linalg.lstsq(np.stack([x, n], axis=1), y, rcond=None)
         assert np.max(np.abs(y - a * x - b * n)) < 1e-12, level  # nothing but the clip and its noise
-        assert 0 < a <= 1 + 1e-12 and np.max(np.abs(y)) <= 0.99 + 1e-12, level  # scaled down, never up
-        if a < 1 - 1e-12:  # scaled: the peak sits exactly at the limit
-            assert np.max(np.abs(y)) == pytest.approx(0.99, abs=1e-12), level
+        assert a > 0 and np.max(np.abs(y)) <= 0.99 + 1e-12, level
+        if np.max(np.abs(y)) < 0.99 - 1e-12:  # at the clean clip's level, so louder never means noisier ...
+            assert rms(y) == pytest.approx(rms(x), rel=1e-9), level
+        else:  # ... unless that level would pass the peak limit: then scaled down to it
+            assert rms(y) < rms(x), level
         assert snr_db(a * x, b * n, seg) == pytest.approx(float(level), abs=SNR_TOL_DB), level
         levels.append(float(level))
     assert levels == cfg.snr_db

@@ -3,9 +3,10 @@
 Every function takes float arrays (mono samples) and returns arrays; randomness comes only from the
 ``numpy.random.Generator`` passed in, so a variant is a deterministic function of its seed.
 
-- **Duration**: a segment of exactly ``round(ms * rate / 1000)`` samples cut from the clip's centre
-  (start ``(len(x) - n) // 2``) and placed in the middle of a fixed container whose remaining samples
-  are low-level white noise (the segment itself is left untouched).
+- **Duration**: a segment of exactly ``round(ms * rate / 1000)`` samples, the clip's loudest (:func:`loudest_cut`:
+  a cut from the centre could fall in a pause between words and still carry the SPEECH label), placed in the
+  middle of a fixed container whose remaining samples are low-level white noise (the segment itself is left
+  untouched).
 - **SNR**: white noise scaled so that ``10 log10(P_signal / P_noise) = snr_db`` exactly, both powers
   measured over the *signal segment* only (see :func:`signal_segment`), so leading or trailing
   silence does not lower the signal power.
@@ -25,10 +26,10 @@ import numpy as np
 from scipy import signal
 
 from speech_calibration.data.signal import (
+    at_rms_of,
     db_to_amplitude,
     decaying_noise,
     power,
-    rms,
     snr_gain,
 )
 
@@ -38,12 +39,17 @@ def n_samples(duration_ms: float, sample_rate: int) -> int:
     return int(round(duration_ms * sample_rate / 1000.0))
 
 
-def centre_cut(x: np.ndarray, n: int) -> tuple[np.ndarray, int]:
-    """The ``n`` samples in the middle of ``x`` and their start index ``(len(x) - n) // 2``."""
+def loudest_cut(x: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+    """The ``n`` consecutive samples of ``x`` with the most energy (sum of squares) and their start index; among
+    windows within 1e-9 of the most, the one whose start is nearest ``(len(x) - n) // 2`` (a clip of digital
+    silence: its centre). The foreground, speech or a sound event, is what the window holds for both classes."""
     x = np.asarray(x)
     if not 0 < n <= len(x):
         raise ValueError(f"cannot cut {n} samples from a clip of {len(x)} samples")
-    start = (len(x) - n) // 2
+    cumulative = np.concatenate([[0.0], np.cumsum(np.square(x, dtype=np.float64))])
+    energy = cumulative[n:] - cumulative[:-n]  # of x[s:s + n], s = 0 .. len(x) - n
+    loudest = np.flatnonzero(energy >= energy.max() * (1.0 - 1e-9))
+    start = int(loudest[np.argmin(np.abs(loudest - (len(x) - n) // 2))])
     return x[start:start + n], start
 
 
@@ -63,9 +69,10 @@ def place_in_container(segment: np.ndarray, length: int, noise_rms: float,
 
 def duration_variant(x: np.ndarray, sample_rate: int, duration_ms: float, container_s: float,
                      noise_dbfs: float, rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
-    """The centre ``duration_ms`` of ``x`` in a ``container_s`` container; returns (audio, start, n)."""
+    """The loudest ``duration_ms`` of ``x`` (:func:`loudest_cut`) in a ``container_s`` container; returns (audio,
+    start in the container, n)."""
     n = n_samples(duration_ms, sample_rate)
-    segment, _ = centre_cut(x, n)
+    segment, _ = loudest_cut(x, n)
     out, start = place_in_container(segment, n_samples(1000.0 * container_s, sample_rate),
                                     db_to_amplitude(noise_dbfs), rng)
     return out, start, n
@@ -148,9 +155,7 @@ def schroeder_t60(h: np.ndarray, sample_rate: int, fit_db: tuple[float, float] =
 def reverberate(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
     """``x`` convolved with ``rir``, cut to ``len(x)`` (same timing, tail dropped) and scaled to ``x``'s RMS."""
     x = np.asarray(x, dtype=np.float64)
-    y = signal.fftconvolve(x, np.asarray(rir, dtype=np.float64))[:len(x)]
-    r_in, r_out = rms(x), rms(y)
-    return y * (r_in / r_out) if r_out > 0 else y
+    return at_rms_of(signal.fftconvolve(x, np.asarray(rir, dtype=np.float64))[:len(x)], x)
 
 
 # -------------------------------------------------------------------------------------- band-limiting

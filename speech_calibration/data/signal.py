@@ -40,6 +40,14 @@ def unit_rms(x: np.ndarray) -> np.ndarray:
     return (x / r).astype(np.float32) if r > 0 else x.astype(np.float32)
 
 
+def at_rms_of(y: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``y`` scaled to the RMS of ``reference`` (``y`` as it is when it is silent): a variant at its clean clip's
+    level, so that the level says nothing of the condition; a scale keeps every SNR and T60 intact."""
+    y = np.asarray(y, dtype=np.float64)
+    r_y = rms(y)
+    return y * (rms(reference) / r_y) if r_y > 0 else y
+
+
 def fit_peak(y: np.ndarray, peak: float = 0.99, dtype: type = np.float64) -> np.ndarray:
     """Scale ``y`` (as ``dtype``) down, never up, so that ``max |y| <= peak``; a scale keeps every SNR and T60 intact."""
     y = np.asarray(y, dtype=dtype)

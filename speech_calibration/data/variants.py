@@ -4,12 +4,15 @@ For every clip of ``data/processed/grouped_split/test_metadata.csv`` this writes
 and one variant per level of each dimension of ``params.yaml: conditions`` (see :mod:`speech_calibration.data.degrade`
 for what each transform does):
 
-- ``duration``: the centre ``durations_ms`` of the clip in the middle of a ``container_s`` container
+- ``duration``: the loudest ``durations_ms`` of the clip in the middle of a ``container_s`` container
   padded with white noise at ``container_noise_dbfs`` (a level longer than the clip is skipped, never
   padded or looped, so every duration variant is exactly its length);
 - ``snr``: white noise at ``snr_db``, measured over the clip's signal segment only;
 - ``reverb``: a seeded synthetic room response of T60 ``t60_s``;
 - ``band``: Butterworth ``telephone`` band-pass, ``lowpass`` or ``highpass``.
+
+Every SNR, reverb and band variant is brought back to its clean clip's RMS (then, like every variant, scaled down
+only if a peak passes 0.99), so a louder or quieter clip never tells the model which condition it is.
 
 Outputs ``data/processed/conditions/`` (written whole, atomically): ``audio/<clip_id>.wav`` and
 ``conditions_metadata.csv`` in the data contract of :mod:`speech_calibration.data.schema` plus ``base_clip_id``,
@@ -37,7 +40,7 @@ from speech_calibration.data.schema import (
     LEVEL,
     level_text,
 )
-from speech_calibration.data.signal import fit_peak
+from speech_calibration.data.signal import at_rms_of, fit_peak
 from speech_calibration.errors import UserError
 from speech_calibration.fileio import atomic_dir, write_csv
 from speech_calibration.parallel import map_forked
@@ -70,14 +73,14 @@ def render_clip(x: np.ndarray, clip_id: str, cfg: params_mod.Conditions, rate: i
     for snr in [] if silent else cfg.snr_db:
         level = level_text(snr)
         y = degrade.add_noise_at_snr(x, snr, keyed_rng(cfg.seed, clip_id, "snr", level), segment)
-        out.append(("snr", level, fit_peak(y)))
+        out.append(("snr", level, fit_peak(at_rms_of(y, x))))  # at the clean level: louder is not noisier
     for t60 in cfg.t60_s:
         level = level_text(t60)
         rir = degrade.synthetic_rir(t60, rate, keyed_rng(cfg.seed, clip_id, "reverb", level))
         out.append(("reverb", level, fit_peak(degrade.reverberate(x, rir))))
     for kind in cfg.band:
         sos = degrade.band_filter_sos(kind, rate, cfg.band_low_hz, cfg.band_high_hz, cfg.filter_order)
-        out.append(("band", kind, fit_peak(degrade.band_limit(x, sos))))
+        out.append(("band", kind, fit_peak(at_rms_of(degrade.band_limit(x, sos), x))))
     return out
 
 
