@@ -13,10 +13,12 @@ The signal is kept honest, so a model has to hear the voice to tell the classes 
   foreground-to-background ratio drawn from the same ``snr_db`` list;
 - every clip is normalised to ``level_dbfs`` RMS plus a uniform random gain of ``+-level_jitter_db``.
 
-Determinism: every random draw comes from ``numpy.random.SeedSequence(seed, spawn_key=...)`` keyed by
-(split, group, clip), so a clip does not change when another does; all speech of a corpus is
-synthesised in one seeded batch (:func:`speech_calibration.data.espeak.synthesize_batch`), so the same
-params give byte-identical audio in every run.
+Determinism: every random draw of this module comes from ``numpy.random.SeedSequence(seed, spawn_key=...)``
+keyed by (split, group, clip), so a clip's plan, background and mixing do not change when another clip's do. All
+speech of a corpus is synthesised in one seeded batch (:func:`speech_calibration.data.espeak.synthesize_batch`), so
+the same params give byte-identical audio in every run; but eSpeak NG's state carries from one utterance to the
+next, so an utterance's waveform also depends on every utterance spoken before it in the batch (a change to the
+train split's speech changes the dev and test voices' audio too, not their plans).
 
 Public functions: :func:`plan_corpus` (params -> sessions and clip plans, no audio), :func:`render_parts`
 and :func:`mix` (one clip's background and foreground, then the mixture), :func:`render_clip` (both),
