@@ -349,14 +349,17 @@ def test_study_logits_tables_read_leniently_and_checked(tmp_path):
     _, a, b, y = read_logits_table(path)
     np.testing.assert_allclose(a - b, [0.0, np.log(1 / 3)])
     np.testing.assert_array_equal(y, [1, 0])
-    for text, message in (("clip_id,logit_A,logit_B\nc1,1,2\n", "no ground_truth_token (or label) column"),
-                          ("ground_truth_token,logit_A,logit_B\nA,1,2\nC,1,2\n",
-                           "row 2: ground_truth_token 'C' is not one of"),
-                          ("ground_truth_token,score\nA,1\n", "no logit_A and logit_B (or p_speech / prob_A) columns"),
-                          ("ground_truth_token,logit_A,logit_B\nA,1,x\n",
-                           "row 1: logit_A / logit_B is not a finite number")):
+    for text, message, fix in (("clip_id,logit_A,logit_B\nc1,1,2\n", "no ground_truth_token (or label) column",
+                                "the study's CSVs carry"),
+                               ("ground_truth_token,logit_A,logit_B\nA,1,2\nC,1,2\n",
+                                "row 2: ground_truth_token 'C' is not one of", "fix the cell"),
+                               ("ground_truth_token,score\nA,1\n", "no logit_A and logit_B (or p_speech / prob_A) columns",
+                                "add the scores"),
+                               ("ground_truth_token,logit_A,logit_B\nA,1,x\n",
+                                "row 1: logit_A / logit_B is not a finite number", "fix or drop the row"),
+                               ("ground_truth_token,logit_A,logit_B\n", "no rows", "one row per clip")):
         path.write_text(text)
-        rejected(path, message, read=read_logits_table)
+        rejected(path, message, fix, read=read_logits_table)
     rejected(tmp_path / "nope.csv", "file not found", read=read_logits_table)
 
 

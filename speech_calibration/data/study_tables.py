@@ -58,12 +58,14 @@ def read_logits_table(path: str | Path):
         col = next(c for c in PROBABILITY_COLUMNS if c in df.columns)
         a, b, cols = metrics.logit(np.clip(p, 1e-12, 1 - 1e-12)), np.zeros(len(p)), col
     else:
-        raise UserError(f"{path}: no logit_A and logit_B (or p_speech / prob_A) columns")
+        raise UserError(f"{path}: no logit_A and logit_B (or p_speech / prob_A) columns; add the scores, or write the "
+                        f"table again ({WRITER})")
     bad = ~(np.isfinite(a) & np.isfinite(b))
     if bad.any():
-        raise UserError(f"{path} row {int(np.flatnonzero(bad)[0]) + 1}: {cols} is not a finite number")
+        raise UserError(f"{path} row {int(np.flatnonzero(bad)[0]) + 1}: {cols} is not a finite number; fix or drop the "
+                        "row")
     if len(df) == 0:
-        raise UserError(f"{path}: no rows")
+        raise UserError(f"{path}: no rows; a table needs one row per clip ({WRITER})")
     return df, a, b, y
 
 
@@ -73,7 +75,8 @@ def _speech(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
     ok = truth.isin(TRUTH_WORDS).to_numpy()
     if not ok.all():
         row = int(np.flatnonzero(~ok)[0])
-        raise UserError(f"{path} row {row + 1}: {col} '{df[col].iloc[row]}' is not one of {', '.join(TRUTH_WORDS)}")
+        raise UserError(f"{path} row {row + 1}: {col} '{df[col].iloc[row]}' is not one of {', '.join(TRUTH_WORDS)}; "
+                        "fix the cell")
     return truth.isin(SPEECH_WORDS).to_numpy().astype(np.int64)
 
 
