@@ -1,5 +1,5 @@
-"""``dvc.yaml`` tells the truth: each stage's code deps are exactly what its script executes, and its paths are
-the ones ``speech_calibration/layout.py`` spells.
+"""``dvc.yaml`` tells the truth: each stage's code deps are exactly what its script executes, its params exactly the
+keys its code reads, and its paths are the ones ``speech_calibration/layout.py`` spells.
 
 The static checks read the source and ``dvc.yaml`` (quick tier). The slow ones run the real ``dvc`` on the
 shrunk study (``study`` fixture, tests/conftest.py): editing one library module makes ``dvc status`` name
@@ -7,6 +7,8 @@ exactly the stages that import it, and a ``tiny_model.*`` change leaves a study 
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import re
 import shutil
@@ -178,3 +180,98 @@ def test_tiny_model_change_leaves_a_study_on_another_model_up_to_date(study, tmp
     assert changed_stages(repo) == set()
     edit_params(repo, {"tiny_model.window_s": 8.0})
     assert changed_stages(repo) == {"tiny_model"}
+
+
+# ------------------------------------------------------------------------------------------------ params truth
+class _Recording:
+    """A view of a Params (or one of its sections) that records the dotted key of every value read through it."""
+
+    def __init__(self, obj, key: str, read: set[str]):
+        object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_read", read)
+
+    def __getattr__(self, name):
+        value = getattr(self._obj, name)
+        key = f"{self._key}.{name}" if self._key else name
+        if dataclasses.is_dataclass(value):
+            return _Recording(value, key, self._read)
+        if not name.startswith("_") and not callable(value):
+            self._read.add(key)
+        return value
+
+
+def _leaves(obj, key: str) -> set[str]:
+    """The dotted keys of every non-section value under ``obj`` (a Params section)."""
+    if not dataclasses.is_dataclass(obj):
+        return {key}
+    return set().union(*(_leaves(getattr(obj, f.name), f"{key}.{f.name}") for f in dataclasses.fields(obj)))
+
+
+# params a stage lists whole although which of their keys it reads depends on another key (DVC cannot declare keys
+# conditionally): prepare reads data.synthetic, data.csv or data.presplit, as data.source says
+PARTLY_READ = {("prepare", "data")}
+
+
+def _params_problems(stage: str, declared: list[str], read: set[str], defaults) -> list[str]:
+    def covers(outer: str, inner: str) -> bool:
+        return inner == outer or inner.startswith(outer + ".")
+
+    problems = [f"{stage}: reads {key}, which its params do not list" for key in sorted(read)
+                if not any(covers(d, key) for d in declared)]
+    for entry in declared:
+        value = defaults
+        for part in entry.split("."):
+            value = getattr(value, part)
+        unread = sorted(leaf for leaf in _leaves(value, entry)
+                        if not any(covers(r, leaf) or covers(leaf, r) for r in read))
+        if unread and (stage, entry) not in PARTLY_READ:
+            problems.append(f"{stage}: lists {entry}, but never reads {', '.join(unread)}")
+    return problems
+
+
+@pytest.mark.slow
+def test_every_stage_lists_exactly_the_params_it_reads(study, tmp_path, monkeypatch):
+    """Each stage of the shrunk study, run in this process on a copy with ``params.load`` handing out a recording
+    view: every key it reads is in its dvc.yaml ``params`` (else ``dvc exp run -S key=...`` leaves it stale), and every
+    key listed is read (else changing it re-runs the stage for nothing). One worker, so that no read happens in a
+    child process."""
+    import importlib
+
+    from speech_calibration import cli
+    from speech_calibration.model import training
+    from speech_calibration.parallel import WORKERS_ENV
+
+    repo = copy_repo(study, tmp_path / "repo")
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv(WORKERS_ENV, "1")
+    load, plain_asdict = params.load, dataclasses.asdict
+    read: set[str] = set()
+
+    def recording_asdict(obj, *args, **kwargs):  # a section copied whole (train_info.json) is read whole
+        if isinstance(obj, _Recording):
+            read.update(_leaves(obj._obj, obj._key))
+            obj = obj._obj
+        return plain_asdict(obj, *args, **kwargs)
+
+    monkeypatch.setattr(params, "load", lambda path="params.yaml": _Recording(load(path), "", read))
+    monkeypatch.setattr(dataclasses, "asdict", recording_asdict)
+    monkeypatch.setattr(training, "asdict", recording_asdict)
+    defaults, raw = load(repo / "params.yaml"), yaml.safe_load((repo / "params.yaml").read_text())
+    problems, ran = [], []
+    for name, spec in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].items():
+        if "matrix" in spec:
+            continue  # the evaluation sets' stages: none in the study
+        items = spec.get("foreach", [None])
+        if isinstance(items, str):  # ${seeds}, ${baselines.score_conditions}, ${eval_sets}: from params.yaml
+            items = functools.reduce(lambda value, part: value[part], items[2:-1].split("."), raw)
+        if not items:
+            continue  # no evaluation set
+        spec = spec.get("do", spec)
+        module, *argv = spec["cmd"].replace("${item}", str(list(items)[0])).split()[2:]
+        read.clear()
+        cli.run(importlib.import_module(module).main, argv)
+        problems += _params_problems(name, [p for p in spec.get("params", []) if isinstance(p, str)], set(read), defaults)
+        ran.append(name)
+    assert len(ran) >= 17, ran  # every stage of the pipeline but the evaluation sets'
+    assert problems == []
