@@ -149,10 +149,15 @@ def test_clip_level_paired_p_counts_the_smaller_tail_plus_one():
 
 
 def test_basic_interval_reflects_the_percentile_interval_about_the_estimate():
-    """[2 x - hi, 2 x - lo], kept within the bounds; no interval and a NaN estimate pass through."""
+    """[2 x - hi, 2 x - lo], kept within the bounds; no interval and a NaN estimate pass through; bounds that shut
+    it to one value give none."""
     assert basic_interval({"lo": 0.30, "hi": 0.50, "n_nan": 2}, 0.35) == pytest.approx({"lo": 0.20, "hi": 0.40, "n_nan": 2})
     assert basic_interval({"lo": 0.10, "hi": 0.30}, 0.12) == pytest.approx({"lo": 0.0, "hi": 0.14})  # floored at 0
-    assert basic_interval({"lo": 0.6, "hi": 0.8}, 0.95) == pytest.approx({"lo": 1.0, "hi": 1.0})  # capped at 1
+    assert basic_interval({"lo": 0.10, "hi": 0.20}, 0.09) == pytest.approx({"lo": 0.0, "hi": 0.08})  # below x
+    for interval, x in (({"lo": 0.05, "hi": 0.16}, 0.02), ({"lo": 0.6, "hi": 0.8}, 0.95)):  # [0, 0] and [1, 1]
+        shut = basic_interval({**interval, "n_nan": 1}, x)
+        assert shut["lo"] is None and shut["hi"] is None and shut["n_nan"] == 1, shut
+        assert "reflected interval shuts to" in shut["reason"], shut
     none = {"lo": None, "hi": None, "reason": "3 groups: too few"}
     assert basic_interval(none, 0.2) == none
     assert all(math.isnan(v) for v in basic_interval({"lo": 0.1, "hi": 0.3}, math.nan).values())
@@ -160,7 +165,7 @@ def test_basic_interval_reflects_the_percentile_interval_about_the_estimate():
 
 def test_evaluate_reflects_the_ece_intervals_and_gives_none_for_the_debiased_ece():
     """The report's ECE interval is the clip-bootstrap percentile interval of the same resamples, reflected about
-    the estimate; accuracy's is the plain percentile interval; ece_debiased has no interval."""
+    the estimate; accuracy's is the exact binomial interval; ece_debiased has no interval."""
     from speech_calibration.report.evaluation import evaluate_arrays
 
     rng = np.random.default_rng(4)

@@ -71,7 +71,8 @@ ACCURACY_INTERVAL = (
     "has none, and says so")
 ECE_INTERVALS = (
     "ece, ece_mass and ece_smooth: basic bootstrap intervals [2 x - q_hi, 2 x - q_lo] (x the estimate, q the "
-    "percentiles of the resampled values), kept within [0, 1]: a resample repeats clips, the repeats look surer of "
+    "percentiles of the resampled values), kept within [0, 1], so it can lie below x (none where [0, 1] would shut "
+    "it to one value): a resample repeats clips, the repeats look surer of "
     "themselves, so the resampled values sit above the estimate as the estimate sits above the truth; reflecting "
     "corrects much of that, not all: on small test sets these intervals are still too short (coverage measured in "
     "README.md, What the numbers claim); ece_debiased has none: its correction for bin noise assumes distinct clips")

@@ -265,8 +265,10 @@ def basic_interval(interval: Mapping, point: float, bounds: tuple[float, float] 
     Hinkley 1997, section 5.2). Where the resampled values sit above the estimate as the estimate sits above the
     truth (a plug-in calibration error: a resample repeats clips, and the repeats look surer of themselves), the
     percentile interval doubles that lean and the reflection corrects for it, in part (coverage simulated by
-    ``benchmarks/ece_intervals.py``). An interval without bounds (``lo`` None) is returned as it is; a NaN point
-    gives NaN bounds."""
+    ``benchmarks/ece_intervals.py``). The reflected interval need not hold the estimate (when most resampled values
+    sit above twice its distance from the lower percentile). An interval without bounds (``lo`` None) is returned as
+    it is; a NaN point gives NaN bounds; one that ``bounds`` would shut to a single value (every resampled value
+    more than twice the estimate: ``[0, 0]``) gives none, and the reason."""
     if interval["lo"] is None:
         return dict(interval)
     low, high = bounds
@@ -275,6 +277,10 @@ def basic_interval(interval: Mapping, point: float, bounds: tuple[float, float] 
     else:
         lo = min(max(2.0 * point - interval["hi"], low), high)
         hi = min(max(2.0 * point - interval["lo"], low), high)
+        if lo == hi:
+            return {**interval, "lo": None, "hi": None,
+                    "reason": f"the resampled values sit so far from the estimate ({point:.4g}) that the reflected "
+                              f"interval shuts to {lo:g}: no interval"}
     return {**interval, "lo": lo, "hi": hi}
 
 
