@@ -9,8 +9,8 @@ For each seed reads ``<predictions_dir>/<test_pattern with {seed}>`` and prints 
 summary lines, mean ± SD over seeds: ``Overall:``, ``SPEECH:``, ``NONSPEECH:``, ``ECE:``, ``ROC-AUC:``.
 A CSV needs ``ground_truth_token`` (A/B or SPEECH/NONSPEECH) and a score: p(SPEECH) is taken from
 ``p_speech`` (e.g. at the calibrated temperature), else ``prob_A``, else ``sigmoid(logit_A - logit_B)``; the
-prediction from ``predicted_token`` when present, else ``p >= 0.5``. As in the stages, a ``label`` column must
-agree with the token on every row and no ``clip_id`` may repeat.
+prediction from ``predicted_token`` when present, else ``p >= 0.5``. A ``label`` column must agree with the token
+on every row, with the study's answers (A = SPEECH, B = NONSPEECH), and no ``clip_id`` may repeat.
 """
 from __future__ import annotations
 

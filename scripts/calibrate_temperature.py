@@ -8,9 +8,9 @@
 Fits T by minimising the dev NLL of ``softmax([logit_A, logit_B] / T)`` (the pipeline's ``calibrate``
 stage with ``calibration.method: temperature``), writes T as ``%.6f``, and prints the study's summary
 lines before -> after. The CSV needs ``ground_truth_token`` (A/B or SPEECH/NONSPEECH) and ``logit_A`` and
-``logit_B`` (else ``p_speech`` or ``prob_A``); as in the stages, a ``label`` column must agree with the token
-on every row and no ``clip_id`` may repeat. Accuracy is printed too: with two answer tokens it cannot
-change, since dividing both logits by T > 0 keeps the larger one larger.
+``logit_B`` (else ``p_speech`` or ``prob_A``); a ``label`` column must agree with the token on every row, with
+the study's answers (A = SPEECH, B = NONSPEECH), and no ``clip_id`` may repeat. Accuracy is printed too: with
+two answer tokens it cannot change, since dividing both logits by T > 0 keeps the larger one larger.
 """
 from __future__ import annotations
 

@@ -430,7 +430,8 @@ def test_study_tables_refuse_a_label_that_disagrees_with_its_token(tmp_path):
     path.write_text("clip_id,label,ground_truth_token,logit_A,logit_B\nc1,SPEECH,A,2,1\nc2,SPEECH,B,0,1\n"
                     "c3,NONSPEECH,A,0,1\n")
     message = rejected(path, "row 2: label SPEECH but ground_truth_token B; the two must agree (A = SPEECH, "
-                       "B = NONSPEECH)", "fix the row", read=read_logits_table)
+                       "B = NONSPEECH, the study's answers)", "fix the row", "prompt.speech_answer",
+                       read=read_logits_table)
     assert "row 3" not in message
     path.write_text("clip_id,label,ground_truth_token,logit_A,logit_B\nc1,SPEECH,A,2,1\nc2,speech?,B,0,1\n")
     rejected(path, "row 2: label 'speech?' is not one of A, B, SPEECH, NONSPEECH", read=read_logits_table)

@@ -1,9 +1,10 @@
 """The study's own predictions CSVs, read leniently, for the wrapper scripts that people migrating from it run.
 
 The pipeline's files follow the contract of :mod:`speech_calibration.data.schema`; the study's tables may
-carry only a truth column and a probability, so :func:`read_logits_table` accepts what they hold. What both
-readers refuse, this one does too: a ``clip_id`` on two rows, and a row whose ``label`` and ``ground_truth_token``
-disagree (the stages read the label, the scripts the token).
+carry only a truth column and a probability, so :func:`read_logits_table` accepts what they hold. Like the
+stages' reader it refuses a ``clip_id`` on two rows and a row whose ``label`` and ``ground_truth_token`` disagree
+(the stages read the label, the scripts the token); unlike it, it holds the study's answers, A = SPEECH and
+B = NONSPEECH, so a file the stages scored with other answers (``prompt.speech_answer``) is refused here.
 """
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ def _check_truth_columns_agree(df: pd.DataFrame, speech: dict[str, np.ndarray], 
         row = int(np.flatnonzero(bad)[0])
         raise UserError(f"{path} row {row + 1}: label {df['label'].iloc[row]} but ground_truth_token "
                         f"{df['ground_truth_token'].iloc[row]}; the two must agree ({SPEECH_TOKEN} = {SPEECH}, "
-                        f"{NONSPEECH_TOKEN} = {NONSPEECH}): fix the row or re-run the stage that wrote the file")
+                        f"{NONSPEECH_TOKEN} = {NONSPEECH}, the study's answers): fix the row, or for a file scored "
+                        "with other answers (prompt.speech_answer) use the pipeline's stages, not these scripts")
 
 
 def _check_unique_clip_ids(df: pd.DataFrame, path: Path) -> None:

@@ -69,8 +69,8 @@ def run_references(params: Params, workers: int | None = None) -> dict:
         needed = (files.predictions("dev"), files.predictions("test"))
         missing = [p for p in needed if not p.is_file()]
         if len(missing) == 1:
-            present = next(p for p in needed if p not in missing)
-            raise UserError(f"{missing[0]}: file not found, though {present} exists (evaluate.references: {name}); "
+            found = next(p for p in needed if p not in missing)
+            raise UserError(f"{missing[0]}: file not found, though {found} exists (evaluate.references: {name}); "
                             f"{_writer(name)}")
         if missing:
             reason = f"{', '.join(map(str, missing))} absent"
