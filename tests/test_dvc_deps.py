@@ -1,5 +1,6 @@
 """``dvc.yaml`` tells the truth: each stage's code deps are exactly what its script executes, its params exactly the
-keys its code reads, and its paths are the ones ``speech_calibration/layout.py`` spells.
+keys its code reads (checked on every stage but the evaluation sets', which the shrunk study has none of), and its
+paths are the ones ``speech_calibration/layout.py`` spells.
 
 The static checks read the source and ``dvc.yaml`` (quick tier). The slow ones run the real ``dvc`` on the
 shrunk study (``study`` fixture, tests/conftest.py): editing one library module makes ``dvc status`` name
@@ -235,7 +236,8 @@ def test_every_stage_lists_exactly_the_params_it_reads(study, tmp_path, monkeypa
     """Each stage of the shrunk study, run in this process on a copy with ``params.load`` handing out a recording
     view: every key it reads is in its dvc.yaml ``params`` (else ``dvc exp run -S key=...`` leaves it stale), and every
     key listed is read (else changing it re-runs the stage for nothing). One worker, so that no read happens in a
-    child process."""
+    child process. Not covered: the evaluation sets' stages (the study has none), and a key read inside a method of
+    a params section (not through the view)."""
     import importlib
 
     from speech_calibration import cli
