@@ -128,7 +128,7 @@ def simulate_groups(slope: float, groups: int, per_group: int, spread: float, ru
         with_interval += 1
         basic = basic_interval(interval, point)
         hits["percentile"] += interval["lo"] <= truth <= interval["hi"]
-        hits["basic"] += basic["lo"] <= truth <= basic["hi"]
+        hits["basic"] += basic["lo"] is not None and basic["lo"] <= truth <= basic["hi"]  # none: not covered
     return {**{k: v / max(with_interval, 1) for k, v in hits.items()}, "with interval": with_interval / runs}
 
 
