@@ -109,9 +109,20 @@ def _read_csv(path: Path, missing_fix: str = "",
         raise UserError(f"{path}: not a readable CSV ({why}); {unreadable_fix}") from None
 
 
-def _row(df: pd.DataFrame, mask: np.ndarray) -> int:
+def _row(df: pd.DataFrame | pd.Series, mask: np.ndarray) -> int:
     """The 1-based data row number (header is row 0) of the first True in ``mask``."""
     return int(np.flatnonzero(np.asarray(mask))[0]) + 1
+
+
+def check_unique_clip_ids(ids: pd.Series, path: str | os.PathLike, shown: pd.Series | None = None) -> None:
+    """A one-line :class:`UserError` naming the first row whose clip id (of ``ids``; an empty cell is no id) an earlier
+    row already has, and that row; ``shown``: the ids as the file spells them, where ``ids`` are normalised."""
+    dup = (ids.duplicated() & ids.notna()).to_numpy()
+    if dup.any():
+        row = _row(ids, dup)
+        raise UserError(f"{path} row {row}: duplicate clip_id '{(ids if shown is None else shown).iloc[row - 1]}' (also "
+                        f"row {_row(ids, ids == ids.iloc[row - 1])}); clip ids must be unique (remove or rename one of "
+                        "the two rows)")
 
 
 def _check_columns(df: pd.DataFrame, path: Path, required: tuple[str, ...]) -> None:
@@ -132,12 +143,7 @@ def _check_ids_and_labels(df: pd.DataFrame, path: Path) -> None:
             row = _row(df, padded)
             raise UserError(f"{path} row {row}: {col} '{df[col].iloc[row - 1]}' has leading or trailing whitespace; "
                             "remove it (ids are compared exactly)")
-    dup = df[CLIP_ID].duplicated().to_numpy()
-    if dup.any():
-        row = _row(df, dup)
-        clip_id = df[CLIP_ID].iloc[row - 1]
-        raise UserError(f"{path} row {row}: duplicate clip_id '{clip_id}' (also row {_row(df, df[CLIP_ID] == clip_id)}); "
-                        "clip ids must be unique (remove or rename one of the two rows)")
+    check_unique_clip_ids(df[CLIP_ID], path)
     bad = ~df[LABEL].isin(LABELS).to_numpy()
     if bad.any():
         row = _row(df, bad)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from speech_calibration.data.schema import NONSPEECH, NONSPEECH_TOKEN, SPEECH, SPEECH_TOKEN
+from speech_calibration.data.schema import NONSPEECH, NONSPEECH_TOKEN, SPEECH, SPEECH_TOKEN, check_unique_clip_ids
 from speech_calibration.errors import UserError
 from speech_calibration.stats import metrics
 
@@ -47,8 +47,8 @@ def read_logits_table(path: str | Path):
     speech = {col: _speech(df, col, path) for col in present}
     if len(speech) == 2:
         _check_truth_columns_agree(df, speech, path)
-    if "clip_id" in df.columns:
-        _check_unique_clip_ids(df, path)
+    if "clip_id" in df.columns:  # ids compared without surrounding whitespace
+        check_unique_clip_ids(df["clip_id"].str.strip(), path, shown=df["clip_id"])
     y = speech[present[0]]
     p = probabilities(df, path)
     if "logit_A" in df.columns and "logit_B" in df.columns:
@@ -90,17 +90,6 @@ def _check_truth_columns_agree(df: pd.DataFrame, speech: dict[str, np.ndarray], 
                         f"{df['ground_truth_token'].iloc[row]}; the two must agree ({SPEECH_TOKEN} = {SPEECH}, "
                         f"{NONSPEECH_TOKEN} = {NONSPEECH}, the study's answers): fix the row, or for a file scored "
                         "with other answers (prompt.speech_answer) use the pipeline's stages, not these scripts")
-
-
-def _check_unique_clip_ids(df: pd.DataFrame, path: Path) -> None:
-    """No ``clip_id`` on two rows (ids compared without surrounding whitespace; empty cells are not ids)."""
-    ids = df["clip_id"].str.strip()
-    dup = (ids.duplicated() & ids.notna()).to_numpy()
-    if dup.any():
-        row = int(np.flatnonzero(dup)[0])
-        first = int(np.flatnonzero((ids == ids.iloc[row]).to_numpy())[0])
-        raise UserError(f"{path} row {row + 1}: duplicate clip_id '{df['clip_id'].iloc[row]}' (also row {first + 1}); "
-                        "clip ids must be unique (remove or rename one of the two rows)")
 
 
 def probabilities(df: pd.DataFrame, path: str | Path) -> np.ndarray | None:
