@@ -138,12 +138,7 @@ def test_a_previous_version_that_cannot_be_put_back_is_kept_and_named(tmp_path, 
         return real_exchange(a, b)
 
     monkeypatch.setattr(fileio, "_exchange", swap_back_fails)
-    with pytest.raises(OSError, match="No space left") as raised, outputs_together():
-        with atomic_dir(tmp_path / "m") as tmp:
-            (tmp / "w.bin").write_text("new")
-        write_text(tmp_path / "a.json", "new")
-        monkeypatch.setattr(os, "replace", file_fails_once)
-    monkeypatch.undo()
+    raised = _write_folder_and_file_then_fail(tmp_path, monkeypatch, (os, "replace", file_fails_once))
     outputs = _outputs(tmp_path)
     kept = [name for name in outputs if name.startswith(".m.old.") and name.endswith("/x/w.bin")]
     assert len(kept) == 1 and outputs[kept[0]] == "old" and outputs["a.json"] == "old" and outputs["m/w.bin"] == "new"
@@ -194,6 +189,19 @@ def test_a_sigterm_between_a_folders_two_renames_waits_until_the_new_one_is_in(t
         (tmp / "f.txt").write_text("new")
     monkeypatch.undo()
     assert (target / "f.txt").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def _write_folder_and_file_then_fail(root, monkeypatch, *patches) -> pytest.ExceptionInfo:
+    """Write the folder ``m`` and the file ``a.json`` ("new") as one set; before they go in, apply ``patches``
+    (``(object, name, value)`` each, which make it fail with a full disk), then undo every patch. The error."""
+    with pytest.raises(OSError, match="No space left") as raised, outputs_together():
+        with atomic_dir(root / "m") as tmp:
+            (tmp / "w.bin").write_text("new")
+        write_text(root / "a.json", "new")
+        for target, name, value in patches:
+            monkeypatch.setattr(target, name, value)
+    monkeypatch.undo()
+    return raised
 
 
 def _outputs(root) -> dict[str, str]:
@@ -352,13 +360,8 @@ def test_a_swapped_folder_that_cannot_go_back_nor_into_a_holder_stays_at_its_tem
         return real_mkdtemp(*args, **kwargs)
 
     monkeypatch.setattr(fileio, "_exchange", swap_back_fails)
-    with pytest.raises(OSError, match="No space left") as raised, outputs_together():
-        with atomic_dir(tmp_path / "m") as tmp:
-            (tmp / "w.bin").write_text("new")
-        write_text(tmp_path / "a.json", "new")
-        monkeypatch.setattr(os, "replace", file_fails_once)
-        monkeypatch.setattr(fileio.tempfile, "mkdtemp", no_holder_after_the_failure)
-    monkeypatch.undo()
+    raised = _write_folder_and_file_then_fail(tmp_path, monkeypatch, (os, "replace", file_fails_once),
+                                              (fileio.tempfile, "mkdtemp", no_holder_after_the_failure))
     outputs = _outputs(tmp_path)
     kept = [name for name in outputs if name.startswith(".m.") and name.endswith("/w.bin")]
     assert len(kept) == 1 and outputs[kept[0]] == "old" and outputs["m/w.bin"] == "new" and outputs["a.json"] == "old"
