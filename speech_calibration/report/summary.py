@@ -195,10 +195,11 @@ def aggregate(seeds: Sequence[int], references: Sequence[str], *, ci: float = 0.
     requested = sorted({c.get("method_requested", "?") for c in seed_cal.values()})
     summary: dict = {"seeds": list(seeds), "method_requested": requested[0] if len(requested) == 1 else requested,
                      "method_fitted": fitted, "fine_tuned": {}, "per_seed": {}, "references": {}}
+    blocks = {n: {series: _block(r, SystemFiles(n).test_json, series) for series in SERIES} for n, r in seed_results.items()}
     for series in SERIES:
         summary["fine_tuned"][series] = {}
         for key in AGG_KEYS:
-            vals = [_num(_block(r, SystemFiles(n).test_json, series).get(key)) for n, r in seed_results.items()]
+            vals = [_num(b[series].get(key)) for b in blocks.values()]
             t = seed_interval(vals, key, ci)
             summary["fine_tuned"][series][key] = {k: (round(v, 6) if isinstance(v, float) else v)
                                                   for k, v in t.items() if k != "k"}
@@ -215,10 +216,10 @@ def aggregate(seeds: Sequence[int], references: Sequence[str], *, ci: float = 0.
             "delta_ci": r.get("delta_ci", {})}
     for name, rr in ref_results.items():
         r = rr["test"]
+        checked = {series: _block(r, SystemFiles(name, reference=True).test_json, series) for series in SERIES}
         summary["references"][name] = {
             "method_fitted": r.get("method_fitted"), "params": rr["calibration"].get("params", {}),
-            **{series: {k: _block(r, SystemFiles(name, reference=True).test_json, series).get(k) for k in AGG_KEYS}
-               for series in SERIES}}
+            **{series: {k: block.get(k) for k in AGG_KEYS} for series, block in checked.items()}}
     summary["skipped"] = skipped
     summary["eval_sets"] = {name: _read_json(layout.eval_set_metrics(name), f"run the evaluate_eval_set@{name} stage")
                             for name in eval_sets}
